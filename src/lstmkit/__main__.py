@@ -1,0 +1,3 @@
+from lstmkit.cli import main
+
+raise SystemExit(main())

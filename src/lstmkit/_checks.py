@@ -1,0 +1,40 @@
+"""Boundary checks shared by cells and layers: "expected X, got Y", standard exception types."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_tensor(name: str, value, like: torch.Tensor) -> None:
+    """``value`` must be a floating tensor with ``like``'s dtype and device."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if value.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype} (the parameters' dtype), "
+                        f"got {value.dtype}")
+    if value.device != like.device:
+        raise ValueError(f"{name}: expected device {like.device} (the parameters' device), "
+                         f"got {value.device}")
+
+
+def check_shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(value.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}")
+
+
+def check_lengths(lengths, batch: int, steps: int) -> torch.Tensor:
+    """``lengths`` must be a 1-D integer tensor of ``batch`` values in 1..``steps``; returns it
+    as int64 on the CPU (where the time loop reads it)."""
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(f"lengths: expected a 1-D integer torch.Tensor, got {type(lengths).__name__}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(f"lengths: expected shape ({batch},) (one per sequence), "
+                         f"got {tuple(lengths.shape)}")
+    lengths = lengths.to("cpu", torch.int64)
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > steps:
+        raise ValueError(f"lengths: expected values in 1..{steps} (the time steps given), "
+                         f"got values in {low}..{high}")
+    return lengths

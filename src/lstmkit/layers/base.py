@@ -1,0 +1,187 @@
+"""The layer module shared by LSTM, GRU and RNN: parameters, input handling, dispatch, streaming."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from lstmkit import kernels
+from lstmkit._checks import check_lengths, check_tensor
+from lstmkit.cells import FAMILIES
+from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_state
+from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
+from lstmkit.config import LayerConfig, changed_fields
+
+_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+class RecurrentLayer(nn.Module):
+    """A stack of recurrent layers over time, configured by a :class:`LayerConfig`.
+
+    Parameters are named as torch.nn's (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), the
+    variants' tensors after them in the same pattern (``weight_peephole_l0``).
+    """
+
+    def __init__(self, config: LayerConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.family = FAMILIES[config.cell.mode]
+        for layer in range(config.num_layers):
+            for direction in range(config.num_directions):
+                for name, shape in parameter_shapes(config.layer_cell(layer)).items():
+                    tensor = torch.empty(shape, device=device, dtype=dtype)
+                    self.register_parameter(name + _suffix(layer, direction), nn.Parameter(tensor))
+        self.reset_parameters()
+
+    # torch.nn's attributes, read from the config.
+    mode = property(lambda self: _TORCH_MODES[self.config.cell.mode])
+    input_size = property(lambda self: self.config.cell.input_size)
+    hidden_size = property(lambda self: self.config.cell.hidden_size)
+    num_layers = property(lambda self: self.config.num_layers)
+    bias = property(lambda self: self.config.cell.bias)
+    batch_first = property(lambda self: self.config.batch_first)
+    dropout = property(lambda self: self.config.dropout)
+    bidirectional = property(lambda self: self.config.bidirectional)
+    proj_size = property(lambda self: self.config.cell.proj_size)
+
+    def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
+        suffix = _suffix(layer, direction)
+        return {name: getattr(self, name + suffix)
+                for name in parameter_shapes(self.config.layer_cell(layer))}
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation (same draws, same order), then the gate-bias options."""
+        for layer in range(self.num_layers):
+            for direction in range(self.config.num_directions):
+                reset_parameters(self.config.layer_cell(layer), self._cell_parameters(layer, direction))
+
+    def cell_weights(self) -> list[list[CellWeights]]:
+        """``[layer][direction]`` -> that cell's tensors."""
+        return [[CellWeights(**self._cell_parameters(layer, direction))
+                 for direction in range(self.config.num_directions)]
+                for layer in range(self.num_layers)]
+
+    def flatten_parameters(self) -> None:
+        """Accepted for torch.nn compatibility; lstmkit keeps no flattened copy."""
+
+    def init_state(self, batch_size: int | None = None):
+        """Zeros: (L*D, B, size) per state tensor, or (L*D, size) with ``batch_size=None``."""
+        leading = (self.num_layers * self.config.num_directions,)
+        leading += () if batch_size is None else (batch_size,)
+        return zero_state(self.family, self.config.cell, leading, self.weight_ih_l0)
+
+    def backend(self, device=None, dtype=None):
+        """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
+        like = self.weight_ih_l0
+        return kernels.resolve(self.config.backend, self.config, torch.device(device or like.device),
+                               dtype or like.dtype, self.training)
+
+    def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
+        """Run the whole sequence.
+
+        Args:
+            input: (T, B, I), (B, T, I) with ``batch_first``, unbatched (T, I), or a
+                ``PackedSequence``.
+            hx: the initial state, zeros if None: (L*D, B, P) for h and (L*D, B, H) for an
+                LSTM's c; without the B dimension for unbatched input.
+            lengths: optional 1-D integer tensor (B,) of each sequence's length in 1..T; padding
+                then never reaches outputs or final states, and the reverse direction starts at
+                each sequence's own last element.
+
+        Returns:
+            ``(output, state)``: output (T, B, D*P) (or as the input's layout; a PackedSequence
+            for a packed input), zero past each length; state as ``hx``, the state after each
+            sequence's last element.
+        """
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths: expected None with a PackedSequence (it has its own), "
+                                 "got a tensor")
+            return self._forward_packed(input, hx)
+        like = self.weight_ih_l0
+        check_tensor("input", input, like)
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            raise ValueError(f"input: expected shape (T, B, {self.input_size}), "
+                             f"(B, T, {self.input_size}) with batch_first, or "
+                             f"(T, {self.input_size}) unbatched, got {tuple(input.shape)}")
+        batched = input.dim() == 3
+        x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
+        x = x if batched else x.unsqueeze(1)  # (T, B, I)
+        steps, batch = x.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch, steps)
+        state = self._initial_state(hx, batch, batched)
+        backend = self.backend()
+        y, state = backend.run(self.config, self.cell_weights(), x, state, lengths, self.training)
+        if not batched:
+            return y.squeeze(1), self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
+        return (y.transpose(0, 1) if self.batch_first else y), state
+
+    def _initial_state(self, hx, batch: int, batched: bool):
+        leading = (self.num_layers * self.config.num_directions, batch)
+        if hx is None:
+            return zero_state(self.family, self.config.cell, leading, self.weight_ih_l0)
+        if batched:
+            return check_state(self.family, self.config.cell, hx, leading, self.weight_ih_l0, "hx")
+        state = check_state(self.family, self.config.cell, hx, leading[:1], self.weight_ih_l0, "hx")
+        return self.family.make_state(*(s.unsqueeze(1) for s in state_tensors(state)))
+
+    def _forward_packed(self, packed: PackedSequence, hx):
+        padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
+        y, state = self.forward(padded, hx, lengths=lengths)
+        if packed.sorted_indices is not None:
+            y = y.index_select(0 if self.batch_first else 1, packed.sorted_indices)
+            lengths = lengths[packed.sorted_indices]
+        out = pack_padded_sequence(y, lengths, batch_first=self.batch_first)
+        return PackedSequence(out.data, out.batch_sizes, packed.sorted_indices,
+                              packed.unsorted_indices), state
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step with the state carried: ``forward`` on a sequence of length 1.
+
+        Shape: x_t (B, I) or unbatched (I,) -> (y_t (B, P), state). A run step by step, or in
+        chunks through ``forward``, equals one call on the whole sequence (in evaluation mode;
+        training draws fresh dropout masks per call).
+        """
+        if self.bidirectional:
+            raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
+                             "(the reverse direction needs the whole sequence)")
+        check_tensor("x_t", x_t, self.weight_ih_l0)
+        if x_t.dim() not in (1, 2):
+            raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
+                             f"({self.input_size},), got {tuple(x_t.shape)}")
+        x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
+        y, state = self.forward(x, state)
+        return y.squeeze(0 if x_t.dim() == 1 or not self.batch_first else 1), state
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, **options):
+        """An lstmkit layer with ``module``'s configuration and weights; ``options`` add
+        lstmkit's own (``backend``, initialisation options, ...)."""
+        expected = cls._torch_class()
+        if type(module) is not expected:
+            raise TypeError(f"module: expected a torch.nn.{expected.__name__}, "
+                            f"got {type(module).__name__}")
+        p = module.weight_ih_l0
+        layer = cls(**cls._torch_arguments(module), device=p.device, dtype=p.dtype, **options)
+        layer.load_state_dict(module.state_dict())
+        return layer
+
+    def to_torch(self) -> nn.RNNBase:
+        """The equivalent torch.nn module with these weights (plain configurations only)."""
+        if not self.config.is_torch_compatible:
+            raise ValueError("to_torch: expected a configuration torch.nn computes, got one with "
+                             "lstmkit-only options")
+        p = self.weight_ih_l0
+        module = self._torch_class()(**self._torch_arguments(self), device=p.device, dtype=p.dtype)
+        module.load_state_dict(self.state_dict())
+        return module
+
+    def extra_repr(self) -> str:
+        layer = {k: v for k, v in changed_fields(self.config).items() if k != "cell"}
+        return config_repr(self.config.cell, **layer)
