@@ -43,6 +43,7 @@ class Backend:
 
 _MODULES = {
     "native": "lstmkit.kernels.native",
+    "cpu": "lstmkit.kernels.cpu",
     "reference": "lstmkit.kernels.reference",
 }
 """Backend name -> module; "auto" tries them in this order."""

@@ -1,0 +1,109 @@
+"""The cpu backend: the whole recurrence in compiled C++, forward and backward.
+
+Each layer and direction is one call into ``ops.cpp`` (built on first use, see ``_build``): the
+input term of every step as one matrix product, one recurrent product per step (direct BLAS
+calls, no dispatcher in the loop), the gate math in loops the compiler vectorises, spread over
+threads by batch rows where a step has enough of them, and in the backward pass the weight
+gradients as products over all steps at once. It computes every cell option of the three
+families, lengths, recurrent dropout and zoneout, in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+from lstmkit.activations import ACTIVATIONS
+from lstmkit.cells import FAMILIES
+from lstmkit.cells.base import state_tensors
+from lstmkit.cells.weights import CellWeights
+from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.kernels import Backend
+from lstmkit.kernels.cpu import _build
+from lstmkit.layers.stack import StepMasks, stack_of
+
+ACTIVATION_CODES = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
+                    "leaky_relu", "identity")
+"""Activation names in the order of common.h's ``Act`` enum."""
+
+_MODES = ("lstm", "gru", "rnn")  # ops.cpp's Mode enum
+_DTYPES = (torch.float32, torch.float64)
+
+
+class _Spec(NamedTuple):
+    """A cell config as the C++ side reads it."""
+
+    mode: int
+    states: int  # state tensors: 2 for an LSTM, else 1
+    weights: int  # leading CellWeights fields the family has
+    options: tuple[int, ...]
+    clip: float
+
+
+@functools.lru_cache(maxsize=64)
+def _spec(cfg: CellConfig) -> _Spec:
+    if cfg.mode == "lstm":
+        acts = (cfg.gate_activation, cfg.cell_activation, cfg.output_activation)
+        options = tuple(ACTIVATION_CODES.index(a) for a in acts) + (int(cfg.coupled),)
+        return _Spec(0, 2, len(CellWeights._fields), options, float(cfg.cell_clip or 0.0))
+    flag = cfg.reset_after if cfg.mode == "gru" else cfg.nonlinearity == "relu"
+    return _Spec(_MODES.index(cfg.mode), 1, 4, (int(flag),), 0.0)
+
+
+class _Scan(torch.autograd.Function):
+    """One layer and direction; the masks ride along as constants (they need no gradient)."""
+
+    @staticmethod
+    def forward(ctx, spec: _Spec, masks: tuple, x, *tensors):
+        state, weights = tensors[:spec.states], tensors[spec.states:]
+        out = _build.ops().scan_forward(spec.mode, x, state, weights, *masks, spec.options,
+                                        spec.clip, True)
+        ctx.spec, ctx.masks = spec, masks
+        ctx.save_for_backward(x, *weights, *out[1 + spec.states:])
+        return tuple(out[:1 + spec.states])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        spec = ctx.spec
+        x, *rest = ctx.saved_tensors
+        weights, saved = rest[:spec.weights], rest[spec.weights:]
+        out = _build.ops().scan_backward(spec.mode, x, [g.contiguous() for g in grads], saved,
+                                         weights, *ctx.masks, spec.options, spec.clip,
+                                         ctx.needs_input_grad[2])
+        dweights = [g if w is not None else None for g, w in zip(out[1 + spec.states:], weights)]
+        return (None, None, out[0], *out[1:1 + spec.states], *dweights)
+
+
+def scan(cfg: CellConfig, w: CellWeights, x: torch.Tensor, state, lengths, masks: StepMasks):
+    """One layer in one direction, as :func:`lstmkit.kernels.reference.scan` computes it.
+
+    Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
+    """
+    spec = _spec(cfg)
+    tensors = [t.contiguous() for t in state_tensors(state)]
+    tensors += [None if t is None else t.contiguous() for t in w[:spec.weights]]
+    zoneout = [] if masks.zoneout is None else [z.contiguous() for z in masks.zoneout]
+    constants = (lengths, masks.hidden, zoneout)
+    x = x.contiguous()
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in [x, *tensors]):
+        y, *final = _Scan.apply(spec, constants, x, *tensors)
+    else:
+        y, *final = _build.ops().scan_forward(spec.mode, x, tensors[:spec.states],
+                                              tensors[spec.states:], *constants, spec.options,
+                                              spec.clip, False)
+    return y, FAMILIES[cfg.mode].make_state(*final)
+
+
+def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
+             training: bool) -> str | None:
+    if device.type != "cpu":
+        return f"runs on the CPU only, got device {device.type!r}"
+    if dtype not in _DTYPES:
+        return f"computes float32 and float64 only, got {dtype}"
+    return _build.problem()
+
+
+BACKEND = Backend(name="cpu", run=stack_of(scan), supports=supports)

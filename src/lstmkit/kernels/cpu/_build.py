@@ -1,0 +1,99 @@
+"""Compile the CPU kernels on first use and keep the build.
+
+The extension is one C++ file (``ops.cpp`` with its headers) that registers ``torch.ops.
+lstmkit_cpu``. It is compiled with ``torch.utils.cpp_extension.load`` for the machine it runs
+on (``-march=native``), into ``$TORCH_EXTENSIONS_DIR/lstmkit_cpu-<key>`` (torch's default root,
+``~/.cache/torch_extensions``, when the variable is unset). The key covers the sources, torch's
+version and the CPU, so an edit, a torch upgrade or a home directory shared with another kind of
+CPU gets a fresh build instead of a stale or illegal one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).parent
+_SOURCES = ("ops.cpp", "common.h", "lstm.h", "gru.h", "rnn.h")
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-Wno-unknown-pragmas"]
+
+
+def problem() -> str | None:
+    """Why this machine cannot build the kernels (no compiler, no ninja), or None."""
+    if not sys.platform.startswith("linux"):
+        return f"builds on Linux only, got {sys.platform}"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return (f"needs a C++ compiler to build on first use, found no {compiler!r} "
+                "(install g++, or set CXX)")
+    if _ninja_dir() is None:
+        return "needs ninja to build on first use (pip install ninja)"
+    return None
+
+
+def _ninja_dir() -> str | None:
+    found = shutil.which("ninja")
+    if found:
+        return os.path.dirname(found)
+    try:
+        import ninja  # the PyPI wheel puts the binary beside the package, maybe off PATH
+    except ImportError:
+        return None
+    return ninja.BIN_DIR
+
+
+def _cpu_identity() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines()
+            if line.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    return "\n".join(sorted(set(keep)))
+
+
+def build_directory() -> Path:
+    """Where this machine's build lives."""
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        digest.update((_HERE / name).read_bytes())
+    for part in (torch.__version__, " ".join(_FLAGS), _cpu_identity()):
+        digest.update(part.encode())
+    return Path(get_default_build_root()) / f"lstmkit_cpu-{digest.hexdigest()[:16]}"
+
+
+@functools.cache
+def ops():
+    """``torch.ops.lstmkit_cpu``, built first if this machine has no build yet (seconds)."""
+    import torch
+    from torch.utils.cpp_extension import load
+
+    reason = problem()
+    if reason is not None:
+        raise RuntimeError(f"the cpu backend {reason}; backend='reference' runs without it")
+    directory = build_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = os.environ.get("PATH", "")
+    ninja_dir = _ninja_dir()
+    if ninja_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = ninja_dir + os.pathsep + path
+    log.debug("loading the cpu kernels from %s", directory)
+    try:
+        load(name="lstmkit_cpu", sources=[str(_HERE / "ops.cpp")], extra_cflags=_FLAGS,
+             extra_ldflags=["-fopenmp"], build_directory=str(directory),
+             is_python_module=False, verbose=log.isEnabledFor(logging.DEBUG))
+    except (RuntimeError, OSError) as error:
+        raise RuntimeError(f"the cpu backend failed to build in {directory}: {error}; "
+                           "backend='reference' runs without it") from error
+    return torch.ops.lstmkit_cpu

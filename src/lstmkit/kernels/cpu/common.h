@@ -1,0 +1,299 @@
+// Shared by the cell kernels: BLAS products on raw pointers, activations the compiler can
+// vectorise, layer-norm rows and the step masks.
+//
+// Dimension legend: T time steps, B batch, I input features, H hidden units, P output units
+// (proj_size or H), G gates (LSTM 4, GRU 3, RNN 1). Every tensor is contiguous and row-major;
+// a (T, B, F) sequence is T blocks of B rows of F values.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
+
+// The Fortran BLAS that torch itself calls (MKL on x86 wheels). Declared weak: a build of torch
+// that does not export them falls back to at::addmm_out, which costs a few microseconds more
+// per call through the dispatcher; at batch 1 a step's whole budget is about that.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace lstmkit {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// Row-major C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C, op transposing when
+// the flag is set; lda, ldb, ldc are row strides. BLAS is column-major, so it computes
+// C^T = op(B)^T op(A)^T on the same memory.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    if (dgemm_) return dgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, bool t, int64_t rows, int64_t cols, int64_t ld) {
+    auto v = at::from_blob(const_cast<T*>(p), {t ? cols : rows, t ? rows : cols}, {ld, 1}, opts);
+    return t ? v.t() : v;
+  };
+  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  at::addmm_out(c, c, view(A, trans_a, M, K, lda), view(B, trans_b, K, N, ldb), beta, alpha);
+}
+
+// exp by range reduction, x = n ln2 + r with |r| <= ln2 / 2, and the Taylor series of e^r
+// (degree 7 for float, 13 for double: the truncation error is below half an ulp). Plain
+// arithmetic and integer bit tricks only, so loops over it vectorise without -ffast-math.
+// 1 / k! for k = 0..13, the Taylor coefficients of e^r.
+template <typename T>
+constexpr std::array<T, 14> kInverseFactorial = [] {
+  std::array<T, 14> c{};
+  double f = 1;
+  for (int k = 0; k < 14; ++k) {
+    f *= k > 0 ? k : 1;
+    c[k] = static_cast<T>(1.0 / f);
+  }
+  return c;
+}();
+
+template <typename T>
+inline T vexp(T x) {
+  using Bits = std::conditional_t<std::is_same_v<T, float>, int32_t, int64_t>;
+  constexpr bool single = std::is_same_v<T, float>;
+  constexpr int mantissa = single ? 23 : 52, bias = single ? 127 : 1023, degree = single ? 7 : 13;
+  constexpr T lo = single ? -87.0f : -708.0, hi = single ? 88.0f : 709.0;
+  constexpr T ln2_hi = single ? 0.693145751953125f : 6.93147180369123816490e-01;
+  constexpr T ln2_lo = single ? 1.428606765330187e-06f : 1.90821492927058770002e-10;
+  x = std::min(std::max(x, lo), hi);
+  const T n = std::floor(x * T(1.4426950408889634) + T(0.5));
+  const T r = x - n * ln2_hi - n * ln2_lo;
+  T p = kInverseFactorial<T>[degree];
+  for (int k = degree - 1; k >= 0; --k) p = p * r + kInverseFactorial<T>[k];
+  const Bits bits = (static_cast<Bits>(n) + bias) << mantissa;
+  T scale;
+  std::memcpy(&scale, &bits, sizeof(T));
+  return p * scale;
+}
+
+template <typename T>
+inline T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
+
+template <typename T>
+inline T vtanh(T x) { return T(2) / (T(1) + vexp(T(-2) * x)) - T(1); }
+
+// The order of lstmkit.activations.ACTIVATIONS as the Python side numbers them.
+enum Act : int64_t {
+  kSigmoid, kTanh, kRelu, kHardSigmoid, kSoftsign, kSoftplus, kElu, kLeakyRelu, kIdentity
+};
+
+// y = act(x) over n values. One loop per activation, so each vectorises on its own.
+template <typename T>
+void activate(int64_t act, const T* x, T* y, int64_t n) {
+  switch (act) {
+    case kSigmoid: for (int64_t j = 0; j < n; ++j) y[j] = vsigmoid(x[j]); break;
+    case kTanh: for (int64_t j = 0; j < n; ++j) y[j] = vtanh(x[j]); break;
+    case kRelu: for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(0) ? x[j] : T(0); break;
+    case kHardSigmoid:
+      for (int64_t j = 0; j < n; ++j) y[j] = std::min(std::max(T(0.2) * x[j] + T(0.5), T(0)), T(1));
+      break;
+    case kSoftsign: for (int64_t j = 0; j < n; ++j) y[j] = x[j] / (T(1) + std::abs(x[j])); break;
+    case kSoftplus:  // torch's threshold: linear above 20
+      for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(20) ? x[j] : std::log1p(std::exp(x[j]));
+      break;
+    case kElu: for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(0) ? x[j] : vexp(x[j]) - T(1); break;
+    case kLeakyRelu: for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(0) ? x[j] : T(0.01) * x[j]; break;
+    default: if (y != x) std::copy(x, x + n, y);
+  }
+}
+
+// d[j] = act'(x[j]) given x and y = act(x), with torch's choices at the kinks (relu' = 0 at 0,
+// the hard sigmoid's clamp passes its bounds).
+template <typename T>
+void derivative(int64_t act, const T* x, const T* y, T* d, int64_t n) {
+  switch (act) {
+    case kSigmoid: for (int64_t j = 0; j < n; ++j) d[j] = y[j] * (T(1) - y[j]); break;
+    case kTanh: for (int64_t j = 0; j < n; ++j) d[j] = T(1) - y[j] * y[j]; break;
+    case kRelu: for (int64_t j = 0; j < n; ++j) d[j] = x[j] > T(0) ? T(1) : T(0); break;
+    case kHardSigmoid:
+      for (int64_t j = 0; j < n; ++j) {
+        const T v = T(0.2) * x[j] + T(0.5);
+        d[j] = (v >= T(0) && v <= T(1)) ? T(0.2) : T(0);
+      }
+      break;
+    case kSoftsign:
+      for (int64_t j = 0; j < n; ++j) {
+        const T s = T(1) + std::abs(x[j]);
+        d[j] = T(1) / (s * s);
+      }
+      break;
+    case kSoftplus: for (int64_t j = 0; j < n; ++j) d[j] = x[j] > T(20) ? T(1) : vsigmoid(x[j]); break;
+    case kElu: for (int64_t j = 0; j < n; ++j) d[j] = x[j] > T(0) ? T(1) : y[j] + T(1); break;
+    case kLeakyRelu: for (int64_t j = 0; j < n; ++j) d[j] = x[j] > T(0) ? T(1) : T(0.01); break;
+    default: for (int64_t j = 0; j < n; ++j) d[j] = T(1);
+  }
+}
+
+constexpr double kLayerNormEps = 1e-5;  // lstmkit.cells.lstm.LN_EPS
+
+// Normalise one row in place: x <- (x - mean) / sqrt(var + eps); returns 1 / sqrt(var + eps)
+// and stores the mean if asked. Sums in double so long float rows keep their precision.
+template <typename T>
+T normalize_row(T* x, int64_t n, T* mean_out = nullptr) {
+  double sum = 0, sq = 0;
+  for (int64_t j = 0; j < n; ++j) sum += x[j];
+  const double mean = sum / n;
+  for (int64_t j = 0; j < n; ++j) sq += (x[j] - mean) * (x[j] - mean);
+  const T rstd = static_cast<T>(1.0 / std::sqrt(sq / n + kLayerNormEps));
+  const T m = static_cast<T>(mean);
+  if (mean_out) *mean_out = m;
+  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] - m) * rstd;
+  return rstd;
+}
+
+// The gradient through normalize_row: given dxhat and xhat of a row (n values) and its rstd,
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+template <typename T>
+void normalize_row_backward(const T* dxhat, const T* xhat, T rstd, T* dx, int64_t n) {
+  double a = 0, b = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    a += dxhat[j];
+    b += dxhat[j] * xhat[j];
+  }
+  const T ma = static_cast<T>(a / n), mb = static_cast<T>(b / n);
+  for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dxhat[j] - ma - xhat[j] * mb);
+}
+
+// Rows per parallel task: enough work per thread that waking it pays (about 16k values).
+inline int64_t row_grain(int64_t values_per_row) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, values_per_row));
+}
+
+// out[j] = sum over rows r of a[r, j] * b[r, j] (b null: a alone); parallel over columns.
+template <typename T>
+void column_sums(int64_t rows, int64_t cols, const T* a, int64_t lda, const T* b, int64_t ldb,
+                 T* out) {
+  at::parallel_for(0, cols, std::max<int64_t>(16, 65536 / std::max<int64_t>(1, rows)),
+                   [&](int64_t j0, int64_t j1) {
+    std::vector<double> acc(j1 - j0, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* ar = a + r * lda;
+      const T* br = b ? b + r * ldb : nullptr;
+      if (br) {
+        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += ar[j] * br[j];
+      } else {
+        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += ar[j];
+      }
+    }
+    for (int64_t j = j0; j < j1; ++j) out[j] = static_cast<T>(acc[j - j0]);
+  });
+}
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// What a scan multiplies in at each step (lstmkit.layers.stack.StepMasks) and the lengths:
+// h_{t-1} is scaled by `hidden` (B, P) before the recurrent product; state tensor k becomes
+// z * s_{t-1} + (1 - z) * s_new with z = zoneout[k] (T, B, size); a row b stops at lengths[b].
+template <typename T>
+struct Masks {
+  const T* hidden = nullptr;
+  std::vector<const T*> zoneout;  // empty, or one per state tensor
+  const int64_t* lengths = nullptr;
+
+  bool valid(int64_t t, int64_t b) const { return !lengths || t < lengths[b]; }
+  const T* zone(size_t k, int64_t t, int64_t b, int64_t size, int64_t batch) const {
+    return zoneout.empty() ? nullptr : zoneout[k] + (t * batch + b) * size;
+  }
+};
+
+// Forward, state tensor k after step t: row b of `next` (B, size) becomes `cur` mixed with
+// `prev` by zoneout, or stays `prev` past the row's length; y (B, size), if given, gets the
+// carried row, or zeros past the length.
+template <typename T>
+void carry(const Masks<T>& m, size_t k, int64_t t, int64_t B, int64_t size, const T* prev,
+           const T* cur, T* next, T* y) {
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t o = b * size;
+    const T* src = cur + o;
+    if (!m.valid(t, b)) {
+      src = prev + o;
+    } else if (const T* z = m.zone(k, t, b, size, B)) {
+      for (int64_t j = 0; j < size; ++j) next[o + j] = z[j] * prev[o + j] + (T(1) - z[j]) * cur[o + j];
+      src = next + o;
+    }
+    if (src != next + o) std::copy(src, src + size, next + o);
+    if (y && m.valid(t, b)) std::copy(next + o, next + o + size, y + o);
+    if (y && !m.valid(t, b)) std::fill(y + o, y + o + size, T(0));
+  }
+}
+
+// Backward of carry: d (B, size) holds the gradient of the carried state (dy, if given, is
+// added: the output is that state). Writes the new state's share to dcur and leaves in d the
+// share that goes straight to the previous state.
+template <typename T>
+void uncarry(const Masks<T>& m, size_t k, int64_t t, int64_t B, int64_t size, T* d,
+             const T* dy, T* dcur) {
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t o = b * size;
+    if (!m.valid(t, b)) {
+      std::fill(dcur + o, dcur + o + size, T(0));
+      continue;
+    }
+    const T* z = m.zone(k, t, b, size, B);
+    for (int64_t j = 0; j < size; ++j) {
+      const T grad = d[o + j] + (dy ? dy[o + j] : T(0));
+      dcur[o + j] = z ? (T(1) - z[j]) * grad : grad;
+      d[o + j] = z ? z[j] * grad : T(0);
+    }
+  }
+}
+
+// h (rows of B * P values) scaled by the recurrent-dropout mask (B, P) into buf, or h itself.
+template <typename T>
+const T* masked_hidden(const Masks<T>& m, const T* h, T* buf, int64_t rows, int64_t BP) {
+  if (!m.hidden) return h;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < BP; ++j) buf[r * BP + j] = h[r * BP + j] * m.hidden[j];
+  return buf;
+}
+
+// d += dh_in (B * P values) through the recurrent-dropout mask.
+template <typename T>
+void add_masked(const Masks<T>& m, const T* dh_in, T* d, int64_t BP) {
+  for (int64_t j = 0; j < BP; ++j) d[j] += m.hidden ? dh_in[j] * m.hidden[j] : dh_in[j];
+}
+
+// d (rows, P) += g (rows, G) @ w (G, P), through the recurrent-dropout mask if there is one.
+template <typename T>
+void backprop_recurrent(const Masks<T>& m, int64_t rows, int64_t G, int64_t P, const T* g,
+                        int64_t ldg, const T* w, T* d, T* buf) {
+  if (!m.hidden) return gemm<T>(false, false, rows, P, G, 1, g, ldg, w, P, 1, d, P);
+  gemm<T>(false, false, rows, P, G, 1, g, ldg, w, P, 0, buf, P);
+  add_masked(m, buf, d, rows * P);
+}
+
+}  // namespace lstmkit

@@ -1,0 +1,385 @@
+// The fused LSTM: one layer, one direction, forward and backward over the whole sequence.
+// It computes the function of lstmkit/cells/lstm.py (equations there) step for step.
+//
+// Shapes (legend in common.h): x (T, B, I); state h (B, P), c (B, H); weight_ih (4H, I),
+// weight_hh (4H, P), weight_hr (P, H), peephole (3H), layer-norm gains (4H) and (H).
+// Saved for the backward pass (training only):
+//   A  (T, B, 4H) gate pre-activations, peephole terms included, before the clip;
+//   Hs (T+1, B, P), Cs (T+1, B, H) the carried states, Cn (T, B, H) each step's new c;
+//   with layer_norm: Xih, Xhh (T, B, 4H) the normalised input and recurrent terms, their
+//   1/std Rih, Rhh (T, B), and Sc (T, B, 2) the mean and 1/std of each c_t.
+#pragma once
+
+#include "common.h"
+
+namespace lstmkit {
+
+struct LSTMOptions {
+  int64_t gate_act, cell_act, out_act;
+  bool coupled;
+  double clip;  // <= 0: no clip
+};
+
+template <typename T>
+struct LSTMWeights {
+  const T *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peephole, *ln_ih, *ln_hh, *ln_c, *bln_c;
+};
+
+template <typename T>
+LSTMWeights<T> lstm_weights(const std::vector<OptTensor>& w) {
+  return {ptr_or_null<T>(w[0]), ptr_or_null<T>(w[1]), ptr_or_null<T>(w[2]), ptr_or_null<T>(w[3]),
+          ptr_or_null<T>(w[4]), ptr_or_null<T>(w[5]), ptr_or_null<T>(w[6]), ptr_or_null<T>(w[7]),
+          ptr_or_null<T>(w[8]), ptr_or_null<T>(w[9])};
+}
+
+// y = act(clamp(a, -clip, clip)) over n values; clip <= 0 means no clamp.
+template <typename T>
+void gate(int64_t act, double clip, const T* a, T* y, int64_t n) {
+  if (clip <= 0) return activate(act, a, y, n);
+  const T k = static_cast<T>(clip);
+  for (int64_t j = 0; j < n; ++j) y[j] = std::min(std::max(a[j], -k), k);
+  activate(act, y, y, n);
+}
+
+// The same, and d = dy/da: act' at the clamped input, zero where the clamp cut (torch's clamp
+// passes gradient at its bounds). d first holds the clamped input, read before overwritten.
+template <typename T>
+void gate_grad(int64_t act, double clip, const T* a, T* y, T* d, int64_t n) {
+  const T* x = a;
+  const T k = static_cast<T>(clip);
+  if (clip > 0) {
+    for (int64_t j = 0; j < n; ++j) d[j] = std::min(std::max(a[j], -k), k);
+    x = d;
+  }
+  activate(act, x, y, n);
+  derivative(act, x, y, d, n);
+  if (clip > 0) for (int64_t j = 0; j < n; ++j) d[j] = (a[j] >= -k && a[j] <= k) ? d[j] : T(0);
+}
+
+template <typename T>
+struct LSTMScan {
+  int64_t steps, batch, input, hidden, output;
+  LSTMWeights<T> w;
+  LSTMOptions opt;
+  Masks<T> masks;
+  bool save;
+
+  int64_t gates() const { return 4 * hidden; }
+  int64_t slot(int64_t t) const { return save ? t : t % 2; }  // state rows kept: all or two
+
+  // The input term of every step in one product: A = x W_ih^T + b_ih + b_hh, or with layer
+  // norm A = γ_ih LN(x W_ih^T) + b_ih + b_hh, keeping LN's output in Xih and 1/std in Rih.
+  void input_term(const T* x, T* A, T* Xih, T* Rih) const {
+    const int64_t rows = steps * batch, G = gates();
+    const bool ln = w.ln_ih != nullptr;
+    T* dst = ln ? Xih : A;
+    if (!ln && w.b_ih) {
+      at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t j = 0; j < G; ++j) A[r * G + j] = w.b_ih[j] + w.b_hh[j];
+      });
+    }
+    gemm<T>(false, true, rows, G, input, 1, x, input, w.w_ih, input, !ln && w.b_ih ? 1 : 0,
+            dst, G);
+    if (!ln) return;
+    at::parallel_for(0, rows, row_grain(2 * G), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* xr = Xih + r * G;
+        Rih[r] = normalize_row(xr, G);
+        for (int64_t j = 0; j < G; ++j)
+          A[r * G + j] = w.ln_ih[j] * xr[j] + (w.b_ih ? w.b_ih[j] + w.b_hh[j] : T(0));
+      }
+    });
+  }
+
+  // Gate math of one row: a (4H) gets the recurrent layer-norm term and the peepholes; writes
+  // the new c (H) and o ⊙ ψ(c) (H) into hraw. work holds 5H values.
+  void cell_row(T* a, const T* gh, T* xhh, T* rhh, const T* c_prev, T* c_new, T* sc, T* hraw,
+                T* work) const {
+    const int64_t H = hidden, G = gates();
+    if (w.ln_hh) {
+      std::copy(gh, gh + G, xhh);
+      *rhh = normalize_row(xhh, G);
+      for (int64_t j = 0; j < G; ++j) a[j] += w.ln_hh[j] * xhh[j];
+    }
+    T *ai = a, *af = a + H, *ag = a + 2 * H, *ao = a + 3 * H;
+    T *i = work, *f = work + H, *g = work + 2 * H, *o = work + 3 * H, *psi = work + 4 * H;
+    const T* p = w.peephole;
+    if (p) {
+      for (int64_t j = 0; j < H; ++j) {
+        ai[j] += p[j] * c_prev[j];
+        af[j] += p[H + j] * c_prev[j];
+      }
+    }
+    gate<T>(opt.gate_act, opt.clip, ai, i, H);
+    if (opt.coupled) {
+      for (int64_t j = 0; j < H; ++j) f[j] = T(1) - i[j];
+    } else {
+      gate<T>(opt.gate_act, opt.clip, af, f, H);
+    }
+    gate<T>(opt.cell_act, opt.clip, ag, g, H);
+    for (int64_t j = 0; j < H; ++j) c_new[j] = f[j] * c_prev[j] + i[j] * g[j];
+    if (p) for (int64_t j = 0; j < H; ++j) ao[j] += p[2 * H + j] * c_new[j];
+    gate<T>(opt.gate_act, opt.clip, ao, o, H);
+    const T* c_out = c_new;
+    if (w.ln_c) {
+      std::copy(c_new, c_new + H, psi);
+      sc[1] = normalize_row(psi, H, sc);
+      for (int64_t j = 0; j < H; ++j) psi[j] = w.ln_c[j] * psi[j] + w.bln_c[j];
+      c_out = psi;
+    }
+    activate(opt.out_act, c_out, psi, H);
+    for (int64_t j = 0; j < H; ++j) hraw[j] = o[j] * psi[j];
+  }
+
+  void cell_row_backward(int64_t t, int64_t b, const std::vector<Tensor>& saved, const T* dhraw,
+                         const T* dcn, T* dc, T* dA, T* dGH, T* Hraw, T* dChat, T* Chat,
+                         T* work) const;
+  std::vector<Tensor> weight_grads(const Tensor& x, const std::vector<Tensor>& saved,
+                                   const Tensor& dA, const Tensor& dGH, const Tensor& dHn,
+                                   const Tensor& Hraw, const Tensor& dChat, const Tensor& Chat,
+                                   const Tensor& dh, const Tensor& dc, bool need_dx) const;
+  std::vector<Tensor> forward(const Tensor& x, const Tensor& h0, const Tensor& c0) const;
+  std::vector<Tensor> backward(const Tensor& x, const Tensor& dy, const Tensor& dhT,
+                               const Tensor& dcT, const std::vector<Tensor>& saved,
+                               bool need_dx) const;
+};
+
+template <typename T>
+std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
+                                         const Tensor& c0) const {
+  const int64_t B = batch, H = hidden, P = output, G = gates();
+  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr;
+  const auto o = x.options();
+  Tensor y = at::empty({steps, batch, P}, o);
+  Tensor A = at::empty({steps, B, G}, o);
+  Tensor Hs = at::empty({save ? steps + 1 : 2, B, P}, o);
+  Tensor Cs = at::empty({save ? steps + 1 : 2, B, H}, o);
+  Tensor Cn = at::empty({save ? steps : 1, B, H}, o);
+  Tensor Xih = ln && save ? at::empty({steps, B, G}, o) : A;
+  Tensor Xhh = ln ? at::empty({save ? steps : 1, B, G}, o) : Tensor();
+  Tensor Rih = ln ? at::empty({steps, B}, o) : Tensor();
+  Tensor Rhh = ln ? at::empty({save ? steps : 1, B}, o) : Tensor();
+  Tensor Sc = ln ? at::empty({save ? steps : 1, B, 2}, o) : Tensor();
+  Tensor gh = ln ? at::empty({B, G}, o) : Tensor();
+  Tensor hin = masks.hidden ? at::empty({B, P}, o) : Tensor();
+  Tensor hraw = at::empty({B, H}, o), hnew = proj ? at::empty({B, P}, o) : hraw;
+  std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * P, Hs.data_ptr<T>());
+  std::copy(c0.data_ptr<T>(), c0.data_ptr<T>() + B * H, Cs.data_ptr<T>());
+  T *pA = A.data_ptr<T>(), *pH = Hs.data_ptr<T>(), *pC = Cs.data_ptr<T>(), *py = y.data_ptr<T>();
+  auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
+  input_term(x.data_ptr<T>(), pA, ptr(Xih), ptr(Rih));
+
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t s = slot(t), s1 = slot(t + 1), k = save ? t : 0;
+    const T *h_prev = pH + s * B * P, *c_prev = pC + s * B * H;
+    const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * P);
+    T* a = pA + t * B * G;
+    if (ln) gemm<T>(false, true, B, G, P, 1, h_in, P, w.w_hh, P, 0, ptr(gh), G);
+    else gemm<T>(false, true, B, G, P, 1, h_in, P, w.w_hh, P, 1, a, G);
+    at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
+      std::vector<T> work(5 * H);
+      for (int64_t b = b0; b < b1; ++b) {
+        cell_row(a + b * G, ln ? ptr(gh) + b * G : nullptr, ln ? ptr(Xhh) + (k * B + b) * G : nullptr,
+                 ln ? ptr(Rhh) + k * B + b : nullptr, c_prev + b * H, ptr(Cn) + (k * B + b) * H,
+                 ln ? ptr(Sc) + (k * B + b) * 2 : nullptr, ptr(hraw) + b * H, work.data());
+      }
+    });
+    if (proj) gemm<T>(false, true, B, P, H, 1, ptr(hraw), H, w.w_hr, H, 0, ptr(hnew), P);
+    carry(masks, 0, t, B, P, h_prev, ptr(hnew), pH + s1 * B * P, py + t * B * P);
+    carry(masks, 1, t, B, H, c_prev, ptr(Cn) + k * B * H, pC + s1 * B * H, (T*)nullptr);
+  }
+  const int64_t last = slot(steps);
+  std::vector<Tensor> out{y, Hs[last].clone(), Cs[last].clone()};
+  if (save) {
+    for (const Tensor& t : {A, Hs, Cs, Cn}) out.push_back(t);
+    if (ln) for (const Tensor& t : {Xih, Rih, Xhh, Rhh, Sc}) out.push_back(t);
+  }
+  return out;
+}
+
+
+// The gradient through one row's gate math at step t. In: dhraw (H) the gradient of o ⊙ ψ(c),
+// dcn (H) that of the new c from later steps; out: dA (4H) that of the pre-activations, dc (H)
+// gains that of c_{t-1}, dGH (4H) that of the recurrent term before its layer norm. work: 11H.
+template <typename T>
+void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tensor>& saved,
+                                    const T* dhraw, const T* dcn, T* dc, T* dA, T* dGH, T* Hraw,
+                                    T* dChat, T* Chat, T* work) const {
+  const int64_t H = hidden, G = gates(), r = t * batch + b;
+  const T* a = saved[0].data_ptr<T>() + r * G;
+  const T* c_prev = saved[2].data_ptr<T>() + r * H;
+  const T* c_new = saved[3].data_ptr<T>() + r * H;
+  T *y = work, *d = work + G, *psi = work + 2 * G, *dpsi = psi + H, *co = dpsi + H;
+  T *i = y, *f = y + H, *g = y + 2 * H, *o = y + 3 * H;
+  T *di_ = d, *df_ = d + H, *dg_ = d + 2 * H, *do_ = d + 3 * H;
+  gate_grad<T>(opt.gate_act, opt.clip, a, i, di_, H);
+  if (opt.coupled) {
+    for (int64_t j = 0; j < H; ++j) f[j] = T(1) - i[j];
+  } else {
+    gate_grad<T>(opt.gate_act, opt.clip, a + H, f, df_, H);
+  }
+  gate_grad<T>(opt.cell_act, opt.clip, a + 2 * H, g, dg_, H);
+  gate_grad<T>(opt.gate_act, opt.clip, a + 3 * H, o, do_, H);
+  const T* c_out = c_new;
+  T* chat = Chat ? Chat + r * H : nullptr;
+  if (w.ln_c) {
+    const T* sc = saved[8].data_ptr<T>() + r * 2;
+    for (int64_t j = 0; j < H; ++j) {
+      chat[j] = (c_new[j] - sc[0]) * sc[1];
+      co[j] = w.ln_c[j] * chat[j] + w.bln_c[j];
+    }
+    c_out = co;
+  }
+  activate(opt.out_act, c_out, psi, H);
+  derivative(opt.out_act, c_out, psi, dpsi, H);
+  if (Hraw) for (int64_t j = 0; j < H; ++j) Hraw[r * H + j] = o[j] * psi[j];
+  T* dct = co;  // the gradient of c_t, once c_out is no longer needed
+  for (int64_t j = 0; j < H; ++j) dpsi[j] *= dhraw[j] * o[j];  // now that of c_out
+  if (w.ln_c) {
+    T* dx = dChat + r * H;
+    std::copy(dpsi, dpsi + H, dx);
+    for (int64_t j = 0; j < H; ++j) dpsi[j] *= w.ln_c[j];
+    normalize_row_backward(dpsi, chat, saved[8].data_ptr<T>()[r * 2 + 1], dct, H);
+  } else {
+    std::copy(dpsi, dpsi + H, dct);
+  }
+  const T* p = w.peephole;
+  T* da = dA + r * G;
+  for (int64_t j = 0; j < H; ++j) {
+    const T da_o = dhraw[j] * psi[j] * do_[j];
+    const T dc_t = dcn[j] + dct[j] + (p ? da_o * p[2 * H + j] : T(0));
+    T di = dc_t * g[j];
+    const T df = dc_t * c_prev[j];
+    dc[j] += dc_t * f[j];
+    if (opt.coupled) di -= df;  // f = 1 - i
+    const T da_i = di * di_[j], da_f = opt.coupled ? T(0) : df * df_[j];
+    if (p) dc[j] += da_i * p[j] + da_f * p[H + j];
+    da[j] = da_i;
+    da[H + j] = da_f;
+    da[2 * H + j] = dc_t * i[j] * dg_[j];
+    da[3 * H + j] = da_o;
+  }
+  if (w.ln_hh) {
+    const T* xhh = saved[6].data_ptr<T>() + r * G;
+    for (int64_t j = 0; j < G; ++j) y[j] = da[j] * w.ln_hh[j];
+    normalize_row_backward(y, xhh, saved[7].data_ptr<T>()[r], dGH + r * G, G);
+  }
+}
+
+template <typename T>
+std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, const Tensor& dhT,
+                                          const Tensor& dcT, const std::vector<Tensor>& saved,
+                                          bool need_dx) const {
+  const int64_t B = batch, H = hidden, P = output, G = gates(), rows = steps * B;
+  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr;
+  const auto o = x.options();
+  auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
+  Tensor dA = at::empty({steps, B, G}, o), dGH = ln ? at::empty({steps, B, G}, o) : dA;
+  Tensor dHn = proj ? at::empty({steps, B, P}, o) : Tensor();
+  Tensor Hraw = proj ? at::empty({steps, B, H}, o) : Tensor();
+  Tensor dChat = ln ? at::empty({steps, B, H}, o) : Tensor();
+  Tensor Chat = ln ? at::empty({steps, B, H}, o) : Tensor();
+  Tensor dh = dhT.clone(), dc = dcT.clone();  // (B, P), (B, H): gradients of the carried state
+  Tensor dhraw = at::empty({B, H}, o), dcn = at::empty({B, H}, o);
+  Tensor dhin = masks.hidden ? at::empty({B, P}, o) : Tensor();
+  T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn);
+  const T* pdy = dy.data_ptr<T>();
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* dhn = proj ? ptr(dHn) + t * B * P : ptr(dhraw);
+    uncarry(masks, 0, t, B, P, pdh, pdy + t * B * P, dhn);
+    uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
+    if (proj) gemm<T>(false, false, B, H, P, 1, dhn, P, w.w_hr, H, 0, ptr(dhraw), H);
+    at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
+      std::vector<T> work(3 * G);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = t * B + b;
+        if (!masks.valid(t, b)) {
+          std::fill(ptr(dA) + r * G, ptr(dA) + (r + 1) * G, T(0));
+          if (ln) std::fill(ptr(dGH) + r * G, ptr(dGH) + (r + 1) * G, T(0));
+          if (ln) std::fill(ptr(dChat) + r * H, ptr(dChat) + (r + 1) * H, T(0));
+          if (ln) std::fill(ptr(Chat) + r * H, ptr(Chat) + (r + 1) * H, T(0));
+          if (proj) std::fill(ptr(Hraw) + r * H, ptr(Hraw) + (r + 1) * H, T(0));
+          continue;
+        }
+        cell_row_backward(t, b, saved, ptr(dhraw) + b * H, pdcn + b * H, pdc + b * H, ptr(dA),
+                          ptr(dGH), ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
+      }
+    });
+    backprop_recurrent(masks, B, G, P, ptr(dGH) + t * B * G, G, w.w_hh, pdh, ptr(dhin));
+  }
+  return weight_grads(x, saved, dA, dGH, dHn, Hraw, dChat, Chat, dh, dc, need_dx);
+}
+
+// Everything after the time loop is a product or a sum over all steps at once. Returns the
+// gradients of x, h0, c0 and the cell's tensors in CellWeights order (undefined where absent).
+template <typename T>
+std::vector<Tensor> LSTMScan<T>::weight_grads(const Tensor& x, const std::vector<Tensor>& saved,
+                                              const Tensor& dA, const Tensor& dGH,
+                                              const Tensor& dHn, const Tensor& Hraw,
+                                              const Tensor& dChat, const Tensor& Chat,
+                                              const Tensor& dh, const Tensor& dc,
+                                              bool need_dx) const {
+  const int64_t B = batch, H = hidden, P = output, G = gates(), rows = steps * B;
+  const auto o = x.options();
+  const T* pdA = dA.data_ptr<T>();
+  Tensor dGX = dA;
+  if (w.ln_ih) {  // the input term's layer norm, row by row over all steps
+    dGX = at::empty({steps, B, G}, o);
+    const T *Xih = saved[4].data_ptr<T>(), *Rih = saved[5].data_ptr<T>();
+    T* pdGX = dGX.data_ptr<T>();
+    at::parallel_for(0, rows, row_grain(4 * G), [&](int64_t r0, int64_t r1) {
+      std::vector<T> scaled(G);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t j = 0; j < G; ++j) scaled[j] = pdA[r * G + j] * w.ln_ih[j];
+        normalize_row_backward(scaled.data(), Xih + r * G, Rih[r], pdGX + r * G, G);
+      }
+    });
+  }
+  const T* pdGX = dGX.data_ptr<T>();
+  std::vector<Tensor> out(13);
+  if (need_dx) {
+    out[0] = at::empty({steps, B, input}, o);
+    gemm<T>(false, false, rows, input, G, 1, pdGX, G, w.w_ih, input, 0, out[0].data_ptr<T>(),
+            input);
+  }
+  out[1] = dh;
+  out[2] = dc;
+  out[3] = at::empty({G, input}, o);
+  gemm<T>(true, false, G, input, rows, 1, pdGX, G, x.data_ptr<T>(), input, 0,
+          out[3].data_ptr<T>(), input);
+  Tensor masked = masks.hidden ? at::empty({steps, B, P}, o) : Tensor();
+  const T* h_in = masked_hidden(masks, saved[1].data_ptr<T>(),  // h_0 .. h_{T-1}
+                                masks.hidden ? masked.data_ptr<T>() : nullptr, steps, B * P);
+  out[4] = at::empty({G, P}, o);
+  gemm<T>(true, false, G, P, rows, 1, dGH.data_ptr<T>(), G, h_in, P, 0, out[4].data_ptr<T>(), P);
+  if (w.b_ih) {
+    out[5] = at::empty({G}, o);
+    column_sums<T>(rows, G, pdA, G, nullptr, 0, out[5].data_ptr<T>());
+    out[6] = out[5].clone();
+  }
+  if (w.w_hr) {
+    out[7] = at::empty({P, H}, o);
+    gemm<T>(true, false, P, H, rows, 1, dHn.data_ptr<T>(), P, Hraw.data_ptr<T>(), H, 0,
+            out[7].data_ptr<T>(), H);
+  }
+  if (w.peephole) {  // i and f see c_{t-1}, o sees c_t
+    out[8] = at::empty({3 * H}, o);
+    T* dp = out[8].data_ptr<T>();
+    const T *c_prev = saved[2].data_ptr<T>(), *c_new = saved[3].data_ptr<T>();
+    column_sums<T>(rows, H, pdA, G, c_prev, H, dp);
+    column_sums<T>(rows, H, pdA + H, G, c_prev, H, dp + H);
+    column_sums<T>(rows, H, pdA + 3 * H, G, c_new, H, dp + 2 * H);
+  }
+  if (w.ln_ih) {
+    for (int k = 0; k < 4; ++k) out[9 + k] = at::empty({k < 2 ? G : H}, o);
+    column_sums<T>(rows, G, pdA, G, saved[4].data_ptr<T>(), G, out[9].data_ptr<T>());
+    column_sums<T>(rows, G, pdA, G, saved[6].data_ptr<T>(), G, out[10].data_ptr<T>());
+    column_sums<T>(rows, H, dChat.data_ptr<T>(), H, Chat.data_ptr<T>(), H, out[11].data_ptr<T>());
+    column_sums<T>(rows, H, dChat.data_ptr<T>(), H, nullptr, 0, out[12].data_ptr<T>());
+  }
+  return out;
+}
+
+}  // namespace lstmkit
