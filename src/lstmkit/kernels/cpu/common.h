@@ -1,5 +1,5 @@
-// Shared by the cell kernels: BLAS products on raw pointers, activations the compiler can
-// vectorise, layer-norm rows and the step masks.
+// Shared by the cell kernels: activations the compiler can vectorise, layer-norm rows, column
+// sums and the step masks (products are in matmul.h).
 //
 // Dimension legend: T time steps, B batch, I input features, H hidden units, P output units
 // (proj_size or H), G gates (LSTM 4, GRU 3, RNN 1). Every tensor is contiguous and row-major;
@@ -7,7 +7,6 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,71 +14,25 @@
 #include <type_traits>
 #include <vector>
 
-#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/zeros.h>
-
-// The Fortran BLAS that torch itself calls (MKL on x86 wheels). Declared weak: a build of torch
-// that does not export them falls back to at::addmm_out, which costs a few microseconds more
-// per call through the dispatcher; at batch 1 a step's whole budget is about that.
-extern "C" {
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
-            const float*, const int*, const float*, const int*, const float*, float*,
-            const int*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
-            const double*, const int*, const double*, const int*, const double*, double*,
-            const int*) __attribute__((weak));
-}
+#include "matmul.h"
 
 namespace lstmkit {
 
-using at::Tensor;
-using OptTensor = std::optional<Tensor>;
+constexpr double inverse_factorial(int k) { return k <= 1 ? 1.0 : inverse_factorial(k - 1) / k; }
 
-// Row-major C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C, op transposing when
-// the flag is set; lda, ldb, ldc are row strides. BLAS is column-major, so it computes
-// C^T = op(B)^T op(A)^T on the same memory.
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
-  if constexpr (std::is_same_v<T, float>) {
-    if (sgemm_) return sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
-  } else {
-    if (dgemm_) return dgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
-  }
-  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  auto view = [&](const T* p, bool t, int64_t rows, int64_t cols, int64_t ld) {
-    auto v = at::from_blob(const_cast<T*>(p), {t ? cols : rows, t ? rows : cols}, {ld, 1}, opts);
-    return t ? v.t() : v;
-  };
-  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  at::addmm_out(c, c, view(A, trans_a, M, K, lda), view(B, trans_b, K, N, ldb), beta, alpha);
+// 1/K! + r (1/(K+1)! + r (...)) up to 1/N!: the Taylor series of e^r from term K on, its
+// coefficients folded to constants at compile time.
+// The scalar math below must inline into the loops that call it, or those loops stay scalar.
+#define LSTMKIT_INLINE inline __attribute__((always_inline))
+
+template <typename T, int K, int N>
+LSTMKIT_INLINE T taylor_exp(T r) {
+  constexpr T c = static_cast<T>(inverse_factorial(K));
+  if constexpr (K == N) return c; else return c + r * taylor_exp<T, K + 1, N>(r);
 }
 
-// exp by range reduction, x = n ln2 + r with |r| <= ln2 / 2, and the Taylor series of e^r
-// (degree 7 for float, 13 for double: the truncation error is below half an ulp). Plain
-// arithmetic and integer bit tricks only, so loops over it vectorise without -ffast-math.
-// 1 / k! for k = 0..13, the Taylor coefficients of e^r.
 template <typename T>
-constexpr std::array<T, 14> kInverseFactorial = [] {
-  std::array<T, 14> c{};
-  double f = 1;
-  for (int k = 0; k < 14; ++k) {
-    f *= k > 0 ? k : 1;
-    c[k] = static_cast<T>(1.0 / f);
-  }
-  return c;
-}();
-
-template <typename T>
-inline T vexp(T x) {
+LSTMKIT_INLINE T vexp(T x) {
   using Bits = std::conditional_t<std::is_same_v<T, float>, int32_t, int64_t>;
   constexpr bool single = std::is_same_v<T, float>;
   constexpr int mantissa = single ? 23 : 52, bias = single ? 127 : 1023, degree = single ? 7 : 13;
@@ -89,8 +42,7 @@ inline T vexp(T x) {
   x = std::min(std::max(x, lo), hi);
   const T n = std::floor(x * T(1.4426950408889634) + T(0.5));
   const T r = x - n * ln2_hi - n * ln2_lo;
-  T p = kInverseFactorial<T>[degree];
-  for (int k = degree - 1; k >= 0; --k) p = p * r + kInverseFactorial<T>[k];
+  const T p = taylor_exp<T, 0, degree>(r);
   const Bits bits = (static_cast<Bits>(n) + bias) << mantissa;
   T scale;
   std::memcpy(&scale, &bits, sizeof(T));
@@ -98,10 +50,10 @@ inline T vexp(T x) {
 }
 
 template <typename T>
-inline T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
+LSTMKIT_INLINE T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
 
 template <typename T>
-inline T vtanh(T x) { return T(2) / (T(1) + vexp(T(-2) * x)) - T(1); }
+LSTMKIT_INLINE T vtanh(T x) { return T(2) / (T(1) + vexp(T(-2) * x)) - T(1); }
 
 // The order of lstmkit.activations.ACTIVATIONS as the Python side numbers them.
 enum Act : int64_t {
@@ -119,10 +71,15 @@ void activate(int64_t act, const T* x, T* y, int64_t n) {
       for (int64_t j = 0; j < n; ++j) y[j] = std::min(std::max(T(0.2) * x[j] + T(0.5), T(0)), T(1));
       break;
     case kSoftsign: for (int64_t j = 0; j < n; ++j) y[j] = x[j] / (T(1) + std::abs(x[j])); break;
-    case kSoftplus:  // torch's threshold: linear above 20
+    case kSoftplus:  // torch's threshold: linear above 20. Scalar: log1p does not vectorise
       for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(20) ? x[j] : std::log1p(std::exp(x[j]));
       break;
-    case kElu: for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(0) ? x[j] : vexp(x[j]) - T(1); break;
+    case kElu:  // exp of min(x, 0) on both sides keeps the loop branch-free
+      for (int64_t j = 0; j < n; ++j) {
+        const T e = vexp(std::min(x[j], T(0))) - T(1);
+        y[j] = x[j] > T(0) ? x[j] : e;
+      }
+      break;
     case kLeakyRelu: for (int64_t j = 0; j < n; ++j) y[j] = x[j] > T(0) ? x[j] : T(0.01) * x[j]; break;
     default: if (y != x) std::copy(x, x + n, y);
   }
@@ -158,12 +115,15 @@ void derivative(int64_t act, const T* x, const T* y, T* d, int64_t n) {
 constexpr double kLayerNormEps = 1e-5;  // lstmkit.cells.lstm.LN_EPS
 
 // Normalise one row in place: x <- (x - mean) / sqrt(var + eps); returns 1 / sqrt(var + eps)
-// and stores the mean if asked. Sums in double so long float rows keep their precision.
+// and stores the mean if asked. Sums in double so long float rows keep their precision;
+// "omp simd reduction" lets the compiler split the sums into vector lanes.
 template <typename T>
 T normalize_row(T* x, int64_t n, T* mean_out = nullptr) {
   double sum = 0, sq = 0;
+#pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < n; ++j) sum += x[j];
   const double mean = sum / n;
+#pragma omp simd reduction(+ : sq)
   for (int64_t j = 0; j < n; ++j) sq += (x[j] - mean) * (x[j] - mean);
   const T rstd = static_cast<T>(1.0 / std::sqrt(sq / n + kLayerNormEps));
   const T m = static_cast<T>(mean);
@@ -177,6 +137,7 @@ T normalize_row(T* x, int64_t n, T* mean_out = nullptr) {
 template <typename T>
 void normalize_row_backward(const T* dxhat, const T* xhat, T rstd, T* dx, int64_t n) {
   double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
   for (int64_t j = 0; j < n; ++j) {
     a += dxhat[j];
     b += dxhat[j] * xhat[j];
@@ -263,11 +224,16 @@ void uncarry(const Masks<T>& m, size_t k, int64_t t, int64_t B, int64_t size, T*
       std::fill(dcur + o, dcur + o + size, T(0));
       continue;
     }
-    const T* z = m.zone(k, t, b, size, B);
-    for (int64_t j = 0; j < size; ++j) {
-      const T grad = d[o + j] + (dy ? dy[o + j] : T(0));
-      dcur[o + j] = z ? (T(1) - z[j]) * grad : grad;
-      d[o + j] = z ? z[j] * grad : T(0);
+    T *db = d + o, *dc = dcur + o;
+    if (dy) for (int64_t j = 0; j < size; ++j) db[j] += dy[o + j];
+    if (const T* z = m.zone(k, t, b, size, B)) {
+      for (int64_t j = 0; j < size; ++j) {
+        dc[j] = (T(1) - z[j]) * db[j];
+        db[j] *= z[j];
+      }
+    } else {
+      std::copy(db, db + size, dc);
+      std::fill(db, db + size, T(0));
     }
   }
 }
@@ -289,10 +255,10 @@ void add_masked(const Masks<T>& m, const T* dh_in, T* d, int64_t BP) {
 
 // d (rows, P) += g (rows, G) @ w (G, P), through the recurrent-dropout mask if there is one.
 template <typename T>
-void backprop_recurrent(const Masks<T>& m, int64_t rows, int64_t G, int64_t P, const T* g,
-                        int64_t ldg, const T* w, T* d, T* buf) {
-  if (!m.hidden) return gemm<T>(false, false, rows, P, G, 1, g, ldg, w, P, 1, d, P);
-  gemm<T>(false, false, rows, P, G, 1, g, ldg, w, P, 0, buf, P);
+void backprop_recurrent(const Masks<T>& m, int64_t rows, int64_t P, const T* g, int64_t ldg,
+                        const RightOperand<T>& w, T* d, T* buf) {
+  if (!m.hidden) return w.times(rows, g, ldg, 1, d, P);
+  w.times(rows, g, ldg, 0, buf, P);
   add_masked(m, buf, d, rows * P);
 }
 

@@ -11,7 +11,8 @@
 
 namespace lstmkit {
 
-// The four tensors a GRU or an RNN cell has (the head of CellWeights).
+// The four tensors a GRU or an RNN cell has (the head of CellWeights); the biases are zeros
+// when the cell has none (ops.cpp), which keeps the loops free of branches.
 template <typename T>
 struct PlainWeights {
   const T *w_ih, *w_hh, *b_ih, *b_hh;
@@ -26,14 +27,14 @@ PlainWeights<T> gru_weights(const std::vector<OptTensor>& w) {
 // each row (the terms that the recurrence only adds).
 template <typename T>
 void plain_input_term(const PlainWeights<T>& w, int64_t rows, int64_t I, int64_t G,
-                      int64_t folded, const T* x, T* A) {
-  if (w.b_ih) {
-    at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t j = 0; j < G; ++j) A[r * G + j] = w.b_ih[j] + (j < folded ? w.b_hh[j] : T(0));
-    });
-  }
-  gemm<T>(false, true, rows, G, I, 1, x, I, w.w_ih, I, w.b_ih ? 1 : 0, A, G);
+                      int64_t folded, const T* x, T* A, const at::TensorOptions& o) {
+  at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t j = 0; j < folded; ++j) A[r * G + j] = w.b_ih[j] + w.b_hh[j];
+      for (int64_t j = folded; j < G; ++j) A[r * G + j] = w.b_ih[j];
+    }
+  });
+  RightOperand<T>(w.w_ih, I, G, true, o).times(rows, x, I, 1, A, G);
 }
 
 template <typename T>
@@ -61,8 +62,11 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
   Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
   T *pA = ptr(A), *pH = ptr(Hs), *pgh = ptr(gh), *pnew = ptr(hnew);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  plain_input_term(w, steps * B, input, G, 2 * H, x.data_ptr<T>(), pA);
-  const T* b_hn = w.b_hh ? w.b_hh + 2 * H : nullptr;
+  plain_input_term(w, steps * B, input, G, 2 * H, x.data_ptr<T>(), pA, o);
+  const T* b_hn = w.b_hh + 2 * H;
+  // reset-after: all three recurrent terms in one product; reset-before: r and z, then n.
+  const RightOperand<T> w_hh(w.w_hh, H, reset_after ? G : 2 * H, true, o);
+  const RightOperand<T> w_hn(reset_after ? nullptr : w.w_hh + 2 * H * H, H, H, true, o);
   const int64_t grain = row_grain(8 * G);
 
   for (int64_t t = 0; t < steps; ++t) {
@@ -70,28 +74,32 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
     const T* h_prev = pH + s * B * H;
     const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * H);
     T *a = pA + t * B * G, *gates = ptr(Gt) + k * B * G, *rn = ptr(Rn) + k * B * H;
-    // reset-after: all three recurrent terms in one product; reset-before: r and z first.
-    gemm<T>(false, true, B, reset_after ? G : 2 * H, H, 1, h_in, H, w.w_hh, H, 0, pgh, G);
+    w_hh.times(B, h_in, H, 0, pgh, G);
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const T *ab = a + b * G, *ghb = pgh + b * G, *hb = h_in + b * H;
-        T* r = gates + b * G;  // then z: both sigmoids in one loop
-        for (int64_t j = 0; j < 2 * H; ++j) r[j] = vsigmoid(ab[j] + ghb[j]);
-        for (int64_t j = 0; j < H; ++j)
-          rn[b * H + j] = reset_after ? ghb[2 * H + j] + (b_hn ? b_hn[j] : T(0)) : r[j] * hb[j];
+        T *r = gates + b * G, *rnb = rn + b * H;
+        for (int64_t j = 0; j < 2 * H; ++j) r[j] = vsigmoid(ab[j] + ghb[j]);  // r and z
+        if (reset_after) {
+          for (int64_t j = 0; j < H; ++j) rnb[j] = ghb[2 * H + j] + b_hn[j];
+        } else {
+          for (int64_t j = 0; j < H; ++j) rnb[j] = r[j] * hb[j];
+        }
       }
     });
-    if (!reset_after) gemm<T>(false, true, B, H, H, 1, rn, H, w.w_hh + 2 * H * H, H, 0, pgh + 2 * H, G);
+    if (!reset_after) w_hn.times(B, rn, H, 0, pgh + 2 * H, G);
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        const T *ab = a + b * G, *hb = h_in + b * H, *rnb = rn + b * H, *ghn = pgh + b * G + 2 * H;
+        const T *ab = a + b * G + 2 * H, *hb = h_in + b * H, *rnb = rn + b * H;
+        const T* ghn = pgh + b * G + 2 * H;
         T *r = gates + b * G, *z = r + H, *n = r + 2 * H, *hn = pnew + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const T pre = reset_after ? ab[2 * H + j] + r[j] * rnb[j]
-                                    : ab[2 * H + j] + ghn[j] + (b_hn ? b_hn[j] : T(0));
-          n[j] = vtanh(pre);
-          hn[j] = (T(1) - z[j]) * n[j] + z[j] * hb[j];
+        if (reset_after) {
+          for (int64_t j = 0; j < H; ++j) n[j] = vtanh(ab[j] + r[j] * rnb[j]);
+        } else {
+          for (int64_t j = 0; j < H; ++j) n[j] = vtanh(ab[j] + ghn[j] + b_hn[j]);
         }
+        LSTMKIT_ELEMENTWISE
+        for (int64_t j = 0; j < H; ++j) hn[j] = (T(1) - z[j]) * n[j] + z[j] * hb[j];
       }
     });
     carry(masks, 0, t, B, H, h_prev, pnew, pH + s1 * B * H, ptr(y) + t * B * H);
@@ -114,6 +122,9 @@ std::vector<Tensor> GRUScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   Tensor buf = masks.hidden ? at::empty({B, H}, o) : Tensor();
   T *pdh = ptr(dh), *pdhn = ptr(dhn), *pdrh = ptr(drh), *pdGX = ptr(dGX), *pdGH = ptr(dGH);
   const int64_t grain = row_grain(8 * G);
+  // reset-after: one product through all of w_hh; reset-before: r and z rows, then n rows.
+  const RightOperand<T> w_hh(w.w_hh, reset_after ? G : 2 * H, H, false, o);
+  const RightOperand<T> w_hn(reset_after ? nullptr : w.w_hh + 2 * H * H, H, H, false, o);
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     uncarry(masks, 0, t, B, H, pdh, ptr(dy) + t * B * H, pdhn);
@@ -126,25 +137,29 @@ std::vector<Tensor> GRUScan<T>::backward(const Tensor& x, const Tensor& dy, cons
       for (int64_t b = b0; b < b1; ++b) {
         const T *r = gates + b * G, *z = r + H, *n = r + 2 * H, *hb = h_in + b * H;
         T *dx = dgx + b * G, *dg = dgh + b * G, *d = pdhn + b * H;
+        LSTMKIT_ELEMENTWISE
         for (int64_t j = 0; j < H; ++j) {
           const T dn = d[j] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
           const T dz = d[j] * (hb[j] - n[j]) * z[j] * (T(1) - z[j]);
           d[j] *= z[j];
           dx[H + j] = dg[H + j] = dz;
-          dx[2 * H + j] = dn;
-          dg[2 * H + j] = reset_after ? dn * r[j] : dn;
-          if (reset_after) {
-            const T dr = dn * rn[b * H + j] * r[j] * (T(1) - r[j]);
-            dx[j] = dg[j] = dr;
-          }
+          dx[2 * H + j] = dg[2 * H + j] = dn;
+        }
+        if (!reset_after) continue;
+        LSTMKIT_ELEMENTWISE
+        for (int64_t j = 0; j < H; ++j) {
+          const T dn = dx[2 * H + j];
+          dg[2 * H + j] = dn * r[j];
+          dx[j] = dg[j] = dn * rn[b * H + j] * r[j] * (T(1) - r[j]);
         }
       }
     });
     if (!reset_after) {
-      gemm<T>(false, false, B, H, H, 1, dgh + 2 * H, G, w.w_hh + 2 * H * H, H, 0, pdrh, H);
+      w_hn.times(B, dgh + 2 * H, G, 0, pdrh, H);
       for (int64_t b = 0; b < B; ++b) {
         const T *r = gates + b * G, *hb = h_in + b * H, *d_rh = pdrh + b * H;
         T *dx = dgx + b * G, *dg = dgh + b * G, *d = pdhn + b * H;
+        LSTMKIT_ELEMENTWISE
         for (int64_t j = 0; j < H; ++j) {
           dx[j] = dg[j] = d_rh[j] * hb[j] * r[j] * (T(1) - r[j]);
           d[j] += d_rh[j] * r[j];
@@ -152,33 +167,31 @@ std::vector<Tensor> GRUScan<T>::backward(const Tensor& x, const Tensor& dy, cons
       }
     }
     add_masked(masks, pdhn, pdh, B * H);
-    backprop_recurrent(masks, B, reset_after ? G : 2 * H, H, dgh, G, w.w_hh, pdh, ptr(buf));
+    backprop_recurrent(masks, B, H, dgh, G, w_hh, pdh, ptr(buf));
   }
 
   std::vector<Tensor> out(6);  // x, h0, weight_ih, weight_hh, bias_ih, bias_hh
   if (need_dx) {
     out[0] = at::empty({steps, B, input}, o);
-    gemm<T>(false, false, rows, input, G, 1, pdGX, G, w.w_ih, input, 0, ptr(out[0]), input);
+    RightOperand<T>(w.w_ih, G, input, false, o).times(rows, pdGX, G, 0, ptr(out[0]), input);
   }
   out[1] = dh;
-  out[2] = at::empty({G, input}, o);
-  gemm<T>(true, false, G, input, rows, 1, pdGX, G, ptr(x), input, 0, ptr(out[2]), input);
+  out[2] = weight_gradient<T>(rows, G, input, pdGX, G, ptr(x), input, o);
   Tensor masked = masks.hidden ? at::empty({steps, B, H}, o) : Tensor();
   const T* h_in = masked_hidden(masks, Hs, ptr(masked), steps, B * H);
-  out[3] = at::empty({G, H}, o);
-  T* dW = ptr(out[3]);
   if (reset_after) {
-    gemm<T>(true, false, G, H, rows, 1, pdGH, G, h_in, H, 0, dW, H);
-  } else {
-    gemm<T>(true, false, 2 * H, H, rows, 1, pdGH, G, h_in, H, 0, dW, H);
-    gemm<T>(true, false, H, H, rows, 1, pdGH + 2 * H, G, Rn, H, 0, dW + 2 * H * H, H);
+    out[3] = weight_gradient<T>(rows, G, H, pdGH, G, h_in, H, o);
+  } else {  // r and z rows saw h_{t-1}, n rows saw r ⊙ h_{t-1}
+    out[3] = at::empty({G, H}, o);
+    Tensor rz = weight_gradient<T>(rows, 2 * H, H, pdGH, G, h_in, H, o);
+    Tensor n = weight_gradient<T>(rows, H, H, pdGH + 2 * H, G, Rn, H, o);
+    std::copy(ptr(rz), ptr(rz) + 2 * H * H, ptr(out[3]));
+    std::copy(ptr(n), ptr(n) + H * H, ptr(out[3]) + 2 * H * H);
   }
-  if (w.b_ih) {
-    out[4] = at::empty({G}, o);
-    out[5] = at::empty({G}, o);
-    column_sums<T>(rows, G, pdGX, G, nullptr, 0, ptr(out[4]));
-    column_sums<T>(rows, G, pdGH, G, nullptr, 0, ptr(out[5]));
-  }
+  out[4] = at::empty({G}, o);
+  out[5] = at::empty({G}, o);
+  column_sums<T>(rows, G, pdGX, G, nullptr, 0, ptr(out[4]));
+  column_sums<T>(rows, G, pdGH, G, nullptr, 0, ptr(out[5]));
   return out;
 }
 

@@ -69,25 +69,23 @@ struct LSTMScan {
 
   // The input term of every step in one product: A = x W_ih^T + b_ih + b_hh, or with layer
   // norm A = γ_ih LN(x W_ih^T) + b_ih + b_hh, keeping LN's output in Xih and 1/std in Rih.
-  void input_term(const T* x, T* A, T* Xih, T* Rih) const {
+  void input_term(const T* x, T* A, T* Xih, T* Rih, const at::TensorOptions& o) const {
     const int64_t rows = steps * batch, G = gates();
     const bool ln = w.ln_ih != nullptr;
-    T* dst = ln ? Xih : A;
-    if (!ln && w.b_ih) {
+    if (!ln) {
       at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t j = 0; j < G; ++j) A[r * G + j] = w.b_ih[j] + w.b_hh[j];
       });
     }
-    gemm<T>(false, true, rows, G, input, 1, x, input, w.w_ih, input, !ln && w.b_ih ? 1 : 0,
-            dst, G);
+    RightOperand<T>(w.w_ih, input, G, true, o).times(rows, x, input, ln ? 0 : 1, ln ? Xih : A, G);
     if (!ln) return;
     at::parallel_for(0, rows, row_grain(2 * G), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         T* xr = Xih + r * G;
         Rih[r] = normalize_row(xr, G);
         for (int64_t j = 0; j < G; ++j)
-          A[r * G + j] = w.ln_ih[j] * xr[j] + (w.b_ih ? w.b_ih[j] + w.b_hh[j] : T(0));
+          A[r * G + j] = w.ln_ih[j] * xr[j] + w.b_ih[j] + w.b_hh[j];
       }
     });
   }
@@ -168,15 +166,16 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   std::copy(c0.data_ptr<T>(), c0.data_ptr<T>() + B * H, Cs.data_ptr<T>());
   T *pA = A.data_ptr<T>(), *pH = Hs.data_ptr<T>(), *pC = Cs.data_ptr<T>(), *py = y.data_ptr<T>();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-  input_term(x.data_ptr<T>(), pA, ptr(Xih), ptr(Rih));
+  input_term(x.data_ptr<T>(), pA, ptr(Xih), ptr(Rih), o);
+  const RightOperand<T> w_hh(w.w_hh, P, G, true, o), w_hr(w.w_hr, H, P, true, o);
 
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = slot(t), s1 = slot(t + 1), k = save ? t : 0;
     const T *h_prev = pH + s * B * P, *c_prev = pC + s * B * H;
     const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * P);
     T* a = pA + t * B * G;
-    if (ln) gemm<T>(false, true, B, G, P, 1, h_in, P, w.w_hh, P, 0, ptr(gh), G);
-    else gemm<T>(false, true, B, G, P, 1, h_in, P, w.w_hh, P, 1, a, G);
+    if (ln) w_hh.times(B, h_in, P, 0, ptr(gh), G);
+    else w_hh.times(B, h_in, P, 1, a, G);
     at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
       std::vector<T> work(5 * H);
       for (int64_t b = b0; b < b1; ++b) {
@@ -185,7 +184,7 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
                  ln ? ptr(Sc) + (k * B + b) * 2 : nullptr, ptr(hraw) + b * H, work.data());
       }
     });
-    if (proj) gemm<T>(false, true, B, P, H, 1, ptr(hraw), H, w.w_hr, H, 0, ptr(hnew), P);
+    if (proj) w_hr.times(B, ptr(hraw), H, 0, ptr(hnew), P);
     carry(masks, 0, t, B, P, h_prev, ptr(hnew), pH + s1 * B * P, py + t * B * P);
     carry(masks, 1, t, B, H, c_prev, ptr(Cn) + k * B * H, pC + s1 * B * H, (T*)nullptr);
   }
@@ -246,19 +245,39 @@ void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tens
   }
   const T* p = w.peephole;
   T* da = dA + r * G;
+  T *da_i = da, *da_f = da + H, *da_g = da + 2 * H, *da_o = da + 3 * H;
+  LSTMKIT_ELEMENTWISE
   for (int64_t j = 0; j < H; ++j) {
-    const T da_o = dhraw[j] * psi[j] * do_[j];
-    const T dc_t = dcn[j] + dct[j] + (p ? da_o * p[2 * H + j] : T(0));
-    T di = dc_t * g[j];
-    const T df = dc_t * c_prev[j];
-    dc[j] += dc_t * f[j];
-    if (opt.coupled) di -= df;  // f = 1 - i
-    const T da_i = di * di_[j], da_f = opt.coupled ? T(0) : df * df_[j];
-    if (p) dc[j] += da_i * p[j] + da_f * p[H + j];
-    da[j] = da_i;
-    da[H + j] = da_f;
-    da[2 * H + j] = dc_t * i[j] * dg_[j];
-    da[3 * H + j] = da_o;
+    da_o[j] = dhraw[j] * psi[j] * do_[j];
+    dct[j] += dcn[j];
+  }
+  if (p) {
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) dct[j] += da_o[j] * p[2 * H + j];
+  }
+  LSTMKIT_ELEMENTWISE
+  for (int64_t j = 0; j < H; ++j) {  // through c_t = f c_{t-1} + i g
+    dc[j] += dct[j] * f[j];
+    da_g[j] = dct[j] * i[j] * dg_[j];
+    da_i[j] = dct[j] * g[j];
+    da_f[j] = dct[j] * c_prev[j];
+  }
+  if (opt.coupled) {  // f = 1 - i: f's share goes to i
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) {
+      da_i[j] = (da_i[j] - da_f[j]) * di_[j];
+      da_f[j] = T(0);
+    }
+  } else {
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) {
+      da_i[j] *= di_[j];
+      da_f[j] *= df_[j];
+    }
+  }
+  if (p) {
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) dc[j] += da_i[j] * p[j] + da_f[j] * p[H + j];
   }
   if (w.ln_hh) {
     const T* xhh = saved[6].data_ptr<T>() + r * G;
@@ -284,13 +303,14 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
   Tensor dhraw = at::empty({B, H}, o), dcn = at::empty({B, H}, o);
   Tensor dhin = masks.hidden ? at::empty({B, P}, o) : Tensor();
   T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn);
+  const RightOperand<T> w_hh(w.w_hh, G, P, false, o), w_hr(w.w_hr, P, H, false, o);
   const T* pdy = dy.data_ptr<T>();
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     T* dhn = proj ? ptr(dHn) + t * B * P : ptr(dhraw);
     uncarry(masks, 0, t, B, P, pdh, pdy + t * B * P, dhn);
     uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
-    if (proj) gemm<T>(false, false, B, H, P, 1, dhn, P, w.w_hr, H, 0, ptr(dhraw), H);
+    if (proj) w_hr.times(B, dhn, P, 0, ptr(dhraw), H);
     at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
       std::vector<T> work(3 * G);
       for (int64_t b = b0; b < b1; ++b) {
@@ -307,7 +327,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
                           ptr(dGH), ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
       }
     });
-    backprop_recurrent(masks, B, G, P, ptr(dGH) + t * B * G, G, w.w_hh, pdh, ptr(dhin));
+    backprop_recurrent(masks, B, P, ptr(dGH) + t * B * G, G, w_hh, pdh, ptr(dhin));
   }
   return weight_grads(x, saved, dA, dGH, dHn, Hraw, dChat, Chat, dh, dc, need_dx);
 }
@@ -341,28 +361,20 @@ std::vector<Tensor> LSTMScan<T>::weight_grads(const Tensor& x, const std::vector
   std::vector<Tensor> out(13);
   if (need_dx) {
     out[0] = at::empty({steps, B, input}, o);
-    gemm<T>(false, false, rows, input, G, 1, pdGX, G, w.w_ih, input, 0, out[0].data_ptr<T>(),
-            input);
+    RightOperand<T>(w.w_ih, G, input, false, o).times(rows, pdGX, G, 0, out[0].data_ptr<T>(), input);
   }
   out[1] = dh;
   out[2] = dc;
-  out[3] = at::empty({G, input}, o);
-  gemm<T>(true, false, G, input, rows, 1, pdGX, G, x.data_ptr<T>(), input, 0,
-          out[3].data_ptr<T>(), input);
+  out[3] = weight_gradient<T>(rows, G, input, pdGX, G, x.data_ptr<T>(), input, o);
   Tensor masked = masks.hidden ? at::empty({steps, B, P}, o) : Tensor();
   const T* h_in = masked_hidden(masks, saved[1].data_ptr<T>(),  // h_0 .. h_{T-1}
                                 masks.hidden ? masked.data_ptr<T>() : nullptr, steps, B * P);
-  out[4] = at::empty({G, P}, o);
-  gemm<T>(true, false, G, P, rows, 1, dGH.data_ptr<T>(), G, h_in, P, 0, out[4].data_ptr<T>(), P);
-  if (w.b_ih) {
-    out[5] = at::empty({G}, o);
-    column_sums<T>(rows, G, pdA, G, nullptr, 0, out[5].data_ptr<T>());
-    out[6] = out[5].clone();
-  }
+  out[4] = weight_gradient<T>(rows, G, P, dGH.data_ptr<T>(), G, h_in, P, o);
+  out[5] = at::empty({G}, o);
+  column_sums<T>(rows, G, pdA, G, nullptr, 0, out[5].data_ptr<T>());
+  out[6] = out[5].clone();
   if (w.w_hr) {
-    out[7] = at::empty({P, H}, o);
-    gemm<T>(true, false, P, H, rows, 1, dHn.data_ptr<T>(), P, Hraw.data_ptr<T>(), H, 0,
-            out[7].data_ptr<T>(), H);
+    out[7] = weight_gradient<T>(rows, P, H, dHn.data_ptr<T>(), P, Hraw.data_ptr<T>(), H, o);
   }
   if (w.peephole) {  // i and f see c_{t-1}, o sees c_t
     out[8] = at::empty({3 * H}, o);

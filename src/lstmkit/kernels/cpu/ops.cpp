@@ -13,9 +13,14 @@ namespace {
 
 enum Mode : int64_t { kLSTM, kGRU, kRNN };
 
+// The weights as a vector, zeros standing in for absent biases (entries 2, 3: bias_ih,
+// bias_hh) so the kernels' loops need no branch for them.
 std::vector<OptTensor> as_vector(const c10::List<OptTensor>& list) {
   std::vector<OptTensor> v;
   for (const auto& t : list) v.push_back(t);
+  for (int k : {2, 3}) {
+    if (!v[k]) v[k] = at::zeros({v[1]->size(0)}, v[1]->options());
+  }
   return v;
 }
 

@@ -33,13 +33,13 @@ std::vector<Tensor> RNNScan<T>::forward(const Tensor& x, const Tensor& h0) const
   Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
   T *pA = ptr(A), *pH = ptr(Hs);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  plain_input_term(w, steps * B, input, H, H, x.data_ptr<T>(), pA);
+  plain_input_term(w, steps * B, input, H, H, x.data_ptr<T>(), pA, o);
+  const RightOperand<T> w_hh(w.w_hh, H, H, true, o);
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = save ? t : t % 2, s1 = save ? t + 1 : (t + 1) % 2;
     const T* h_prev = pH + s * B * H;
     T* a = pA + t * B * H;  // becomes the new h in place
-    gemm<T>(false, true, B, H, H, 1, masked_hidden(masks, h_prev, ptr(hin), 1, B * H), H,
-            w.w_hh, H, 1, a, H);
+    w_hh.times(B, masked_hidden(masks, h_prev, ptr(hin), 1, B * H), H, 1, a, H);
     activate(relu ? kRelu : kTanh, a, a, B * H);
     carry(masks, 0, t, B, H, h_prev, a, pH + s1 * B * H, ptr(y) + t * B * H);
   }
@@ -58,30 +58,27 @@ std::vector<Tensor> RNNScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   Tensor dA = at::empty({steps, B, H}, o), dh = dhT.clone();
   Tensor buf = masks.hidden ? at::empty({std::max<int64_t>(steps, 1) * B, H}, o) : Tensor();
   T *pdA = ptr(dA), *pdh = ptr(dh);
+  const RightOperand<T> w_hh(w.w_hh, H, H, false, o);
   for (int64_t t = steps - 1; t >= 0; --t) {
     T* da = pdA + t * B * H;
     uncarry(masks, 0, t, B, H, pdh, ptr(dy) + t * B * H, da);
     const T* h = Hn + t * B * H;
     for (int64_t j = 0; j < B * H; ++j)
       da[j] *= relu ? (h[j] > T(0) ? T(1) : T(0)) : T(1) - h[j] * h[j];
-    backprop_recurrent(masks, B, H, H, da, H, w.w_hh, pdh, ptr(buf));
+    backprop_recurrent(masks, B, H, da, H, w_hh, pdh, ptr(buf));
   }
   std::vector<Tensor> out(6);  // x, h0, weight_ih, weight_hh, bias_ih, bias_hh
   if (need_dx) {
     out[0] = at::empty({steps, B, input}, o);
-    gemm<T>(false, false, rows, input, H, 1, pdA, H, w.w_ih, input, 0, ptr(out[0]), input);
+    RightOperand<T>(w.w_ih, H, input, false, o).times(rows, pdA, H, 0, ptr(out[0]), input);
   }
   out[1] = dh;
-  out[2] = at::empty({H, input}, o);
-  gemm<T>(true, false, H, input, rows, 1, pdA, H, ptr(x), input, 0, ptr(out[2]), input);
-  out[3] = at::empty({H, H}, o);
+  out[2] = weight_gradient<T>(rows, H, input, pdA, H, ptr(x), input, o);
   const T* h_in = masked_hidden(masks, Hs, ptr(buf), steps, B * H);
-  gemm<T>(true, false, H, H, rows, 1, pdA, H, h_in, H, 0, ptr(out[3]), H);
-  if (w.b_ih) {
-    out[4] = at::empty({H}, o);
-    column_sums<T>(rows, H, pdA, H, nullptr, 0, ptr(out[4]));
-    out[5] = out[4].clone();
-  }
+  out[3] = weight_gradient<T>(rows, H, H, pdA, H, h_in, H, o);
+  out[4] = at::empty({H}, o);
+  column_sums<T>(rows, H, pdA, H, nullptr, 0, ptr(out[4]));
+  out[5] = out[4].clone();
   return out;
 }
 

@@ -1,0 +1,216 @@
+// Matrix products on raw row-major pointers, chosen by what was measured fastest here
+// (docs/benchmarks.md names the machine; single thread, GFLOP/s):
+//   - float: oneDNN's brgemm ukernel, which torch exports as at::native::cpublas::brgemm. It
+//     runs AVX-512 where the CPU has it; MKL's sgemm takes an AVX2 path on AMD CPUs. Over cache
+//     blocks: 160-250 against MKL's 75-95 for every product the kernels make.
+//   - one row (batch 1): a plain loop that streams the matrix once, 1.5 us against 3.1 us for
+//     a BLAS call at K=128, N=512.
+//   - double, and anything brgemm declines: BLAS (the Fortran symbols torch exports), called
+//     directly to skip the dispatcher, which costs microseconds per call.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/native/CPUBlas.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
+
+// Declared weak: a torch build that does not export them falls back to at::addmm_out.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+// Before an elementwise loop over several arrays: iteration j touches index j only (arrays
+// may be the same one, never offset views of it). Without it GCC gives up on loops that would
+// need more than ten run-time alias checks and leaves them scalar.
+#define LSTMKIT_ELEMENTWISE _Pragma("GCC ivdep")
+
+namespace lstmkit {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// C (M, N) = op(A) (M, K) @ op(B) (K, N) + beta C through BLAS, op transposing when the flag
+// is set; lda, ldb, ldc are row strides. BLAS is column-major, so it computes
+// C^T = op(B)^T op(A)^T on the same memory.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
+  const T one = 1;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    if (dgemm_) return dgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, bool t, int64_t rows, int64_t cols, int64_t ld) {
+    auto v = at::from_blob(const_cast<T*>(p), {t ? cols : rows, t ? rows : cols}, {ld, 1}, opts);
+    return t ? v.t() : v;
+  };
+  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  at::addmm_out(c, c, view(A, trans_a, M, K, lda), view(B, trans_b, K, N, ldb), beta, 1);
+}
+
+// C (M, N) = A (M, K) @ B (K, N) (+ C if add) for floats, B in plain row-major layout: brgemm
+// on tiles of at most 256 x 256 of C, each summed over K in chunks of 256 (over the whole K
+// the ukernel thrashes the cache: 30 GFLOP/s at K=3200), tiles spread over threads.
+inline void brgemm_tiles(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                         const float* B, int64_t ldb, bool add, float* C, int64_t ldc) {
+  constexpr int64_t kTile = 256, kDepth = 256;
+  const int64_t mt = (M + kTile - 1) / kTile, nt = (N + kTile - 1) / kTile;
+  const int64_t work = std::min(M, kTile) * std::min(N, kTile) * std::max<int64_t>(K, 1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / work);  // ~2M multiply-adds
+  at::parallel_for(0, mt * nt, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      const int64_t m0 = tile / nt * kTile, n0 = tile % nt * kTile;
+      const int64_t m = std::min(kTile, M - m0), n = std::min(kTile, N - n0);
+      float* c = C + m0 * ldc + n0;
+      if (K == 0 && !add) {
+        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+      }
+      for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+        at::native::cpublas::brgemm(m, n, std::min(kDepth, K - k0), lda, ldb, ldc, add || k0 > 0,
+                                    A + m0 * lda + k0, B + k0 * ldb + n0, c);
+      }
+    }
+  });
+}
+
+// c (N) = beta c + a (K) @ b (K, N) for a single row, streaming b once; ldc unused.
+template <typename T>
+void row_times(const T* a, const T* b, int64_t K, int64_t N, T beta, T* c) {
+  if (beta == T(0)) std::fill(c, c + N, T(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const T ak = a[k];
+    const T* bk = b + k * N;
+    for (int64_t j = 0; j < N; ++j) c[j] += ak * bk[j];
+  }
+}
+
+// src (rows, cols) with row stride ld into dst (cols, rows), by 16 x 16 blocks. A plain double
+// loop is ten times slower on power-of-two sizes, whose strides collide in the cache.
+template <typename T>
+void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
+  constexpr int64_t kBlock = 16;
+  const int64_t rf = rows / kBlock * kBlock, cf = cols / kBlock * kBlock;
+  at::parallel_for(0, rf / kBlock, 256, [&](int64_t b0, int64_t b1) {
+    for (int64_t i0 = b0 * kBlock; i0 < b1 * kBlock; i0 += kBlock)
+      for (int64_t j0 = 0; j0 < cf; j0 += kBlock)
+        for (int64_t j = 0; j < kBlock; ++j)
+          for (int64_t i = 0; i < kBlock; ++i) dst[(j0 + j) * rows + i0 + i] = src[(i0 + i) * ld + j0 + j];
+  });
+  for (int64_t i = 0; i < rows; ++i)  // the ragged edges
+    for (int64_t j = i < rf ? cf : 0; j < cols; ++j) dst[j * rows + i] = src[i * ld + j];
+}
+
+template <typename T>
+Tensor transposed(const T* src, int64_t rows, int64_t cols, int64_t ld,
+                  const at::TensorOptions& o) {
+  Tensor out = at::empty({cols, rows}, o);
+  transpose(src, rows, cols, ld, out.data_ptr<T>());
+  return out;
+}
+
+// The right operand B (K, N) of products that a call makes many times (every step's recurrent
+// product, the input product over all steps, the backward products through the weights),
+// built from a weight w: B = w^T for w (N, K) in the forward pass, B = w for w (K, N) in the
+// backward pass. Floats keep B as column panels, each a contiguous (K, 64) block, which brgemm
+// reads 10-25% faster than the plain layout (220-240 against 190 GFLOP/s per step); the pack
+// costs about what one step's product does. Doubles use the weight as it is, through BLAS.
+template <typename T>
+class RightOperand {
+ public:
+  static constexpr int64_t kPanel = 64, kRows = 256, kDepth = 512;
+
+  RightOperand(const T* w, int64_t K, int64_t N, bool transpose, const at::TensorOptions& o)
+      : w_(w), K_(K), N_(N), transpose_(transpose) {
+    if (!std::is_same_v<T, float> || !w) return;
+    packed_ = at::empty({K * N}, o);
+    T* p = packed_.data_ptr<T>();
+    at::parallel_for(0, (N + kPanel - 1) / kPanel, 4, [&](int64_t p0, int64_t p1) {
+      for (int64_t n0 = p0 * kPanel; n0 < std::min(N, p1 * kPanel); n0 += kPanel) {
+        const int64_t width = std::min(kPanel, N - n0);
+        if (transpose) {
+          ::lstmkit::transpose(w + n0 * K, width, K, K, p + n0 * K);
+        } else {
+          for (int64_t k = 0; k < K; ++k) std::copy(w + k * N + n0, w + k * N + n0 + width, p + n0 * K + k * width);
+        }
+      }
+    });
+  }
+
+  // c (M, N) = a (M, K) @ B + beta c, beta 0 or 1; lda and ldc are row strides.
+  void times(int64_t M, const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      const int64_t panels = (N_ + kPanel - 1) / kPanel, blocks = (M + kRows - 1) / kRows;
+      const int64_t work = std::min(M, kRows) * kPanel * K_;
+      const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(work, 1));
+      at::parallel_for(0, blocks * panels, grain, [&](int64_t t0, int64_t t1) {
+        for (int64_t task = t0; task < t1; ++task) panel_times(task / panels * kRows,
+                                                               task % panels * kPanel, M, a, lda,
+                                                               beta, c, ldc);
+      });
+    } else {
+      gemm<T>(false, transpose_, M, N_, K_, a, lda, w_, transpose_ ? K_ : N_, beta, c, ldc);
+    }
+  }
+
+ private:
+  // Rows m0.. (up to kRows) of c, columns n0.. of one panel.
+  void panel_times(int64_t m0, int64_t n0, int64_t M, const T* a, int64_t lda, T beta, T* c,
+                   int64_t ldc) const {
+    const int64_t width = std::min(kPanel, N_ - n0), rows = std::min(kRows, M - m0);
+    const T* panel = packed_.data_ptr<T>() + n0 * K_;
+    T* cb = c + m0 * ldc + n0;
+    if (M == 1) return row_times(a, panel, K_, width, beta, cb);
+    if (K_ == 0 && beta == T(0)) {
+      for (int64_t i = 0; i < rows; ++i) std::fill(cb + i * ldc, cb + i * ldc + width, T(0));
+    }
+    for (int64_t k0 = 0; k0 < K_; k0 += kDepth) {
+      at::native::cpublas::brgemm(rows, width, std::min(kDepth, K_ - k0), lda, width, ldc,
+                                  beta != T(0) || k0 > 0, a + m0 * lda + k0, panel + k0 * width,
+                                  cb);
+    }
+  }
+
+  const T* w_;
+  int64_t K_, N_;
+  bool transpose_;
+  Tensor packed_;
+};
+
+// The weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed over all steps' rows.
+// For floats it computes (x^T g)^T: transposing x and the small result costs far less than
+// transposing g, and lets brgemm run.
+template <typename T>
+Tensor weight_gradient(int64_t rows, int64_t N, int64_t K, const T* g, int64_t ldg, const T* x,
+                       int64_t ldx, const at::TensorOptions& o) {
+  if constexpr (std::is_same_v<T, float>) {
+    Tensor xt = transposed(x, rows, K, ldx, o);  // (K, rows)
+    Tensor dwt = at::empty({K, N}, o);
+    brgemm_tiles(K, N, rows, xt.data_ptr<T>(), rows, g, ldg, false, dwt.data_ptr<T>(), N);
+    return transposed(dwt.data_ptr<T>(), K, N, N, o);
+  } else {
+    Tensor dw = at::empty({N, K}, o);
+    gemm<T>(true, false, N, K, rows, g, ldg, x, ldx, 0, dw.data_ptr<T>(), K);
+    return dw;
+  }
+}
+
+}  // namespace lstmkit
