@@ -146,6 +146,13 @@ void normalize_row_backward(const T* dxhat, const T* xhat, T rstd, T* dx, int64_
   for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dxhat[j] - ma - xhat[j] * mb);
 }
 
+// Steps whose input terms one product computes: about 256 KB of them, so that a chunk is still
+// in cache when its steps read it back. All T steps up front left each step reading from
+// memory (5-10% slower at T=200 here).
+inline int64_t chunk_steps(int64_t values_per_step) {
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, values_per_step));
+}
+
 // Rows per parallel task: enough work per thread that waking it pays (about 16k values).
 inline int64_t row_grain(int64_t values_per_row) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, values_per_row));
@@ -197,6 +204,11 @@ struct Masks {
 template <typename T>
 void carry(const Masks<T>& m, size_t k, int64_t t, int64_t B, int64_t size, const T* prev,
            const T* cur, T* next, T* y) {
+  if (!m.lengths && m.zoneout.empty()) {  // the common case: whole blocks
+    std::copy(cur, cur + B * size, next);
+    if (y) std::copy(cur, cur + B * size, y);
+    return;
+  }
   for (int64_t b = 0; b < B; ++b) {
     const int64_t o = b * size;
     const T* src = cur + o;

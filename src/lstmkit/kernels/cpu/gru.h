@@ -23,18 +23,18 @@ PlainWeights<T> gru_weights(const std::vector<OptTensor>& w) {
   return {ptr_or_null<T>(w[0]), ptr_or_null<T>(w[1]), ptr_or_null<T>(w[2]), ptr_or_null<T>(w[3])};
 }
 
-// A = x W_ih^T + b_ih for all steps in one product, plus b_hh on the first `folded` columns of
-// each row (the terms that the recurrence only adds).
+// A = x W_ih^T + b_ih for `rows` rows (a chunk of steps) in one product, plus b_hh on the first
+// `folded` columns of each row (the terms that the recurrence only adds).
 template <typename T>
-void plain_input_term(const PlainWeights<T>& w, int64_t rows, int64_t I, int64_t G,
-                      int64_t folded, const T* x, T* A, const at::TensorOptions& o) {
+void plain_input_term(const PlainWeights<T>& w, const RightOperand<T>& w_ih, int64_t rows,
+                      int64_t I, int64_t G, int64_t folded, const T* x, T* A) {
   at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t j = 0; j < folded; ++j) A[r * G + j] = w.b_ih[j] + w.b_hh[j];
       for (int64_t j = folded; j < G; ++j) A[r * G + j] = w.b_ih[j];
     }
   });
-  RightOperand<T>(w.w_ih, I, G, true, o).times(rows, x, I, 1, A, G);
+  w_ih.times(rows, x, I, 1, A, G);
 }
 
 template <typename T>
@@ -55,14 +55,15 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
   const int64_t B = batch, H = hidden, G = 3 * H;
   const auto o = x.options();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-  Tensor y = at::empty({steps, B, H}, o), A = at::empty({steps, B, G}, o);
+  const int64_t chunk = std::min(steps, chunk_steps(B * G));
+  Tensor y = at::empty({steps, B, H}, o), A = at::empty({chunk, B, G}, o);
   Tensor Gt = at::empty({save ? steps : 1, B, G}, o), Rn = at::empty({save ? steps : 1, B, H}, o);
   Tensor Hs = at::empty({save ? steps + 1 : 2, B, H}, o);
   Tensor gh = at::empty({B, G}, o), hnew = at::empty({B, H}, o);
   Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
   T *pA = ptr(A), *pH = ptr(Hs), *pgh = ptr(gh), *pnew = ptr(hnew);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  plain_input_term(w, steps * B, input, G, 2 * H, x.data_ptr<T>(), pA, o);
+  const RightOperand<T> w_ih(w.w_ih, input, G, true, o);
   const T* b_hn = w.b_hh + 2 * H;
   // reset-after: all three recurrent terms in one product; reset-before: r and z, then n.
   const RightOperand<T> w_hh(w.w_hh, H, reset_after ? G : 2 * H, true, o);
@@ -71,9 +72,13 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
 
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = save ? t : t % 2, s1 = save ? t + 1 : (t + 1) % 2, k = save ? t : 0;
+    if (t % chunk == 0) {
+      plain_input_term(w, w_ih, std::min(chunk, steps - t) * B, input, G, 2 * H,
+                       ptr(x) + t * B * input, pA);
+    }
     const T* h_prev = pH + s * B * H;
     const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * H);
-    T *a = pA + t * B * G, *gates = ptr(Gt) + k * B * G, *rn = ptr(Rn) + k * B * H;
+    T *a = pA + t % chunk * B * G, *gates = ptr(Gt) + k * B * G, *rn = ptr(Rn) + k * B * H;
     w_hh.times(B, h_in, H, 0, pgh, G);
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {

@@ -67,10 +67,12 @@ struct LSTMScan {
   int64_t gates() const { return 4 * hidden; }
   int64_t slot(int64_t t) const { return save ? t : t % 2; }  // state rows kept: all or two
 
-  // The input term of every step in one product: A = x W_ih^T + b_ih + b_hh, or with layer
-  // norm A = γ_ih LN(x W_ih^T) + b_ih + b_hh, keeping LN's output in Xih and 1/std in Rih.
-  void input_term(const T* x, T* A, T* Xih, T* Rih, const at::TensorOptions& o) const {
-    const int64_t rows = steps * batch, G = gates();
+  // The input term of `rows` rows (a chunk of steps) in one product: A = x W_ih^T + b_ih + b_hh,
+  // or with layer norm A = γ_ih LN(x W_ih^T) + b_ih + b_hh, keeping LN's output in Xih (which
+  // may be A itself) and 1/std in Rih.
+  void input_term(const RightOperand<T>& w_ih, int64_t rows, const T* x, T* A, T* Xih,
+                  T* Rih) const {
+    const int64_t G = gates();
     const bool ln = w.ln_ih != nullptr;
     if (!ln) {
       at::parallel_for(0, rows, row_grain(G), [&](int64_t r0, int64_t r1) {
@@ -78,7 +80,7 @@ struct LSTMScan {
           for (int64_t j = 0; j < G; ++j) A[r * G + j] = w.b_ih[j] + w.b_hh[j];
       });
     }
-    RightOperand<T>(w.w_ih, input, G, true, o).times(rows, x, input, ln ? 0 : 1, ln ? Xih : A, G);
+    w_ih.times(rows, x, input, ln ? 0 : 1, ln ? Xih : A, G);
     if (!ln) return;
     at::parallel_for(0, rows, row_grain(2 * G), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -88,6 +90,55 @@ struct LSTMScan {
           A[r * G + j] = w.ln_ih[j] * xr[j] + w.b_ih[j] + w.b_hh[j];
       }
     });
+  }
+
+  // The cell torch.nn computes (sigmoid gates, tanh cell and output; no clip, coupling or
+  // layer norm), with or without peepholes, gets one fused pass per row: the general path
+  // makes seven and calls activate() four times, which costs 10-20% at small hidden sizes.
+  bool plain() const {
+    return opt.gate_act == kSigmoid && opt.cell_act == kTanh && opt.out_act == kTanh &&
+           opt.clip <= 0 && !opt.coupled && !w.ln_ih;
+  }
+
+  template <bool Peephole>
+  void plain_row(T* a, const T* c_prev, T* c_new, T* hraw) const {
+    const int64_t H = hidden;
+    const T* p = w.peephole;
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) {
+      if constexpr (Peephole) {
+        a[j] += p[j] * c_prev[j];
+        a[H + j] += p[H + j] * c_prev[j];
+      }
+      const T c = vsigmoid(a[H + j]) * c_prev[j] + vsigmoid(a[j]) * vtanh(a[2 * H + j]);
+      c_new[j] = c;
+      if constexpr (Peephole) a[3 * H + j] += p[2 * H + j] * c;
+      hraw[j] = vsigmoid(a[3 * H + j]) * vtanh(c);
+    }
+  }
+
+  // Its gradient, as cell_row_backward computes it for the general cell.
+  template <bool Peephole>
+  void plain_row_backward(const T* a, const T* c_prev, const T* c_new, const T* dhraw,
+                          const T* dcn, T* dc, T* da, T* hraw) const {
+    const int64_t H = hidden;
+    const T* p = w.peephole;
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = vsigmoid(a[j]), f = vsigmoid(a[H + j]), g = vtanh(a[2 * H + j]);
+      const T o = vsigmoid(a[3 * H + j]), tc = vtanh(c_new[j]);
+      hraw[j] = o * tc;
+      const T da_o = dhraw[j] * tc * o * (T(1) - o);
+      T dct = dcn[j] + dhraw[j] * o * (T(1) - tc * tc);
+      if constexpr (Peephole) dct += da_o * p[2 * H + j];
+      const T da_i = dct * g * i * (T(1) - i), da_f = dct * c_prev[j] * f * (T(1) - f);
+      dc[j] += dct * f;
+      if constexpr (Peephole) dc[j] += da_i * p[j] + da_f * p[H + j];
+      da[j] = da_i;
+      da[H + j] = da_f;
+      da[2 * H + j] = dct * i * (T(1) - g * g);
+      da[3 * H + j] = da_o;
+    }
   }
 
   // Gate math of one row: a (4H) gets the recurrent layer-norm term and the peepholes; writes
@@ -147,46 +198,60 @@ template <typename T>
 std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
                                          const Tensor& c0) const {
   const int64_t B = batch, H = hidden, P = output, G = gates();
-  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr;
+  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr, fused = plain();
   const auto o = x.options();
-  Tensor y = at::empty({steps, batch, P}, o);
-  Tensor A = at::empty({steps, B, G}, o);
-  Tensor Hs = at::empty({save ? steps + 1 : 2, B, P}, o);
-  Tensor Cs = at::empty({save ? steps + 1 : 2, B, H}, o);
-  Tensor Cn = at::empty({save ? steps : 1, B, H}, o);
-  Tensor Xih = ln && save ? at::empty({steps, B, G}, o) : A;
-  Tensor Xhh = ln ? at::empty({save ? steps : 1, B, G}, o) : Tensor();
-  Tensor Rih = ln ? at::empty({steps, B}, o) : Tensor();
-  Tensor Rhh = ln ? at::empty({save ? steps : 1, B}, o) : Tensor();
-  Tensor Sc = ln ? at::empty({save ? steps : 1, B, 2}, o) : Tensor();
-  Tensor gh = ln ? at::empty({B, G}, o) : Tensor();
-  Tensor hin = masks.hidden ? at::empty({B, P}, o) : Tensor();
-  Tensor hraw = at::empty({B, H}, o), hnew = proj ? at::empty({B, P}, o) : hraw;
-  std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * P, Hs.data_ptr<T>());
-  std::copy(c0.data_ptr<T>(), c0.data_ptr<T>() + B * H, Cs.data_ptr<T>());
-  T *pA = A.data_ptr<T>(), *pH = Hs.data_ptr<T>(), *pC = Cs.data_ptr<T>(), *py = y.data_ptr<T>();
+  const int64_t kept = save ? steps : 1;  // steps whose new c and layer-norm rows are kept
+  const int64_t chunk = std::min(steps, chunk_steps(B * G)), held = save ? steps : chunk;
+  auto empty = [&](std::initializer_list<int64_t> shape, bool needed = true) {
+    return needed ? at::empty(shape, o) : Tensor();
+  };
+  Tensor y = empty({steps, B, P}), A = empty({held, B, G});
+  Tensor Hs = empty({save ? steps + 1 : 2, B, P}), Cs = empty({save ? steps + 1 : 2, B, H});
+  Tensor Cn = empty({kept, B, H}), Xih = ln && save ? empty({steps, B, G}) : A;
+  Tensor Xhh = empty({kept, B, G}, ln), Rih = empty({held, B}, ln);
+  Tensor Rhh = empty({kept, B}, ln), Sc = empty({kept, B, 2}, ln), gh = empty({B, G}, ln);
+  Tensor hin = empty({B, P}, masks.hidden), hraw = empty({B, H});
+  Tensor hnew = proj ? empty({B, P}) : hraw;
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-  input_term(x.data_ptr<T>(), pA, ptr(Xih), ptr(Rih), o);
-  const RightOperand<T> w_hh(w.w_hh, P, G, true, o), w_hr(w.w_hr, H, P, true, o);
+  T *pA = ptr(A), *pH = ptr(Hs), *pC = ptr(Cs), *py = ptr(y), *pCn = ptr(Cn), *pXhh = ptr(Xhh);
+  T *pRhh = ptr(Rhh), *pSc = ptr(Sc), *pgh = ptr(gh), *phin = ptr(hin), *praw = ptr(hraw);
+  T *pnew = ptr(hnew), *pXih = ptr(Xih), *pRih = ptr(Rih);
+  std::copy(ptr(h0), ptr(h0) + B * P, pH);
+  std::copy(ptr(c0), ptr(c0) + B * H, pC);
+  const RightOperand<T> w_ih(w.w_ih, input, G, true, o), w_hh(w.w_hh, P, G, true, o);
+  const RightOperand<T> w_hr(w.w_hr, H, P, true, o);
 
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t s = slot(t), s1 = slot(t + 1), k = save ? t : 0;
+    const int64_t s = slot(t), s1 = slot(t + 1), k = save ? t : 0, at = save ? t : t % chunk;
+    if (t % chunk == 0) {
+      const int64_t r = (save ? t : 0) * B;
+      input_term(w_ih, std::min(chunk, steps - t) * B, ptr(x) + t * B * input, pA + r * G,
+                 pXih + r * G, ln ? pRih + r : nullptr);
+    }
     const T *h_prev = pH + s * B * P, *c_prev = pC + s * B * H;
-    const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * P);
-    T* a = pA + t * B * G;
-    if (ln) w_hh.times(B, h_in, P, 0, ptr(gh), G);
+    const T* h_in = masked_hidden(masks, h_prev, phin, 1, B * P);
+    T *a = pA + at * B * G, *c_new = pCn + k * B * H;
+    if (ln) w_hh.times(B, h_in, P, 0, pgh, G);
     else w_hh.times(B, h_in, P, 1, a, G);
     at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(5 * H);
+      std::vector<T> work(fused ? 0 : 5 * H);
       for (int64_t b = b0; b < b1; ++b) {
-        cell_row(a + b * G, ln ? ptr(gh) + b * G : nullptr, ln ? ptr(Xhh) + (k * B + b) * G : nullptr,
-                 ln ? ptr(Rhh) + k * B + b : nullptr, c_prev + b * H, ptr(Cn) + (k * B + b) * H,
-                 ln ? ptr(Sc) + (k * B + b) * 2 : nullptr, ptr(hraw) + b * H, work.data());
+        T *ab = a + b * G, *cn = c_new + b * H, *hr = praw + b * H;
+        const T* cp = c_prev + b * H;
+        if (fused && w.peephole) {
+          plain_row<true>(ab, cp, cn, hr);
+        } else if (fused) {
+          plain_row<false>(ab, cp, cn, hr);
+        } else {
+          const int64_t r = k * B + b;
+          cell_row(ab, ln ? pgh + b * G : nullptr, ln ? pXhh + r * G : nullptr,
+                   ln ? pRhh + r : nullptr, cp, cn, ln ? pSc + r * 2 : nullptr, hr, work.data());
+        }
       }
     });
-    if (proj) w_hr.times(B, ptr(hraw), H, 0, ptr(hnew), P);
-    carry(masks, 0, t, B, P, h_prev, ptr(hnew), pH + s1 * B * P, py + t * B * P);
-    carry(masks, 1, t, B, H, c_prev, ptr(Cn) + k * B * H, pC + s1 * B * H, (T*)nullptr);
+    if (proj) w_hr.times(B, praw, H, 0, pnew, P);
+    carry(masks, 0, t, B, P, h_prev, pnew, pH + s1 * B * P, py + t * B * P);
+    carry(masks, 1, t, B, H, c_prev, c_new, pC + s1 * B * H, (T*)nullptr);
   }
   const int64_t last = slot(steps);
   std::vector<Tensor> out{y, Hs[last].clone(), Cs[last].clone()};
@@ -196,7 +261,6 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   }
   return out;
 }
-
 
 // The gradient through one row's gate math at step t. In: dhraw (H) the gradient of o ⊙ ψ(c),
 // dcn (H) that of the new c from later steps; out: dA (4H) that of the pre-activations, dc (H)
@@ -304,6 +368,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
   Tensor dhin = masks.hidden ? at::empty({B, P}, o) : Tensor();
   T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn);
   const RightOperand<T> w_hh(w.w_hh, G, P, false, o), w_hr(w.w_hr, P, H, false, o);
+  const bool fused = plain();
   const T* pdy = dy.data_ptr<T>();
 
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -312,7 +377,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
     uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
     if (proj) w_hr.times(B, dhn, P, 0, ptr(dhraw), H);
     at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(3 * G);
+      std::vector<T> work(fused ? H : 3 * G);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = t * B + b;
         if (!masks.valid(t, b)) {
@@ -323,8 +388,17 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
           if (proj) std::fill(ptr(Hraw) + r * H, ptr(Hraw) + (r + 1) * H, T(0));
           continue;
         }
-        cell_row_backward(t, b, saved, ptr(dhraw) + b * H, pdcn + b * H, pdc + b * H, ptr(dA),
-                          ptr(dGH), ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
+        const T *a = ptr(saved[0]) + r * G, *cp = ptr(saved[2]) + r * H;
+        const T* cn = ptr(saved[3]) + r * H;
+        T *hr = proj ? ptr(Hraw) + r * H : work.data(), *dhr = ptr(dhraw) + b * H;
+        if (fused && w.peephole) {
+          plain_row_backward<true>(a, cp, cn, dhr, pdcn + b * H, pdc + b * H, ptr(dA) + r * G, hr);
+        } else if (fused) {
+          plain_row_backward<false>(a, cp, cn, dhr, pdcn + b * H, pdc + b * H, ptr(dA) + r * G, hr);
+        } else {
+          cell_row_backward(t, b, saved, dhr, pdcn + b * H, pdc + b * H, ptr(dA), ptr(dGH),
+                            ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
+        }
       }
     });
     backprop_recurrent(masks, B, P, ptr(dGH) + t * B * G, G, w_hh, pdh, ptr(dhin));

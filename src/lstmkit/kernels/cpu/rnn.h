@@ -29,14 +29,18 @@ std::vector<Tensor> RNNScan<T>::forward(const Tensor& x, const Tensor& h0) const
   const auto o = x.options();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
   Tensor y = at::empty({steps, B, H}, o), A = at::empty({steps, B, H}, o);
+  const int64_t chunk = std::min(steps, chunk_steps(B * H));
   Tensor Hs = at::empty({save ? steps + 1 : 2, B, H}, o);
   Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
   T *pA = ptr(A), *pH = ptr(Hs);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  plain_input_term(w, steps * B, input, H, H, x.data_ptr<T>(), pA, o);
-  const RightOperand<T> w_hh(w.w_hh, H, H, true, o);
+  const RightOperand<T> w_ih(w.w_ih, input, H, true, o), w_hh(w.w_hh, H, H, true, o);
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = save ? t : t % 2, s1 = save ? t + 1 : (t + 1) % 2;
+    if (t % chunk == 0) {
+      plain_input_term(w, w_ih, std::min(chunk, steps - t) * B, input, H, H,
+                       ptr(x) + t * B * input, pA + t * B * H);
+    }
     const T* h_prev = pH + s * B * H;
     T* a = pA + t * B * H;  // becomes the new h in place
     w_hh.times(B, masked_hidden(masks, h_prev, ptr(hin), 1, B * H), H, 1, a, H);
