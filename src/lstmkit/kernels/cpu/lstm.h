@@ -92,18 +92,27 @@ struct LSTMScan {
     });
   }
 
-  // The cell torch.nn computes (sigmoid gates, tanh cell and output; no clip, coupling or
-  // layer norm), with or without peepholes, gets one fused pass per row: the general path
-  // makes seven and calls activate() four times, which costs 10-20% at small hidden sizes.
-  bool plain() const {
+  // The default activations (sigmoid gates, tanh cell and output) without clip or coupling,
+  // with or without peepholes and layer norm, get fused rows: one pass for the gates where the
+  // general path makes seven and calls activate() four times (10-50% of a step at H <= 256).
+  bool fused() const {
     return opt.gate_act == kSigmoid && opt.cell_act == kTanh && opt.out_act == kTanh &&
-           opt.clip <= 0 && !opt.coupled && !w.ln_ih;
+           opt.clip <= 0 && !opt.coupled;
   }
 
-  template <bool Peephole>
-  void plain_row(T* a, const T* c_prev, T* c_new, T* hraw) const {
-    const int64_t H = hidden;
+  // One row of a step: a (4H) gets the normalised recurrent term (layer norm: from gh, kept in
+  // xhh with 1/std in *rhh) and the peepholes; c_new (H) and o ⊙ ψ(c) (hraw, H) come out, with
+  // the mean and 1/std of c in sc. work holds H values.
+  template <bool Peephole, bool LayerNorm>
+  void fused_row(T* a, const T* gh, T* xhh, T* rhh, const T* c_prev, T* c_new, T* sc, T* hraw,
+                 T* work) const {
+    const int64_t H = hidden, G = gates();
     const T* p = w.peephole;
+    if constexpr (LayerNorm) {
+      std::copy(gh, gh + G, xhh);
+      *rhh = normalize_row(xhh, G);
+      for (int64_t j = 0; j < G; ++j) a[j] += w.ln_hh[j] * xhh[j];
+    }
     LSTMKIT_ELEMENTWISE
     for (int64_t j = 0; j < H; ++j) {
       if constexpr (Peephole) {
@@ -113,23 +122,44 @@ struct LSTMScan {
       const T c = vsigmoid(a[H + j]) * c_prev[j] + vsigmoid(a[j]) * vtanh(a[2 * H + j]);
       c_new[j] = c;
       if constexpr (Peephole) a[3 * H + j] += p[2 * H + j] * c;
-      hraw[j] = vsigmoid(a[3 * H + j]) * vtanh(c);
+      const T o = vsigmoid(a[3 * H + j]);
+      if constexpr (LayerNorm) work[j] = o; else hraw[j] = o * vtanh(c);
+    }
+    if constexpr (LayerNorm) {  // h = o ⊙ tanh(LN(c)): the whole row's statistics first
+      std::copy(c_new, c_new + H, hraw);
+      sc[1] = normalize_row(hraw, H, sc);
+      LSTMKIT_ELEMENTWISE
+      for (int64_t j = 0; j < H; ++j) hraw[j] = work[j] * vtanh(w.ln_c[j] * hraw[j] + w.bln_c[j]);
     }
   }
 
-  // Its gradient, as cell_row_backward computes it for the general cell.
-  template <bool Peephole>
-  void plain_row_backward(const T* a, const T* c_prev, const T* c_new, const T* dhraw,
-                          const T* dcn, T* dc, T* da, T* hraw) const {
-    const int64_t H = hidden;
+  // The gradient of fused_row (cell_row_backward has the general one, the same arguments).
+  template <bool Peephole, bool LayerNorm>
+  void fused_row_backward(const T* a, const T* c_prev, const T* c_new, const T* sc,
+                          const T* xhh, T rhh, const T* dhraw, const T* dcn, T* dc, T* da,
+                          T* dgh, T* hraw, T* chat, T* dchat, T* work) const {
+    const int64_t H = hidden, G = gates();
     const T* p = w.peephole;
+    T *dc_h = work, *tcs = work + H;  // layer norm: c_t's gradient from h, and tanh(LN(c_t))
+    if constexpr (LayerNorm) {
+      LSTMKIT_ELEMENTWISE
+      for (int64_t j = 0; j < H; ++j) {
+        const T o = vsigmoid(a[3 * H + j]);
+        chat[j] = (c_new[j] - sc[0]) * sc[1];
+        tcs[j] = vtanh(w.ln_c[j] * chat[j] + w.bln_c[j]);
+        dchat[j] = dhraw[j] * o * (T(1) - tcs[j] * tcs[j]);
+        dc_h[j] = dchat[j] * w.ln_c[j];
+      }
+      normalize_row_backward(dc_h, chat, sc[1], dc_h, H);
+    }
     LSTMKIT_ELEMENTWISE
     for (int64_t j = 0; j < H; ++j) {
       const T i = vsigmoid(a[j]), f = vsigmoid(a[H + j]), g = vtanh(a[2 * H + j]);
-      const T o = vsigmoid(a[3 * H + j]), tc = vtanh(c_new[j]);
+      const T o = vsigmoid(a[3 * H + j]);
+      const T tc = LayerNorm ? tcs[j] : vtanh(c_new[j]);
       hraw[j] = o * tc;
       const T da_o = dhraw[j] * tc * o * (T(1) - o);
-      T dct = dcn[j] + dhraw[j] * o * (T(1) - tc * tc);
+      T dct = dcn[j] + (LayerNorm ? dc_h[j] : dhraw[j] * o * (T(1) - tc * tc));
       if constexpr (Peephole) dct += da_o * p[2 * H + j];
       const T da_i = dct * g * i * (T(1) - i), da_f = dct * c_prev[j] * f * (T(1) - f);
       dc[j] += dct * f;
@@ -139,6 +169,27 @@ struct LSTMScan {
       da[2 * H + j] = dct * i * (T(1) - g * g);
       da[3 * H + j] = da_o;
     }
+    if constexpr (LayerNorm) {
+      for (int64_t j = 0; j < G; ++j) work[j] = da[j] * w.ln_hh[j];
+      normalize_row_backward(work, xhh, rhh, dgh, G);
+    }
+  }
+
+  // Dispatch to the fused row for this cell's peephole and layer-norm flags.
+  template <typename... Args>
+  void fused_step_row(Args... args) const {
+    if (w.peephole && w.ln_ih) return fused_row<true, true>(args...);
+    if (w.peephole) return fused_row<true, false>(args...);
+    if (w.ln_ih) return fused_row<false, true>(args...);
+    fused_row<false, false>(args...);
+  }
+
+  template <typename... Args>
+  void fused_step_row_backward(Args... args) const {
+    if (w.peephole && w.ln_ih) return fused_row_backward<true, true>(args...);
+    if (w.peephole) return fused_row_backward<true, false>(args...);
+    if (w.ln_ih) return fused_row_backward<false, true>(args...);
+    fused_row_backward<false, false>(args...);
   }
 
   // Gate math of one row: a (4H) gets the recurrent layer-norm term and the peepholes; writes
@@ -198,7 +249,7 @@ template <typename T>
 std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
                                          const Tensor& c0) const {
   const int64_t B = batch, H = hidden, P = output, G = gates();
-  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr, fused = plain();
+  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr, fast = fused();
   const auto o = x.options();
   const int64_t kept = save ? steps : 1;  // steps whose new c and layer-norm rows are kept
   const int64_t chunk = std::min(steps, chunk_steps(B * G)), held = save ? steps : chunk;
@@ -234,19 +285,15 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
     if (ln) w_hh.times(B, h_in, P, 0, pgh, G);
     else w_hh.times(B, h_in, P, 1, a, G);
     at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(fused ? 0 : 5 * H);
+      std::vector<T> work(fast ? (ln ? H : 0) : 5 * H);
       for (int64_t b = b0; b < b1; ++b) {
-        T *ab = a + b * G, *cn = c_new + b * H, *hr = praw + b * H;
-        const T* cp = c_prev + b * H;
-        if (fused && w.peephole) {
-          plain_row<true>(ab, cp, cn, hr);
-        } else if (fused) {
-          plain_row<false>(ab, cp, cn, hr);
-        } else {
-          const int64_t r = k * B + b;
-          cell_row(ab, ln ? pgh + b * G : nullptr, ln ? pXhh + r * G : nullptr,
-                   ln ? pRhh + r : nullptr, cp, cn, ln ? pSc + r * 2 : nullptr, hr, work.data());
-        }
+        const int64_t r = k * B + b;
+        T *ab = a + b * G, *cn = c_new + b * H, *hr = praw + b * H, *ws = work.data();
+        T *xhh = ln ? pXhh + r * G : nullptr, *rhh = ln ? pRhh + r : nullptr;
+        T* sc = ln ? pSc + r * 2 : nullptr;
+        const T *cp = c_prev + b * H, *ghb = ln ? pgh + b * G : nullptr;
+        if (fast) fused_step_row(ab, ghb, xhh, rhh, cp, cn, sc, hr, ws);
+        else cell_row(ab, ghb, xhh, rhh, cp, cn, sc, hr, ws);
       }
     });
     if (proj) w_hr.times(B, praw, H, 0, pnew, P);
@@ -368,7 +415,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
   Tensor dhin = masks.hidden ? at::empty({B, P}, o) : Tensor();
   T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn);
   const RightOperand<T> w_hh(w.w_hh, G, P, false, o), w_hr(w.w_hr, P, H, false, o);
-  const bool fused = plain();
+  const bool fast = fused();
   const T* pdy = dy.data_ptr<T>();
 
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -377,7 +424,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
     uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
     if (proj) w_hr.times(B, dhn, P, 0, ptr(dhraw), H);
     at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(fused ? H : 3 * G);
+      std::vector<T> work(3 * G);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = t * B + b;
         if (!masks.valid(t, b)) {
@@ -388,13 +435,16 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
           if (proj) std::fill(ptr(Hraw) + r * H, ptr(Hraw) + (r + 1) * H, T(0));
           continue;
         }
-        const T *a = ptr(saved[0]) + r * G, *cp = ptr(saved[2]) + r * H;
-        const T* cn = ptr(saved[3]) + r * H;
-        T *hr = proj ? ptr(Hraw) + r * H : work.data(), *dhr = ptr(dhraw) + b * H;
-        if (fused && w.peephole) {
-          plain_row_backward<true>(a, cp, cn, dhr, pdcn + b * H, pdc + b * H, ptr(dA) + r * G, hr);
-        } else if (fused) {
-          plain_row_backward<false>(a, cp, cn, dhr, pdcn + b * H, pdc + b * H, ptr(dA) + r * G, hr);
+        T *dhr = ptr(dhraw) + b * H, *hr = proj ? ptr(Hraw) + r * H : work.data() + 2 * G;
+        if (fast) {
+          const T *a = ptr(saved[0]) + r * G, *cp = ptr(saved[2]) + r * H;
+          const T *cn = ptr(saved[3]) + r * H, *sc = ln ? ptr(saved[8]) + r * 2 : nullptr;
+          const T* xhh = ln ? ptr(saved[6]) + r * G : nullptr;
+          const T rhh = ln ? ptr(saved[7])[r] : T(0);
+          fused_step_row_backward(a, cp, cn, sc, xhh, rhh, dhr, pdcn + b * H, pdc + b * H,
+                                  ptr(dA) + r * G, ln ? ptr(dGH) + r * G : nullptr, hr,
+                                  ln ? ptr(Chat) + r * H : nullptr,
+                                  ln ? ptr(dChat) + r * H : nullptr, work.data());
         } else {
           cell_row_backward(t, b, saved, dhr, pdcn + b * H, pdc + b * H, ptr(dA), ptr(dGH),
                             ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
