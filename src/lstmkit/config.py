@@ -64,6 +64,12 @@ class CellConfig:
     coupled: bool = False
     """LSTM only: the forget gate is tied to the input gate, f = 1 - i (CIFG, ONNX
     ``input_forget``)."""
+    input_gate: bool = True
+    """LSTM only: False fixes i = 1 (Greff et al.'s NIG)."""
+    forget_gate: bool = True
+    """LSTM only: False fixes f = 1, the original 1997 LSTM without a forget gate (NFG)."""
+    output_gate: bool = True
+    """LSTM only: False fixes o = 1 (NOG)."""
     cell_clip: float | None = None
     """LSTM only: clip the gate pre-activations to [-clip, clip] (ONNX ``clip``)."""
     gate_activation: str = "sigmoid"
@@ -92,7 +98,8 @@ class CellConfig:
         _require_int("hidden_size", self.hidden_size, 1)
         _require_bool("bias", self.bias)
         _require_int("proj_size", self.proj_size, 0)
-        for name in ("peephole", "coupled", "layer_norm", "reset_after"):
+        for name in ("peephole", "coupled", "layer_norm", "reset_after", "input_gate",
+                     "forget_gate", "output_gate"):
             _require_bool(name, getattr(self, name))
         for name in ("gate_activation", "cell_activation", "output_activation"):
             _require_activation(name, getattr(self, name))
@@ -115,6 +122,9 @@ class CellConfig:
         if self.proj_size and self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size: expected 0 or less than hidden_size={self.hidden_size}, "
                              f"got {self.proj_size}")
+        if self.coupled and not (self.input_gate and self.forget_gate):
+            raise ValueError("coupled: expected input_gate=True and forget_gate=True (coupling "
+                             "derives f from i), got a removed gate")
         if self.cell_clip is not None and not (
             isinstance(self.cell_clip, numbers.Real) and self.cell_clip > 0
         ):
@@ -131,6 +141,10 @@ class CellConfig:
         if self.coupled and self.input_bias is not None and self.forget_bias is not None:
             raise ValueError("forget_bias, input_bias: expected one of them with coupled=True "
                              "(f = 1 - i ties the two), got both")
+        if self.forget_bias is not None and not (self.forget_gate or self.coupled):
+            raise ValueError("forget_bias: expected forget_gate=True, got forget_gate=False")
+        if self.input_bias is not None and not self.input_gate:
+            raise ValueError("input_bias: expected input_gate=True, got input_gate=False")
         for name in ("forget_bias", "input_bias"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
@@ -153,12 +167,12 @@ class CellConfig:
 
 
 _LSTM_ONLY = frozenset({
-    "proj_size", "peephole", "coupled", "cell_clip", "gate_activation", "cell_activation",
+    "proj_size", "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip", "gate_activation", "cell_activation",
     "output_activation", "layer_norm", "forget_bias", "input_bias", "chrono",
 })
 # Fields that change the computed function away from torch.nn's (the init options do not).
 _VARIANT_FIELDS = frozenset({
-    "peephole", "coupled", "cell_clip", "gate_activation", "cell_activation",
+    "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip", "gate_activation", "cell_activation",
     "output_activation", "layer_norm", "reset_after",
 })
 
