@@ -128,10 +128,12 @@ class CellConfig:
         if self.cell_clip is not None and not (
             isinstance(self.cell_clip, numbers.Real) and self.cell_clip > 0
         ):
-            raise ValueError(f"cell_clip: expected None or a positive float, got {self.cell_clip!r}")
+            raise ValueError("cell_clip: expected None or a positive float, "
+                             f"got {self.cell_clip!r}")
 
     def _check_init_options(self) -> None:
-        wanted = [n for n in ("forget_bias", "input_bias", "chrono") if getattr(self, n) is not None]
+        wanted = [n for n in ("forget_bias", "input_bias", "chrono")
+                  if getattr(self, n) is not None]
         if wanted and not self.bias:
             raise ValueError(f"{', '.join(wanted)}: expected bias=True, got bias=False")
         if self.chrono is not None:
@@ -147,7 +149,8 @@ class CellConfig:
             raise ValueError("input_bias: expected input_gate=True, got input_gate=False")
         for name in ("forget_bias", "input_bias"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, numbers.Real)):
                 raise TypeError(f"{name}: expected None or a float, got {type(value).__name__}")
 
     @property
@@ -167,13 +170,14 @@ class CellConfig:
 
 
 _LSTM_ONLY = frozenset({
-    "proj_size", "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip", "gate_activation", "cell_activation",
-    "output_activation", "layer_norm", "forget_bias", "input_bias", "chrono",
+    "proj_size", "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip",
+    "gate_activation", "cell_activation", "output_activation", "layer_norm", "forget_bias",
+    "input_bias", "chrono",
 })
 # Fields that change the computed function away from torch.nn's (the init options do not).
 _VARIANT_FIELDS = frozenset({
-    "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip", "gate_activation", "cell_activation",
-    "output_activation", "layer_norm", "reset_after",
+    "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip",
+    "gate_activation", "cell_activation", "output_activation", "layer_norm", "reset_after",
 })
 
 

@@ -147,4 +147,5 @@ class LSTMCell(RecurrentCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None, **options):
-        super().__init__(CellConfig("lstm", input_size, hidden_size, bias, **options), device, dtype)
+        config = CellConfig("lstm", input_size, hidden_size, bias, **options)
+        super().__init__(config, device, dtype)

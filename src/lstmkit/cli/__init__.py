@@ -25,7 +25,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, KeyError)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in _COMMANDS.items():
+    for module in _COMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)
     return parser
 

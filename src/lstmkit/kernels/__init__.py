@@ -78,11 +78,12 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
             log.debug("backend auto -> %s for %s on %s/%s", candidate, config, device, dtype)
             return backend
         log.debug("backend auto skips %s: %s", candidate, reason)
-    raise RuntimeError("no backend supports this configuration; the reference should")  # unreachable
+    raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
 
 
 def explain(config: LayerConfig, device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32, training: bool = True) -> list[tuple[str, str | None]]:
+            dtype: torch.dtype = torch.float32,
+            training: bool = True) -> list[tuple[str, str | None]]:
     """(backend, reason it cannot run or None) for every backend: what ``lstmkit env`` prints."""
     device = torch.device(device)
     return [(n, get(n).supports(config, device, dtype, training)) for n in names()]

@@ -58,7 +58,8 @@ class RecurrentLayer(nn.Module):
         """torch.nn's initialisation (same draws, same order), then the gate-bias options."""
         for layer in range(self.num_layers):
             for direction in range(self.config.num_directions):
-                reset_parameters(self.config.layer_cell(layer), self._cell_parameters(layer, direction))
+                params = self._cell_parameters(layer, direction)
+                reset_parameters(self.config.layer_cell(layer), params)
 
     def cell_weights(self) -> list[list[CellWeights]]:
         """``[layer][direction]`` -> that cell's tensors."""
@@ -78,8 +79,9 @@ class RecurrentLayer(nn.Module):
     def backend(self, device=None, dtype=None):
         """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
         like = self.weight_ih_l0
-        return kernels.resolve(self.config.backend, self.config, torch.device(device or like.device),
-                               dtype or like.dtype, self.training)
+        device = torch.device(device or like.device)
+        return kernels.resolve(self.config.backend, self.config, device, dtype or like.dtype,
+                               self.training)
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """Run the whole sequence.
@@ -119,7 +121,8 @@ class RecurrentLayer(nn.Module):
         backend = self.backend()
         y, state = backend.run(self.config, self.cell_weights(), x, state, lengths, self.training)
         if not batched:
-            return y.squeeze(1), self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
+            final = self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
+            return y.squeeze(1), final
         return (y.transpose(0, 1) if self.batch_first else y), state
 
     def _initial_state(self, hx, batch: int, batched: bool):
