@@ -155,7 +155,7 @@ class RecurrentLayer(nn.Module):
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
         check_tensor("x_t", x_t, self.weight_ih_l0)
-        if x_t.dim() not in (1, 2):
+        if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")
         x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
