@@ -37,6 +37,8 @@ class RecurrentLayer(nn.Module):
                     tensor = torch.empty(shape, device=device, dtype=dtype)
                     self.register_parameter(name + _suffix(layer, direction), nn.Parameter(tensor))
         self.reset_parameters()
+        if config.backend != "auto":  # an unknown or unsuitable backend fails here, not at use
+            self.backend()
 
     # torch.nn's attributes, read from the config.
     mode = property(lambda self: _TORCH_MODES[self.config.cell.mode])
