@@ -13,7 +13,10 @@ from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_sta
 from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
 from lstmkit.config import LayerConfig, changed_fields
 
-_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+def _torch_mode(cell) -> str:
+    """torch.nn's ``mode`` string: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"."""
+    return f"RNN_{cell.nonlinearity.upper()}" if cell.mode == "rnn" else cell.mode.upper()
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -41,7 +44,7 @@ class RecurrentLayer(nn.Module):
             self.backend()
 
     # torch.nn's attributes, read from the config.
-    mode = property(lambda self: _TORCH_MODES[self.config.cell.mode])
+    mode = property(lambda self: _torch_mode(self.config.cell))
     input_size = property(lambda self: self.config.cell.input_size)
     hidden_size = property(lambda self: self.config.cell.hidden_size)
     num_layers = property(lambda self: self.config.num_layers)
