@@ -106,6 +106,7 @@ def test_unbatched_input_matches_torch_nn(backend, mode, bidirectional):
     assert_matches_torch(reference, layer, x, initial_state(reference, x.dtype, batch=()))
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_matches_torch_nn(backend, mode, kind):
