@@ -10,12 +10,13 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstmkit
+from lstmkit.layers import RecurrentLayer
 
 IN, H, T, B = 3, 4, 6, 4
 F64 = torch.float64
 LENGTHS = torch.tensor([4, 6, 1, 3])
 
-LAYERS = {  # name -> (class, constructor options): plain ones run on both backends
+LAYERS = {  # name -> (class, constructor options)
     "lstm": (lstmkit.LSTM, {}),
     "lstm_proj": (lstmkit.LSTM, {"proj_size": 2}),
     "lstm_variant": (lstmkit.LSTM, {"peephole": True, "layer_norm": True, "coupled": True,
@@ -23,10 +24,9 @@ LAYERS = {  # name -> (class, constructor options): plain ones run on both backe
     "gru": (lstmkit.GRU, {}),
     "gru_reset_before": (lstmkit.GRU, {"reset_after": False}),
     "rnn_relu": (lstmkit.RNN, {"nonlinearity": "relu"}),
+    "gru_zoneout": (lstmkit.GRU, {"zoneout": 0.25}),  # evaluation: deterministic
 }
-
-
-PLAIN = ("lstm", "lstm_proj", "gru", "rnn_relu")
+PLAIN = ("lstm", "lstm_proj", "gru", "rnn_relu")  # torch.nn's: these run on both backends
 
 
 def backend_cases(names) -> list[tuple[str, str]]:
@@ -35,20 +35,22 @@ def backend_cases(names) -> list[tuple[str, str]]:
             if b == "reference" or n in PLAIN]
 
 
-def make(name: str, backend: str = "reference", **options) -> lstmkit.LSTM:
+def make(name: str, backend: str = "reference", **options) -> RecurrentLayer:
     cls, extra = LAYERS[name]
     return cls(IN, H, dtype=F64, backend=backend, **extra, **options)
 
 
 def random_state(layer, batch: int = B):
+    """A random initial state of the layer's state type and shape."""
     return layer.family.make_state(*(torch.randn_like(t) for t in parts(layer.init_state(batch))))
+
+
+PAST = torch.arange(T)[:, None] >= LENGTHS[None, :]  # (T, B): True past each length
 
 
 def padded(fill: float) -> torch.Tensor:
     """(T, B, IN) random where valid, ``fill`` past each length."""
-    x = torch.randn(T, B, IN, dtype=F64)
-    x[torch.arange(T)[:, None] >= LENGTHS[None, :]] = fill
-    return x
+    return torch.randn(T, B, IN, dtype=F64).masked_fill(PAST[..., None], fill)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
@@ -68,20 +70,26 @@ def test_lengths_equal_each_sequence_alone(backend, name, bidirectional):
             assert_close(final[:, b:b + 1], final_alone)
 
 
+def test_lengths_of_any_integer_dtype_give_the_same_result():
+    layer = make("lstm_variant", bidirectional=True)
+    x = torch.randn(T, B, IN, dtype=F64)
+    y, _ = layer(x, lengths=LENGTHS)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        assert torch.equal(layer(x, lengths=LENGTHS.to(dtype))[0], y)
+
+
 @pytest.mark.parametrize("fill", [1e6, float("nan"), float("inf")])
 @pytest.mark.parametrize("backend, name", backend_cases(["lstm_variant", "gru"]))
 def test_padding_values_never_reach_outputs_states_or_gradients(backend, name, fill):
     layer = make(name, backend, bidirectional=True)
-    hx = random_state(layer)
+    x, hx = padded(0.0), random_state(layer)
     results = []
     for value in (0.0, fill):
-        x = padded(value) if value == 0.0 else results[0][0].detach().clone()
-        x[torch.arange(T)[:, None] >= LENGTHS[None, :]] = value
-        x.requires_grad_()
-        y, state = layer(x, hx, lengths=LENGTHS)
-        grads = gradients(probe_loss(y, *parts(state)), {"x": x} | dict(layer.named_parameters()))
-        results.append((x, y, parts(state), grads))
-    (_, y0, s0, g0), (_, y1, s1, g1) = results
+        x_filled = x.masked_fill(PAST[..., None], value).requires_grad_()
+        y, state = layer(x_filled, hx, lengths=LENGTHS)
+        named = {"x": x_filled} | dict(layer.named_parameters())
+        results.append((y, parts(state), gradients(probe_loss(y, *parts(state)), named)))
+    (y0, s0, g0), (y1, s1, g1) = results
     assert_close(y1, y0)
     for a, e in zip(s1, s0):
         assert_close(a, e)
