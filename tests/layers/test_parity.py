@@ -69,6 +69,7 @@ def run(module, x, hx, kind: str, batch_first: bool, lstmkit_layer: bool):
         return pad_packed_sequence(y, batch_first=batch_first, total_length=T)[0], state
     assert torch.equal(y.batch_sizes, packed.batch_sizes)
     assert torch.equal(y.sorted_indices, packed.sorted_indices)
+    assert torch.equal(y.unsorted_indices, packed.unsorted_indices)
     return y.data, state
 
 
@@ -77,7 +78,7 @@ def assert_matches_torch(reference, layer, x, hx, kind="full", batch_first=False
     expected_y, expected_state = run(reference, x, hx, kind, batch_first, False)
     actual_y, actual_state = run(layer, x, hx, kind, batch_first, True)
     assert_close(actual_y, expected_y, dtype, msg="output")
-    assert type(actual_state) is not torch.Tensor or type(expected_state) is torch.Tensor
+    assert isinstance(actual_state, torch.Tensor) == isinstance(expected_state, torch.Tensor)
     for name, a, e in zip("hc", parts(actual_state), parts(expected_state)):
         assert_close(a, e, dtype, msg=f"final {name}")
     inputs = {"input": x} | {f"hx[{k}]": t for k, t in enumerate(parts(hx))}
