@@ -126,7 +126,8 @@ class CellConfig:
             raise ValueError("coupled: expected input_gate=True and forget_gate=True (coupling "
                              "derives f from i), got a removed gate")
         if self.cell_clip is not None and not (
-            isinstance(self.cell_clip, numbers.Real) and self.cell_clip > 0
+            isinstance(self.cell_clip, numbers.Real) and not isinstance(self.cell_clip, bool)
+            and self.cell_clip > 0
         ):
             raise ValueError("cell_clip: expected None or a positive float, "
                              f"got {self.cell_clip!r}")

@@ -13,7 +13,10 @@ from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_sta
 from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
 from lstmkit.config import LayerConfig, changed_fields
 
-_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+def _torch_mode(cell) -> str:
+    """torch.nn's ``mode`` string: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"."""
+    return f"RNN_{cell.nonlinearity.upper()}" if cell.mode == "rnn" else cell.mode.upper()
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -37,9 +40,11 @@ class RecurrentLayer(nn.Module):
                     tensor = torch.empty(shape, device=device, dtype=dtype)
                     self.register_parameter(name + _suffix(layer, direction), nn.Parameter(tensor))
         self.reset_parameters()
+        if config.backend != "auto":  # an unknown or unsuitable backend fails here, not at use
+            self.backend()
 
     # torch.nn's attributes, read from the config.
-    mode = property(lambda self: _TORCH_MODES[self.config.cell.mode])
+    mode = property(lambda self: _torch_mode(self.config.cell))
     input_size = property(lambda self: self.config.cell.input_size)
     hidden_size = property(lambda self: self.config.cell.hidden_size)
     num_layers = property(lambda self: self.config.num_layers)
@@ -155,7 +160,7 @@ class RecurrentLayer(nn.Module):
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
         check_tensor("x_t", x_t, self.weight_ih_l0)
-        if x_t.dim() not in (1, 2):
+        if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")
         x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
