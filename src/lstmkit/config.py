@@ -31,11 +31,13 @@ def _require_bool(name: str, value) -> None:
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
 
 
-def _require_probability(name: str, value) -> None:
+def _require_probability(name: str, value, closed: bool = False) -> None:
+    """A float in [0, 1), or [0, 1] with ``closed``."""
+    interval = "[0, 1]" if closed else "[0, 1)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a float in [0, 1), got {value}")
+        raise TypeError(f"{name}: expected a float in {interval}, got {type(value).__name__}")
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"{name}: expected a float in {interval}, got {value}")
 
 
 def _require_activation(name: str, value) -> None:
@@ -217,7 +219,7 @@ class LayerConfig:
         _require_int("num_layers", self.num_layers, 1)
         _require_bool("batch_first", self.batch_first)
         _require_bool("bidirectional", self.bidirectional)
-        _require_probability("dropout", self.dropout)
+        _require_probability("dropout", self.dropout, closed=True)  # as torch.nn
         _require_probability("recurrent_dropout", self.recurrent_dropout)
         _require_probability("zoneout", self.zoneout)
         if not isinstance(self.backend, str):

@@ -46,6 +46,21 @@ def test_from_torch_takes_lstmkit_options():
     assert torch.equal(layer.weight_hh_l0, module.weight_hh_l0)
 
 
+def test_from_torch_into_a_variant_keeps_the_new_tensors_initialised():
+    module = nn.LSTM(IN, H, bidirectional=True)
+    layer = lstmkit.LSTM.from_torch(module, peephole=True, layer_norm=True)
+    for name, value in module.state_dict().items():
+        assert torch.equal(layer.state_dict()[name], value)
+    assert torch.equal(layer.weight_ln_c_l0_reverse, torch.ones(H))
+    assert layer.weight_peephole_l0.abs().max() <= 1 / H ** 0.5
+
+
+def test_dropout_one_is_accepted_as_in_torch():
+    layer = lstmkit.LSTM.from_torch(nn.LSTM(IN, H, 2, dropout=1.0))
+    y, _ = layer.train()(torch.randn(3, 2, IN))
+    assert layer.dropout == 1.0 and y.isfinite().all()
+
+
 def test_torch_state_dict_loads_directly():
     module = nn.LSTM(IN, H, 2, proj_size=2)
     layer = lstmkit.LSTM(IN, H, 2, proj_size=2)
@@ -154,9 +169,9 @@ BAD_ARGUMENTS = {
     "nonlinearity": (lambda: lstmkit.RNN(IN, H, nonlinearity="sigmoid"), ValueError,
                      r"nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"),
     "dropout_above_range": (lambda: lstmkit.LSTM(IN, H, dropout=1.5), ValueError,
-                            r"dropout: expected a float in \[0, 1\), got 1.5"),
+                            r"dropout: expected a float in \[0, 1\], got 1.5"),
     "dropout_below_range": (lambda: lstmkit.GRU(IN, H, dropout=-0.1), ValueError,
-                            r"dropout: expected a float in \[0, 1\), got -0.1"),
+                            r"dropout: expected a float in \[0, 1\], got -0.1"),
     "zoneout_type": (lambda: lstmkit.LSTM(IN, H, zoneout="0.1"), TypeError,
                      r"zoneout: expected a float in \[0, 1\), got str"),
     "recurrent_dropout_one": (lambda: lstmkit.LSTM(IN, H, recurrent_dropout=1.0), ValueError,

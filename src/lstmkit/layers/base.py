@@ -177,7 +177,8 @@ class RecurrentLayer(nn.Module):
                             f"got {type(module).__name__}")
         p = module.weight_ih_l0
         layer = cls(**cls._torch_arguments(module), device=p.device, dtype=p.dtype, **options)
-        layer.load_state_dict(module.state_dict())
+        # Tensors that only a variant has (peepholes, layer-norm gains) keep their initialisation.
+        layer.load_state_dict(module.state_dict(), strict=False)
         return layer
 
     def to_torch(self) -> nn.RNNBase:
