@@ -1,0 +1,487 @@
+"""Many live streams through one model: per-stream recurrent state, stepped together in batches.
+
+Each stream holds the state a model carries between chunks of its input. Every :meth:`push`
+queues its chunk; whichever caller finds no round running becomes the round's leader, gathers
+the pending chunk of every stream (one per stream, oldest first), pads them to a batch and runs
+the model once with ``lengths=`` so padding never reaches an output or a state, then scatters the
+new states back. Callers that arrive during a round wait and are served by the next one, so the
+batch grows with the load (dynamic batching, as Triton's sequence batcher) without a background
+thread.
+
+The model's own ``forward`` does the work (any configuration, any backend), so a stream's outputs
+equal running that stream alone through the model, up to float rounding of the batched products.
+
+Legend: S slots (stream capacity), B streams in a round, T steps, F features, L*D state layers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+import uuid
+from typing import NamedTuple
+
+import torch
+
+from lstmkit.cells.base import state_sizes, state_tensors
+from lstmkit.models import SequenceModel
+
+log = logging.getLogger(__name__)
+
+
+class UnknownStream(KeyError):
+    """A push, reset or close named a stream that is not open."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EngineFull(RuntimeError):
+    """Opening one more stream would pass ``max_streams``."""
+
+
+class StreamSnapshot(NamedTuple):
+    """A stream's saved state: what eviction keeps and :meth:`StreamEngine.open` restores.
+
+    Shape: each tensor of ``state`` is (L*D, size), the stream's slice of the model's state.
+    """
+
+    state: tuple[torch.Tensor, ...]
+    steps: int
+
+
+class _Stream:
+    __slots__ = ("id", "slot", "steps", "last_used")
+
+    def __init__(self, stream_id: str, slot: int, steps: int, now: float):
+        self.id, self.slot, self.steps, self.last_used = stream_id, slot, steps, now
+
+
+class _Request:
+    __slots__ = ("stream_id", "x", "result", "error", "start")
+
+    def __init__(self, stream_id: str, x: torch.Tensor):
+        self.stream_id, self.x, self.start = stream_id, x, time.perf_counter()
+        self.result: torch.Tensor | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+class StreamEngine:
+    """Serve many streams of one :class:`~lstmkit.models.SequenceModel` at once.
+
+    Args:
+        model: a unidirectional model whose pooling is "none" (an output per step) or "last" (the
+            output after each step is the prediction for the prefix so far).
+        max_streams: streams open at once; opening more evicts idle ones first, then raises
+            :class:`EngineFull`.
+        idle_timeout: seconds without a push after which :meth:`sweep` evicts a stream (None:
+            never). An evicted stream is parked: its next push restores it.
+        max_parked: parked snapshots kept; the oldest are dropped (those streams are then gone).
+        max_batch: streams stepped together in one round at most.
+        max_chunk: steps in one push at most.
+        clock: the time source for idle timeouts (tests pass a fake one).
+
+    Thread-safe: any number of threads may push at once.
+
+    Examples:
+        >>> from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel
+        >>> model = SequenceModel(ModelConfig(LayerConfig(CellConfig("lstm", 3, 8),
+        ...                                               batch_first=True), 2))
+        >>> engine = StreamEngine(model)
+        >>> sid = engine.open()
+        >>> tuple(engine.push(sid, torch.zeros(5, 3)).shape)
+        (5, 2)
+    """
+
+    def __init__(self, model: SequenceModel, *, max_streams: int = 1024,
+                 idle_timeout: float | None = None, max_parked: int | None = None,
+                 max_batch: int = 1024, max_chunk: int = 4096, clock=time.monotonic):
+        _check_model(model)
+        for name, value in (("max_streams", max_streams), ("max_batch", max_batch),
+                            ("max_chunk", max_chunk)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout: expected None or seconds > 0, got {idle_timeout!r}")
+        self.model = model.eval()
+        self.max_streams, self.idle_timeout, self.max_batch = max_streams, idle_timeout, max_batch
+        self.max_parked = max_streams if max_parked is None else max_parked
+        self.max_chunk, self._clock = max_chunk, clock
+        self._like = next(model.parameters())
+        self._cond = threading.Condition()
+        self._busy = False  # a round is running (its leader has released the lock)
+        self._streams: dict[str, _Stream] = {}
+        self._parked: collections.OrderedDict[str, StreamSnapshot] = collections.OrderedDict()
+        self._pending: collections.deque[_Request] = collections.deque()
+        self._free: list[int] = []
+        self._slots: tuple[torch.Tensor, ...] = self._new_slots(0)  # each (L*D, S, size)
+        self.stats = EngineStats()
+
+    # --- properties of the model -------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
+    def input_size(self) -> int:
+        """Features per step (1 for token ids, which come as one int per step)."""
+        return 0 if self.vocab_size else self.model.config.layer.cell.input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.model.config.output_size
+
+    # --- stream lifecycle --------------------------------------------------------------------
+
+    def open(self, stream_id: str | None = None, snapshot: StreamSnapshot | None = None) -> str:
+        """Open a stream (a fresh id if None) at the zero state, or at ``snapshot``; returns its
+        id. Opening a parked stream's id without a snapshot resumes it."""
+        stream_id = uuid.uuid4().hex if stream_id is None else _check_id(stream_id)
+        if snapshot is not None:
+            snapshot = self._check_snapshot(snapshot)
+        with self._cond:
+            if stream_id in self._streams:
+                raise ValueError(f"stream {stream_id!r}: expected a new id, got one already open")
+            if snapshot is None:
+                snapshot = self._parked.pop(stream_id, None)
+            self._parked.pop(stream_id, None)
+            self._admit(stream_id, snapshot)
+        return stream_id
+
+    def close(self, stream_id: str) -> None:
+        """Forget a stream (open or parked); its pending pushes fail with UnknownStream."""
+        with self._cond:
+            self._wait_idle()
+            if self._parked.pop(stream_id, None) is not None:
+                return
+            stream = self._get(stream_id)
+            del self._streams[stream.id]
+            self._free.append(stream.slot)
+
+    def reset(self, stream_id: str) -> None:
+        """Set a stream back to the zero state."""
+        with self._cond:
+            self._wait_idle()
+            stream = self._get(stream_id, restore=True)
+            for slots in self._slots:
+                slots[:, stream.slot] = 0
+            stream.steps, stream.last_used = 0, self._clock()
+
+    def snapshot(self, stream_id: str) -> StreamSnapshot:
+        """A copy of a stream's state (open or parked)."""
+        with self._cond:
+            self._wait_idle()
+            if stream_id in self._parked:
+                return self._parked[stream_id]
+            return self._snapshot(self._get(stream_id))
+
+    def evict(self, stream_id: str) -> StreamSnapshot:
+        """Free a stream's slot and park its state; its next push or open restores it."""
+        with self._cond:
+            self._wait_idle()
+            return self._evict(self._get(stream_id))
+
+    def sweep(self) -> list[str]:
+        """Evict every stream idle for longer than ``idle_timeout``; returns their ids."""
+        with self._cond:
+            self._wait_idle()
+            return self._sweep()
+
+    def streams(self) -> list[str]:
+        """Ids of the open streams (parked ones not included)."""
+        with self._cond:
+            return list(self._streams)
+
+    def parked(self) -> list[str]:
+        with self._cond:
+            return list(self._parked)
+
+    def snapshots(self) -> dict[str, StreamSnapshot]:
+        """Every stream's snapshot, open and parked: what a server saves on shutdown."""
+        with self._cond:
+            self._wait_idle()
+            out = dict(self._parked)
+            out.update({s.id: self._snapshot(s) for s in self._streams.values()})
+            return out
+
+    # --- pushing -----------------------------------------------------------------------------
+
+    def push(self, stream_id: str, x_chunk) -> torch.Tensor:
+        """Feed a stream its next steps; returns the model's output at each of them.
+
+        Args:
+            stream_id: an open (or parked) stream.
+            x_chunk: (T, I) floats, or (I,) for one step; for a token model (T,) ints, or one int.
+
+        Returns:
+            (T, O): the output after each step, equal to the model run on the stream so far.
+        """
+        x = self._check_chunk(x_chunk)
+        request = _Request(stream_id, x)
+        with self._cond:
+            self._get(stream_id, restore=True)
+            self._pending.append(request)
+            while not request.finished:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._lead_round()
+        self.stats.record_latency(time.perf_counter() - request.start)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _lead_round(self) -> None:
+        """Take a batch, run it with the lock released, then wake everyone. Lock held on entry."""
+        batch = self._take_batch()
+        if not batch:
+            return
+        self._busy = True
+        self._cond.release()
+        try:
+            self._run(batch)
+        except Exception as error:  # a bug or resource error: fail this round's pushes only
+            log.exception("stream engine round failed")
+            for request, _ in batch:
+                request.error = error
+        finally:
+            self._cond.acquire()
+            self._busy = False
+            self._cond.notify_all()
+
+    def _take_batch(self) -> list[tuple[_Request, _Stream]]:
+        batch, seen, keep = [], set(), collections.deque()
+        while self._pending:
+            request = self._pending.popleft()
+            stream = self._streams.get(request.stream_id)
+            if stream is None:
+                request.error = UnknownStream(f"stream {request.stream_id!r}: expected an open "
+                                              "stream, got one closed while the push waited")
+            elif request.stream_id in seen or len(batch) == self.max_batch:
+                keep.append(request)  # a stream's later chunk waits for its earlier one
+            else:
+                seen.add(request.stream_id)
+                batch.append((request, stream))
+        self._pending = keep
+        return batch
+
+    @torch.no_grad()
+    def _run(self, batch: list[tuple[_Request, _Stream]]) -> None:
+        lengths = [len(request.x) for request, _ in batch]
+        x = torch.nn.utils.rnn.pad_sequence([r.x for r, _ in batch], batch_first=True)  # (B, T, F)
+        index = torch.tensor([stream.slot for _, stream in batch], device=self._like.device)
+        rnn = self.model.rnn
+        state = rnn.family.make_state(*(s.index_select(1, index) for s in self._slots))
+        same = min(lengths) == max(lengths)
+        features = x if self.model.embedding is None else self.model.embedding(x)
+        y, state = rnn(features, state, lengths=None if same else torch.tensor(lengths))
+        out = self.model.head(y)  # (B, T, O)
+        for slots, new in zip(self._slots, state_tensors(state)):
+            slots.index_copy_(1, index, new)
+        now = self._clock()
+        for k, (request, stream) in enumerate(batch):
+            request.result = out[k, :lengths[k]]
+            stream.steps += lengths[k]
+            stream.last_used = now
+        self.stats.record_round(len(batch), sum(lengths))
+
+    # --- internals (lock held) ---------------------------------------------------------------
+
+    def _wait_idle(self) -> None:
+        while self._busy:
+            self._cond.wait()
+
+    def _get(self, stream_id: str, restore: bool = False) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None and restore and stream_id in self._parked:
+            self._wait_idle()
+            snapshot = self._parked.pop(stream_id)
+            return self._admit(stream_id, snapshot)
+        if stream is None:
+            raise UnknownStream(f"stream {stream_id!r}: expected an open stream, got an unknown "
+                                "or closed id")
+        return stream
+
+    def _admit(self, stream_id: str, snapshot: StreamSnapshot | None) -> _Stream:
+        if len(self._streams) >= self.max_streams:
+            self._wait_idle()
+            self._sweep()
+        if len(self._streams) >= self.max_streams:
+            raise EngineFull(f"streams: expected at most {self.max_streams} open, got a request "
+                             "for one more (close some or wait for idle ones to be evicted)")
+        if not self._free:
+            self._wait_idle()
+            self._grow()
+        slot = self._free.pop()
+        for k, slots in enumerate(self._slots):
+            slots[:, slot] = 0 if snapshot is None else snapshot.state[k]
+        stream = _Stream(stream_id, slot, 0 if snapshot is None else snapshot.steps, self._clock())
+        self._streams[stream_id] = stream
+        return stream
+
+    def _new_slots(self, capacity: int) -> tuple[torch.Tensor, ...]:
+        rnn, like = self.model.rnn, self._like
+        layers = rnn.config.num_layers * rnn.config.num_directions
+        return tuple(like.new_zeros(layers, capacity, size)
+                     for size in state_sizes(rnn.config.cell))
+
+    def _grow(self) -> None:
+        old = self._slots[0].shape[1]
+        new = min(self.max_streams, max(8, 2 * old))
+        slots = self._new_slots(new)
+        for fresh, current in zip(slots, self._slots):
+            fresh[:, :old] = current
+        self._slots = slots
+        self._free.extend(range(new - 1, old - 1, -1))
+
+    def _snapshot(self, stream: _Stream) -> StreamSnapshot:
+        return StreamSnapshot(tuple(s[:, stream.slot].clone() for s in self._slots), stream.steps)
+
+    def _evict(self, stream: _Stream) -> StreamSnapshot:
+        snapshot = self._snapshot(stream)
+        del self._streams[stream.id]
+        self._free.append(stream.slot)
+        self._parked[stream.id] = snapshot
+        while len(self._parked) > self.max_parked:
+            dropped, _ = self._parked.popitem(last=False)
+            log.warning("stream %r dropped: more than %d parked", dropped, self.max_parked)
+        return snapshot
+
+    def _sweep(self) -> list[str]:
+        if self.idle_timeout is None:
+            return []
+        deadline = self._clock() - self.idle_timeout
+        idle = [s for s in self._streams.values() if s.last_used <= deadline]
+        busy = {r.stream_id for r in self._pending}
+        idle = [s for s in idle if s.id not in busy]
+        for stream in idle:
+            self._evict(stream)
+        return [s.id for s in idle]
+
+    # --- validation --------------------------------------------------------------------------
+
+    def _check_chunk(self, x_chunk) -> torch.Tensor:
+        like = self._like
+        if self.vocab_size:
+            x = _as_tensor(x_chunk, torch.int64, "x_chunk", like.device)
+            if x.dim() == 0:
+                x = x.reshape(1)
+            if x.dim() != 1:
+                raise ValueError(f"x_chunk: expected token ids of shape (T,) or one id, got shape "
+                                 f"{tuple(x.shape)}")
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
+                raise ValueError(f"x_chunk: expected token ids in [0, {self.vocab_size}), got "
+                                 f"values in [{int(x.min())}, {int(x.max())}]")
+        else:
+            x = _as_tensor(x_chunk, like.dtype, "x_chunk", like.device)
+            size, shape = self.input_size, tuple(x.shape)
+            x = x.reshape(1, -1) if x.dim() == 1 else x
+            if x.dim() != 2 or x.shape[1] != size:
+                raise ValueError(f"x_chunk: expected shape (T, {size}) or ({size},), got {shape}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("x_chunk: expected finite values, got NaN or infinity")
+        if not 1 <= len(x) <= self.max_chunk:
+            raise ValueError(f"x_chunk: expected 1 to {self.max_chunk} steps, got {len(x)}")
+        return x
+
+    def _check_snapshot(self, snapshot: StreamSnapshot) -> StreamSnapshot:
+        if not isinstance(snapshot, StreamSnapshot):
+            raise TypeError(f"snapshot: expected a StreamSnapshot, got {type(snapshot).__name__}")
+        expected = tuple(s[:, 0].shape for s in self._new_slots(1))
+        got = tuple(tuple(t.shape) for t in snapshot.state)
+        if got != expected:
+            raise ValueError(f"snapshot: expected state shapes {expected}, got {got}")
+        state = tuple(t.to(self._like) for t in snapshot.state)
+        if not all(bool(torch.isfinite(t).all()) for t in state):
+            raise ValueError("snapshot: expected finite values, got NaN or infinity")
+        return StreamSnapshot(state, int(snapshot.steps))
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, SequenceModel):
+        raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
+    if model.config.layer.bidirectional:
+        raise ValueError("model: expected a unidirectional model, got bidirectional=True (the "
+                         "reverse direction needs the whole sequence)")
+    if model.config.pooling not in ("none", "last"):
+        raise ValueError(f"model: expected pooling 'none' or 'last', got "
+                         f"{model.config.pooling!r} (it needs the whole sequence)")
+
+
+def _check_id(stream_id) -> str:
+    if not isinstance(stream_id, str) or not 1 <= len(stream_id) <= 128:
+        raise ValueError(f"stream_id: expected a str of 1 to 128 characters, got {stream_id!r}")
+    return stream_id
+
+
+def _as_tensor(value, dtype: torch.dtype, name: str, device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if dtype == torch.int64 and (value.dtype.is_floating_point or value.dtype == torch.bool):
+            raise TypeError(f"{name}: expected integer token ids, got {value.dtype}")
+        return value.detach().to(device=device, dtype=dtype)
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name}: expected numbers (a tensor, array or nested list), got "
+                        f"{type(value).__name__} ({error})") from None
+    if dtype == torch.int64 and not (tensor.dtype == torch.int64 or tensor.dtype == torch.int32
+                                     or tensor.dtype == torch.int16 or tensor.dtype == torch.uint8):
+        raise TypeError(f"{name}: expected integer token ids, got {tensor.dtype}")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name}: expected real numbers, got {tensor.dtype}")
+    return tensor.to(device=device, dtype=dtype)
+
+
+class EngineStats:
+    """Counters and recent samples for a metrics endpoint; updated by the engine."""
+
+    def __init__(self, window: int = 4096):
+        self._lock = threading.Lock()
+        self.rounds = 0
+        self.stream_steps = 0
+        self.started = time.monotonic()
+        self._batches: collections.deque[int] = collections.deque(maxlen=window)
+        self._latencies: collections.deque[float] = collections.deque(maxlen=window)
+        self._recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=window)
+
+    def record_round(self, batch: int, steps: int) -> None:
+        with self._lock:
+            self.rounds += 1
+            self.stream_steps += steps
+            self._batches.append(batch)
+            self._recent.append((time.monotonic(), steps))
+
+    def record_latency(self, seconds: float) -> None:
+        with self._lock:
+            self._latencies.append(seconds)
+
+    def summary(self, horizon: float = 10.0) -> dict:
+        """Totals, stream-steps per second over the last ``horizon`` seconds, batch sizes and
+        push latency percentiles (milliseconds) over the recent window."""
+        with self._lock:
+            now = time.monotonic()
+            recent = [s for t, s in self._recent if t >= now - horizon]
+            span = min(horizon, now - self.started) or 1.0
+            batches, latencies = sorted(self._batches), sorted(self._latencies)
+            return {
+                "rounds": self.rounds,
+                "stream_steps": self.stream_steps,
+                "steps_per_second": sum(recent) / span,
+                "batch_size": {"mean": sum(batches) / len(batches) if batches else 0.0,
+                               "max": batches[-1] if batches else 0},
+                "latency_ms": {f"p{q}": _percentile(latencies, q) * 1e3 for q in (50, 90, 99)},
+            }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
