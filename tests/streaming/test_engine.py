@@ -6,7 +6,7 @@ import torch
 
 from lstmkit import CellConfig
 from lstmkit.streaming import EngineFull, StreamEngine, StreamSnapshot, UnknownStream
-from tests.streaming.conftest import charlm, forecaster, make_model, variant
+from tests.tiny_models import charlm, forecaster, make_model, variant
 
 
 def _offline(model, x):
