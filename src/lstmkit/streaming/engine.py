@@ -195,6 +195,13 @@ class StreamEngine:
             self._wait_idle()
             return self._sweep()
 
+    def steps(self, stream_id: str) -> int:
+        """Steps a stream (open or parked) has taken since it was opened or reset."""
+        with self._cond:
+            if stream_id in self._parked:
+                return self._parked[stream_id].steps
+            return self._get(stream_id).steps
+
     def streams(self) -> list[str]:
         """Ids of the open streams (parked ones not included)."""
         with self._cond:
