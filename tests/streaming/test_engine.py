@@ -261,3 +261,21 @@ def test_stats_summary_counts_rounds_and_latencies():
     assert summary["rounds"] == 3 and summary["stream_steps"] == 6
     assert summary["batch_size"] == {"mean": 1.0, "max": 1}
     assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+
+def test_push_many_steps_streams_together_and_checks_every_chunk_first():
+    model = charlm()
+    engine = StreamEngine(model)
+    gen = torch.Generator().manual_seed(4)
+    xs = {engine.open(): _stream_input(model, 6, gen) for _ in range(5)}
+    first = engine.push_many({sid: x[:2] for sid, x in xs.items()})
+    assert engine.stats.summary()["batch_size"]["max"] == 5
+    bad = {sid: x[2:] for sid, x in xs.items()}
+    bad[next(iter(xs))] = [99]
+    with pytest.raises(ValueError, match="token ids"):
+        engine.push_many(bad)
+    assert {engine.steps(sid) for sid in xs} == {2}  # nothing stepped
+    rest = engine.push_many({sid: x[2:] for sid, x in xs.items()})
+    for sid, x in xs.items():
+        torch.testing.assert_close(torch.cat([first[sid], rest[sid]]), _offline(model, x),
+                                   rtol=1e-5, atol=1e-5)

@@ -1,12 +1,13 @@
 """Many live streams through one model: per-stream recurrent state, stepped together in batches.
 
 Each stream holds the state a model carries between chunks of its input. Every :meth:`push`
-queues its chunk; whichever caller finds no round running becomes the round's leader, gathers
-the pending chunk of every stream (one per stream, oldest first), pads them to a batch and runs
-the model once with ``lengths=`` so padding never reaches an output or a state, then scatters the
-new states back. Callers that arrive during a round wait and are served by the next one, so the
-batch grows with the load (dynamic batching, as Triton's sequence batcher) without a background
-thread.
+queues its chunk; a caller that finds no leader becomes the leader and runs rounds: each round
+gathers the pending chunk of every stream (one per stream, oldest first), pads them to a batch,
+runs the model once with ``lengths=`` so padding never reaches an output or a state, and scatters
+the new states back. Callers that arrive during a round wait on their own event and are served by
+the next one, so the batch grows with the load (dynamic batching, as Triton's sequence batcher)
+without a background thread; once its own chunk is done the leader hands the lead to the oldest
+waiting caller.
 
 The model's own ``forward`` does the work (any configuration, any backend), so a stream's outputs
 equal running that stream alone through the model, up to float rounding of the batched products.
@@ -60,17 +61,33 @@ class _Stream:
         self.id, self.slot, self.steps, self.last_used = stream_id, slot, steps, now
 
 
+class _Call:
+    """One push or push_many: its requests, and the event its caller waits on."""
+
+    __slots__ = ("remaining", "wake", "lead", "start")
+
+    def __init__(self, requests: list[_Request]):
+        self.remaining, self.start = len(requests), time.perf_counter()
+        self.wake = threading.Event()  # set when all are finished, or when handed the lead
+        self.lead = False
+        for request in requests:
+            request.call = self
+
+    def finish(self) -> None:
+        """One request done (only the leading thread calls this)."""
+        self.remaining -= 1
+        if not self.remaining:
+            self.wake.set()
+
+
 class _Request:
-    __slots__ = ("stream_id", "x", "result", "error", "start")
+    __slots__ = ("stream_id", "x", "result", "error", "call")
 
     def __init__(self, stream_id: str, x: torch.Tensor):
-        self.stream_id, self.x, self.start = stream_id, x, time.perf_counter()
+        self.stream_id, self.x = stream_id, x
         self.result: torch.Tensor | None = None
         self.error: BaseException | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.result is not None or self.error is not None
+        self.call: _Call | None = None
 
 
 class StreamEngine:
@@ -115,8 +132,17 @@ class StreamEngine:
         self.max_parked = max_streams if max_parked is None else max_parked
         self.max_chunk, self._clock = max_chunk, clock
         self._like = next(model.parameters())
-        self._cond = threading.Condition()
-        self._busy = False  # a round is running (its leader has released the lock)
+        config = model.config
+        self.vocab_size = config.vocab_size
+        """Token ids in [0, vocab_size) per step if > 0, else float features."""
+        self.input_size = 0 if config.vocab_size else config.layer.cell.input_size
+        """Features per step (0 for a token model: one int per step)."""
+        self.output_size = config.output_size
+        # Lock order: _compute (rounds and anything that writes state slots), then _lock (the
+        # tables and the queue, held only briefly).
+        self._compute = threading.Lock()
+        self._lock = threading.Lock()
+        self._busy = False  # some thread is leading rounds
         self._streams: dict[str, _Stream] = {}
         self._parked: collections.OrderedDict[str, StreamSnapshot] = collections.OrderedDict()
         self._pending: collections.deque[_Request] = collections.deque()
@@ -126,18 +152,6 @@ class StreamEngine:
 
     # --- properties of the model -------------------------------------------------------------
 
-    @property
-    def vocab_size(self) -> int:
-        return self.model.config.vocab_size
-
-    @property
-    def input_size(self) -> int:
-        """Features per step (1 for token ids, which come as one int per step)."""
-        return 0 if self.vocab_size else self.model.config.layer.cell.input_size
-
-    @property
-    def output_size(self) -> int:
-        return self.model.config.output_size
 
     # --- stream lifecycle --------------------------------------------------------------------
 
@@ -147,7 +161,7 @@ class StreamEngine:
         stream_id = uuid.uuid4().hex if stream_id is None else _check_id(stream_id)
         if snapshot is not None:
             snapshot = self._check_snapshot(snapshot)
-        with self._cond:
+        with self._compute, self._lock:
             if stream_id in self._streams:
                 raise ValueError(f"stream {stream_id!r}: expected a new id, got one already open")
             if snapshot is None:
@@ -158,8 +172,7 @@ class StreamEngine:
 
     def close(self, stream_id: str) -> None:
         """Forget a stream (open or parked); its pending pushes fail with UnknownStream."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             if self._parked.pop(stream_id, None) is not None:
                 return
             stream = self._get(stream_id)
@@ -168,8 +181,7 @@ class StreamEngine:
 
     def reset(self, stream_id: str) -> None:
         """Set a stream back to the zero state."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             stream = self._get(stream_id, restore=True)
             for slots in self._slots:
                 slots[:, stream.slot] = 0
@@ -177,44 +189,40 @@ class StreamEngine:
 
     def snapshot(self, stream_id: str) -> StreamSnapshot:
         """A copy of a stream's state (open or parked)."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             if stream_id in self._parked:
                 return self._parked[stream_id]
             return self._snapshot(self._get(stream_id))
 
     def evict(self, stream_id: str) -> StreamSnapshot:
         """Free a stream's slot and park its state; its next push or open restores it."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             return self._evict(self._get(stream_id))
 
     def sweep(self) -> list[str]:
         """Evict every stream idle for longer than ``idle_timeout``; returns their ids."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             return self._sweep()
 
     def steps(self, stream_id: str) -> int:
         """Steps a stream (open or parked) has taken since it was opened or reset."""
-        with self._cond:
+        with self._lock:
             if stream_id in self._parked:
                 return self._parked[stream_id].steps
             return self._get(stream_id).steps
 
     def streams(self) -> list[str]:
         """Ids of the open streams (parked ones not included)."""
-        with self._cond:
+        with self._lock:
             return list(self._streams)
 
     def parked(self) -> list[str]:
-        with self._cond:
+        with self._lock:
             return list(self._parked)
 
     def snapshots(self) -> dict[str, StreamSnapshot]:
         """Every stream's snapshot, open and parked: what a server saves on shutdown."""
-        with self._cond:
-            self._wait_idle()
+        with self._compute, self._lock:
             out = dict(self._parked)
             out.update({s.id: self._snapshot(s) for s in self._streams.values()})
             return out
@@ -231,38 +239,68 @@ class StreamEngine:
         Returns:
             (T, O): the output after each step, equal to the model run on the stream so far.
         """
-        x = self._check_chunk(x_chunk)
-        request = _Request(stream_id, x)
-        with self._cond:
-            self._get(stream_id, restore=True)
-            self._pending.append(request)
-            while not request.finished:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                self._lead_round()
-        self.stats.record_latency(time.perf_counter() - request.start)
-        if request.error is not None:
-            raise request.error
-        return request.result
+        return self.push_many({stream_id: x_chunk})[stream_id]
 
-    def _lead_round(self) -> None:
-        """Take a batch, run it with the lock released, then wake everyone. Lock held on entry."""
-        batch = self._take_batch()
-        if not batch:
-            return
-        self._busy = True
-        self._cond.release()
-        try:
-            self._run(batch)
-        except Exception as error:  # a bug or resource error: fail this round's pushes only
-            log.exception("stream engine round failed")
-            for request, _ in batch:
-                request.error = error
-        finally:
-            self._cond.acquire()
-            self._busy = False
-            self._cond.notify_all()
+    def push_many(self, chunks: dict) -> dict[str, torch.Tensor]:
+        """Push a chunk to each of several streams at once: ``{id: x_chunk}`` -> ``{id: (T, O)}``.
+
+        Every chunk is checked before any is queued, so a bad one fails the call without
+        stepping the others. Saves a caller that holds many streams (a gateway, a server's
+        batch of messages) one call per stream.
+        """
+        requests = [_Request(sid, self._check_chunk(x)) for sid, x in chunks.items()]
+        if not self.vocab_size and requests:
+            self._check_finite(requests)
+        call = _Call(requests)
+        with self._lock:
+            absent = [r.stream_id for r in requests if r.stream_id not in self._streams]
+        if absent:  # parked (restore them) or unknown (raise)
+            with self._compute, self._lock:
+                for stream_id in absent:
+                    self._get(stream_id, restore=True)
+        with self._lock:
+            for request in requests:
+                self._get(request.stream_id)
+            self._pending.extend(requests)
+            lead, self._busy = not self._busy, True
+        if not lead:
+            call.wake.wait()
+            lead = call.lead
+        if lead:
+            while call.remaining:
+                self._round()
+            self._hand_off()
+        self.stats.record_latency(time.perf_counter() - call.start)
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+        return {r.stream_id: r.result for r in requests}
+
+    def _round(self) -> None:
+        """Step every stream with a pending chunk once, together; wake the finished callers."""
+        with self._compute:
+            with self._lock:
+                batch = self._take_batch()
+            try:
+                if batch:
+                    self._run(batch)
+            except Exception as error:  # a bug or resource error: fail this round's pushes only
+                log.exception("stream engine round failed")
+                for request, _ in batch:
+                    request.error = error
+        for request, _ in batch:
+            request.call.finish()
+
+    def _hand_off(self) -> None:
+        """Pass the lead to the oldest waiting call, so that no caller serves others forever
+        and only one thread wakes per round besides those whose pushes finished."""
+        with self._lock:
+            if self._pending:
+                successor = self._pending[0].call
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._busy = False
 
     def _take_batch(self) -> list[tuple[_Request, _Stream]]:
         batch, seen, keep = [], set(), collections.deque()
@@ -272,6 +310,7 @@ class StreamEngine:
             if stream is None:
                 request.error = UnknownStream(f"stream {request.stream_id!r}: expected an open "
                                               "stream, got one closed while the push waited")
+                request.call.finish()
             elif request.stream_id in seen or len(batch) == self.max_batch:
                 keep.append(request)  # a stream's later chunk waits for its earlier one
             else:
@@ -283,33 +322,30 @@ class StreamEngine:
     @torch.no_grad()
     def _run(self, batch: list[tuple[_Request, _Stream]]) -> None:
         lengths = [len(request.x) for request, _ in batch]
-        x = torch.nn.utils.rnn.pad_sequence([r.x for r, _ in batch], batch_first=True)  # (B, T, F)
+        same = min(lengths) == max(lengths)
+        chunks = [r.x for r, _ in batch]
+        x = torch.stack(chunks) if same else torch.nn.utils.rnn.pad_sequence(
+            chunks, batch_first=True)  # (B, T, F), or (B, T) token ids
         index = torch.tensor([stream.slot for _, stream in batch], device=self._like.device)
         rnn = self.model.rnn
         state = rnn.family.make_state(*(s.index_select(1, index) for s in self._slots))
-        same = min(lengths) == max(lengths)
         features = x if self.model.embedding is None else self.model.embedding(x)
         y, state = rnn(features, state, lengths=None if same else torch.tensor(lengths))
         out = self.model.head(y)  # (B, T, O)
         for slots, new in zip(self._slots, state_tensors(state)):
             slots.index_copy_(1, index, new)
         now = self._clock()
-        for k, (request, stream) in enumerate(batch):
-            request.result = out[k, :lengths[k]]
+        for k, ((request, stream), rows) in enumerate(zip(batch, out.unbind(0))):
+            request.result = rows if same else rows[:lengths[k]]
             stream.steps += lengths[k]
             stream.last_used = now
         self.stats.record_round(len(batch), sum(lengths))
 
     # --- internals (lock held) ---------------------------------------------------------------
 
-    def _wait_idle(self) -> None:
-        while self._busy:
-            self._cond.wait()
-
     def _get(self, stream_id: str, restore: bool = False) -> _Stream:
         stream = self._streams.get(stream_id)
         if stream is None and restore and stream_id in self._parked:
-            self._wait_idle()
             snapshot = self._parked.pop(stream_id)
             return self._admit(stream_id, snapshot)
         if stream is None:
@@ -319,13 +355,11 @@ class StreamEngine:
 
     def _admit(self, stream_id: str, snapshot: StreamSnapshot | None) -> _Stream:
         if len(self._streams) >= self.max_streams:
-            self._wait_idle()
             self._sweep()
         if len(self._streams) >= self.max_streams:
             raise EngineFull(f"streams: expected at most {self.max_streams} open, got a request "
                              "for one more (close some or wait for idle ones to be evicted)")
         if not self._free:
-            self._wait_idle()
             self._grow()
         slot = self._free.pop()
         for k, slots in enumerate(self._slots):
@@ -337,8 +371,11 @@ class StreamEngine:
     def _new_slots(self, capacity: int) -> tuple[torch.Tensor, ...]:
         rnn, like = self.model.rnn, self._like
         layers = rnn.config.num_layers * rnn.config.num_directions
-        return tuple(like.new_zeros(layers, capacity, size)
-                     for size in state_sizes(rnn.config.cell))
+        # Normal tensors even if made under inference_mode: pushes from threads outside it
+        # update them in place.
+        with torch.inference_mode(False):
+            return tuple(like.new_zeros(layers, capacity, size)
+                         for size in state_sizes(rnn.config.cell))
 
     def _grow(self) -> None:
         old = self._slots[0].shape[1]
@@ -393,11 +430,17 @@ class StreamEngine:
             x = x.reshape(1, -1) if x.dim() == 1 else x
             if x.dim() != 2 or x.shape[1] != size:
                 raise ValueError(f"x_chunk: expected shape (T, {size}) or ({size},), got {shape}")
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("x_chunk: expected finite values, got NaN or infinity")
         if not 1 <= len(x) <= self.max_chunk:
             raise ValueError(f"x_chunk: expected 1 to {self.max_chunk} steps, got {len(x)}")
         return x
+
+    def _check_finite(self, requests: list[_Request]) -> None:
+        """One check over all chunks of a call; only on failure, one per chunk to name it."""
+        if bool(torch.isfinite(torch.cat([r.x for r in requests])).all()):
+            return
+        bad = [r.stream_id for r in requests if not bool(torch.isfinite(r.x).all())]
+        raise ValueError(f"x_chunk: expected finite values, got NaN or infinity (stream "
+                         f"{bad[0]!r})")
 
     def _check_snapshot(self, snapshot: StreamSnapshot) -> StreamSnapshot:
         if not isinstance(snapshot, StreamSnapshot):
@@ -433,7 +476,11 @@ def _as_tensor(value, dtype: torch.dtype, name: str, device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if dtype == torch.int64 and (value.dtype.is_floating_point or value.dtype == torch.bool):
             raise TypeError(f"{name}: expected integer token ids, got {value.dtype}")
-        return value.detach().to(device=device, dtype=dtype)
+        if value.requires_grad:
+            value = value.detach()
+        if value.dtype == dtype and value.device == device:
+            return value  # the common case, kept cheap: engines check thousands per round
+        return value.to(device=device, dtype=dtype)
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as error:
