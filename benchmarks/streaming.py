@@ -245,8 +245,12 @@ def throughput_table(counts, quick: bool) -> tuple[list[str], dict]:
 
 # --- 3. server round trips over loopback -------------------------------------------------------
 
-def server_load(clients: int, messages: int) -> list[str]:
+def server_load(client_counts, messages: int) -> list[str]:
+    """Round trips of 1-step WebSocket messages to a real ``lstmkit serve`` over 127.0.0.1:
+    each client sends its next message when the previous reply arrives."""
     websockets = __import__("websockets.asyncio.client", fromlist=["connect"])
+    lines = ["| WebSocket clients | messages (1 step each) | throughput (msg/s) | p50 ms | p90 ms |"
+             " p99 ms |", "|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "m.safetensors"
         save(checkpoint, make_model(128))
@@ -259,17 +263,19 @@ def server_load(clients: int, messages: int) -> list[str]:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_health(port)
-            latencies, elapsed = asyncio.run(_load(websockets, port, clients, messages))
+            for clients in client_counts:
+                latencies, elapsed = asyncio.run(_load(websockets, port, clients, messages))
+                latencies.sort()
+                pick = [latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1e3
+                        for q in (50, 90, 99)]
+                total = clients * messages
+                lines.append(f"| {clients} | {total} | {total / elapsed:,.0f} | "
+                             + " | ".join(f"{v:.2f}" for v in pick) + " |")
+                print(lines[-1], flush=True)
         finally:
             server.terminate()
             server.wait(30)
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1e3  # noqa: E731
-    total = clients * messages
-    return ["| WebSocket clients | messages (1 step each) | throughput (msg/s) | p50 ms | p90 ms |"
-            " p99 ms |", "|---:|---:|---:|---:|---:|---:|",
-            f"| {clients} | {total} | {total / elapsed:,.0f} | {pick(50):.2f} | {pick(90):.2f} | "
-            f"{pick(99):.2f} |"]
+    return lines
 
 
 def _wait_health(port: int) -> None:
@@ -290,7 +296,8 @@ async def _load(websockets, port, clients, messages):
     payload = json.dumps({"x": np.random.randn(1, INPUT).astype(np.float32).tolist()})
 
     async def client(k):
-        async with websockets.connect(f"ws://127.0.0.1:{port}/streams/load{k}/ws") as ws:
+        url = f"ws://127.0.0.1:{port}/streams/load{clients}-{k}/ws"
+        async with websockets.connect(url) as ws:
             for _ in range(messages):
                 start = time.perf_counter()
                 await ws.send(payload)
@@ -327,8 +334,7 @@ def main() -> None:
     latency, results = latency_table([64, 128, 256, 512], 1000 if quick else 5000,
                                      3 if quick else 7)
     throughput, rates = throughput_table([1, 10, 100, 1000], quick)
-    load = server_load(16 if quick else 64, 20 if quick else 100)
-    print("\n".join(load))
+    load = server_load([1, 16] if quick else [1, 64], 20 if quick else 100)
     ratio_128 = (results[128]["lstmkit.runtime Stepper (fused NumPy)"]
                  / results[128]["ONNX Runtime (1 thread)"])
     engine_gain = rates[1000][0] / rates[1000][1]

@@ -1,6 +1,7 @@
 """The server in process (Starlette's test client: no sockets) for every route and error."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +134,45 @@ def test_shutdown_saves_and_start_resumes_the_streams(tmp_path):
     with testclient.TestClient(create_app(second, ServerConfig(state_path=str(state)))) as client:
         tail = client.post("/streams/live", json={"x": x[5:].tolist()}).json()["y"]
     np.testing.assert_allclose(head + tail, _offline(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_pushes_arriving_together_are_stepped_in_one_round_and_fail_alone():
+    import asyncio
+
+    from lstmkit.streaming.server import _Batcher
+
+    model = forecaster()
+    engine = StreamEngine(model)
+    ids = [engine.open() for _ in range(5)]
+    xs = [torch.randn(2, 3) for _ in ids]
+
+    async def run(chunks):
+        batcher = _Batcher(engine, lambda fn, *args: asyncio.to_thread(fn, *args))
+        return await asyncio.gather(*(batcher.push(sid, x) for sid, x in chunks),
+                                    return_exceptions=True)
+
+    first = asyncio.run(run(zip(ids, xs)))
+    assert engine.stats.rounds == 1 and engine.stats.summary()["batch_size"]["max"] == 5
+    engine.close(ids[1])
+    mixed = [(ids[0], xs[0]), (ids[1], xs[1]), (ids[2], [[float("nan")] * 3]), (ids[3], xs[3])]
+    second = asyncio.run(run(mixed))
+    assert isinstance(second[1], KeyError) and isinstance(second[2], ValueError)
+    for k in (0, 3):
+        torch.testing.assert_close(torch.cat([first[k], second[k]]),
+                                   torch.from_numpy(_offline(model, torch.cat([xs[k]] * 2))),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_periodic_snapshots_while_running(tmp_path):
+    state = tmp_path / "streams.safetensors"
+    engine = StreamEngine(forecaster())
+    config = ServerConfig(state_path=str(state), snapshot_every=0.05)
+    with testclient.TestClient(create_app(engine, config)) as client:
+        client.post("/streams", json={"id": "s"})
+        client.post("/streams/s", json={"x": [[0.1, 0.2, 0.3]] * 3})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if state.exists() and load_snapshots(state)[0].get("s", (None, 0))[1] == 3:
+                break
+            time.sleep(0.05)
+        assert load_snapshots(state)[0]["s"].steps == 3  # saved while the server still runs

@@ -37,14 +37,8 @@ def is_plain_lstm(model) -> bool:
 
 
 class Stepper:
-    """A single stream of ``model`` with its state inside.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lstmkit.runtime import Model
-        >>> stepper = Model(CONFIG, ARRAYS).stepper()  # doctest: +SKIP
-        >>> y_t = stepper(np.zeros(3, np.float32))     # doctest: +SKIP
-    """
+    """A single stream of ``model`` (a :class:`~lstmkit.runtime.Model`) with its state inside:
+    ``stepper(x_t) -> y_t``; ``stepper.state`` reads or sets the state, ``reset()`` zeroes it."""
 
     def __init__(self, model):
         self.model = model

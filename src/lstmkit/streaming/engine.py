@@ -412,6 +412,14 @@ class StreamEngine:
 
     # --- validation --------------------------------------------------------------------------
 
+    def check_chunk(self, x_chunk) -> torch.Tensor:
+        """``x_chunk`` as the tensor a push takes, or ValueError/TypeError saying what is wrong
+        with it: a caller that gathers chunks for :meth:`push_many` checks each alone first."""
+        x = self._check_chunk(x_chunk)
+        if not self.vocab_size and not bool(torch.isfinite(x).all()):
+            raise ValueError("x_chunk: expected finite values, got NaN or infinity")
+        return x
+
     def _check_chunk(self, x_chunk) -> torch.Tensor:
         like = self._like
         if self.vocab_size:

@@ -61,6 +61,9 @@ class ServerConfig:
     state_path: str | None = None
     """File the streams' states are saved to on shutdown and resumed from on start (default:
     the checkpoint's path + ".streams.safetensors")."""
+    snapshot_every: float | None = None
+    """Also save the streams every this many seconds, so that a crash (SIGKILL, power loss)
+    loses at most that much; None: only on shutdown."""
 
     def __post_init__(self):
         if not 0 <= self.port < 65536:
@@ -68,8 +71,10 @@ class ServerConfig:
         for name in ("max_streams", "max_request_bytes", "max_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.rate is not None and self.rate <= 0:
-            raise ValueError(f"rate: expected None or > 0, got {self.rate}")
+        for name in ("rate", "snapshot_every", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: expected None or > 0, got {value}")
 
 
 class HTTPError(Exception):
@@ -148,6 +153,7 @@ class _Server:
         # Pushes wait in threads while a round runs; enough threads to batch every stream.
         self.threads = anyio.CapacityLimiter(min(config.max_streams, 1024))
         self._to_thread = anyio.to_thread.run_sync
+        self.batcher = _Batcher(engine, self.call)
 
     async def call(self, fn, *args):
         return await self._to_thread(fn, *args, limiter=self.threads)
@@ -155,11 +161,13 @@ class _Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
         self.restore()
-        sweeper = asyncio.create_task(self.sweep_forever())
+        tasks = [asyncio.create_task(self.sweep_forever()),
+                 asyncio.create_task(self.snapshot_forever())]
         try:
             yield
         finally:
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
             self.save()
 
     def restore(self) -> None:
@@ -184,6 +192,13 @@ class _Server:
         while True:
             await asyncio.sleep(min(1.0, self.engine.idle_timeout / 4))
             await self.call(self.engine.sweep)
+
+    async def snapshot_forever(self) -> None:
+        if self.config.snapshot_every is None:
+            return
+        while True:
+            await asyncio.sleep(self.config.snapshot_every)
+            await self.call(self.save)
 
     def authorize(self, headers) -> None:
         token = self.config.token
@@ -226,7 +241,7 @@ class _Server:
         body = await self.body(request)
         if "x" not in body:
             raise ValueError("body: expected {\"x\": chunk}, got no \"x\"")
-        y = await self.call(self.engine.push, request.path_params["id"], body["x"])
+        y = await self.batcher.push(request.path_params["id"], body["x"])
         return 200, {"y": y.tolist(), "steps": self._steps(request.path_params["id"])}
 
     async def reset(self, request):
@@ -277,10 +292,62 @@ class _Server:
             if "x" not in body:
                 raise ValueError("message: expected {\"x\": chunk} or {\"close\": true}, "
                                  "got neither")
-            y = await self.call(self.engine.push, stream_id, body["x"])
+            y = await self.batcher.push(stream_id, body["x"])
             return {"y": y.tolist(), "steps": self._steps(stream_id)}
         except (HTTPError, UnknownStream, EngineFull, ValueError, TypeError) as error:
             return {"error": str(error), "status": _status(error)}
+
+
+class _Batcher:
+    """Gathers the pushes that arrive together on the event loop into one
+    :meth:`StreamEngine.push_many`, so that a message costs no thread hop of its own and
+    concurrent streams are stepped in one round. One call is in flight at a time; what arrives
+    meanwhile (and a stream's second chunk) goes in the next."""
+
+    def __init__(self, engine: StreamEngine, call):
+        self.engine, self.call = engine, call
+        self.queue: list[tuple[str, object, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def push(self, stream_id: str, x_chunk):
+        x = self.engine.check_chunk(x_chunk)  # a bad chunk fails here, alone
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((stream_id, x, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self.queue:
+            batch, later, seen = [], [], set()
+            for item in self.queue:
+                (later if item[0] in seen else batch).append(item)
+                seen.add(item[0])
+            self.queue = later
+            try:
+                results = await self.call(self.engine.push_many, {s: x for s, x, _ in batch})
+            except (UnknownStream, EngineFull, ValueError, TypeError):
+                await self._one_by_one(batch)  # find whose push failed; the others go on
+                continue
+            except Exception as error:  # a bug: fail these pushes rather than leave them hanging
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for stream_id, _, future in batch:
+                if not future.done():
+                    future.set_result(results[stream_id])
+
+    async def _one_by_one(self, batch) -> None:
+        for stream_id, x, future in batch:
+            try:
+                result = await self.call(self.engine.push, stream_id, x)
+            except (UnknownStream, EngineFull, ValueError, TypeError) as error:
+                if not future.done():
+                    future.set_exception(error)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
 
 def _parse(data: bytes) -> dict:
