@@ -56,10 +56,14 @@ def machine() -> str:
             f"{torch.__version__}, numpy {np.__version__}")
 
 
-def best_us(fn, steps: int, repeats: int) -> float:
-    """Microseconds per call: the best mean over ``repeats`` loops of ``steps`` calls."""
-    for _ in range(min(200, steps)):
+def best_us(fn, steps: int, repeats: int, budget: float = 0.25) -> float:
+    """Microseconds per call: the best mean over ``repeats`` loops of up to ``steps`` calls,
+    fewer for slow peers (each loop about ``budget`` seconds)."""
+    start = time.perf_counter()
+    for _ in range(50):
         fn()
+    per_call = (time.perf_counter() - start) / 50
+    steps = max(50, min(steps, int(budget / per_call)))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -1,8 +1,8 @@
 """One stream, one step at a time, with every buffer allocated once: the per-step fast path.
 
 At batch 1 a step's arithmetic is tiny (I=64, H=128: 0.2 MFLOP), so its cost is the number of
-calls made, not their work. For a plain LSTM (sigmoid/tanh, no variant) each layer takes one
-matrix product and seven in-place NumPy calls:
+calls made, not their work. For a plain LSTM (sigmoid/tanh, no variant) each layer takes a copy of
+its input, one matrix product and seven in-place NumPy calls:
 
     z   = [x, h, 1] W                        one product; W holds both weights and the bias
     z   = tanh(z)                            the gate rows i, f, o of W are pre-scaled by 1/2,

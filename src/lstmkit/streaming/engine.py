@@ -17,9 +17,9 @@ Legend: S slots (stream capacity), B streams in a round, T steps, F features, L*
 
 from __future__ import annotations
 
+import array
 import collections
 import logging
-import math
 import threading
 import time
 import uuid
@@ -29,6 +29,7 @@ import torch
 
 from lstmkit.cells.base import state_sizes, state_tensors
 from lstmkit.models import SequenceModel
+from lstmkit.streaming.stats import EngineStats
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,9 @@ class StreamEngine:
         self.max_chunk, self._clock = max_chunk, clock
         self._like = next(model.parameters())
         config = model.config
-        self.vocab_size = config.vocab_size
-        """Token ids in [0, vocab_size) per step if > 0, else float features."""
+        # Plain attributes, not properties: they are read for every chunk of every round.
+        self.vocab_size = config.vocab_size  # > 0: one token id per step
         self.input_size = 0 if config.vocab_size else config.layer.cell.input_size
-        """Features per step (0 for a token model: one int per step)."""
         self.output_size = config.output_size
         # Lock order: _compute (rounds and anything that writes state slots), then _lock (the
         # tables and the queue, held only briefly).
@@ -149,9 +149,6 @@ class StreamEngine:
         self._free: list[int] = []
         self._slots: tuple[torch.Tensor, ...] = self._new_slots(0)  # each (L*D, S, size)
         self.stats = EngineStats()
-
-    # --- properties of the model -------------------------------------------------------------
-
 
     # --- stream lifecycle --------------------------------------------------------------------
 
@@ -321,12 +318,13 @@ class StreamEngine:
 
     @torch.no_grad()
     def _run(self, batch: list[tuple[_Request, _Stream]]) -> None:
-        lengths = [len(request.x) for request, _ in batch]
+        lengths = [request.x.shape[0] for request, _ in batch]
         same = min(lengths) == max(lengths)
         chunks = [r.x for r, _ in batch]
         x = torch.stack(chunks) if same else torch.nn.utils.rnn.pad_sequence(
             chunks, batch_first=True)  # (B, T, F), or (B, T) token ids
-        index = torch.tensor([stream.slot for _, stream in batch], device=self._like.device)
+        slots = array.array("q", [stream.slot for _, stream in batch])
+        index = torch.frombuffer(slots, dtype=torch.int64).to(self._like.device)  # (B,)
         rnn = self.model.rnn
         state = rnn.family.make_state(*(s.index_select(1, index) for s in self._slots))
         features = x if self.model.embedding is None else self.model.embedding(x)
@@ -422,6 +420,11 @@ class StreamEngine:
 
     def _check_chunk(self, x_chunk) -> torch.Tensor:
         like = self._like
+        if (type(x_chunk) is torch.Tensor and not self.vocab_size and x_chunk.dim() == 2
+                and x_chunk.dtype == like.dtype and x_chunk.shape[1] == self.input_size
+                and 1 <= x_chunk.shape[0] <= self.max_chunk and x_chunk.device == like.device
+                and not x_chunk.requires_grad):
+            return x_chunk  # already what a round takes (finiteness is checked per call)
         if self.vocab_size:
             x = _as_tensor(x_chunk, torch.int64, "x_chunk", like.device)
             if x.dim() == 0:
@@ -438,8 +441,8 @@ class StreamEngine:
             x = x.reshape(1, -1) if x.dim() == 1 else x
             if x.dim() != 2 or x.shape[1] != size:
                 raise ValueError(f"x_chunk: expected shape (T, {size}) or ({size},), got {shape}")
-        if not 1 <= len(x) <= self.max_chunk:
-            raise ValueError(f"x_chunk: expected 1 to {self.max_chunk} steps, got {len(x)}")
+        if not 1 <= x.shape[0] <= self.max_chunk:
+            raise ValueError(f"x_chunk: expected 1 to {self.max_chunk} steps, got {x.shape[0]}")
         return x
 
     def _check_finite(self, requests: list[_Request]) -> None:
@@ -500,50 +503,3 @@ def _as_tensor(value, dtype: torch.dtype, name: str, device) -> torch.Tensor:
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{name}: expected real numbers, got {tensor.dtype}")
     return tensor.to(device=device, dtype=dtype)
-
-
-class EngineStats:
-    """Counters and recent samples for a metrics endpoint; updated by the engine."""
-
-    def __init__(self, window: int = 4096):
-        self._lock = threading.Lock()
-        self.rounds = 0
-        self.stream_steps = 0
-        self.started = time.monotonic()
-        self._batches: collections.deque[int] = collections.deque(maxlen=window)
-        self._latencies: collections.deque[float] = collections.deque(maxlen=window)
-        self._recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=window)
-
-    def record_round(self, batch: int, steps: int) -> None:
-        with self._lock:
-            self.rounds += 1
-            self.stream_steps += steps
-            self._batches.append(batch)
-            self._recent.append((time.monotonic(), steps))
-
-    def record_latency(self, seconds: float) -> None:
-        with self._lock:
-            self._latencies.append(seconds)
-
-    def summary(self, horizon: float = 10.0) -> dict:
-        """Totals, stream-steps per second over the last ``horizon`` seconds, batch sizes and
-        push latency percentiles (milliseconds) over the recent window."""
-        with self._lock:
-            now = time.monotonic()
-            recent = [s for t, s in self._recent if t >= now - horizon]
-            span = min(horizon, now - self.started) or 1.0
-            batches, latencies = sorted(self._batches), sorted(self._latencies)
-            return {
-                "rounds": self.rounds,
-                "stream_steps": self.stream_steps,
-                "steps_per_second": sum(recent) / span,
-                "batch_size": {"mean": sum(batches) / len(batches) if batches else 0.0,
-                               "max": batches[-1] if batches else 0},
-                "latency_ms": {f"p{q}": _percentile(latencies, q) * 1e3 for q in (50, 90, 99)},
-            }
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
