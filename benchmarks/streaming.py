@@ -366,6 +366,25 @@ def main() -> None:
         "### Server round trips over loopback (`lstmkit serve`, H=128)",
         "",
         *load,
+        "",
+        "### Reading the numbers",
+        "",
+        "- At batch 1 a step's arithmetic (I=64, H=128: 0.2 MFLOP) is a few microseconds; what "
+        "costs is calls. The fused NumPy stepper makes one matrix product and eight small "
+        "in-place calls per layer; `SequenceModel.step` goes through the general layer "
+        "(checks, backend dispatch, torch.lstm) and `StreamEngine.push` adds queueing, a "
+        "gather and a scatter of the state, so neither is a single-stream fast path.",
+        "- At larger H the step is one matrix-vector product bound by memory bandwidth "
+        "(H=512: 4.7 MB of weights per step), the same for every peer: the ratio to ONNX "
+        "Runtime tends to 1.",
+        "- Engine throughput is one batched model call per round plus a few microseconds of "
+        "Python per stream (checks, queueing, results); at 1000 streams that per-stream part is "
+        "about as large as the batched product. With a thread per stream the engine does batch "
+        "(mean batch in the table) but the threads' own Python work under the GIL bounds the "
+        "rate: a process that holds many streams should use `push_many`, as the server does.",
+        "- The server's rows include the WebSocket clients, run in the same process as the "
+        "benchmark on the same 2 cores; 64 clients each waiting for its reply means a latency "
+        "of about 64 / throughput.",
     ])
     print(text)
     if not args.no_write:

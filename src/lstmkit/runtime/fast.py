@@ -44,7 +44,11 @@ class Stepper:
         self.model = model
         self.fast = is_plain_lstm(model) and model.config["pooling"] in ("none", "last")
         if self.fast:
-            self._layers = [_FastLayer(model.weights[k][0], model.layer_cell(k), model.dtype)
+            packed = model.packed  # shared by all of a model's steppers
+            for k in range(model.num_layers):
+                if k not in packed:
+                    packed[k] = _pack(model.weights[k][0], model.layer_cell(k), model.dtype)
+            self._layers = [_FastLayer(packed[k], model.layer_cell(k), model.dtype)
                             for k in range(model.num_layers)]
             width = model.cell["hidden_size"]
             self._head = np.concatenate([model.head_weight.T, model.head_bias[None]])  # (H+1, O)
@@ -91,19 +95,9 @@ class Stepper:
 class _FastLayer:
     """One plain LSTM layer's buffers and packed weights."""
 
-    def __init__(self, w: dict, cfg: dict, dtype):
+    def __init__(self, weight: np.ndarray, cfg: dict, dtype):
         hidden, width = cfg["hidden_size"], cfg["input_size"]
-        assert state_sizes(cfg) == (hidden, hidden)
-        bias = w.get("bias_ih", 0.0) + w.get("bias_hh", 0.0)
-        packed = np.zeros((4 * hidden, width + hidden + 1), dtype)  # rows i, f, o, g
-        for row, gate in enumerate((0, 1, 3, 2)):  # torch's i, f, g, o -> i, f, o, g
-            rows = slice(gate * hidden, (gate + 1) * hidden)
-            scale = 1.0 if gate == 2 else 0.5
-            block = packed[row * hidden:(row + 1) * hidden]
-            block[:, :width] = scale * w["weight_ih"][rows]
-            block[:, width:-1] = scale * w["weight_hh"][rows]
-            block[:, -1] = scale * (bias[rows] if np.ndim(bias) else 0.0)
-        self.weight = np.ascontiguousarray(packed.T)  # (K + H + 1, 4H)
+        self.weight = weight  # (K + H + 1, 4H), from _pack
         self.xh = np.zeros((1, width + hidden + 1), dtype)  # [x | h | 1]
         self.xh[0, -1] = 1.0
         self.buf = np.zeros((1, 5 * hidden), dtype)  # [i | f | o | g | c]
@@ -127,3 +121,20 @@ class _FastLayer:
         np.tanh(self.c, out=self.tanh_c)
         np.multiply(self.o, self.tanh_c, out=self.h)
         return self.h
+
+
+def _pack(w: dict, cfg: dict, dtype) -> np.ndarray:
+    """[W_ih | W_hh | b_ih + b_hh] with the gate rows reordered i, f, o, g and those of i, f, o
+    halved, transposed for ``[x | h | 1] @ W``. Shape: (K + H + 1, 4H)."""
+    hidden, width = cfg["hidden_size"], cfg["input_size"]
+    assert state_sizes(cfg) == (hidden, hidden)
+    bias = w.get("bias_ih", 0.0) + w.get("bias_hh", 0.0)
+    packed = np.zeros((4 * hidden, width + hidden + 1), dtype)  # rows i, f, o, g
+    for row, gate in enumerate((0, 1, 3, 2)):  # torch's i, f, g, o -> i, f, o, g
+        rows = slice(gate * hidden, (gate + 1) * hidden)
+        scale = 1.0 if gate == 2 else 0.5  # exact: a power of two
+        block = packed[row * hidden:(row + 1) * hidden]
+        block[:, :width] = scale * w["weight_ih"][rows]
+        block[:, width:-1] = scale * w["weight_hh"][rows]
+        block[:, -1] = scale * (bias[rows] if np.ndim(bias) else 0.0)
+    return np.ascontiguousarray(packed.T)

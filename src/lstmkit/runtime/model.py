@@ -62,6 +62,7 @@ class Model:
         self.dtype = arrays["head.weight"].dtype
         self.embedding = arrays.get("embedding.weight")
         self.head_weight, self.head_bias = arrays["head.weight"], arrays["head.bias"]
+        self.packed: dict[int, np.ndarray] = {}  # the fused stepper's weights, per layer
         self.weights = [[_cell_arrays(arrays, layer, direction)
                          for direction in range(self.directions)]
                         for layer in range(self.num_layers)]
