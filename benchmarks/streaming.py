@@ -56,21 +56,24 @@ def machine() -> str:
             f"{torch.__version__}, numpy {np.__version__}")
 
 
-def best_us(fn, steps: int, repeats: int, budget: float = 0.25) -> float:
-    """Microseconds per call: the best mean over ``repeats`` loops of up to ``steps`` calls,
-    fewer for slow peers (each loop about ``budget`` seconds)."""
-    start = time.perf_counter()
-    for _ in range(50):
-        fn()
-    per_call = (time.perf_counter() - start) / 50
-    steps = max(50, min(steps, int(budget / per_call)))
-    best = float("inf")
-    for _ in range(repeats):
+def best_us(peers: dict, steps: int, repeats: int, budget: float = 0.1) -> dict[str, float]:
+    """Microseconds per call of each peer: the best mean over ``repeats`` loops of up to
+    ``steps`` calls (fewer for slow peers: about ``budget`` seconds a loop). The peers take
+    turns loop by loop, so a burst of load from other processes hits them alike."""
+    counts = {}
+    for name, fn in peers.items():
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(50):
             fn()
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best * 1e6
+        counts[name] = max(50, min(steps, int(budget * 50 / (time.perf_counter() - start))))
+    best = dict.fromkeys(peers, float("inf"))
+    for _ in range(repeats):
+        for name, fn in peers.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def make_model(hidden: int) -> SequenceModel:
@@ -151,7 +154,7 @@ def latency_table(hiddens, steps, repeats) -> tuple[list[str], dict]:
     with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         for hidden in hiddens:
             peers = step_peers(make_model(hidden), Path(tmp))
-            results[hidden] = {name: best_us(fn, steps, repeats) for name, fn in peers.items()}
+            results[hidden] = best_us(peers, steps, repeats)
             print(f"H={hidden}: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                              results[hidden].items()), flush=True)
     names = list(next(iter(results.values())))
@@ -336,7 +339,7 @@ def main() -> None:
     torch.set_num_threads(1)
     quick = args.quick
     latency, results = latency_table([64, 128, 256, 512], 1000 if quick else 5000,
-                                     3 if quick else 7)
+                                     3 if quick else 15)
     throughput, rates = throughput_table([1, 10, 100, 1000], quick)
     load = server_load([1, 16] if quick else [1, 64], 20 if quick else 100)
     ratio_128 = (results[128]["lstmkit.runtime Stepper (fused NumPy)"]

@@ -47,7 +47,8 @@ class ServerConfig:
     port: int = 8000
     """TCP port (0: any free port)."""
     token: str | None = None
-    """Bearer token every request but /health must carry (default: none; env LSTMKIT_TOKEN)."""
+    """Bearer token every request but /health must carry; the LSTMKIT_TOKEN environment
+    variable sets it too, out of sight of the process list."""
     max_streams: int = 1024
     """Streams open at once."""
     idle_timeout: float | None = 600.0
