@@ -15,6 +15,8 @@ import sys
 _COMMANDS = {
     "env": "lstmkit.cli.env",
     "demo": "lstmkit.cli.demo",
+    "serve": "lstmkit.cli.serve",
+    "export": "lstmkit.cli.export",
 }
 """Subcommand -> module."""
 
