@@ -101,6 +101,12 @@ def clamp_grad(a, clip, CLIP: tl.constexpr):
 
 
 @triton.jit
+def state_ptrs(BUF, t, rb, ru, B, U):
+    """Pointers (BB, BU) into a (T, B, U) buffer at step t: rows rb (BB,), units ru (BU,)."""
+    return BUF + (t * B + rb).to(tl.int64)[:, None] * U + ru[None, :]
+
+
+@triton.jit
 def grid_barrier(COUNT, slot, expected):
     """Wait until ``expected`` programs have arrived at ``COUNT[slot]``.
 
@@ -193,6 +199,18 @@ def precision(dtype: torch.dtype) -> str:
 def accumulator(dtype: torch.dtype) -> torch.dtype:
     """The dtype of carried cell states and saved gates: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def counters(plan_: Plan, grid: tuple[int, int], steps: int, device) -> torch.Tensor:
+    """Zeroed arrival counters for the grid barrier: one per batch tile and step."""
+    return torch.zeros(grid[0] if plan_.sync else 1, steps if plan_.sync else 1,
+                       dtype=torch.int32, device=device)
+
+
+def valid(lengths: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """(T, B, 1): 1 where step t is within sequence b's length (lengths (B,) on the device)."""
+    t = torch.arange(steps, device=lengths.device)[:, None]
+    return (t < lengths[None, :]).to(dtype)[..., None]
 
 
 def launch(kernel, plan_: Plan, grid: tuple[int, int], steps: int, *args, **constexprs) -> None:

@@ -24,7 +24,7 @@ import triton.language as tl
 from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
 from lstmkit.config import CellConfig
 from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton.common import act, act_grad, clamp, clamp_grad, step_sync
+from lstmkit.kernels.triton.common import act, act_grad, clamp, clamp_grad, state_ptrs, step_sync
 
 _EPS = tl.constexpr(LN_EPS)
 
@@ -32,13 +32,7 @@ _EPS = tl.constexpr(LN_EPS)
 @triton.jit
 def _gate_ptrs(BUF, t, rb, rh, B, H):
     """Pointers (BB, BH) to gate i's block of a (T, B, 4H) buffer; add g*H for gate g."""
-    return BUF + (t * B + rb).to(tl.int64)[:, None] * (4 * H) + rh[None, :]
-
-
-@triton.jit
-def _state_ptrs(BUF, t, rb, ru, B, U):
-    """Pointers (BB, BU) into a (T, B, U) buffer at step t."""
-    return BUF + (t * B + rb).to(tl.int64)[:, None] * U + ru[None, :]
+    return state_ptrs(BUF, t, rb, rh, B, 4 * H)
 
 
 @triton.jit
@@ -94,7 +88,7 @@ def _lstm_forward(
         for k0 in range(0, P, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             mk = rk < P
-            hk = tl.load(_state_ptrs(HS, t, rb, rk, B, P), mask=mb[:, None] & mk[None, :],
+            hk = tl.load(state_ptrs(HS, t, rb, rk, B, P), mask=mb[:, None] & mk[None, :],
                          other=0.0, cache_modifier=".cg")  # (BB, BK): other programs wrote it
             if DROPOUT:
                 hk = hk * tl.load(DROP + rb[:, None] * P + rk[None, :],
@@ -142,7 +136,7 @@ def _lstm_forward(
             a_f += tl.load(BHH + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
             a_g += tl.load(BHH + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
             a_o += tl.load(BHH + 3 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-        c_prev = tl.load(_state_ptrs(CS, t, rb, rh, B, H), mask=m_bh, other=0.0)  # (BB, BH)
+        c_prev = tl.load(state_ptrs(CS, t, rb, rh, B, H), mask=m_bh, other=0.0)  # (BB, BH)
         if PEEPHOLE:
             a_i += tl.load(PEEP + rh, mask=mh, other=0.0).to(acc_ty)[None, :] * c_prev
             a_f += tl.load(PEEP + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :] * c_prev
@@ -161,16 +155,16 @@ def _lstm_forward(
         h_new = o * act(c_out, OUT_ACT)  # (BB, BH)
         if PROJ:
             if SAVE:
-                tl.store(_state_ptrs(HN, t, rb, rh, B, H), h_new, mask=m_bh)
+                tl.store(state_ptrs(HN, t, rb, rh, B, H), h_new, mask=m_bh)
             h_new = tl.dot(h_new.to(WHR.dtype.element_ty), w_hr, input_precision=PRECISION,
                            out_dtype=acc_ty)  # (BB, BP)
-        h_prev = tl.load(_state_ptrs(HS, t, rb, ro, B, P), mask=m_bo, other=0.0,
+        h_prev = tl.load(state_ptrs(HS, t, rb, ro, B, P), mask=m_bo, other=0.0,
                          cache_modifier=".cg").to(acc_ty)
         if ZONEOUT:
             if SAVE:
-                tl.store(_state_ptrs(CN, t, rb, rh, B, H), c_new, mask=m_bh)
-            z_h = tl.load(_state_ptrs(ZH, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
-            z_c = tl.load(_state_ptrs(ZC, t, rb, rh, B, H), mask=m_bh, other=0.0).to(acc_ty)
+                tl.store(state_ptrs(CN, t, rb, rh, B, H), c_new, mask=m_bh)
+            z_h = tl.load(state_ptrs(ZH, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
+            z_c = tl.load(state_ptrs(ZC, t, rb, rh, B, H), mask=m_bh, other=0.0).to(acc_ty)
             h_new = z_h * h_prev + (1.0 - z_h) * h_new
             c_new = z_c * c_prev + (1.0 - z_c) * c_new
         if LENGTHS:
@@ -183,8 +177,8 @@ def _lstm_forward(
             tl.store(ptrs + H, a_f, mask=m_bh)
             tl.store(ptrs + 2 * H, a_g, mask=m_bh)
             tl.store(ptrs + 3 * H, a_o, mask=m_bh)
-        tl.store(_state_ptrs(HS, t + 1, rb, ro, B, P), h_new.to(HS.dtype.element_ty), mask=m_bo)
-        tl.store(_state_ptrs(CS, t + 1, rb, rh, B, H), c_new, mask=m_bh)
+        tl.store(state_ptrs(HS, t + 1, rb, ro, B, P), h_new.to(HS.dtype.element_ty), mask=m_bo)
+        tl.store(state_ptrs(CS, t + 1, rb, rh, B, H), c_new, mask=m_bh)
         step_sync(COUNT, pid_b * T + t, tl.num_programs(1), SYNC)
 
 
@@ -291,7 +285,7 @@ def _lstm_backward(
             rec = rec * keep
         g_h += rec
         # Through the output, the length mask and zoneout to this step's new h and c.
-        d_h = g_h + tl.load(_state_ptrs(DY, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
+        d_h = g_h + tl.load(state_ptrs(DY, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
         d_c = g_c
         if LENGTHS:
             valid = (t < tl.load(LEN + rb, mask=mb, other=0))[:, None]  # (BB, 1)
@@ -303,14 +297,14 @@ def _lstm_backward(
             g_h = g_h * 0.0
             g_c = g_c * 0.0
         if ZONEOUT:
-            z_h = tl.load(_state_ptrs(ZH, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
-            z_c = tl.load(_state_ptrs(ZC, t, rb, rh, B, H), mask=m_bh, other=0.0).to(acc_ty)
+            z_h = tl.load(state_ptrs(ZH, t, rb, ro, B, P), mask=m_bo, other=0.0).to(acc_ty)
+            z_c = tl.load(state_ptrs(ZC, t, rb, rh, B, H), mask=m_bh, other=0.0).to(acc_ty)
             g_h += z_h * d_h
             g_c += z_c * d_c
             d_h = (1.0 - z_h) * d_h
             d_c = (1.0 - z_c) * d_c
         if PROJ:
-            tl.store(_state_ptrs(DHP, t, rb, ro, B, P), d_h, mask=m_bo)
+            tl.store(state_ptrs(DHP, t, rb, ro, B, P), d_h, mask=m_bo)
             d_h = tl.dot(d_h.to(w_ty), w_hr, input_precision=PRECISION, out_dtype=acc_ty)
         # Recompute the step's gates from the saved pre-activations.
         ap = _gate_ptrs(A, t, rb, rh, B, H)
@@ -318,7 +312,7 @@ def _lstm_backward(
         a_f = tl.load(ap + H, mask=m_bh, other=0.0)
         a_g = tl.load(ap + 2 * H, mask=m_bh, other=0.0)
         a_o = tl.load(ap + 3 * H, mask=m_bh, other=0.0)
-        c_prev = tl.load(_state_ptrs(CS, t, rb, rh, B, H), mask=m_bh, other=0.0)
+        c_prev = tl.load(state_ptrs(CS, t, rb, rh, B, H), mask=m_bh, other=0.0)
         i = act(clamp(a_i, clip, CLIP), GATE_ACT)
         if COUPLED:
             f = 1.0 - i
@@ -334,7 +328,7 @@ def _lstm_backward(
             c_out = xhat * gamma + tl.load(BC + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
         d_cout = d_h * o * act_grad(c_out, OUT_ACT)
         if LAYER_NORM:
-            tl.store(_state_ptrs(DCO, t, rb, rh, B, H), d_cout, mask=m_bh)
+            tl.store(state_ptrs(DCO, t, rb, rh, B, H), d_cout, mask=m_bh)
             d_c += _normalise_grad(d_cout * gamma, xhat, rstd, m_bh, H)
         else:
             d_c += d_cout
@@ -442,14 +436,14 @@ class _LSTMScan(torch.autograd.Function):
             _lstm_forward, plan, grid, steps,
             gx, hs, cs, a, xr, rstd, cn, hn, w_hh, *_or(cs, b_hh, peep, ln_hh, ln_c_w, ln_c_b,
                                                         w_hr, drop, z_h, z_c, lengths),
-            _counters(plan, grid, steps, gx.device),
+            common.counters(plan, grid, steps, gx.device),
             steps, batch, hidden, out, float(cfg.cell_clip or 0.0),
             HAS_BIAS=b_hh is not None, DROPOUT=drop is not None, ZONEOUT=z_h is not None,
             LENGTHS=lengths is not None, SAVE=save, PRECISION=common.precision(gx.dtype),
             **_flags(cfg))
         ctx.extra = extra
         ctx.save_for_backward(hs, cs, a, xr, rstd, cn, hn, w_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr)
-        y = hs[1:] if lengths is None else hs[1:] * _valid(lengths, steps, hs.dtype)
+        y = hs[1:] if lengths is None else hs[1:] * common.valid(lengths, steps, hs.dtype)
         return y, hs[steps].clone(), cs[steps].to(gx.dtype, copy=True)
 
     @staticmethod
@@ -471,7 +465,7 @@ class _LSTMScan(torch.autograd.Function):
             _lstm_backward, plan, grid, steps,
             dy.contiguous(), g_h, g_c, hs, cs, a, xr, rstd, w_hh,
             *_or(a, peep, ln_hh, ln_c_w, ln_c_b, w_hr, drop, z_h, z_c, lengths),
-            da, dr, dhp, dco, _counters(plan, grid, steps, a.device),
+            da, dr, dhp, dco, common.counters(plan, grid, steps, a.device),
             steps, batch, hidden, cfg.output_size, float(cfg.cell_clip or 0.0),
             DROPOUT=drop is not None, ZONEOUT=z_h is not None, LENGTHS=lengths is not None,
             PRECISION=common.precision(hs.dtype), **_flags(cfg))
@@ -511,18 +505,6 @@ def _weight_grads(needs, hs, cs, c_new, hn, xr, da, dr, dhp, dco, drop):
 def _or(stand_in, *tensors):
     """The tensors, with ``stand_in`` for each None (the kernel's flags say which are unused)."""
     return [stand_in if t is None else t for t in tensors]
-
-
-def _counters(plan, grid, steps, device):
-    if plan.sync:
-        return torch.zeros(grid[0], steps, dtype=torch.int32, device=device)
-    return torch.zeros(1, dtype=torch.int32, device=device)
-
-
-def _valid(lengths, steps, dtype):
-    """(T, B, 1): 1 where step t is within sequence b's length."""
-    t = torch.arange(steps, device=lengths.device)[:, None]
-    return (t < lengths[None, :]).to(dtype)[..., None]
 
 
 def plans(cfg: CellConfig, batch: int, device: torch.device):
