@@ -157,9 +157,9 @@ class Plan:
 
 
 _MIN_BLOCK = 16  # tl.dot's smallest tile side on NVIDIA GPUs
-_HOLD_ELEMENTS = 16384  # weight elements one program keeps in registers across steps
+_TILE_ELEMENTS = 16384  # weight elements one program loads per chunk, or holds across steps
 _SPLIT_BLOCK_H = 16  # hidden units per program when the hidden dimension is split
-_BLOCK_K = 64
+_SPLIT_BLOCK_K = 64
 
 
 def pad(n: int) -> int:
@@ -174,15 +174,18 @@ def plan(gates: int, batch: int, hidden: int, depth: int, device: torch.device,
 
     ``single``: the step needs all hidden units in one program (layer norm, projection, the
     GRU's reset-before form). Small layers also run in one program per batch tile, looping over
-    time inside; larger ones split the hidden units over programs that meet at a grid barrier
-    each step when the whole grid fits on the GPU at once, else run one launch per step.
+    time inside, the weights held in registers when they fit. Larger ones split the hidden units
+    over programs that meet at a grid barrier each step when the whole grid fits on the GPU at
+    once, else run one launch per step.
     """
     block_b = min(pad(batch), 64)
     if single or hidden <= 64:
-        block_h, block_k = pad(hidden), pad(depth)
-        hold = gates * block_h * block_k <= _HOLD_ELEMENTS
-        return Plan(block_b, block_h, block_k, persistent=True, hold=hold)
-    block_h, block_k = _SPLIT_BLOCK_H, min(_BLOCK_K, pad(depth))
+        block_h = pad(hidden)
+        block_k = max(_MIN_BLOCK, min(pad(depth), _TILE_ELEMENTS // (gates * block_h)))
+        hold = block_k >= depth
+        return Plan(block_b, block_h, block_k, persistent=True, hold=hold,
+                    num_warps=4 if block_h <= 64 else 8)
+    block_h, block_k = _SPLIT_BLOCK_H, min(_SPLIT_BLOCK_K, pad(depth))
     programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, block_h)
     resident = device.type == "cuda" and programs <= torch.cuda.get_device_properties(
         device).multi_processor_count

@@ -39,7 +39,8 @@ def _gate_ptrs(BUF, t, rb, rh, B, H, G: tl.constexpr):
 def _gru_forward(
     GX,  # (T, B, 3H) input term
     HS,  # (T+1, B, H): states; [0] holds the initial state
-    S,  # (T, B, 4H) acc: r, z, n, q of every step, for backward
+    S,  # (T, B, 4H) acc: r, z, n, q of every step, for backward (r also as the reset-before
+    #     product's operand)
     W, BHH,  # (3H, H), (3H,)
     DROP,  # (B, H) recurrent dropout mask on h_{t-1}
     ZH,  # (T, B, H) zoneout weights of the previous h
@@ -102,15 +103,11 @@ def _gru_forward(
         h_in = h_prev  # h': what the step multiplies
         if DROPOUT:
             h_in = h_in * keep
-        if not RESET_AFTER:  # this program holds every unit: (r ⊙ h') W_hn^T over depth BH
-            if HOLD and BLOCK_K == BLOCK_H:
-                w_nt = w_n
-            else:
-                rk = tl.arange(0, BLOCK_H)
-                w_nt = tl.load(W + (2 * H + rh[None, :]).to(tl.int64) * H + rk[:, None],
-                               mask=mh[:, None] & mh[None, :], other=0.0)
-            q = tl.dot((r * h_in.to(acc_ty)).to(w_ty), w_nt, input_precision=PRECISION,
-                       out_dtype=acc_ty)
+        if not RESET_AFTER:  # (r ⊙ h') W_hn^T needs every unit's r: this program's, via S
+            tl.store(_gate_ptrs(S, t, rb, rh, B, H, 4), r, mask=m_bh)
+            tl.debug_barrier()
+            q = _reset_product(S, HS, DROP, W, t, rb, mb, rh, mh, B, H, DROPOUT, BLOCK_B,
+                               BLOCK_H, BLOCK_K, PRECISION)
         if HAS_BIAS:
             q += tl.load(BHH + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
         x_n = tl.load(gx + 2 * H, mask=m_bh, other=0.0).to(acc_ty)
@@ -134,6 +131,44 @@ def _gru_forward(
             tl.store(ptrs + 3 * H, q, mask=m_bh)
         tl.store(state_ptrs(HS, t + 1, rb, rh, B, H), h_new.to(HS.dtype.element_ty), mask=m_bh)
         step_sync(COUNT, pid_b * T + t, tl.num_programs(1), SYNC)
+
+
+@triton.jit
+def _reset_product(S, HS, DROP, W, t, rb, mb, rh, mh, B, H, DROPOUT: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """(r ⊙ h') W_hn^T: (BB, H) x (H, H) -> (BB, BH), over H in chunks of BK; r from S[t]."""
+    out = tl.zeros((BLOCK_B, BLOCK_H), dtype=S.dtype.element_ty)
+    for k0 in range(0, H, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        mk = rk < H
+        m = mb[:, None] & mk[None, :]
+        h = tl.load(state_ptrs(HS, t, rb, rk, B, H), mask=m, other=0.0)  # (BB, BK)
+        if DROPOUT:
+            h = h * tl.load(DROP + rb[:, None] * H + rk[None, :], mask=m, other=0.0)
+        r = tl.load(_gate_ptrs(S, t, rb, rk, B, H, 4), mask=m, other=0.0)
+        w = tl.load(W + (2 * H + rh[None, :]).to(tl.int64) * H + rk[:, None],
+                    mask=mk[:, None] & mh[None, :], other=0.0)  # (BK, BH): W_hn^T's block
+        out = tl.dot((r * h.to(r.dtype)).to(w.dtype), w, acc=out, input_precision=PRECISION,
+                     out_dtype=S.dtype.element_ty)
+    return out
+
+
+@triton.jit
+def _reset_product_grad(DA, W, t, rb, mb, rh, mh, B, H, BLOCK_B: tl.constexpr,
+                        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """da_n W_hn, the gradient of r ⊙ h': (BB, H) x (H, H) -> (BB, BH); da_n from DA[t]."""
+    out = tl.zeros((BLOCK_B, BLOCK_H), dtype=DA.dtype.element_ty)
+    for k0 in range(0, H, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        mk = rk < H
+        d = tl.load(_gate_ptrs(DA, t, rb, rk, B, H, 3) + 2 * H, mask=mb[:, None] & mk[None, :],
+                    other=0.0)
+        w = tl.load(W + (2 * H + rk[:, None]).to(tl.int64) * H + rh[None, :],
+                    mask=mk[:, None] & mh[None, :], other=0.0)  # (BK, BH)
+        out = tl.dot(d.to(w.dtype), w, acc=out, input_precision=PRECISION,
+                     out_dtype=DA.dtype.element_ty)
+    return out
 
 
 @triton.jit
@@ -218,14 +253,11 @@ def _gru_backward(
         if RESET_AFTER:
             dq = da_n * r
             da_r = da_n * tl.load(sp + 3 * H, mask=m_bh, other=0.0) * r * (1.0 - r)
-        else:  # through (r ⊙ h') W_hn^T: this program holds every unit
-            if HOLD and BLOCK_K == BLOCK_H:
-                w_nn = w_n
-            else:
-                rk = tl.arange(0, BLOCK_H)
-                w_nn = tl.load(W + (2 * H + rk[:, None]).to(tl.int64) * H + rh[None, :],
-                               mask=mh[:, None] & mh[None, :], other=0.0)
-            d_rh = tl.dot(da_n.to(w_ty), w_nn, input_precision=PRECISION, out_dtype=acc_ty)
+        else:  # through (r ⊙ h') W_hn^T: every unit's da_n, this program's, via DA
+            tl.store(_gate_ptrs(DA, t, rb, rh, B, H, 3) + 2 * H, da_n, mask=m_bh)
+            tl.debug_barrier()
+            d_rh = _reset_product_grad(DA, W, t, rb, mb, rh, mh, B, H, BLOCK_B, BLOCK_H, BLOCK_K,
+                                       PRECISION)
             g_in += d_rh * r
             da_r = d_rh * h_in * r * (1.0 - r)
             dq = da_n
@@ -261,9 +293,12 @@ class _GRUScan(torch.autograd.Function):
         hs = gx.new_empty(steps + 1, batch, hidden)  # (T+1, B, H)
         hs[0] = h0
         acc = common.accumulator(gx.dtype)
-        saved = gx.new_empty(steps if save else 1, batch, 4 * hidden, dtype=acc)  # (T, B, 4H)
+        # (T, B, 4H); the reset-before product also reads r from it
+        saved = gx.new_empty(steps if save or not cfg.reset_after else 1, batch, 4 * hidden,
+                             dtype=acc)
         plan = plans_[0]
         grid = plan.grid(batch, hidden)
+        assert grid[1] == 1 or cfg.reset_after, "the reset-before form needs one hidden tile"
         common.launch(
             _gru_forward, plan, grid, steps,
             gx, hs, saved, w_hh, *(hs if t is None else t for t in (b_hh, drop, z_h, lengths)),
@@ -282,7 +317,8 @@ class _GRUScan(torch.autograd.Function):
         hs, saved, w_hh = ctx.saved_tensors
         steps, batch, hidden = saved.shape[0], saved.shape[1], cfg.hidden_size
         dtype, acc = hs.dtype, saved.dtype
-        g_h = dh.to(acc).contiguous()  # (B, H): becomes the initial state's gradient
+        # A copy: the kernel turns it into the initial state's gradient in place.
+        g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
         dr = saved.new_empty(steps + 1, batch, 3 * hidden)  # (T+1, B, 3H); [T] zeros
         dr[steps] = 0
         da = saved.new_empty(steps, batch, 3 * hidden) if cfg.reset_after else dr[:steps]

@@ -41,7 +41,8 @@ def _lstm_forward(
     HS, CS,  # (T+1, B, P) x's dtype, (T+1, B, H) acc: states; [0] holds the initial state
     A,  # (T, B, 4H) acc: gate pre-activations (peephole terms in, before the clip)
     XR, RSTD,  # (T, B, 4H), (T, B) acc: normalised recurrent term and its 1/std (LAYER_NORM)
-    CN, HN,  # (T, B, H) acc: c_t before zoneout (ZONEOUT), o ⊙ ψ(c_t) before W_hr (PROJ)
+    CN, HN,  # (T, B, H) acc: c_t before zoneout (ZONEOUT); o ⊙ ψ(c_t) before W_hr (PROJ,
+    #          saved and the projection's operand)
     W, BHH,  # (4H, P), (4H,)
     PEEP,  # (3H,) peepholes i, f, o
     GLN, GC, BC,  # (4H,), (H,), (H,): layer-norm gains of the recurrent term and of c; c's bias
@@ -77,9 +78,6 @@ def _lstm_forward(
         w_f = tl.load(w_ptrs + H * P, mask=wmask, other=0.0)
         w_g = tl.load(w_ptrs + 2 * H * P, mask=wmask, other=0.0)
         w_o = tl.load(w_ptrs + 3 * H * P, mask=wmask, other=0.0)
-    if PROJ:  # W_hr^T (BH, BP)
-        w_hr = tl.load(WHR + ro[None, :] * H + rh[:, None],
-                       mask=mh[:, None] & (ro < P)[None, :], other=0.0)
     for t in range(s_start, s_stop):
         r_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
         r_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
@@ -153,11 +151,11 @@ def _lstm_forward(
         if LAYER_NORM:
             c_out = _layer_norm_c(c_new, m_bh, GC, BC, rh, mh, H)
         h_new = o * act(c_out, OUT_ACT)  # (BB, BH)
-        if PROJ:
-            if SAVE:
-                tl.store(state_ptrs(HN, t, rb, rh, B, H), h_new, mask=m_bh)
-            h_new = tl.dot(h_new.to(WHR.dtype.element_ty), w_hr, input_precision=PRECISION,
-                           out_dtype=acc_ty)  # (BB, BP)
+        if PROJ:  # h_new W_hr^T in chunks of depth, read back from HN
+            tl.store(state_ptrs(HN, t, rb, rh, B, H), h_new, mask=m_bh)
+            tl.debug_barrier()
+            h_new = _project(HN, WHR, t, rb, mb, ro, B, H, P, BLOCK_B, BLOCK_P, BLOCK_K,
+                             PRECISION)
         h_prev = tl.load(state_ptrs(HS, t, rb, ro, B, P), mask=m_bo, other=0.0,
                          cache_modifier=".cg").to(acc_ty)
         if ZONEOUT:
@@ -180,6 +178,38 @@ def _lstm_forward(
         tl.store(state_ptrs(HS, t + 1, rb, ro, B, P), h_new.to(HS.dtype.element_ty), mask=m_bo)
         tl.store(state_ptrs(CS, t + 1, rb, rh, B, H), c_new, mask=m_bh)
         step_sync(COUNT, pid_b * T + t, tl.num_programs(1), SYNC)
+
+
+@triton.jit
+def _project(HN, WHR, t, rb, mb, ro, B, H, P, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
+             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """HN[t] W_hr^T: (BB, H) x (H, P) -> (BB, BP), over H in chunks of BK."""
+    out = tl.zeros((BLOCK_B, BLOCK_P), dtype=HN.dtype.element_ty)
+    for k0 in range(0, H, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        mk = rk < H
+        hk = tl.load(state_ptrs(HN, t, rb, rk, B, H), mask=mb[:, None] & mk[None, :], other=0.0)
+        w = tl.load(WHR + ro[None, :] * H + rk[:, None], mask=mk[:, None] & (ro < P)[None, :],
+                    other=0.0)  # (BK, BP) = W_hr^T's block
+        out = tl.dot(hk.to(w.dtype), w, acc=out, input_precision=PRECISION,
+                     out_dtype=HN.dtype.element_ty)
+    return out
+
+
+@triton.jit
+def _unproject(DHP, WHR, t, rb, mb, rh, mh, B, H, P, BLOCK_B: tl.constexpr,
+               BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """DHP[t] W_hr: (BB, P) x (P, H) -> (BB, BH), over P in chunks of BK."""
+    out = tl.zeros((BLOCK_B, BLOCK_H), dtype=DHP.dtype.element_ty)
+    for k0 in range(0, P, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        mk = rk < P
+        dk = tl.load(state_ptrs(DHP, t, rb, rk, B, P), mask=mb[:, None] & mk[None, :], other=0.0)
+        w = tl.load(WHR + rk[:, None] * H + rh[None, :], mask=mk[:, None] & mh[None, :],
+                    other=0.0)  # (BK, BH)
+        out = tl.dot(dk.to(w.dtype), w, acc=out, input_precision=PRECISION,
+                     out_dtype=DHP.dtype.element_ty)
+    return out
 
 
 @triton.jit
@@ -250,9 +280,6 @@ def _lstm_backward(
         w_f = tl.load(w_ptrs + H * P, mask=wmask, other=0.0)
         w_g = tl.load(w_ptrs + 2 * H * P, mask=wmask, other=0.0)
         w_o = tl.load(w_ptrs + 3 * H * P, mask=wmask, other=0.0)
-    if PROJ:  # W_hr (BP, BH)
-        w_hr = tl.load(WHR + ro[:, None] * H + rh[None, :], mask=mo[:, None] & mh[None, :],
-                       other=0.0)
     if DROPOUT:
         keep = tl.load(DROP + rb[:, None] * P + ro[None, :], mask=m_bo, other=0.0).to(acc_ty)
     g_h = tl.load(GH + rb[:, None] * P + ro[None, :], mask=m_bo, other=0.0)  # (BB, BO)
@@ -305,7 +332,9 @@ def _lstm_backward(
             d_c = (1.0 - z_c) * d_c
         if PROJ:
             tl.store(state_ptrs(DHP, t, rb, ro, B, P), d_h, mask=m_bo)
-            d_h = tl.dot(d_h.to(w_ty), w_hr, input_precision=PRECISION, out_dtype=acc_ty)
+            tl.debug_barrier()
+            d_h = _unproject(DHP, WHR, t, rb, mb, rh, mh, B, H, P, BLOCK_B, BLOCK_H, BLOCK_K,
+                             PRECISION)
         # Recompute the step's gates from the saved pre-activations.
         ap = _gate_ptrs(A, t, rb, rh, B, H)
         a_i = tl.load(ap, mask=m_bh, other=0.0)
@@ -429,9 +458,10 @@ class _LSTMScan(torch.autograd.Function):
         xr = buffer(steps, batch, 4 * hidden, on=save and cfg.layer_norm)
         rstd = buffer(steps, batch, on=save and cfg.layer_norm)
         cn = buffer(steps, batch, hidden, on=save and z_c is not None)
-        hn = buffer(steps, batch, hidden, on=save and bool(cfg.proj_size))
+        hn = buffer(steps, batch, hidden, on=bool(cfg.proj_size))
         plan = plans[0]
         grid = plan.grid(batch, hidden)
+        assert grid[1] == 1 or not (cfg.layer_norm or cfg.proj_size), "needs one hidden tile"
         common.launch(
             _lstm_forward, plan, grid, steps,
             gx, hs, cs, a, xr, rstd, cn, hn, w_hh, *_or(cs, b_hh, peep, ln_hh, ln_c_w, ln_c_b,
@@ -452,8 +482,9 @@ class _LSTMScan(torch.autograd.Function):
         hs, cs, a, xr, rstd, cn, hn, w_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr = ctx.saved_tensors
         steps, batch, hidden = a.shape[0], a.shape[1], cfg.hidden_size
         acc = a.dtype
-        g_h = dh.to(acc).contiguous()  # (B, P): becomes the initial state's gradient
-        g_c = dc.to(acc).contiguous()  # (B, H)
+        # Copies: the kernel turns them into the initial state's gradients in place.
+        g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, P)
+        g_c = dc.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
         dr = a.new_empty(steps + 1, batch, 4 * hidden)  # (T+1, B, 4H); [T] zeros
         dr[steps] = 0
         da = a.new_empty(a.shape) if cfg.layer_norm else dr[:steps]  # (T, B, 4H)
