@@ -29,8 +29,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from lstmkit.cells.weights import CellWeights, parameter_shapes  # noqa: E402
 from lstmkit.config import CellConfig  # noqa: E402
-from lstmkit.kernels.triton import common, lstm
-gru = None  # noqa: E402
+from lstmkit.kernels.triton import common, gru, lstm  # noqa: E402
 from lstmkit.layers.stack import StepMasks  # noqa: E402
 
 _TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16",
@@ -40,7 +39,7 @@ _TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16",
 def _signature(kernel, args, constexprs):
     names = kernel.arg_names
     sig = {}
-    for name, value in zip(names, args):
+    for name, value in zip(names, args, strict=False):  # constexprs follow
         if isinstance(value, torch.Tensor):
             sig[name] = "*" + _TYPES[value.dtype]
         elif isinstance(value, float):
@@ -96,62 +95,77 @@ def _ptxas_stats(ptx: str, arch: int) -> str:
     return f"{regs.group(1) if regs else '?'} regs, {spills.group(1) if spills else '?'} B spilled"
 
 
-def _cases(quick: bool):
-    no_masks = lambda b, t, c, dtype: StepMasks()  # noqa: E731
+def _no_masks(batch, steps, cfg, dtype):
+    return StepMasks()
 
-    def all_masks(b, t, c, dtype):
-        sizes = (c.output_size, c.hidden_size) if c.mode == "lstm" else (c.hidden_size,)
-        return StepMasks(torch.ones(b, c.output_size, dtype=dtype),
-                         tuple(torch.ones(t, b, s, dtype=dtype) for s in sizes))
 
-    for dtype in (torch.bfloat16, torch.float32) if quick else (torch.bfloat16, torch.float16,
-                                                               torch.float32, torch.float64):
-        yield "lstm plain H=768", CellConfig("lstm", 768, 768), 16, dtype, no_masks, None
-        yield "lstm all H=768", CellConfig("lstm", 768, 768, peephole=True, cell_clip=3.0,
-                                           gate_activation="hard_sigmoid"), 16, dtype, all_masks, None
-        yield "lstm plain H=64", CellConfig("lstm", 64, 64), 4, dtype, no_masks, None
-        yield "lstm ln+proj H=256", CellConfig("lstm", 64, 256, layer_norm=True, proj_size=128,
-                                               coupled=True), 4, dtype, all_masks, None
-        # yield "gru H=768", CellConfig("gru", 768, 768), 16, dtype, all_masks, None
-        # yield "gru reset_before H=128", CellConfig("gru", 64, 128, reset_after=False), 4, dtype, \
-            # all_masks, None
+def _all_masks(batch, steps, cfg, dtype):
+    sizes = (cfg.output_size, cfg.hidden_size) if cfg.mode == "lstm" else (cfg.hidden_size,)
+    return StepMasks(torch.ones(batch, cfg.output_size, dtype=dtype),
+                     tuple(torch.ones(steps, batch, s, dtype=dtype) for s in sizes))
+
+
+CASES = [  # label, config, batch, masks
+    ("lstm H=768", CellConfig("lstm", 768, 768), 16, _no_masks),
+    ("lstm H=768 B=1024", CellConfig("lstm", 768, 768), 1024, _no_masks),
+    ("lstm options H=768", CellConfig("lstm", 768, 768, peephole=True, cell_clip=3.0,
+                                      gate_activation="hard_sigmoid"), 16, _all_masks),
+    ("lstm H=64", CellConfig("lstm", 64, 64), 4, _no_masks),
+    ("lstm ln+proj H=256", CellConfig("lstm", 64, 256, layer_norm=True, proj_size=128,
+                                      coupled=True), 4, _all_masks),
+    ("gru H=768", CellConfig("gru", 768, 768), 16, _all_masks),
+    ("gru reset-before H=128", CellConfig("gru", 64, 128, reset_after=False), 4, _all_masks),
+]
+
+
+def _plans(module, cfg, batch, sms):
+    """The plans lstmkit makes on a CUDA device with ``sms`` multiprocessors."""
+    properties = torch.cuda.get_device_properties
+    torch.cuda.get_device_properties = lambda d: type("P", (), {"multi_processor_count": sms})
+    try:
+        return module.plans(cfg, batch, torch.device("cuda"))
+    finally:
+        torch.cuda.get_device_properties = properties
+
+
+def _launches(cfg, plans, batch, dtype, masks):
+    calls = []
+    launch = common.launch
+    common.launch = _record(calls)
+    try:
+        _run(cfg, plans, batch, 3, dtype, masks)
+    finally:
+        common.launch = launch
+    return calls
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90)
-    parser.add_argument("--sms", type=int, default=132, help="SM count the plans assume")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability, 90 = H100")
+    parser.add_argument("--sms", type=int, default=132, help="multiprocessors the plans assume")
     parser.add_argument("--quick", action="store_true", help="bfloat16 and float32 only")
     args = parser.parse_args()
     target = GPUTarget("cuda", args.arch, 32)
+    dtypes = [torch.bfloat16, torch.float32]
+    if not args.quick:
+        dtypes += [torch.float16, torch.float64]
     failures = 0
-    for label, cfg, batch, dtype, masks, _ in _cases(args.quick):
-        module = lstm if cfg.mode == "lstm" else gru
-        gpu = torch.device("cuda")
-        original_props = torch.cuda.get_device_properties
-        torch.cuda.get_device_properties = lambda d: type("P", (), {"multi_processor_count": args.sms})
-        try:
-            plans = module.plans(cfg, batch, gpu)
-        finally:
-            torch.cuda.get_device_properties = original_props
-        calls = []
-        launch = common.launch
-        common.launch = _record(calls)
-        try:
-            _run(cfg, plans, batch, 3, dtype, masks)
-        finally:
-            common.launch = launch
-        for kernel, kargs, constexprs, warps in calls:
-            name = f"{label} {str(dtype)[6:]} {kernel.fn.__name__} " \
-                   f"[{'persistent' if plans[0].persistent else 'per-step'}" \
-                   f"{' sync' if constexprs['SYNC'] else ''}{' hold' if constexprs['HOLD'] else ''}]"
-            try:
-                src = ASTSource(kernel, _signature(kernel, kargs, constexprs), constexprs)
-                compiled = triton.compile(src, target=target, options=dict(num_warps=warps))
-                print(f"ok   {name}: {_ptxas_stats(compiled.asm['ptx'], args.arch)}")
-            except Exception as error:  # report every variant, then fail
-                failures += 1
-                print(f"FAIL {name}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    for dtype in dtypes:
+        for label, cfg, batch, masks in CASES:
+            module = lstm if cfg.mode == "lstm" else gru
+            plans = _plans(module, cfg, batch, args.sms)
+            for kernel, kargs, constexprs, warps in _launches(cfg, plans, batch, dtype, masks):
+                flags = [f for f in ("SYNC", "HOLD") if constexprs[f]]
+                mode = " ".join(["persistent" if plans[0].persistent else "per-step", *flags])
+                name = f"{label} {str(dtype)[6:]} {kernel.fn.__name__} [{mode}]"
+                try:
+                    src = ASTSource(kernel, _signature(kernel, kargs, constexprs), constexprs)
+                    compiled = triton.compile(src, target=target, options=dict(num_warps=warps))
+                    print(f"ok   {name}: {_ptxas_stats(compiled.asm['ptx'], args.arch)}",
+                          flush=True)
+                except Exception as error:  # report every variant, then fail
+                    failures += 1
+                    print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
     return 1 if failures else 0
 
 

@@ -7,7 +7,7 @@ import torch
 
 from tests.tolerances import TOLERANCES
 
-pytest.importorskip("triton", reason="the Triton backend needs triton (pip install 'lstmkit[triton]')")
+pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
 from lstmkit.cells.base import state_tensors  # noqa: E402
 from lstmkit.kernels.triton import interpreting  # noqa: E402
@@ -54,5 +54,5 @@ def compare(make, dtype, device, steps=4, batch=3, lengths=None, training=True, 
     rtol, atol = TOLERANCES[dtype]
     names = ["y", "h", "c"][:1 + len(hx)] + ["grad x"] + [f"grad hx{k}" for k in range(len(hx))] \
         + [f"grad {n}" for n, _ in reference.named_parameters()]
-    for name, a, e in zip(names, actual, expected):
+    for name, a, e in zip(names, actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")

@@ -4,16 +4,17 @@ and gradients of every input and parameter, for every option, on every launch pl
 import pytest
 import torch
 
-from tests.kernels.triton.helpers import compare, skip_unsupported
+pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
-from lstmkit import GRU  # noqa: I001 (after helpers: it skips the module without triton)
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
-from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton import gru as kernels
-from lstmkit.layers.stack import StepMasks
+from lstmkit import GRU  # noqa: E402
+from lstmkit.cells.weights import CellWeights  # noqa: E402
+from lstmkit.config import CellConfig  # noqa: E402
+from lstmkit.kernels.triton import common  # noqa: E402
+from lstmkit.kernels.triton import gru as kernels  # noqa: E402
+from lstmkit.layers.stack import StepMasks  # noqa: E402
+from tests.kernels.triton.helpers import compare, skip_unsupported  # noqa: E402
 
-I, H = 3, 8
+IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
 
 OPTIONS = {
@@ -28,7 +29,7 @@ OPTIONS = {
 
 
 def _make(options, hidden=H):
-    return lambda backend: GRU(I, hidden, backend=backend, **options)
+    return lambda backend: GRU(IN, hidden, backend=backend, **options)
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -83,7 +84,7 @@ def test_gradcheck_float64(reset_after, device):
 
     def fn(x, h0, flat):  # the weights as one tensor: one finite difference for all
         parts = flat.split([torch.Size(s).numel() for s in shapes])
-        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes)))
+        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes, strict=True)))
         return kernels.scan(cfg, w, x, h0, torch.tensor([2, 1]), masks)
 
     def tensor(*shape):
@@ -97,8 +98,8 @@ def test_gradcheck_float64(reset_after, device):
 def test_chunked_and_stepwise_equal_full(device):
     """Streaming: chunks, and single steps, carrying the state equal one call (evaluation)."""
     torch.manual_seed(0)
-    layer = GRU(I, H, backend="triton", **OPTIONS["everything"]).to(device, torch.float64).eval()
-    x = torch.randn(6, 2, I, device=device, dtype=torch.float64)
+    layer = GRU(IN, H, backend="triton", **OPTIONS["everything"]).to(device, torch.float64).eval()
+    x = torch.randn(6, 2, IN, device=device, dtype=torch.float64)
     with torch.no_grad():
         full, full_state = layer(x)
         first, state = layer(x[:2])

@@ -4,16 +4,17 @@ and gradients of every input and parameter, for every option, on every launch pl
 import pytest
 import torch
 
-from tests.kernels.triton.helpers import compare, skip_unsupported
+pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
-from lstmkit import LSTM  # noqa: I001 (after helpers: it skips the module without triton)
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
-from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton import lstm as kernels
-from lstmkit.layers.stack import StepMasks
+from lstmkit import LSTM  # noqa: E402
+from lstmkit.cells.weights import CellWeights  # noqa: E402
+from lstmkit.config import CellConfig  # noqa: E402
+from lstmkit.kernels.triton import common  # noqa: E402
+from lstmkit.kernels.triton import lstm as kernels  # noqa: E402
+from lstmkit.layers.stack import StepMasks  # noqa: E402
+from tests.kernels.triton.helpers import compare, skip_unsupported  # noqa: E402
 
-I, H = 3, 8
+IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
 
 OPTIONS = {
@@ -38,7 +39,7 @@ OPTIONS = {
 
 
 def _make(options, hidden=H):
-    return lambda backend: LSTM(I, hidden, backend=backend, **options)
+    return lambda backend: LSTM(IN, hidden, backend=backend, **options)
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -101,7 +102,7 @@ def test_gradcheck_float64(device):
 
     def fn(x, h0, c0, flat):  # the weights as one tensor: one finite difference for all
         parts = flat.split([torch.Size(s).numel() for s in shapes])
-        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes)))
+        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes, strict=True)))
         y, (h, c) = kernels.scan(cfg, w, x, (h0, c0), lengths, masks)
         return y, h, c
 
@@ -114,8 +115,8 @@ def test_gradcheck_float64(device):
 def test_chunked_and_stepwise_equal_full(name, device):
     """Streaming: chunks, and single steps, carrying the state equal one call (evaluation)."""
     torch.manual_seed(0)
-    layer = LSTM(I, H, backend="triton", **OPTIONS[name]).to(device, torch.float64).eval()
-    x = torch.randn(6, 2, I, device=device, dtype=torch.float64)
+    layer = LSTM(IN, H, backend="triton", **OPTIONS[name]).to(device, torch.float64).eval()
+    x = torch.randn(6, 2, IN, device=device, dtype=torch.float64)
     with torch.no_grad():
         full, full_state = layer(x)
         first, state = layer(x[:2])
@@ -125,5 +126,5 @@ def test_chunked_and_stepwise_equal_full(name, device):
             y_t, state = layer.step(x[t], state)
             steps.append(y_t[None])
     torch.testing.assert_close(torch.cat([first, second, *steps]), full, rtol=1e-12, atol=1e-12)
-    for a, e in zip(state, full_state):
+    for a, e in zip(state, full_state, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)

@@ -181,7 +181,8 @@ def plan(gates: int, batch: int, hidden: int, depth: int, device: torch.device,
     block_b = min(pad(batch), 64)
     if single or hidden <= 64:
         block_h = pad(hidden)
-        block_k = max(_MIN_BLOCK, min(pad(depth), _TILE_ELEMENTS // (gates * block_h)))
+        fits = _TILE_ELEMENTS // (gates * block_h)
+        block_k = max(_MIN_BLOCK, min(pad(depth), 1 << (fits.bit_length() - 1) if fits else 0))
         hold = block_k >= depth
         return Plan(block_b, block_h, block_k, persistent=True, hold=hold,
                     num_warps=4 if block_h <= 64 else 8)

@@ -53,7 +53,6 @@ def _gru_forward(
     SYNC: tl.constexpr,
 ):
     acc_ty = S.dtype.element_ty
-    w_ty = W.dtype.element_ty
     pid_b = tl.program_id(0)
     rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BB,)
     rh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
