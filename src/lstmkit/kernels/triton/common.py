@@ -101,6 +101,12 @@ def clamp_grad(a, clip, CLIP: tl.constexpr):
 
 
 @triton.jit
+def row(PTR, offs, mask, dtype: tl.constexpr):
+    """A block of a parameter vector as a (1, BH) row in ``dtype``; 0 where masked."""
+    return tl.load(PTR + offs, mask=mask, other=0.0).to(dtype)[None, :]
+
+
+@triton.jit
 def state_ptrs(BUF, t, rb, ru, B, U):
     """Pointers (BB, BU) into a (T, B, U) buffer at step t: rows rb (BB,), units ru (BU,)."""
     return BUF + (t * B + rb).to(tl.int64)[:, None] * U + ru[None, :]

@@ -26,7 +26,7 @@ import triton.language as tl
 from lstmkit.cells.gru import gru_input
 from lstmkit.config import CellConfig
 from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton.common import state_ptrs, step_sync, tanh
+from lstmkit.kernels.triton.common import row, state_ptrs, step_sync, tanh
 
 
 @triton.jit
@@ -58,6 +58,9 @@ def _gru_forward(
     rh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
     mb, mh = rb < B, rh < H
     m_bh = mb[:, None] & mh[None, :]
+    if HAS_BIAS:  # (1, BH) rows, loaded once
+        b_r, b_z = row(BHH, rh, mh, acc_ty), row(BHH, H + rh, mh, acc_ty)
+        b_n = row(BHH, 2 * H + rh, mh, acc_ty)
     if HOLD:  # W_hh^T's three (BK, BH) blocks over the whole depth H
         rk = tl.arange(0, BLOCK_K)
         wmask = (rk < H)[:, None] & mh[None, :]
@@ -93,8 +96,7 @@ def _gru_forward(
         a_r = q_r + tl.load(gx, mask=m_bh, other=0.0).to(acc_ty)
         a_z = q_z + tl.load(gx + H, mask=m_bh, other=0.0).to(acc_ty)
         if HAS_BIAS:
-            a_r += tl.load(BHH + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            a_z += tl.load(BHH + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            a_r, a_z = a_r + b_r, a_z + b_z
         r = tl.sigmoid(a_r)
         z = tl.sigmoid(a_z)
         h_prev = tl.load(state_ptrs(HS, t, rb, rh, B, H), mask=m_bh, other=0.0,
@@ -108,7 +110,7 @@ def _gru_forward(
             q = _reset_product(S, HS, DROP, W, t, rb, mb, rh, mh, B, H, DROPOUT, BLOCK_B,
                                BLOCK_H, BLOCK_K, PRECISION)
         if HAS_BIAS:
-            q += tl.load(BHH + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            q += b_n
         x_n = tl.load(gx + 2 * H, mask=m_bh, other=0.0).to(acc_ty)
         if RESET_AFTER:
             n = tanh(x_n + r * q)

@@ -24,7 +24,8 @@ import triton.language as tl
 from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
 from lstmkit.config import CellConfig
 from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton.common import act, act_grad, clamp, clamp_grad, state_ptrs, step_sync
+from lstmkit.kernels.triton.common import (act, act_grad, clamp, clamp_grad, row, state_ptrs,
+                                           step_sync)
 
 _EPS = tl.constexpr(LN_EPS)
 
@@ -70,6 +71,16 @@ def _lstm_forward(
     else:
         ro = rh
     m_bo = mb[:, None] & (ro < P)[None, :]  # (BB, BP) or (BB, BH)
+    if HAS_BIAS:  # (1, BH) rows of the parameter vectors, loaded once
+        b_i, b_f = row(BHH, rh, mh, acc_ty), row(BHH, H + rh, mh, acc_ty)
+        b_g, b_o = row(BHH, 2 * H + rh, mh, acc_ty), row(BHH, 3 * H + rh, mh, acc_ty)
+    if PEEPHOLE:
+        p_i, p_f = row(PEEP, rh, mh, acc_ty), row(PEEP, H + rh, mh, acc_ty)
+        p_o = row(PEEP, 2 * H + rh, mh, acc_ty)
+    if LAYER_NORM:
+        ln_i, ln_f = row(GLN, rh, mh, acc_ty), row(GLN, H + rh, mh, acc_ty)
+        ln_g, ln_o = row(GLN, 2 * H + rh, mh, acc_ty), row(GLN, 3 * H + rh, mh, acc_ty)
+        ln_c, ln_b = row(GC, rh, mh, acc_ty), row(BC, rh, mh, acc_ty)
     if HOLD:  # the whole product depth fits one block: keep W_hh^T's four (BK, BH) blocks
         rk = tl.arange(0, BLOCK_K)
         wmask = (rk < P)[:, None] & mh[None, :]
@@ -120,24 +131,18 @@ def _lstm_forward(
                 tl.store(ptrs + 2 * H, r_g, mask=m_bh)
                 tl.store(ptrs + 3 * H, r_o, mask=m_bh)
                 tl.store(RSTD + t * B + rb, rstd, mask=mb)
-            r_i = r_i * tl.load(GLN + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            r_f = r_f * tl.load(GLN + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            r_g = r_g * tl.load(GLN + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            r_o = r_o * tl.load(GLN + 3 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            r_i, r_f, r_g, r_o = r_i * ln_i, r_f * ln_f, r_g * ln_g, r_o * ln_o
         gx = _gate_ptrs(GX, t, rb, rh, B, H)
         a_i = r_i + tl.load(gx, mask=m_bh, other=0.0).to(acc_ty)
         a_f = r_f + tl.load(gx + H, mask=m_bh, other=0.0).to(acc_ty)
         a_g = r_g + tl.load(gx + 2 * H, mask=m_bh, other=0.0).to(acc_ty)
         a_o = r_o + tl.load(gx + 3 * H, mask=m_bh, other=0.0).to(acc_ty)
         if HAS_BIAS:
-            a_i += tl.load(BHH + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            a_f += tl.load(BHH + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            a_g += tl.load(BHH + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            a_o += tl.load(BHH + 3 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            a_i, a_f, a_g, a_o = a_i + b_i, a_f + b_f, a_g + b_g, a_o + b_o
         c_prev = tl.load(state_ptrs(CS, t, rb, rh, B, H), mask=m_bh, other=0.0)  # (BB, BH)
         if PEEPHOLE:
-            a_i += tl.load(PEEP + rh, mask=mh, other=0.0).to(acc_ty)[None, :] * c_prev
-            a_f += tl.load(PEEP + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :] * c_prev
+            a_i += p_i * c_prev
+            a_f += p_f * c_prev
         i = act(clamp(a_i, clip, CLIP), GATE_ACT)
         if COUPLED:
             f = 1.0 - i
@@ -145,11 +150,11 @@ def _lstm_forward(
             f = act(clamp(a_f, clip, CLIP), GATE_ACT)
         c_new = f * c_prev + i * act(clamp(a_g, clip, CLIP), CELL_ACT)
         if PEEPHOLE:
-            a_o += tl.load(PEEP + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :] * c_new
+            a_o += p_o * c_new
         o = act(clamp(a_o, clip, CLIP), GATE_ACT)
         c_out = c_new
         if LAYER_NORM:
-            c_out = _layer_norm_c(c_new, m_bh, GC, BC, rh, mh, H)
+            c_out = _normalise(c_new, m_bh, H)[0] * ln_c + ln_b
         h_new = o * act(c_out, OUT_ACT)  # (BB, BH)
         if PROJ:  # h_new W_hr^T in chunks of depth, read back from HN
             tl.store(state_ptrs(HN, t, rb, rh, B, H), h_new, mask=m_bh)
@@ -213,15 +218,6 @@ def _unproject(DHP, WHR, t, rb, mb, rh, mh, B, H, P, BLOCK_B: tl.constexpr,
 
 
 @triton.jit
-def _layer_norm_c(c, m_bh, GC, BC, rh, mh, H):
-    """LN(c; γ_c, β_c) over the H units of each row (BB, BH), all held by this program."""
-    xhat, _ = _normalise(c, m_bh, H)
-    gamma = tl.load(GC + rh, mask=mh, other=0.0).to(c.dtype)[None, :]
-    beta = tl.load(BC + rh, mask=mh, other=0.0).to(c.dtype)[None, :]
-    return xhat * gamma + beta
-
-
-@triton.jit
 def _normalise(x, mask, n):
     """((x - mean) / sqrt(var + eps), 1 / sqrt(var + eps)) over each row's ``n`` masked units."""
     mean = tl.sum(tl.where(mask, x, 0.0), axis=1) / n
@@ -272,6 +268,13 @@ def _lstm_backward(
         ro = rh
     mo = ro < P
     m_bo = mb[:, None] & mo[None, :]
+    if PEEPHOLE:  # (1, BH) rows of the parameter vectors, loaded once
+        p_i, p_f = row(PEEP, rh, mh, acc_ty), row(PEEP, H + rh, mh, acc_ty)
+        p_o = row(PEEP, 2 * H + rh, mh, acc_ty)
+    if LAYER_NORM:
+        ln_i, ln_f = row(GLN, rh, mh, acc_ty), row(GLN, H + rh, mh, acc_ty)
+        ln_g, ln_o = row(GLN, 2 * H + rh, mh, acc_ty), row(GLN, 3 * H + rh, mh, acc_ty)
+        ln_c, ln_b = row(GC, rh, mh, acc_ty), row(BC, rh, mh, acc_ty)
     if HOLD:  # W_hh's four (BK, BO) blocks over the whole depth H
         rk = tl.arange(0, BLOCK_K)
         wmask = (rk < H)[:, None] & mo[None, :]
@@ -353,17 +356,16 @@ def _lstm_backward(
         c_out = c_new
         if LAYER_NORM:
             xhat, rstd = _normalise(c_new, m_bh, H)
-            gamma = tl.load(GC + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            c_out = xhat * gamma + tl.load(BC + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            c_out = xhat * ln_c + ln_b
         d_cout = d_h * o * act_grad(c_out, OUT_ACT)
         if LAYER_NORM:
             tl.store(state_ptrs(DCO, t, rb, rh, B, H), d_cout, mask=m_bh)
-            d_c += _normalise_grad(d_cout * gamma, xhat, rstd, m_bh, H)
+            d_c += _normalise_grad(d_cout * ln_c, xhat, rstd, m_bh, H)
         else:
             d_c += d_cout
         da_o = d_h * act(c_out, OUT_ACT) * _gate_grad(a_o, clip, CLIP, GATE_ACT)
         if PEEPHOLE:
-            d_c += da_o * tl.load(PEEP + 2 * H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            d_c += da_o * p_o
         g_c += d_c * f
         d_i = d_c * g
         d_f = d_c * c_prev
@@ -375,16 +377,15 @@ def _lstm_backward(
         da_i = d_i * _gate_grad(a_i, clip, CLIP, GATE_ACT)
         da_g = d_c * i * _gate_grad(a_g, clip, CLIP, CELL_ACT)
         if PEEPHOLE:
-            g_c += da_i * tl.load(PEEP + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
-            g_c += da_f * tl.load(PEEP + H + rh, mask=mh, other=0.0).to(acc_ty)[None, :]
+            g_c += da_i * p_i + da_f * p_f
         dp = _gate_ptrs(DA, t, rb, rh, B, H)
         tl.store(dp, da_i, mask=m_bh)
         tl.store(dp + H, da_f, mask=m_bh)
         tl.store(dp + 2 * H, da_g, mask=m_bh)
         tl.store(dp + 3 * H, da_o, mask=m_bh)
         if LAYER_NORM:  # r's layer norm spans the four gates
-            _gate_norm_grad(XR, RSTD, GLN, DR, t, rb, rh, mb, mh, m_bh, B, H,
-                            da_i, da_f, da_g, da_o)
+            _gate_norm_grad(XR, RSTD, DR, t, rb, rh, mb, m_bh, B, H, da_i, da_f, da_g, da_o,
+                            ln_i, ln_f, ln_g, ln_o)
         step_sync(COUNT, pid_b * T + t, tl.num_programs(1), SYNC)
     tl.store(GH + rb[:, None] * P + ro[None, :], g_h, mask=m_bo)
     tl.store(GCS + rb[:, None] * H + rh[None, :], g_c, mask=m_bh)
@@ -397,7 +398,8 @@ def _gate_grad(a, clip, CLIP: tl.constexpr, KIND: tl.constexpr):
 
 
 @triton.jit
-def _gate_norm_grad(XR, RSTD, GLN, DR, t, rb, rh, mb, mh, m_bh, B, H, da_i, da_f, da_g, da_o):
+def _gate_norm_grad(XR, RSTD, DR, t, rb, rh, mb, m_bh, B, H, da_i, da_f, da_g, da_o, ln_i, ln_f,
+                    ln_g, ln_o):
     """dr_t from da_t through LN(r; γ_hh) over the 4H units of each row; stores DR[t]."""
     xp = _gate_ptrs(XR, t, rb, rh, B, H)
     x_i = tl.load(xp, mask=m_bh, other=0.0)
@@ -405,13 +407,8 @@ def _gate_norm_grad(XR, RSTD, GLN, DR, t, rb, rh, mb, mh, m_bh, B, H, da_i, da_f
     x_g = tl.load(xp + 2 * H, mask=m_bh, other=0.0)
     x_o = tl.load(xp + 3 * H, mask=m_bh, other=0.0)
     rstd = tl.load(RSTD + t * B + rb, mask=mb, other=0.0)[:, None]  # (BB, 1)
-    dx_i = tl.where(m_bh, da_i * tl.load(GLN + rh, mask=mh, other=0.0).to(da_i.dtype)[None, :], 0.0)
-    dx_f = tl.where(m_bh, da_f * tl.load(GLN + H + rh, mask=mh, other=0.0).to(da_i.dtype)[None, :],
-                    0.0)
-    dx_g = tl.where(m_bh, da_g * tl.load(GLN + 2 * H + rh, mask=mh, other=0.0).to(da_i.dtype)[
-        None, :], 0.0)
-    dx_o = tl.where(m_bh, da_o * tl.load(GLN + 3 * H + rh, mask=mh, other=0.0).to(da_i.dtype)[
-        None, :], 0.0)
+    dx_i, dx_f = tl.where(m_bh, da_i * ln_i, 0.0), tl.where(m_bh, da_f * ln_f, 0.0)
+    dx_g, dx_o = tl.where(m_bh, da_g * ln_g, 0.0), tl.where(m_bh, da_o * ln_o, 0.0)
     n4 = 4.0 * H
     mean_d = (tl.sum(dx_i + dx_f + dx_g + dx_o, axis=1) / n4)[:, None]
     mean_dx = (tl.sum(dx_i * x_i + dx_f * x_f + dx_g * x_g + dx_o * x_o, axis=1) / n4)[:, None]
@@ -420,7 +417,6 @@ def _gate_norm_grad(XR, RSTD, GLN, DR, t, rb, rh, mb, mh, m_bh, B, H, da_i, da_f
     tl.store(dp + H, rstd * (dx_f - mean_d - x_f * mean_dx), mask=m_bh)
     tl.store(dp + 2 * H, rstd * (dx_g - mean_d - x_g * mean_dx), mask=m_bh)
     tl.store(dp + 3 * H, rstd * (dx_o - mean_d - x_o * mean_dx), mask=m_bh)
-
 
 def _flags(cfg: CellConfig) -> dict:
     """The forward's and backward's shared constexprs for ``cfg``."""
