@@ -196,7 +196,8 @@ def plan(gates: int, batch: int, hidden: int, depth: int, device: torch.device,
     programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, block_h)
     resident = device.type == "cuda" and programs <= torch.cuda.get_device_properties(
         device).multi_processor_count
-    return Plan(block_b, block_h, block_k, persistent=resident, sync=resident)
+    # Eight warps: with four, float32 blocks spill registers (ptxas, sm_90).
+    return Plan(block_b, block_h, block_k, persistent=resident, sync=resident, num_warps=8)
 
 
 def precision(dtype: torch.dtype) -> str:
