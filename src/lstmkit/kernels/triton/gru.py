@@ -67,7 +67,8 @@ def _gru_forward(
         w_ptrs = W + rh[None, :].to(tl.int64) * H + rk[:, None]
         w_r = tl.load(w_ptrs, mask=wmask, other=0.0)
         w_z = tl.load(w_ptrs + H * H, mask=wmask, other=0.0)
-        w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
+        if RESET_AFTER:  # else n's product takes r ⊙ h', in its own chunks
+            w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
     if DROPOUT:
         keep = tl.load(DROP + rb[:, None] * H + rh[None, :], mask=m_bh, other=0.0)
     for t in range(s_start, s_stop):
@@ -87,7 +88,8 @@ def _gru_forward(
                 w_ptrs = W + rh[None, :].to(tl.int64) * H + rk[:, None]
                 w_r = tl.load(w_ptrs, mask=wmask, other=0.0)
                 w_z = tl.load(w_ptrs + H * H, mask=wmask, other=0.0)
-                w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
+                if RESET_AFTER:
+                    w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
             q_r = tl.dot(hk, w_r, acc=q_r, input_precision=PRECISION, out_dtype=acc_ty)
             q_z = tl.dot(hk, w_z, acc=q_z, input_precision=PRECISION, out_dtype=acc_ty)
             if RESET_AFTER:
@@ -200,7 +202,8 @@ def _gru_backward(
         w_ptrs = W + rk[:, None].to(tl.int64) * H + rh[None, :]
         w_r = tl.load(w_ptrs, mask=wmask, other=0.0)
         w_z = tl.load(w_ptrs + H * H, mask=wmask, other=0.0)
-        w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
+        if RESET_AFTER:  # else n's product takes r ⊙ h', in its own chunks
+            w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
     if DROPOUT:
         keep = tl.load(DROP + rb[:, None] * H + rh[None, :], mask=m_bh, other=0.0).to(acc_ty)
     g_h = tl.load(GH + rb[:, None] * H + rh[None, :], mask=m_bh, other=0.0)  # (BB, BH)
@@ -219,7 +222,8 @@ def _gru_backward(
                 w_ptrs = W + rk[:, None].to(tl.int64) * H + rh[None, :]
                 w_r = tl.load(w_ptrs, mask=wmask, other=0.0)
                 w_z = tl.load(w_ptrs + H * H, mask=wmask, other=0.0)
-                w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
+                if RESET_AFTER:
+                    w_n = tl.load(w_ptrs + 2 * H * H, mask=wmask, other=0.0)
             d = tl.load(dr, mask=dmask, other=0.0, cache_modifier=".cg").to(w_ty)
             rec = tl.dot(d, w_r, acc=rec, input_precision=PRECISION, out_dtype=acc_ty)
             d = tl.load(dr + H, mask=dmask, other=0.0, cache_modifier=".cg").to(w_ty)

@@ -24,8 +24,15 @@ import triton.language as tl
 from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
 from lstmkit.config import CellConfig
 from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton.common import (act, act_grad, clamp, clamp_grad, row, state_ptrs,
-                                           step_sync)
+from lstmkit.kernels.triton.common import (
+    act,
+    act_grad,
+    clamp,
+    clamp_grad,
+    row,
+    state_ptrs,
+    step_sync,
+)
 
 _EPS = tl.constexpr(LN_EPS)
 
