@@ -2,6 +2,9 @@
 "auto" treats it; and the launch plans of lstmkit/kernels/triton/common.py."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -87,3 +90,20 @@ def test_plan_blocks_are_powers_of_two(gates, hidden, single, gpu):
     plan = common.plan(gates, 5, hidden, hidden, gpu, single)
     for block in (plan.block_b, plan.block_h, plan.block_k):
         assert block >= 16 and block & (block - 1) == 0
+
+
+def test_kernels_built_for_a_gpu_refuse_cpu_tensors_clearly():
+    """TRITON_INTERPRET set too late (after the kernels' import) is an error that says so."""
+    code = ("import torch\n"
+            "from lstmkit.cells.weights import CellWeights\n"
+            "from lstmkit.config import CellConfig\n"
+            "from lstmkit.kernels.triton import lstm\n"
+            "from lstmkit.layers.stack import StepMasks\n"
+            "w = CellWeights(torch.randn(16, 2), torch.randn(16, 4))\n"
+            "state = (torch.zeros(2, 4), torch.zeros(2, 4))\n"
+            "lstm.scan(CellConfig('lstm', 2, 4), w, torch.randn(3, 2, 2), state, None, "
+            "StepMasks())\n")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "set TRITON_INTERPRET=1 before" in result.stderr

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from lstmkit.activations import ACTIVATIONS
 
@@ -230,6 +231,9 @@ def launch(kernel, plan_: Plan, grid: tuple[int, int], steps: int, *args, **cons
     The kernel's last two runtime arguments, after ``args``, are ``s_start, s_stop``: the range of
     step indices a launch covers (the kernel maps them to times, forwards or backwards).
     """
+    if args[0].device.type != "cuda" and not isinstance(kernel, InterpretedFunction):
+        raise RuntimeError("Triton's kernels were built for a GPU: set TRITON_INTERPRET=1 before "
+                           "lstmkit's first Triton run to run them on the CPU")
     options = dict(num_warps=plan_.num_warps)
     if plan_.sync and grid[1] > 1:  # a grid barrier needs every program resident at once
         options["launch_cooperative_grid"] = True
