@@ -12,7 +12,6 @@ from lstmkit.config import CellConfig  # noqa: E402
 from lstmkit.kernels.triton import common  # noqa: E402
 from lstmkit.kernels.triton import gru as kernels  # noqa: E402
 from lstmkit.layers.stack import StepMasks  # noqa: E402
-from tests.kernels.triton.helpers import compare, skip_unsupported  # noqa: E402
 
 IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
@@ -33,22 +32,22 @@ def _make(options, hidden=H):
 
 
 @pytest.mark.parametrize("name", OPTIONS)
-def test_matches_reference_with_lengths(name, device):
+def test_matches_reference_with_lengths(name, device, compare):
     compare(_make(OPTIONS[name]), torch.float64, device, lengths=LENGTHS)
 
 
 @pytest.mark.parametrize("name", ["plain", "everything"])
-def test_matches_reference_full_length(name, device):
+def test_matches_reference_full_length(name, device, compare):
     compare(_make(OPTIONS[name]), torch.float64, device)
 
 
-def test_matches_reference_in_evaluation(device):
+def test_matches_reference_in_evaluation(device, compare):
     compare(_make(OPTIONS["everything"]), torch.float64, device, lengths=LENGTHS, training=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["plain", "everything"])
-def test_matches_reference_in_low_precision(name, dtype, device):
+def test_matches_reference_in_low_precision(name, dtype, device, compare):
     compare(_make(OPTIONS[name]), dtype, device, lengths=LENGTHS)
 
 
@@ -62,7 +61,7 @@ PLANS = {  # at H=24: two hidden tiles; two chunks of every product; weights hel
 
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("name", ["recurrent dropout", "everything"])
-def test_every_launch_plan(name, plan, device, monkeypatch):
+def test_every_launch_plan(name, plan, device, monkeypatch, compare):
     options = OPTIONS[name]
     chosen = PLANS[plan]
     if options.get("reset_after") is False and chosen.block_h < 24:
@@ -74,7 +73,6 @@ def test_every_launch_plan(name, plan, device, monkeypatch):
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gradcheck_float64(reset_after, device):
     """The autograd Function's backward against finite differences."""
-    skip_unsupported(torch.float64)
     cfg = CellConfig("gru", 2, 4, reset_after=reset_after)
     steps, batch = 2, 2
     torch.manual_seed(0)

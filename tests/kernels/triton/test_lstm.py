@@ -12,7 +12,6 @@ from lstmkit.config import CellConfig  # noqa: E402
 from lstmkit.kernels.triton import common  # noqa: E402
 from lstmkit.kernels.triton import lstm as kernels  # noqa: E402
 from lstmkit.layers.stack import StepMasks  # noqa: E402
-from tests.kernels.triton.helpers import compare, skip_unsupported  # noqa: E402
 
 IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
@@ -43,23 +42,23 @@ def _make(options, hidden=H):
 
 
 @pytest.mark.parametrize("name", OPTIONS)
-def test_matches_reference_with_lengths(name, device):
+def test_matches_reference_with_lengths(name, device, compare):
     compare(_make(OPTIONS[name]), torch.float64, device, lengths=LENGTHS)
 
 
 @pytest.mark.parametrize("name", ["plain", "everything", "bidirectional, 2 layers"])
-def test_matches_reference_full_length(name, device):
+def test_matches_reference_full_length(name, device, compare):
     compare(_make(OPTIONS[name]), torch.float64, device)
 
 
 @pytest.mark.parametrize("name", ["zoneout", "everything"])
-def test_matches_reference_in_evaluation(name, device):
+def test_matches_reference_in_evaluation(name, device, compare):
     compare(_make(OPTIONS[name]), torch.float64, device, lengths=LENGTHS, training=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["plain", "everything"])
-def test_matches_reference_in_low_precision(name, dtype, device):
+def test_matches_reference_in_low_precision(name, dtype, device, compare):
     compare(_make(OPTIONS[name]), dtype, device, lengths=LENGTHS)
 
 
@@ -74,7 +73,7 @@ PLANS = {  # at H=24: two hidden tiles; two chunks of every product; weights hel
 
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("name", ["peephole", "everything"])
-def test_every_launch_plan(name, plan, device, monkeypatch):
+def test_every_launch_plan(name, plan, device, monkeypatch, compare):
     options = OPTIONS[name]
     chosen = PLANS[plan]
     if (options.get("layer_norm") or options.get("proj_size")) and chosen.block_h < 24:
@@ -85,7 +84,6 @@ def test_every_launch_plan(name, plan, device, monkeypatch):
 
 def test_gradcheck_float64(device):
     """The autograd Function's backward against finite differences, every option at once."""
-    skip_unsupported(torch.float64)
     cfg = CellConfig("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
                      output_activation="softsign")
     steps, batch = 2, 2
