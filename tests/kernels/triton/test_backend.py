@@ -41,12 +41,18 @@ def test_missing_triton_says_how_to_install(monkeypatch):
 
 @pytest.mark.parametrize("config, dtype, words", [
     (LayerConfig(CellConfig("rnn", 3, 8)), torch.float32, "LSTM and GRU only"),
-    (LayerConfig(CellConfig("lstm", 3, 2048, layer_norm=True)), torch.float32, "hidden_size"),
-    (LayerConfig(CellConfig("gru", 3, 2048, reset_after=False)), torch.float32, "hidden_size"),
+    (LayerConfig(CellConfig("lstm", 3, 257, layer_norm=True)), torch.float32, "hidden_size"),
+    (LayerConfig(CellConfig("lstm", 3, 257, proj_size=4)), torch.float32, "hidden_size"),
+    (LayerConfig(CellConfig("gru", 3, 257, reset_after=False)), torch.float32, "hidden_size"),
     (VARIANT, torch.complex64, "dtype"),
 ])
 def test_reasons(config, dtype, words):
     assert words in backend.supports(config, CPU, dtype, True)
+
+
+def test_one_program_variants_run_up_to_256_units():
+    config = LayerConfig(CellConfig("lstm", 3, 256, layer_norm=True, proj_size=4))
+    assert backend.supports(config, torch.device("cuda"), torch.float32, True) is None
 
 
 def test_naming_it_for_what_it_cannot_run_is_an_error():

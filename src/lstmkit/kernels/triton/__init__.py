@@ -26,9 +26,10 @@ from lstmkit.layers.stack import stack_of
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _ACTIVATIONS = frozenset({"sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
                           "leaky_relu", "identity"})
-_MAX_SINGLE = 1024
-"""Largest H whose step runs in one program (layer norm, projection, GRU reset-before): the
-whole hidden row of a step lives in that program's registers."""
+_MAX_SINGLE = 256
+"""Largest H whose step runs in one program per batch tile (layer norm, projection, the GRU's
+reset-before form): that program holds whole rows of the step in registers, which spill beyond
+this (ptxas, sm_90: about 1 KB per thread at H=256, 40 KB at H=768)."""
 
 
 def interpreting() -> bool:
@@ -53,8 +54,8 @@ def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
         return f"activation {sorted(unknown)[0]!r} has no Triton kernel"
     single = cell.layer_norm or cell.proj_size or not cell.reset_after
     if single and cell.hidden_size > _MAX_SINGLE:
-        return (f"layer_norm, proj_size and reset_after=False need hidden_size <= {_MAX_SINGLE} "
-                f"here, got {cell.hidden_size}")
+        return (f"layer_norm, proj_size and reset_after=False run in one program per batch "
+                f"tile: hidden_size <= {_MAX_SINGLE}, got {cell.hidden_size}")
     return None
 
 
