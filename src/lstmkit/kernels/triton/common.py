@@ -185,15 +185,15 @@ def plan(gates: int, batch: int, hidden: int, depth: int, device: torch.device,
     over programs that meet at a grid barrier each step when the whole grid fits on the GPU at
     once, else run one launch per step.
     """
-    block_b = min(pad(batch), 64)
-    if single or hidden <= 64:
-        block_h = pad(hidden)
+    if single or hidden <= 64:  # 16 rows a program: whole rows are in registers; more programs
+        block_b, block_h = _MIN_BLOCK, pad(hidden)
         fits = _TILE_ELEMENTS // (gates * block_h)
         block_k = max(_MIN_BLOCK, min(pad(depth), 1 << (fits.bit_length() - 1) if fits else 0))
         hold = block_k >= depth
         return Plan(block_b, block_h, block_k, persistent=True, hold=hold,
                     num_warps=4 if block_h <= 64 else 8)
-    block_h, block_k = _SPLIT_BLOCK_H, min(_SPLIT_BLOCK_K, pad(depth))
+    # Up to 64 rows a program, so that one stream of W_hh from L2 serves them all.
+    block_b, block_h, block_k = min(pad(batch), 64), _SPLIT_BLOCK_H, min(_SPLIT_BLOCK_K, pad(depth))
     programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, block_h)
     resident = device.type == "cuda" and programs <= torch.cuda.get_device_properties(
         device).multi_processor_count
