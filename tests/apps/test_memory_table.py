@@ -41,6 +41,7 @@ def test_table_pools_seeds_with_medians_of_solved_runs():
                 "sequences_trained": seqs or 74_000, "stopped": "solved" if solved else "budget",
                 "paper_sequences": 74_000, "lag": 110, "wall_seconds": 10.0,
                 "test": {"wrong": 0, "total": 2560, "loss": 0.01, "baseline_loss": 0.04},
+                "cpu_seconds": 5.0,
                 "config": {"task": "adding", "cell": "lstm", "init": "forget", "seed": seed}}
     table = markdown_table([result(0, True, 20_000), result(1, True, 40_000),
                             result(2, False, None)])

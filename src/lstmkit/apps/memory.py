@@ -203,7 +203,8 @@ def train(config: MemoryConfig, progress=None) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     train_gen = torch.Generator().manual_seed(config.seed)
     test_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
-    start, seen, next_check = time.perf_counter(), 0, config.check_every
+    start, cpu, seen = time.perf_counter(), time.process_time(), 0
+    next_check = config.check_every
     curve, stopped, solved_at, state, last = [], "budget", None, None, None
     for batch in task.train_batches(config.batch_size, train_gen):
         model.train()
@@ -234,10 +235,10 @@ def train(config: MemoryConfig, progress=None) -> dict:
         if config.max_seconds and time.perf_counter() - start > config.max_seconds:
             stopped = "time"
             break
-    wall = time.perf_counter() - start
     if last is None or last.total != task.test_size:
         last = _evaluate(model, task, test_gen, task.test_size)
-    return _result(config, task, budget, init_described, stopped, solved_at, seen, last, wall,
+    times = (time.perf_counter() - start, time.process_time() - cpu)
+    return _result(config, task, budget, init_described, stopped, solved_at, seen, last, times,
                    curve)
 
 
@@ -254,7 +255,7 @@ def _check(model, task, generator):
     return quick
 
 
-def _result(config, task, budget, init_described, stopped, solved_at, seen, test, wall, curve):
+def _result(config, task, budget, init_described, stopped, solved_at, seen, test, times, curve):
     return {
         "task": task.describe(),
         "solved": stopped == "solved",
@@ -266,7 +267,8 @@ def _result(config, task, budget, init_described, stopped, solved_at, seen, test
         "lag": task.lag,
         "test": {"wrong": test.wrong, "total": test.total, "loss": test.loss,
                  "baseline_loss": task.baseline},
-        "wall_seconds": round(wall, 2),
+        "wall_seconds": round(times[0], 2),
+        "cpu_seconds": round(times[1], 2),
         "init": init_described,
         "config": asdict(config),
         "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -287,11 +289,12 @@ def summary(result: dict) -> str:
     against = f" (paper: {paper:,})" if paper else ""
     if result["solved"]:
         head = (f"{result['task']}: solved after {result['sequences_to_solve']:,} training "
-                f"sequences{against} in {result['wall_seconds']:.1f} s")
+                f"sequences{against} in {result['wall_seconds']:.1f} s "
+                f"({result['cpu_seconds']:.1f} s of CPU)")
     else:
         head = (f"{result['task']}: NOT solved after {result['sequences_trained']:,} training "
                 f"sequences{against} in {result['wall_seconds']:.1f} s "
-                f"(stopped: {result['stopped']})")
+                f"({result['cpu_seconds']:.1f} s of CPU; stopped: {result['stopped']})")
     baseline = test["baseline_loss"]
     base = f", blind predictor {baseline:.4g}" if baseline is not None else ""
     cfg = result["config"]

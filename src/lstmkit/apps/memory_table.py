@@ -103,10 +103,12 @@ def _groups(results):
 
 
 def markdown_table(results: list[dict]) -> str:
-    """One row per task, length, cell and init; seeds pooled (medians over solved runs)."""
+    """One row per task, length, cell and init; seeds pooled (medians; sequences to solve over
+    the solved runs only). CPU seconds are this process's, a fairer clock than wall time on a
+    shared machine."""
     lines = ["| task | cell | init | solved | sequences to solve (median) | paper | "
-             "test wrong | test loss (blind) | wall s (median) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "test wrong | test loss (blind) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (_, described, cell, init), runs in _groups(results):
         solved = [r for r in runs if r["solved"]]
         seqs = (f"{statistics.median(r['sequences_to_solve'] for r in solved):,.0f}"
@@ -117,8 +119,11 @@ def markdown_table(results: list[dict]) -> str:
         base = runs[0]["test"]["baseline_loss"]
         loss_text = f"{loss:.3g}" + (f" ({base:.3g})" if base is not None else "")
         wall = statistics.median(r["wall_seconds"] for r in runs)
+        cpus = [r["cpu_seconds"] for r in runs if "cpu_seconds" in r]
+        cpu = f"{statistics.median(cpus):.0f}" if cpus else "-"
         lines.append(f"| {described} | {cell} | {init} | {len(solved)}/{len(runs)} | {seqs} | "
-                     f"{f'{paper:,}' if paper else '-'} | {wrong} | {loss_text} | {wall:.0f} |")
+                     f"{f'{paper:,}' if paper else '-'} | {wrong} | {loss_text} | {wall:.0f} | "
+                     f"{cpu} |")
     return "\n".join(lines) + "\n"
 
 
