@@ -205,7 +205,7 @@ def train(config: MemoryConfig, progress=None) -> dict:
     test_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
     start, cpu, seen = time.perf_counter(), time.process_time(), 0
     next_check = config.check_every
-    curve, stopped, solved_at, state, last = [], "budget", None, None, None
+    curve, stopped, solved_at, state, last, full = [], "budget", None, None, None, False
     for batch in task.train_batches(config.batch_size, train_gen):
         model.train()
         out, state = model(batch.x, state if batch.carry else None, lengths=batch.lengths)
@@ -224,10 +224,10 @@ def train(config: MemoryConfig, progress=None) -> dict:
             progress(seen, float(loss), last)
         if seen >= next_check or seen >= budget:
             next_check += config.check_every
-            last = _check(model, task, test_gen)
+            last, full = _check(model, task, test_gen)
             curve.append([seen, round(time.perf_counter() - start, 2), last.wrong, last.total,
                           round(last.loss, 6)])
-            if last.total == task.test_size and task.solved(last):
+            if full and task.solved(last):
                 stopped, solved_at = "solved", seen
                 break
         if seen >= budget:
@@ -235,7 +235,7 @@ def train(config: MemoryConfig, progress=None) -> dict:
         if config.max_seconds and time.perf_counter() - start > config.max_seconds:
             stopped = "time"
             break
-    if last is None or last.total != task.test_size:
+    if not full:
         last = _evaluate(model, task, test_gen, task.test_size)
     times = (time.perf_counter() - start, time.process_time() - cpu)
     return _result(config, task, budget, init_described, stopped, solved_at, seen, last, times,
@@ -248,11 +248,14 @@ def _evaluate(model, task, generator, n):
 
 
 def _check(model, task, generator):
-    """A quick test; the full one only when the quick one passes."""
-    quick = _evaluate(model, task, generator, min(QUICK_TEST, task.test_size))
-    if quick.total < task.test_size and task.solved(quick):
-        return _evaluate(model, task, generator, task.test_size)
-    return quick
+    """(evaluation, whether it was the full test): a quick test first, the full one only when
+    the quick one passes."""
+    if task.test_size <= QUICK_TEST:
+        return _evaluate(model, task, generator, task.test_size), True
+    quick = _evaluate(model, task, generator, QUICK_TEST)
+    if task.solved(quick):
+        return _evaluate(model, task, generator, task.test_size), True
+    return quick, False
 
 
 def _result(config, task, budget, init_described, stopped, solved_at, seen, test, times, curve):
