@@ -23,7 +23,7 @@ def test_bad_grid_is_a_value_error(field, value):
 
 
 def test_grid_resumes_and_tabulates_every_result(tmp_path):
-    base = MemoryConfig(budget="32", batch_size=16, hidden=4, quiet=True)
+    base = MemoryConfig(budget="32", batch_size=16, hidden=4, quiet=True, threads=1)
     config = GridConfig(tasks="reber", cells="lstm,rnn", inits="forget", dir=str(tmp_path))
     first = run_grid(config, base)
     done = tmp_path / "reber-lstm-forget-s0.json"

@@ -16,7 +16,7 @@ def test_smoke_run_writes_its_result(tmp_path, capsys):
 
 def test_config_file_and_options(tmp_path, capsys):
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"cell": "gru", "hidden": 4, "budget": "64"}))
+    config.write_text(json.dumps({"cell": "gru", "hidden": 4, "budget": "64", "threads": 1}))
     code = main(["memory", "temporal-order-6a", "--config", str(config), "--quiet",
                  "--out", str(tmp_path), "--batch-size", "32"])
     assert code == 0 and capsys.readouterr().out == ""

@@ -194,8 +194,16 @@ def train(config: MemoryConfig, progress=None) -> dict:
         config: the run.
         progress: optional callable ``(sequences, loss, last_test)`` called after each step.
     """
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: MemoryConfig, progress) -> dict:
     task = config.make_task()
     budget = parse_budget(config.budget, task)
     torch.manual_seed(config.seed)
