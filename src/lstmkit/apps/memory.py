@@ -232,7 +232,7 @@ def _train(config: MemoryConfig, progress) -> dict:
         if progress is not None:
             progress(seen, float(loss), last)
         if seen >= next_check or seen >= budget:
-            next_check += config.check_every
+            next_check = (seen // config.check_every + 1) * config.check_every
             last, full = _check(model, task, test_gen)
             curve.append([seen, round(time.perf_counter() - start, 2), last.wrong, last.total,
                           round(last.loss, 6)])
