@@ -15,6 +15,7 @@ import sys
 _COMMANDS = {
     "env": "lstmkit.cli.env",
     "demo": "lstmkit.cli.demo",
+    "memory": "lstmkit.cli.memory",
     "serve": "lstmkit.cli.serve",
     "export": "lstmkit.cli.export",
 }
