@@ -26,7 +26,8 @@ def check_lengths(lengths, batch: int, steps: int) -> torch.Tensor:
     """``lengths`` must be a 1-D integer tensor of ``batch`` values in 1..``steps``; returns it
     as int64 on the CPU (where the time loop reads it)."""
     if not isinstance(lengths, torch.Tensor):
-        raise TypeError(f"lengths: expected a 1-D integer torch.Tensor, got {type(lengths).__name__}")
+        raise TypeError("lengths: expected a 1-D integer torch.Tensor, "
+                        f"got {type(lengths).__name__}")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.numel() != batch:

@@ -43,4 +43,6 @@ ONNX_NAMES = {
     "leaky_relu": "LeakyRelu",
     "identity": "Affine",
 }
-"""Activation name -> ONNX recurrent activation (with ONNX's default alpha and beta)."""
+"""Activation name -> ONNX recurrent activation. All but "identity" compute the same function at
+ONNX's default alpha and beta; ``Affine`` needs ``alpha=1, beta=0`` given explicitly, since ONNX
+Runtime's default for it is alpha 0 (the constant 0)."""

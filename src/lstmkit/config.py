@@ -31,11 +31,13 @@ def _require_bool(name: str, value) -> None:
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
 
 
-def _require_probability(name: str, value) -> None:
+def _require_probability(name: str, value, closed: bool = False) -> None:
+    """A float in [0, 1), or [0, 1] with ``closed``."""
+    interval = "[0, 1]" if closed else "[0, 1)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a float in [0, 1), got {value}")
+        raise TypeError(f"{name}: expected a float in {interval}, got {type(value).__name__}")
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"{name}: expected a float in {interval}, got {value}")
 
 
 def _require_activation(name: str, value) -> None:
@@ -64,6 +66,12 @@ class CellConfig:
     coupled: bool = False
     """LSTM only: the forget gate is tied to the input gate, f = 1 - i (CIFG, ONNX
     ``input_forget``)."""
+    input_gate: bool = True
+    """LSTM only: False fixes i = 1 (Greff et al.'s NIG)."""
+    forget_gate: bool = True
+    """LSTM only: False fixes f = 1, the original 1997 LSTM without a forget gate (NFG)."""
+    output_gate: bool = True
+    """LSTM only: False fixes o = 1 (NOG)."""
     cell_clip: float | None = None
     """LSTM only: clip the gate pre-activations to [-clip, clip] (ONNX ``clip``)."""
     gate_activation: str = "sigmoid"
@@ -92,7 +100,8 @@ class CellConfig:
         _require_int("hidden_size", self.hidden_size, 1)
         _require_bool("bias", self.bias)
         _require_int("proj_size", self.proj_size, 0)
-        for name in ("peephole", "coupled", "layer_norm", "reset_after"):
+        for name in ("peephole", "coupled", "layer_norm", "reset_after", "input_gate",
+                     "forget_gate", "output_gate"):
             _require_bool(name, getattr(self, name))
         for name in ("gate_activation", "cell_activation", "output_activation"):
             _require_activation(name, getattr(self, name))
@@ -115,13 +124,19 @@ class CellConfig:
         if self.proj_size and self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size: expected 0 or less than hidden_size={self.hidden_size}, "
                              f"got {self.proj_size}")
+        if self.coupled and not (self.input_gate and self.forget_gate):
+            raise ValueError("coupled: expected input_gate=True and forget_gate=True (coupling "
+                             "derives f from i), got a removed gate")
         if self.cell_clip is not None and not (
-            isinstance(self.cell_clip, numbers.Real) and self.cell_clip > 0
+            isinstance(self.cell_clip, numbers.Real) and not isinstance(self.cell_clip, bool)
+            and self.cell_clip > 0
         ):
-            raise ValueError(f"cell_clip: expected None or a positive float, got {self.cell_clip!r}")
+            raise ValueError("cell_clip: expected None or a positive float, "
+                             f"got {self.cell_clip!r}")
 
     def _check_init_options(self) -> None:
-        wanted = [n for n in ("forget_bias", "input_bias", "chrono") if getattr(self, n) is not None]
+        wanted = [n for n in ("forget_bias", "input_bias", "chrono")
+                  if getattr(self, n) is not None]
         if wanted and not self.bias:
             raise ValueError(f"{', '.join(wanted)}: expected bias=True, got bias=False")
         if self.chrono is not None:
@@ -131,9 +146,14 @@ class CellConfig:
         if self.coupled and self.input_bias is not None and self.forget_bias is not None:
             raise ValueError("forget_bias, input_bias: expected one of them with coupled=True "
                              "(f = 1 - i ties the two), got both")
+        if self.forget_bias is not None and not (self.forget_gate or self.coupled):
+            raise ValueError("forget_bias: expected forget_gate=True, got forget_gate=False")
+        if self.input_bias is not None and not self.input_gate:
+            raise ValueError("input_bias: expected input_gate=True, got input_gate=False")
         for name in ("forget_bias", "input_bias"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, numbers.Real)):
                 raise TypeError(f"{name}: expected None or a float, got {type(value).__name__}")
 
     @property
@@ -153,13 +173,14 @@ class CellConfig:
 
 
 _LSTM_ONLY = frozenset({
-    "proj_size", "peephole", "coupled", "cell_clip", "gate_activation", "cell_activation",
-    "output_activation", "layer_norm", "forget_bias", "input_bias", "chrono",
+    "proj_size", "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip",
+    "gate_activation", "cell_activation", "output_activation", "layer_norm", "forget_bias",
+    "input_bias", "chrono",
 })
 # Fields that change the computed function away from torch.nn's (the init options do not).
 _VARIANT_FIELDS = frozenset({
-    "peephole", "coupled", "cell_clip", "gate_activation", "cell_activation",
-    "output_activation", "layer_norm", "reset_after",
+    "peephole", "coupled", "input_gate", "forget_gate", "output_gate", "cell_clip",
+    "gate_activation", "cell_activation", "output_activation", "layer_norm", "reset_after",
 })
 
 
@@ -198,7 +219,7 @@ class LayerConfig:
         _require_int("num_layers", self.num_layers, 1)
         _require_bool("batch_first", self.batch_first)
         _require_bool("bidirectional", self.bidirectional)
-        _require_probability("dropout", self.dropout)
+        _require_probability("dropout", self.dropout, closed=True)  # as torch.nn
         _require_probability("recurrent_dropout", self.recurrent_dropout)
         _require_probability("zoneout", self.zoneout)
         if not isinstance(self.backend, str):

@@ -18,7 +18,7 @@ class Family(NamedTuple):
     """A cell family's pure functions: the reference kernel and the cell modules both use them."""
 
     input: Callable
-    """(x (..., I), weights, config) -> the input term of the gates (..., G*H), all steps at once."""
+    """(x (..., I), weights, config) -> the gates' input term (..., G*H), all steps at once."""
     step: Callable
     """(input term (B, G*H), state, weights, config) -> the new state."""
     state_names: tuple[str, ...]

@@ -27,6 +27,10 @@ where LN(v; γ, β) = γ ⊙ (v - mean(v)) / sqrt(var(v) + 1e-5) + β (γ: ``wei
 ``bias_ln_c``; the gate terms get no β of their own, b_ih + b_hh already is one). The cell state
 carried to the next step is the un-normalised c_t.
 
+Greff et al.'s ablations remove a gate by fixing it to 1: ``input_gate=False`` (NIG),
+``forget_gate=False`` (NFG: the original 1997 LSTM, whose cell state only accumulates) and
+``output_gate=False`` (NOG). The removed gate's rows stay in every tensor and get no gradient.
+
 A coupled cell (CIFG, Greff et al. 2017: f = 1 - i) ties the two gates so that i = 1 - f. The
 input gate carries the parameters, as in Greff et al. and in ONNX Runtime's ``input_forget``
 (checked in the tests); the f rows of every tensor stay, so the layout is still torch's, and get
@@ -91,12 +95,15 @@ def lstm_step(gx: torch.Tensor, state: LSTMState, w: CellWeights, cfg: CellConfi
         a_i, a_f = a_i + p_i * c, a_f + p_f * c
     sigma = ACTIVATIONS[cfg.gate_activation]
     clip = _clipper(cfg.cell_clip)
-    i = sigma(clip(a_i))
-    f = 1.0 - i if cfg.coupled else sigma(clip(a_f))
+    i = sigma(clip(a_i)) if cfg.input_gate else 1.0
+    if cfg.coupled:
+        f = 1.0 - i
+    else:
+        f = sigma(clip(a_f)) if cfg.forget_gate else 1.0
     c = f * c + i * ACTIVATIONS[cfg.cell_activation](clip(a_g))
     if cfg.peephole:
         a_o = a_o + p_o * c
-    o = sigma(clip(a_o))
+    o = sigma(clip(a_o)) if cfg.output_gate else 1.0
     c_out = _layer_norm(c, w.weight_ln_c, w.bias_ln_c) if cfg.layer_norm else c
     h = o * ACTIVATIONS[cfg.output_activation](c_out)
     if w.weight_hr is not None:
@@ -140,4 +147,5 @@ class LSTMCell(RecurrentCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None, **options):
-        super().__init__(CellConfig("lstm", input_size, hidden_size, bias, **options), device, dtype)
+        config = CellConfig("lstm", input_size, hidden_size, bias, **options)
+        super().__init__(config, device, dtype)

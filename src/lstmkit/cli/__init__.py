@@ -15,6 +15,9 @@ import sys
 _COMMANDS = {
     "env": "lstmkit.cli.env",
     "demo": "lstmkit.cli.demo",
+    "memory": "lstmkit.cli.memory",
+    "serve": "lstmkit.cli.serve",
+    "export": "lstmkit.cli.export",
 }
 """Subcommand -> module."""
 
@@ -25,7 +28,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, KeyError)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in _COMMANDS.items():
+    for module in _COMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)
     return parser
 

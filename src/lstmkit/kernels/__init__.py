@@ -39,10 +39,14 @@ class Backend:
     name: str
     run: Callable
     supports: Callable
+    auto_devices: tuple[str, ...] | None = None
+    """Device types on which "auto" may pick this backend; None: any. Named explicitly, a
+    backend runs wherever ``supports`` allows (Triton's interpreter on the CPU, for tests)."""
 
 
 _MODULES = {
     "native": "lstmkit.kernels.native",
+    "triton": "lstmkit.kernels.triton",
     "cpu": "lstmkit.kernels.cpu",
     "reference": "lstmkit.kernels.reference",
 }
@@ -75,15 +79,18 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
     for candidate in names():
         backend = get(candidate)
         reason = backend.supports(config, device, dtype, training)
+        if reason is None and backend.auto_devices and device.type not in backend.auto_devices:
+            reason = f"auto picks it only on {', '.join(backend.auto_devices)} devices"
         if reason is None:
             log.debug("backend auto -> %s for %s on %s/%s", candidate, config, device, dtype)
             return backend
         log.debug("backend auto skips %s: %s", candidate, reason)
-    raise RuntimeError("no backend supports this configuration; the reference should")  # unreachable
+    raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
 
 
 def explain(config: LayerConfig, device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32, training: bool = True) -> list[tuple[str, str | None]]:
+            dtype: torch.dtype = torch.float32,
+            training: bool = True) -> list[tuple[str, str | None]]:
     """(backend, reason it cannot run or None) for every backend: what ``lstmkit env`` prints."""
     device = torch.device(device)
     return [(n, get(n).supports(config, device, dtype, training)) for n in names()]

@@ -14,7 +14,8 @@ from lstmkit.cells.base import state_tensors
 from lstmkit.config import LayerConfig
 from lstmkit.kernels import Backend
 
-_OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+_OPS = {"lstm": torch.lstm, "gru": torch.gru,
+        "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 
 
 def _op(config: LayerConfig):

@@ -13,7 +13,10 @@ from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_sta
 from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
 from lstmkit.config import LayerConfig, changed_fields
 
-_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+def _torch_mode(cell) -> str:
+    """torch.nn's ``mode`` string: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"."""
+    return f"RNN_{cell.nonlinearity.upper()}" if cell.mode == "rnn" else cell.mode.upper()
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -37,9 +40,11 @@ class RecurrentLayer(nn.Module):
                     tensor = torch.empty(shape, device=device, dtype=dtype)
                     self.register_parameter(name + _suffix(layer, direction), nn.Parameter(tensor))
         self.reset_parameters()
+        if config.backend != "auto":  # an unknown or unsuitable backend fails here, not at use
+            self.backend()
 
     # torch.nn's attributes, read from the config.
-    mode = property(lambda self: _TORCH_MODES[self.config.cell.mode])
+    mode = property(lambda self: _torch_mode(self.config.cell))
     input_size = property(lambda self: self.config.cell.input_size)
     hidden_size = property(lambda self: self.config.cell.hidden_size)
     num_layers = property(lambda self: self.config.num_layers)
@@ -58,7 +63,8 @@ class RecurrentLayer(nn.Module):
         """torch.nn's initialisation (same draws, same order), then the gate-bias options."""
         for layer in range(self.num_layers):
             for direction in range(self.config.num_directions):
-                reset_parameters(self.config.layer_cell(layer), self._cell_parameters(layer, direction))
+                params = self._cell_parameters(layer, direction)
+                reset_parameters(self.config.layer_cell(layer), params)
 
     def cell_weights(self) -> list[list[CellWeights]]:
         """``[layer][direction]`` -> that cell's tensors."""
@@ -78,8 +84,9 @@ class RecurrentLayer(nn.Module):
     def backend(self, device=None, dtype=None):
         """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
         like = self.weight_ih_l0
-        return kernels.resolve(self.config.backend, self.config, torch.device(device or like.device),
-                               dtype or like.dtype, self.training)
+        device = torch.device(device or like.device)
+        return kernels.resolve(self.config.backend, self.config, device, dtype or like.dtype,
+                               self.training)
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """Run the whole sequence.
@@ -119,7 +126,8 @@ class RecurrentLayer(nn.Module):
         backend = self.backend()
         y, state = backend.run(self.config, self.cell_weights(), x, state, lengths, self.training)
         if not batched:
-            return y.squeeze(1), self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
+            final = self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
+            return y.squeeze(1), final
         return (y.transpose(0, 1) if self.batch_first else y), state
 
     def _initial_state(self, hx, batch: int, batched: bool):
@@ -152,7 +160,7 @@ class RecurrentLayer(nn.Module):
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
         check_tensor("x_t", x_t, self.weight_ih_l0)
-        if x_t.dim() not in (1, 2):
+        if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")
         x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
@@ -169,7 +177,8 @@ class RecurrentLayer(nn.Module):
                             f"got {type(module).__name__}")
         p = module.weight_ih_l0
         layer = cls(**cls._torch_arguments(module), device=p.device, dtype=p.dtype, **options)
-        layer.load_state_dict(module.state_dict())
+        # Tensors that only a variant has (peepholes, layer-norm gains) keep their initialisation.
+        layer.load_state_dict(module.state_dict(), strict=False)
         return layer
 
     def to_torch(self) -> nn.RNNBase:

@@ -69,6 +69,13 @@ def reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return x.gather(0, index[..., None].expand_as(x))
 
 
+def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x (T, B, I) with zeros past each length. Padding may hold anything, NaN included; masking
+    only the outputs would still let it into the products, and 0 * NaN into the gradients."""
+    valid = (torch.arange(x.shape[0])[:, None] < lengths[None, :]).to(x.device)  # (T, B)
+    return torch.where(valid[..., None], x, 0.0)
+
+
 def stack_of(scan: Callable) -> Callable:
     """A backend ``run`` from ``scan(cell, weights, x, state, lengths, masks) -> (y, state)``."""
 
@@ -77,7 +84,7 @@ def stack_of(scan: Callable) -> Callable:
         initial = state_tensors(state)  # each (L*D, B, size)
         finals: list[list[torch.Tensor]] = [[] for _ in initial]
         index = reverse_index(lengths, x.shape[0], x.device) if config.bidirectional else None
-        layer_input = x
+        layer_input = x if lengths is None else _zero_padding(x, lengths)
         for layer in range(config.num_layers):
             cell = config.layer_cell(layer)
             outputs = []

@@ -5,7 +5,7 @@
 #include <torch/library.h>
 
 #include "gru.h"
-#include "lstm.h"
+#include "lstm_backward.h"
 #include "rnn.h"
 
 namespace lstmkit {

@@ -1,0 +1,398 @@
+"""Streaming benchmarks: per-step latency, engine throughput, server round trips.
+
+Measures peers side by side in one run and prints ratios, then writes its section of
+docs/benchmarks.md (between the ``streaming`` markers) with the machine named.
+
+    PYTHONPATH=src python benchmarks/streaming.py            # the full run (a few minutes)
+    PYTHONPATH=src python benchmarks/streaming.py --quick    # a smoke run (~1 minute)
+
+Every timing is the best of several repeats of a timed loop, one thread everywhere (torch, ONNX
+Runtime, BLAS), so that noise from other processes inflates numbers rather than ratios.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import lstmkit.runtime  # noqa: E402
+from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel  # noqa: E402
+from lstmkit.checkpoint import save  # noqa: E402
+from lstmkit.export import export_onnx, export_runtime  # noqa: E402
+from lstmkit.streaming import StreamEngine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+INPUT, OUTPUT = 64, 16
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{name}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
+            f"{torch.__version__}, numpy {np.__version__}")
+
+
+def best_us(peers: dict, steps: int, repeats: int, budget: float = 0.1) -> dict[str, float]:
+    """Microseconds per call of each peer: the best mean over ``repeats`` loops of up to
+    ``steps`` calls (fewer for slow peers: about ``budget`` seconds a loop). The peers take
+    turns loop by loop, so a burst of load from other processes hits them alike."""
+    counts = {}
+    for name, fn in peers.items():
+        start = time.perf_counter()
+        for _ in range(50):
+            fn()
+        counts[name] = max(50, min(steps, int(budget * 50 / (time.perf_counter() - start))))
+    best = dict.fromkeys(peers, float("inf"))
+    for _ in range(repeats):
+        for name, fn in peers.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
+    return {name: seconds * 1e6 for name, seconds in best.items()}
+
+
+def make_model(hidden: int) -> SequenceModel:
+    torch.manual_seed(0)
+    config = ModelConfig(LayerConfig(CellConfig("lstm", INPUT, hidden), batch_first=True), OUTPUT)
+    model = SequenceModel(config).eval()
+    # As `lstmkit serve` does: objects alive now are never scanned by the cyclic collector,
+    # whose full passes over torch's many objects otherwise cost tens of ms at random steps.
+    gc.freeze()
+    return model
+
+
+# --- 1. per-step latency at batch 1 ----------------------------------------------------------
+
+def step_peers(model: SequenceModel, tmp: Path) -> dict:
+    """name -> a function that takes one step of one stream (state carried inside)."""
+    hidden = model.config.layer.cell.hidden_size
+    x = torch.randn(1, INPUT)
+    peers = {}
+    state = [model.init_state(1)]
+
+    def lstmkit_step():
+        _, state[0] = model.step(x, state[0])
+
+    peers["lstmkit SequenceModel.step"] = lstmkit_step
+    engine = StreamEngine(model)
+    sid = engine.open()
+    peers["lstmkit StreamEngine.push (1 stream)"] = lambda: engine.push(sid, x)
+    export_runtime(model, tmp / "m.npz")
+    runtime = lstmkit.runtime.load(tmp / "m.npz")
+    xn = x.numpy()
+    rstate = [runtime.init_state(1)]
+
+    def runtime_step():
+        _, rstate[0] = runtime.step(xn, rstate[0])
+
+    peers["lstmkit.runtime Model.step"] = runtime_step
+    stepper = runtime.stepper()
+    peers["lstmkit.runtime Stepper (fused NumPy)"] = lambda: stepper(xn[0])
+    lstm, head = torch.nn.LSTM(INPUT, hidden), torch.nn.Linear(hidden, OUTPUT)
+    x3, hc = x[None], [None]
+
+    def torch_lstm():
+        y, hc[0] = lstm(x3, hc[0])
+        head(y)
+
+    peers["torch.nn.LSTM per call + Linear"] = torch_lstm
+    cell, cell_state = torch.nn.LSTMCell(INPUT, hidden), [None]
+
+    def torch_cell():
+        cell_state[0] = cell(x, cell_state[0])
+        head(cell_state[0][0])
+
+    peers["torch.nn.LSTMCell + Linear"] = torch_cell
+    peers["ONNX Runtime (1 thread)"] = ort_step(model, tmp)
+    return peers
+
+
+def ort_step(model: SequenceModel, tmp: Path):
+    import onnxruntime as ort
+
+    export_onnx(model, tmp / "m.onnx", lengths=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(tmp / "m.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    h0, c0 = (t.numpy() for t in model.init_state(1))
+    feed = {"input": np.random.randn(1, 1, INPUT).astype(np.float32), "h0": h0, "c0": c0}
+
+    def step():
+        _, feed["h0"], feed["c0"] = session.run(None, feed)
+
+    return step
+
+
+def latency_table(hiddens, steps, repeats) -> tuple[list[str], dict]:
+    results = {}
+    with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
+        for hidden in hiddens:
+            peers = step_peers(make_model(hidden), Path(tmp))
+            results[hidden] = best_us(peers, steps, repeats)
+            print(f"H={hidden}: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                             results[hidden].items()), flush=True)
+    names = list(next(iter(results.values())))
+    lines = ["| step (us, batch 1, I=64, O=16) | " + " | ".join(f"H={h}" for h in hiddens) + " |",
+             "|---|" + "---:|" * len(hiddens)]
+    lines += [f"| {name} | " + " | ".join(f"{results[h][name]:.1f}" for h in hiddens) + " |"
+              for name in names]
+    fastest = "lstmkit.runtime Stepper (fused NumPy)"
+    lines.append("| **fastest lstmkit / ONNX Runtime** | " + " | ".join(
+        f"**{results[h][fastest] / results[h]['ONNX Runtime (1 thread)']:.2f}x**"
+        for h in hiddens) + " |")
+    return lines, results
+
+
+# --- 2. engine throughput ----------------------------------------------------------------------
+
+def engine_throughput(model: SequenceModel, streams: int, rounds: int) -> float:
+    """Stream-steps per second: every stream pushes one step per round, all in one
+    ``push_many`` call (as a gateway or server holding many streams would)."""
+    engine = StreamEngine(model, max_streams=streams)
+    ids = [engine.open() for _ in range(streams)]
+    x = torch.randn(1, INPUT)
+    engine.push_many({sid: x for sid in ids})
+    start = time.perf_counter()
+    for _ in range(rounds):
+        engine.push_many({sid: x for sid in ids})
+    return streams * rounds / (time.perf_counter() - start)
+
+
+def threaded_throughput(model: SequenceModel, streams: int, pushes: int) -> tuple[float, float]:
+    """Stream-steps per second and mean batch with one client thread per stream, each calling
+    ``push`` for one step at a time (dynamic batching across threads)."""
+    engine = StreamEngine(model, max_streams=streams)
+    ids = [engine.open() for _ in range(streams)]
+    x = torch.randn(1, INPUT)
+    barrier = threading.Barrier(streams + 1)
+
+    def client(sid):
+        barrier.wait()
+        for _ in range(pushes):
+            engine.push(sid, x)
+
+    threads = [threading.Thread(target=client, args=(sid,)) for sid in ids]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    rate = streams * pushes / (time.perf_counter() - start)
+    return rate, engine.stats.summary()["batch_size"]["mean"]
+
+
+def alone_throughput(model: SequenceModel, streams: int, pushes: int) -> tuple[float, float]:
+    """Stream-steps per second stepping each stream by itself, one after another: through the
+    model's ``step``, and through the fused NumPy stepper."""
+    x = torch.randn(1, INPUT)
+    states = [model.init_state(1) for _ in range(streams)]
+    start = time.perf_counter()
+    for _ in range(pushes):
+        for k in range(streams):
+            _, states[k] = model.step(x, states[k])
+    torch_rate = streams * pushes / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_runtime(model, Path(tmp) / "m.npz")
+        runtime = lstmkit.runtime.load(Path(tmp) / "m.npz")
+    steppers = [runtime.stepper() for _ in range(streams)]
+    xn = x.numpy()[0]
+    start = time.perf_counter()
+    for _ in range(pushes):
+        for stepper in steppers:
+            stepper(xn)
+    return torch_rate, streams * pushes / (time.perf_counter() - start)
+
+
+def throughput_table(counts, quick: bool) -> tuple[list[str], dict]:
+    model = make_model(128)
+    lines = ["| streams | engine, push_many (stream-steps/s) | alone via model.step | "
+             "engine / alone | alone via fused NumPy stepper | engine / stepper | "
+             "engine, a thread per stream | its mean batch |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    results = {}
+    with torch.inference_mode():
+        for n in counts:
+            rounds = max(5 if quick else 20, (500 if quick else 4000) // n)
+            rate = engine_throughput(model, n, rounds)
+            alone, fast = alone_throughput(model, n, max(1, min(rounds, 2000 // n)))
+            threaded, batch = threaded_throughput(model, n, max(3, (200 if quick else 1000) // n))
+            results[n] = (rate, alone, fast)
+            lines.append(f"| {n} | {rate:,.0f} | {alone:,.0f} | {rate / alone:.1f}x | "
+                         f"{fast:,.0f} | {rate / fast:.2f}x | {threaded:,.0f} | {batch:.1f} |")
+            print(lines[-1], flush=True)
+    return lines, results
+
+
+# --- 3. server round trips over loopback -------------------------------------------------------
+
+def server_load(client_counts, messages: int) -> list[str]:
+    """Round trips of 1-step WebSocket messages to a real ``lstmkit serve`` over 127.0.0.1:
+    each client sends its next message when the previous reply arrives."""
+    websockets = __import__("websockets.asyncio.client", fromlist=["connect"])
+    lines = ["| WebSocket clients | messages (1 step each) | throughput (msg/s) | p50 ms | p90 ms |"
+             " p99 ms |", "|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "m.safetensors"
+        save(checkpoint, make_model(128))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        server = subprocess.Popen([sys.executable, "-m", "lstmkit", "serve", str(checkpoint),
+                                   "--port", str(port), "--state-path", str(Path(tmp) / "s")],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_health(port)
+            for clients in client_counts:
+                latencies, elapsed = asyncio.run(_load(websockets, port, clients, messages))
+                latencies.sort()
+                pick = [latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1e3
+                        for q in (50, 90, 99)]
+                total = clients * messages
+                lines.append(f"| {clients} | {total} | {total / elapsed:,.0f} | "
+                             + " | ".join(f"{v:.2f}" for v in pick) + " |")
+                print(lines[-1], flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return lines
+
+
+def _wait_health(port: int) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start within 60 s")
+
+
+async def _load(websockets, port, clients, messages):
+    latencies = []
+    payload = json.dumps({"x": np.random.randn(1, INPUT).astype(np.float32).tolist()})
+
+    async def client(k):
+        url = f"ws://127.0.0.1:{port}/streams/load{clients}-{k}/ws"
+        async with websockets.connect(url) as ws:
+            for _ in range(messages):
+                start = time.perf_counter()
+                await ws.send(payload)
+                json.loads(await asyncio.wait_for(ws.recv(), 30))
+                latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(clients))), 300)
+    return latencies, time.perf_counter() - start
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def write_section(text: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    begin, end = "<!-- streaming:begin -->", "<!-- streaming:end -->"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    quick = args.quick
+    latency, results = latency_table([64, 128, 256, 512], 1000 if quick else 5000,
+                                     3 if quick else 15)
+    throughput, rates = throughput_table([1, 10, 100, 1000], quick)
+    load = server_load([1, 16] if quick else [1, 64], 20 if quick else 100)
+    ratio_128 = (results[128]["lstmkit.runtime Stepper (fused NumPy)"]
+                 / results[128]["ONNX Runtime (1 thread)"])
+    engine_gain = rates[1000][0] / rates[1000][1]
+    text = "\n".join([
+        "## Streaming (benchmarks/streaming.py)",
+        "",
+        f"Machine: {machine()}. One thread everywhere; best of several timed loops"
+        f"{' (--quick run)' if quick else ''}. Other processes shared the cores, so absolute "
+        "numbers are noisy; each table's peers ran side by side in one run.",
+        "",
+        "### Per-step latency, one stream",
+        "",
+        *latency,
+        "",
+        f"Target: fastest lstmkit step <= 0.5x ONNX Runtime. At H=128: {ratio_128:.2f}x "
+        f"({'met' if ratio_128 <= 0.5 else 'missed'}).",
+        "",
+        "### Engine throughput, I=64, H=128",
+        "",
+        *throughput,
+        "",
+        f"Target: >= 20x stepping streams one at a time, at 1000 streams: "
+        f"{engine_gain:.1f}x against `model.step` ({'met' if engine_gain >= 20 else 'missed'}).",
+        "",
+        "### Server round trips over loopback (`lstmkit serve`, H=128)",
+        "",
+        *load,
+        "",
+        "### Reading the numbers",
+        "",
+        "- At batch 1 a step's arithmetic (I=64, H=128: 0.2 MFLOP) is a few microseconds; what "
+        "costs is calls. The fused NumPy stepper makes one matrix product and eight small "
+        "in-place calls per layer; `SequenceModel.step` goes through the general layer "
+        "(checks, backend dispatch, torch.lstm) and `StreamEngine.push` adds queueing, a "
+        "gather and a scatter of the state, so neither is a single-stream fast path.",
+        "- At larger H the step is one matrix-vector product bound by memory bandwidth "
+        "(H=512: 4.7 MB of weights per step), the same for every peer: the ratio to ONNX "
+        "Runtime tends to 1.",
+        "- Engine throughput is one batched model call per round plus a few microseconds of "
+        "Python per stream (checks, queueing, results); at 1000 streams that per-stream part is "
+        "about as large as the batched product. With a thread per stream the engine does batch "
+        "(mean batch in the table) but the threads' own Python work under the GIL bounds the "
+        "rate: a process that holds many streams should use `push_many`, as the server does.",
+        "- The server's rows include the WebSocket clients, run in the same process as the "
+        "benchmark on the same 2 cores; 64 clients each waiting for its reply means a latency "
+        "of about 64 / throughput.",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

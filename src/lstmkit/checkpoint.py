@@ -1,0 +1,91 @@
+"""Checkpoints: one safetensors file holding a model's weights and, as JSON in its metadata, the
+model config plus whatever the application needs (data statistics, its own config).
+
+Nothing is unpickled on load, so a checkpoint cannot run code. Files are written atomically: a
+crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lstmkit._optional import require
+from lstmkit.models import ModelConfig, SequenceModel
+
+FORMAT = "lstmkit.checkpoint/1"
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the file onto ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``tensors`` with ``meta`` (JSON-ready) to a safetensors file, atomically."""
+    save_file = require("safetensors.torch", "apps", "writing a checkpoint").save_file
+    header = {"format": FORMAT, "meta": json.dumps(meta)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read what :func:`save_tensors` wrote; a missing, corrupt or foreign file raises a one-line
+    OSError or ValueError."""
+    safetensors = require("safetensors", "apps", "reading a checkpoint")
+    require("safetensors.torch", "apps", "reading a checkpoint")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no such file: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"checkpoint: expected a safetensors file, {path} is not one "
+                         f"({error})") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"checkpoint: expected format {FORMAT!r}, got "
+                         f"{header.get('format')!r} in {path}")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise ValueError(f"checkpoint: expected JSON metadata in {path}, got none") from None
+    return tensors, meta
+
+
+def save(path: str | Path, model: SequenceModel, **meta) -> None:
+    """Save ``model`` and ``meta`` (JSON-ready values) to ``path``."""
+    save_tensors(path, model.state_dict(), {"model": model.config.to_dict(), **meta})
+
+
+def load(path: str | Path, device=None) -> SequenceModel:
+    """The model saved at ``path``, in evaluation mode; ``model.meta`` holds the rest of the
+    metadata."""
+    tensors, meta = load_tensors(path)
+    try:
+        config = ModelConfig.from_dict(meta.pop("model"))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint: expected an lstmkit model config in {path}, "
+                         f"got an unusable one ({error})") from None
+    dtype = next(iter(tensors.values())).dtype if tensors else None
+    model = SequenceModel(config, device=device, dtype=dtype)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint: weights in {path} do not match its config "
+                         f"(missing {missing}, unexpected {unexpected})")
+    model.meta = meta
+    return model.eval()

@@ -1,0 +1,28 @@
+"""``lstmkit serve CHECKPOINT``: many live streams of a model over HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import os
+
+from lstmkit.cli.options import add_options, build_config
+from lstmkit.streaming.server import ServerConfig
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve a checkpoint's model to many streams over HTTP and WebSocket")
+    parser.add_argument("checkpoint", help="a .safetensors checkpoint (lstmkit.checkpoint.save)")
+    parser.add_argument("--config", help="a JSON file of the options below")
+    add_options(parser, ServerConfig)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    fixed = {}
+    if args.token is None and os.environ.get("LSTMKIT_TOKEN"):
+        fixed["token"] = os.environ["LSTMKIT_TOKEN"]
+    config = build_config(ServerConfig, args, args.config, **fixed)
+    from lstmkit.streaming.server import serve
+
+    serve(args.checkpoint, config)
+    return 0

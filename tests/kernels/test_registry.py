@@ -1,0 +1,54 @@
+"""The backend table: names, lookup, "auto" and the reasons a backend gives."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from lstmkit import kernels
+from lstmkit.config import CellConfig, LayerConfig
+
+PLAIN = LayerConfig(CellConfig("lstm", 3, 4), num_layers=2, bidirectional=True)
+VARIANTS = [LayerConfig(CellConfig("lstm", 3, 4, peephole=True)),
+            LayerConfig(CellConfig("gru", 3, 4, reset_after=False)),
+            LayerConfig(CellConfig("rnn", 3, 4), zoneout=0.1),
+            LayerConfig(CellConfig("lstm", 3, 4), recurrent_dropout=0.1)]
+CPU = torch.device("cpu")
+
+
+def test_every_registered_module_exposes_its_backend():
+    assert {"native", "reference"} <= set(kernels.names())
+    for name, module in kernels._MODULES.items():
+        assert importlib.import_module(module).BACKEND.name == name
+        assert kernels.get(name).name == name
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'native', "
+                                         r"('triton', )?'reference'.*\), got 'fast'"):
+        kernels.get("fast")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_auto_takes_native_for_plain_configurations_and_reference_for_variants(training):
+    assert kernels.resolve("auto", PLAIN, CPU, torch.float32, training).name == "native"
+    for config in VARIANTS:
+        assert kernels.resolve("auto", config, CPU, torch.float64, training).name == "reference"
+
+
+def test_named_backend_that_cannot_run_says_why():
+    with pytest.raises(ValueError, match=r"backend 'native' cannot run this configuration: a "
+                                         r"variant torch.nn does not compute"):
+        kernels.resolve("native", VARIANTS[0], CPU, torch.float32, True)
+    assert kernels.resolve("reference", PLAIN, CPU, torch.float32, True).name == "reference"
+
+
+def test_explain_gives_every_backend_and_its_reason():
+    rows = dict(kernels.explain(VARIANTS[0]))
+    assert list(rows) == list(kernels.names())
+    assert rows["reference"] is None
+    assert "variant" in rows["native"]
+    assert all(reason is None for _, reason in kernels.explain(PLAIN) if _ in ("native",
+                                                                            "reference"))

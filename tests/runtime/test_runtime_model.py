@@ -1,0 +1,110 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import lstmkit.runtime
+from lstmkit import CellConfig
+from lstmkit.export import export_runtime
+from tests.tiny_models import ZOO, forecaster, make_model
+
+
+def _inputs(model, batch, steps, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if model.config.vocab_size:
+        return torch.randint(0, model.config.vocab_size, (batch, steps), generator=gen)
+    return torch.randn(batch, steps, model.config.layer.cell.input_size, generator=gen)
+
+
+def _exported(model, tmp_path):
+    export_runtime(model, tmp_path / "m.npz")
+    return lstmkit.runtime.load(tmp_path / "m.npz")
+
+
+def _tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _np(state):
+    return tuple(t.numpy() for t in state) if isinstance(state, tuple) else state.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_forward_with_lengths_and_initial_state_equals_torch(name, tmp_path):
+    model = ZOO[name]()
+    runtime = _exported(model, tmp_path)
+    x, lengths = _inputs(model, 3, 7), torch.tensor([7, 2, 5])
+    h0 = tuple(torch.randn_like(t) for t in _tuple(model.init_state(3)))
+    h0 = h0 if len(h0) > 1 else h0[0]
+    with torch.no_grad():
+        want, want_state = model(x, h0, lengths=lengths)
+    got, got_state = runtime.forward(x.numpy(), _np(h0), lengths.numpy())
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+    for g, w in zip(_tuple(got_state), _tuple(_np(want_state))):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["plain", "charlm", "variant", "gru_zoneout", "activations2"])
+def test_step_and_stepper_equal_torch_steps(name, tmp_path):
+    model = ZOO[name]()
+    runtime = _exported(model, tmp_path)
+    x = _inputs(model, 1, 6, seed=1)
+    stepper = runtime.stepper()
+    assert stepper.fast == (name in ("plain", "charlm"))
+    state, torch_state = None, None
+    for t in range(x.shape[1]):
+        with torch.no_grad():
+            want, torch_state = model.step(x[:, t], torch_state)
+        got, state = runtime.step(x[:, t].numpy(), state)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stepper(x[0, t].numpy()), want[0].numpy(), rtol=1e-5,
+                                   atol=1e-5)
+    for a, b in zip(_tuple(stepper.state), _tuple(state)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_stepper_state_round_trips_and_resets(tmp_path):
+    runtime = _exported(forecaster(), tmp_path)
+    stepper = runtime.stepper()
+    xs = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    for x in xs[:2]:
+        stepper(x)
+    saved = stepper.state
+    tail = [stepper(x) for x in xs[2:]]
+    stepper.reset()
+    stepper.state = saved
+    np.testing.assert_array_equal([stepper(x) for x in xs[2:]], tail)
+    full, _ = runtime.forward(xs[None])
+    np.testing.assert_allclose(tail, full[0, 2:], rtol=1e-5, atol=1e-6)
+
+
+def test_imports_and_runs_without_torch(tmp_path):
+    export_runtime(forecaster(), tmp_path / "m.npz")
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, lstmkit.runtime\n"
+            f"m = lstmkit.runtime.load({str(tmp_path / 'm.npz')!r})\n"
+            "y, _ = m.forward(np.zeros((2, 4, 3), np.float32))\n"
+            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
+            "print(y.shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={"PYTHONPATH": ":".join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 4, 1)"
+
+
+def test_bad_files_and_inputs_say_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        lstmkit.runtime.load(tmp_path / "absent.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="expected an .npz file"):
+        lstmkit.runtime.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "pickled.npz", __config__=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="expected an .npz file"):  # never unpickled
+        lstmkit.runtime.load(tmp_path / "pickled.npz")
+    runtime = _exported(make_model(CellConfig("lstm", 3, 4), 2), tmp_path)
+    with pytest.raises(ValueError, match=r"expected shape \(B, T, 3\)"):
+        runtime.forward(np.zeros((1, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="lengths: expected shape"):
+        runtime.forward(np.zeros((2, 2, 3), np.float32), lengths=[3, 1])

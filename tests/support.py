@@ -1,0 +1,38 @@
+"""Helpers shared by the core's tests: a loss that weighs every output element differently, and
+gradients by name."""
+
+from __future__ import annotations
+
+import torch
+from tolerances import assert_close
+
+
+def probe_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """A scalar that depends on every element of every tensor differently.
+
+    Fixed random weights (seeded by the tensor's shape, so both sides of a comparison get the
+    same ones) plus a square term, so that a gradient wrong in one element or one step shows.
+    """
+    total = 0.0
+    for t in tensors:
+        generator = torch.Generator().manual_seed(1000 + t.numel())
+        weight = torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+        total = total + (weight * t).sum() + 0.5 * (t * t).sum()
+    return total
+
+
+def gradients(loss: torch.Tensor, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Name -> gradient of ``loss`` (None where it does not depend on the tensor)."""
+    values = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
+    return dict(zip(named, values))
+
+
+def assert_same_gradients(actual: dict, expected: dict, dtype: torch.dtype) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert_close(actual[name], expected[name], dtype, msg=f"gradient of {name}")
+
+
+def parts(state) -> tuple[torch.Tensor, ...]:
+    """The tensors of a state: (h, c) for an LSTM, (h,) for a GRU or RNN."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
