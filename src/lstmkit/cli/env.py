@@ -36,16 +36,20 @@ def report() -> str:
     ]
     lines += [f"{p} {_version(p)}" for p in _PACKAGES]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    examples = {
-        "plain LSTM": LayerConfig(CellConfig("lstm", 8, 8)),
-        "peephole LSTM": LayerConfig(CellConfig("lstm", 8, 8, peephole=True)),
-        "GRU": LayerConfig(CellConfig("gru", 8, 8)),
-    }
+    plain = LayerConfig(CellConfig("lstm", 8, 8))
+    examples = [
+        ("plain LSTM", plain, True),
+        ("plain LSTM", plain, False),
+        ("peephole LSTM", LayerConfig(CellConfig("lstm", 8, 8, peephole=True)), True),
+        ("GRU", LayerConfig(CellConfig("gru", 8, 8)), True),
+    ]
     for device in devices:
-        for label, config in examples.items():
-            lines.append(f"backends for {label} on {device} (float32, training):")
-            chosen = kernels.resolve("auto", config, torch.device(device), torch.float32, True)
-            for name, reason in kernels.explain(config, device):
+        for label, config, training in examples:
+            mode = "training" if training else "inference"
+            lines.append(f"backends for {label} on {device} (float32, {mode}):")
+            chosen = kernels.resolve("auto", config, torch.device(device), torch.float32,
+                                     training)
+            for name, reason in kernels.explain(config, device, training=training):
                 mark = "*" if name == chosen.name else " "
                 lines.append(f"  {mark} {name:10s} {'ok' if reason is None else reason}")
     return "\n".join(lines)

@@ -42,12 +42,16 @@ class Backend:
     auto_devices: tuple[str, ...] | None = None
     """Device types on which "auto" may pick this backend; None: any. Named explicitly, a
     backend runs wherever ``supports`` allows (Triton's interpreter on the CPU, for tests)."""
+    auto_defers: Callable | None = None
+    """``(config, device, dtype, training) -> reason or None``: why "auto" should pass over
+    this backend for a configuration it does run (a later one is as fast there and closer to
+    torch.nn); None: never. Named explicitly, the backend still runs it."""
 
 
 _MODULES = {
+    "cpu": "lstmkit.kernels.cpu",
     "native": "lstmkit.kernels.native",
     "triton": "lstmkit.kernels.triton",
-    "cpu": "lstmkit.kernels.cpu",
     "reference": "lstmkit.kernels.reference",
 }
 """Backend name -> module; "auto" tries them in this order."""
@@ -78,9 +82,7 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
         return backend
     for candidate in names():
         backend = get(candidate)
-        reason = backend.supports(config, device, dtype, training)
-        if reason is None and backend.auto_devices and device.type not in backend.auto_devices:
-            reason = f"auto picks it only on {', '.join(backend.auto_devices)} devices"
+        reason = _auto_reason(backend, config, device, dtype, training)
         if reason is None:
             log.debug("backend auto -> %s for %s on %s/%s", candidate, config, device, dtype)
             return backend
@@ -88,9 +90,20 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
     raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
 
 
+def _auto_reason(backend: Backend, config, device, dtype, training) -> str | None:
+    """Why "auto" does not pick ``backend`` here, or None."""
+    reason = backend.supports(config, device, dtype, training)
+    if reason is None and backend.auto_devices and device.type not in backend.auto_devices:
+        reason = f"auto picks it only on {', '.join(backend.auto_devices)} devices"
+    if reason is None and backend.auto_defers:
+        reason = backend.auto_defers(config, device, dtype, training)
+    return reason
+
+
 def explain(config: LayerConfig, device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32,
             training: bool = True) -> list[tuple[str, str | None]]:
-    """(backend, reason it cannot run or None) for every backend: what ``lstmkit env`` prints."""
+    """(backend, why "auto" does not pick it or None) for every backend, in "auto"'s order:
+    what ``lstmkit env`` prints. The first None is the one "auto" picks."""
     device = torch.device(device)
-    return [(n, get(n).supports(config, device, dtype, training)) for n in names()]
+    return [(n, _auto_reason(get(n), config, device, dtype, training)) for n in names()]

@@ -1,11 +1,18 @@
 """The cpu backend: the whole recurrence in compiled C++, forward and backward.
 
 Each layer and direction is one call into ``ops.cpp`` (built on first use, see ``_build``): the
-input term of every step as one matrix product, one recurrent product per step (direct BLAS
-calls, no dispatcher in the loop), the gate math in loops the compiler vectorises, spread over
-threads by batch rows where a step has enough of them, and in the backward pass the weight
-gradients as products over all steps at once. It computes every cell option of the three
-families, lengths, recurrent dropout and zoneout, in float32 and float64.
+input term as one matrix product per chunk of steps, one recurrent product per step, the gate
+math in loops the compiler vectorises, spread over threads by batch rows where a step has
+enough of them, and in the backward pass the weight gradients as products over all steps at
+once. Products run oneDNN's brgemm ukernel on weights packed once per call (``matmul.h``). It
+computes every cell option of the three families, lengths, recurrent dropout and zoneout, in
+float32 and float64.
+
+"auto" takes it first on the CPU (docs/benchmarks.md has the numbers): against torch.nn's
+own kernels it trains the plain LSTM faster at every measured size, runs GRU and RNN several
+times faster (torch has no oneDNN path for them) and is the only fused path for the variants.
+For torch.nn's plain float32 LSTM in inference, where oneDNN is as fast, "auto" keeps the
+native backend: same speed, torch's exact numbers and no build on first use.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ class _Spec(NamedTuple):
 def _spec(cfg: CellConfig) -> _Spec:
     if cfg.mode == "lstm":
         acts = (cfg.gate_activation, cfg.cell_activation, cfg.output_activation)
-        options = tuple(ACTIVATION_CODES.index(a) for a in acts) + (int(cfg.coupled),)
+        flags = (cfg.coupled, cfg.input_gate, cfg.forget_gate, cfg.output_gate)
+        options = tuple(ACTIVATION_CODES.index(a) for a in acts) + tuple(map(int, flags))
         return _Spec(0, 2, len(CellWeights._fields), options, float(cfg.cell_clip or 0.0))
     flag = cfg.reset_after if cfg.mode == "gru" else cfg.nonlinearity == "relu"
     return _Spec(_MODES.index(cfg.mode), 1, 4, (int(flag),), 0.0)
@@ -106,4 +114,14 @@ def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
     return _build.problem()
 
 
-BACKEND = Backend(name="cpu", run=stack_of(scan), supports=supports)
+def auto_defers(config: LayerConfig, device: torch.device, dtype: torch.dtype,
+                training: bool) -> str | None:
+    if (config.cell.mode == "lstm" and config.is_torch_compatible and not training
+            and dtype == torch.float32):
+        return ("torch.nn's own LSTM in inference: native (oneDNN) is as fast, with torch's "
+                "exact numbers")
+    return None
+
+
+BACKEND = Backend(name="cpu", run=stack_of(scan), supports=supports, auto_devices=("cpu",),
+                  auto_defers=auto_defers)

@@ -15,8 +15,9 @@
 namespace lstmkit {
 
 struct LSTMOptions {
-  int64_t gate_act, cell_act, out_act;
+  int64_t gate_act, cell_act, out_act;  // common.h's Act codes
   bool coupled;
+  bool input_gate, forget_gate, output_gate;  // false: the gate is fixed to 1 (an ablation)
   double clip;  // <= 0: no clip
 };
 
@@ -32,9 +33,11 @@ LSTMWeights<T> lstm_weights(const std::vector<OptTensor>& w) {
           ptr_or_null<T>(w[8]), ptr_or_null<T>(w[9])};
 }
 
-// y = act(clamp(a, -clip, clip)) over n values; clip <= 0 means no clamp.
+// y = act(clamp(a, -clip, clip)) over n values; clip <= 0 means no clamp. A gate the cell does
+// not have is 1.
 template <typename T>
-void gate(int64_t act, double clip, const T* a, T* y, int64_t n) {
+void gate(int64_t act, double clip, const T* a, T* y, int64_t n, bool present = true) {
+  if (!present) return std::fill(y, y + n, T(1));
   if (clip <= 0) return activate(act, a, y, n);
   const T k = static_cast<T>(clip);
   for (int64_t j = 0; j < n; ++j) y[j] = std::min(std::max(a[j], -k), k);
@@ -44,7 +47,11 @@ void gate(int64_t act, double clip, const T* a, T* y, int64_t n) {
 // The same, and d = dy/da: act' at the clamped input, zero where the clamp cut (torch's clamp
 // passes gradient at its bounds). d first holds the clamped input, read before overwritten.
 template <typename T>
-void gate_grad(int64_t act, double clip, const T* a, T* y, T* d, int64_t n) {
+void gate_grad(int64_t act, double clip, const T* a, T* y, T* d, int64_t n, bool present = true) {
+  if (!present) {
+    std::fill(y, y + n, T(1));
+    return std::fill(d, d + n, T(0));
+  }
   const T* x = a;
   const T k = static_cast<T>(clip);
   if (clip > 0) {
@@ -97,7 +104,7 @@ struct LSTMScan {
   // general path makes seven and calls activate() four times (10-50% of a step at H <= 256).
   bool fused() const {
     return opt.gate_act == kSigmoid && opt.cell_act == kTanh && opt.out_act == kTanh &&
-           opt.clip <= 0 && !opt.coupled;
+           opt.clip <= 0 && !opt.coupled && opt.input_gate && opt.forget_gate && opt.output_gate;
   }
 
   // One row of a step: a (4H) gets the normalised recurrent term (layer norm: from gh, kept in
@@ -175,16 +182,16 @@ struct LSTMScan {
         af[j] += p[H + j] * c_prev[j];
       }
     }
-    gate<T>(opt.gate_act, opt.clip, ai, i, H);
+    gate<T>(opt.gate_act, opt.clip, ai, i, H, opt.input_gate);
     if (opt.coupled) {
       for (int64_t j = 0; j < H; ++j) f[j] = T(1) - i[j];
     } else {
-      gate<T>(opt.gate_act, opt.clip, af, f, H);
+      gate<T>(opt.gate_act, opt.clip, af, f, H, opt.forget_gate);
     }
     gate<T>(opt.cell_act, opt.clip, ag, g, H);
     for (int64_t j = 0; j < H; ++j) c_new[j] = f[j] * c_prev[j] + i[j] * g[j];
     if (p) for (int64_t j = 0; j < H; ++j) ao[j] += p[2 * H + j] * c_new[j];
-    gate<T>(opt.gate_act, opt.clip, ao, o, H);
+    gate<T>(opt.gate_act, opt.clip, ao, o, H, opt.output_gate);
     const T* c_out = c_new;
     if (w.ln_c) {
       std::copy(c_new, c_new + H, psi);

@@ -68,14 +68,14 @@ void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tens
   T *y = work, *d = work + G, *psi = work + 2 * G, *dpsi = psi + H, *co = dpsi + H;
   T *i = y, *f = y + H, *g = y + 2 * H, *o = y + 3 * H;
   T *di_ = d, *df_ = d + H, *dg_ = d + 2 * H, *do_ = d + 3 * H;
-  gate_grad<T>(opt.gate_act, opt.clip, a, i, di_, H);
+  gate_grad<T>(opt.gate_act, opt.clip, a, i, di_, H, opt.input_gate);
   if (opt.coupled) {
     for (int64_t j = 0; j < H; ++j) f[j] = T(1) - i[j];
   } else {
-    gate_grad<T>(opt.gate_act, opt.clip, a + H, f, df_, H);
+    gate_grad<T>(opt.gate_act, opt.clip, a + H, f, df_, H, opt.forget_gate);
   }
   gate_grad<T>(opt.cell_act, opt.clip, a + 2 * H, g, dg_, H);
-  gate_grad<T>(opt.gate_act, opt.clip, a + 3 * H, o, do_, H);
+  gate_grad<T>(opt.gate_act, opt.clip, a + 3 * H, o, do_, H, opt.output_gate);
   const T* c_out = c_new;
   T* chat = Chat ? Chat + r * H : nullptr;
   if (w.ln_c) {

@@ -33,6 +33,12 @@ Masks<T> make_masks(const OptTensor& lengths, const OptTensor& hidden, at::Tenso
   return m;
 }
 
+// options: the three activations' codes, then coupled, input_gate, forget_gate, output_gate.
+LSTMOptions lstm_options(at::IntArrayRef options, double clip) {
+  return {options[0], options[1], options[2], options[3] != 0, options[4] != 0,
+          options[5] != 0, options[6] != 0, clip};
+}
+
 void check(const Tensor& x, at::TensorList state, const c10::List<OptTensor>& weights) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.is_contiguous(),
               "lstmkit_cpu: expected a contiguous (T, B, I) CPU input");
@@ -57,8 +63,7 @@ std::vector<Tensor> scan_forward(int64_t mode, const Tensor& x, at::TensorList s
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
     if (mode == kLSTM) {
       LSTMScan<scalar_t> scan{T, B, I, state[1].size(1), P, lstm_weights<scalar_t>(w),
-                              {options[0], options[1], options[2], options[3] != 0, clip},
-                              masks, save};
+                              lstm_options(options, clip), masks, save};
       out = scan.forward(x, state[0], state[1]);
     } else if (mode == kGRU) {
       GRUScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, save};
@@ -86,8 +91,7 @@ std::vector<Tensor> scan_backward(int64_t mode, const Tensor& x, at::TensorList 
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = grads[1].size(1);
     if (mode == kLSTM) {
       LSTMScan<scalar_t> scan{T, B, I, grads[2].size(1), P, lstm_weights<scalar_t>(w),
-                              {options[0], options[1], options[2], options[3] != 0, clip},
-                              masks, true};
+                              lstm_options(options, clip), masks, true};
       out = scan.backward(x, grads[0], grads[1], grads[2], kept, need_dx);
     } else if (mode == kGRU) {
       GRUScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, true};
