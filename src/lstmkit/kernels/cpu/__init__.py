@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import torch
 
-from lstmkit.activations import ACTIVATIONS
 from lstmkit.cells import FAMILIES
 from lstmkit.cells.base import state_tensors
 from lstmkit.cells.weights import CellWeights

@@ -3,9 +3,10 @@
 The extension is one C++ file (``ops.cpp`` with its headers) that registers ``torch.ops.
 lstmkit_cpu``. It is compiled with ``torch.utils.cpp_extension.load`` for the machine it runs
 on (``-march=native``), into ``$TORCH_EXTENSIONS_DIR/lstmkit_cpu-<key>`` (torch's default root,
-``~/.cache/torch_extensions``, when the variable is unset). The key covers the sources, torch's
-version and the CPU, so an edit, a torch upgrade or a home directory shared with another kind of
-CPU gets a fresh build instead of a stale or illegal one.
+``~/.cache/torch_extensions``, when the variable is unset). The key covers the sources, the
+versions of torch and Python and the CPU, so an edit, an upgrade or a home directory shared with
+another kind of CPU gets a fresh build instead of a stale or illegal one. A first build takes
+20-40 s on two cores; later processes only load it.
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ def build_directory() -> Path:
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((_HERE / name).read_bytes())
-    for part in (torch.__version__, " ".join(_FLAGS), _cpu_identity()):
+    for part in (torch.__version__, sys.version, " ".join(_FLAGS), _cpu_identity()):
         digest.update(part.encode())
-    return Path(get_default_build_root()) / f"lstmkit_cpu-{digest.hexdigest()[:16]}"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    return Path(root) / f"lstmkit_cpu-{digest.hexdigest()[:16]}"
 
 
 @functools.cache

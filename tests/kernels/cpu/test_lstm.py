@@ -1,0 +1,140 @@
+"""The fused LSTM (lstmkit/kernels/cpu/lstm.h, lstm_backward.h) against the reference: outputs,
+final states and the gradients of the input, the initial state and every parameter, for every
+cell option, with lengths, masks, stacking and both directions, in float64 and float32."""
+
+import pytest
+import torch
+from support import parts, probe_loss
+from tolerances import TOLERANCES
+
+from lstmkit import LSTM
+from lstmkit.activations import ACTIVATIONS
+from lstmkit.cells.weights import CellWeights
+from lstmkit.config import CellConfig
+from lstmkit.kernels import cpu
+from lstmkit.layers.stack import StepMasks
+
+IN, H = 3, 6  # input and hidden sizes
+LENGTHS = torch.tensor([5, 1, 3])
+
+OPTIONS = {
+    "plain": {},
+    "no bias": dict(bias=False),
+    "peephole": dict(peephole=True),
+    "coupled": dict(coupled=True),
+    "cell clip": dict(cell_clip=0.4),
+    "layer norm": dict(layer_norm=True),
+    "layer norm, peephole, projection": dict(layer_norm=True, peephole=True, proj_size=4),
+    "projection": dict(proj_size=4),
+    "no input gate": dict(input_gate=False),
+    "no forget gate, peephole": dict(forget_gate=False, peephole=True),
+    "no output gate, layer norm": dict(output_gate=False, layer_norm=True),
+    **{f"gate {a}": dict(gate_activation=a) for a in ACTIVATIONS if a != "sigmoid"},
+    **{f"cell {a}": dict(cell_activation=a) for a in ACTIVATIONS if a != "tanh"},
+    **{f"output {a}": dict(output_activation=a) for a in ACTIVATIONS if a != "tanh"},
+    "everything": dict(peephole=True, coupled=True, cell_clip=0.5, layer_norm=True, proj_size=4,
+                       gate_activation="hard_sigmoid", output_activation="softsign",
+                       bias=False),
+}
+LAYERS = {  # what the layer around the cell adds
+    "recurrent dropout": dict(recurrent_dropout=0.4),
+    "zoneout": dict(zoneout=0.3),
+    "zoneout, dropout, peephole, layer norm": dict(zoneout=0.2, recurrent_dropout=0.3,
+                                                   peephole=True, layer_norm=True, proj_size=4),
+    "bidirectional, 2 layers": dict(bidirectional=True, num_layers=2, dropout=0.2),
+    "bidirectional, 2 layers, variant": dict(bidirectional=True, num_layers=2, coupled=True,
+                                             proj_size=4, zoneout=0.1),
+    "batch first": dict(batch_first=True, peephole=True),
+}
+
+
+def _make(options, hidden=H, inputs=IN):
+    return lambda backend: LSTM(inputs, hidden, backend=backend, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_matches_reference(name, dtype, compare):
+    compare(_make(OPTIONS[name]), dtype)
+
+
+@pytest.mark.parametrize("name", ["plain", "everything", "layer norm, peephole, projection",
+                                  "no forget gate, peephole", "output softplus"])
+def test_lengths(name, compare):
+    compare(_make(OPTIONS[name]), lengths=LENGTHS)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_masks_stacking_and_directions(name, compare):
+    compare(_make(LAYERS[name]), lengths=LENGTHS)
+    compare(_make(LAYERS[name]), torch.float32)
+
+
+@pytest.mark.parametrize("name", ["plain", "everything", "zoneout"])
+def test_inference_without_saving(name, compare):
+    """No gradient wanted: the kernels keep two state rows and a chunk of input terms only."""
+    options = {**OPTIONS, **LAYERS}[name]
+    compare(_make(options), lengths=LENGTHS, grad=False)
+    compare(_make(options), training=False)
+
+
+def _errors(layer, reference, x):
+    """Largest error of every output and gradient of ``layer`` (any dtype) relative to the
+    largest value of the float64 ``reference``'s; the loss is taken in float64 on both."""
+    results = []
+    for m in (layer, reference):
+        xx = x.to(next(m.parameters()).dtype).requires_grad_()
+        y, state = m(xx)
+        loss = probe_loss(y.double(), *(s.double() for s in parts(state)))
+        results.append([y, *torch.autograd.grad(loss, [xx, *m.parameters()])])
+    return [float((a.detach().double() - e.detach()).abs().max() / e.detach().abs().max())
+            for a, e in zip(*results)]
+
+
+@pytest.mark.parametrize("options", [{}, dict(peephole=True, layer_norm=True, proj_size=33)],
+                         ids=["plain", "peephole, layer norm, projection"])
+@pytest.mark.parametrize("steps, batch, inputs, hidden", [(40, 9, 520, 70), (30, 1, 40, 70)])
+def test_long_sequences_and_wide_layers(steps, batch, inputs, hidden, options, compare):
+    """Sizes past every block of matmul.h (256-row and 256-wide tiles, 256- and 512-deep sums,
+    64-wide panels with a ragged last one), of the input chunks, and batch 1 (the one-row
+    product). A weight gradient here sums hundreds of terms that cancel, so errors are measured
+    against each tensor's largest value: float64 within the table's rtol of it, float32 within
+    twice the float32 reference's own error (both against float64)."""
+    make = _make(options, hidden=hidden, inputs=inputs)
+    torch.manual_seed(0)
+    exact = make("reference").double()
+    x = torch.randn(steps, batch, inputs, dtype=torch.float64)
+    layers = {}
+    for backend, dtype in (("cpu", torch.float64), ("cpu", torch.float32),
+                           ("reference", torch.float32)):
+        layers[backend, dtype] = make(backend).to(dtype)
+        layers[backend, dtype].load_state_dict(exact.state_dict())
+    assert max(_errors(layers["cpu", torch.float64], exact, x)) <= TOLERANCES[torch.float64]["rtol"]
+    ours = _errors(layers["cpu", torch.float32], exact, x)
+    theirs = _errors(layers["reference", torch.float32], exact, x)
+    assert all(a <= 2 * b + 1e-6 for a, b in zip(ours, theirs)), (ours, theirs)
+    compare(make, steps=steps, batch=batch, training=False, grad=False)
+
+
+def test_gradcheck_float64():
+    """The autograd Function's backward against finite differences, with every option that has
+    parameters, the masks and lengths."""
+    cfg = CellConfig("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
+                     output_activation="softsign")
+    steps, batch = 3, 2
+    shapes = [(16, 2), (16, 3), (16,), (16,), (3, 4), (12,), (16,), (16,), (4,), (4,)]
+    masks = StepMasks(torch.full((batch, 3), 1.25, dtype=torch.float64),
+                      tuple(torch.rand(steps, batch, n, dtype=torch.float64) for n in (3, 4)))
+
+    def fn(x, h0, c0, flat):  # the weights as one tensor: one finite difference for all
+        parts = flat.split([torch.Size(s).numel() for s in shapes])
+        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes)))
+        y, (h, c) = cpu.scan(cfg, w, x, (h0, c0), torch.tensor([3, 2]), masks)
+        return y, h, c
+
+    def tensor(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    flat = tensor(sum(torch.Size(s).numel() for s in shapes))
+    inputs = (tensor(steps, batch, 2), tensor(batch, 3), tensor(batch, 4), flat)
+    assert torch.autograd.gradcheck(fn, inputs)
