@@ -158,24 +158,39 @@ inline int64_t row_grain(int64_t values_per_row) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, values_per_row));
 }
 
-// out[j] = sum over rows r of a[r, j] * b[r, j] (b null: a alone); parallel over columns.
+// acc[j] += the sum over rows r of a[r, j] * b[r, j] (b null: a alone), in double;
+// parallel over columns, so every column sums in the same order on any number of threads.
 template <typename T>
 void column_sums(int64_t rows, int64_t cols, const T* a, int64_t lda, const T* b, int64_t ldb,
-                 T* out) {
+                 double* acc) {
   at::parallel_for(0, cols, std::max<int64_t>(16, 65536 / std::max<int64_t>(1, rows)),
                    [&](int64_t j0, int64_t j1) {
-    std::vector<double> acc(j1 - j0, 0.0);
     for (int64_t r = 0; r < rows; ++r) {
       const T* ar = a + r * lda;
       const T* br = b ? b + r * ldb : nullptr;
       if (br) {
-        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += ar[j] * br[j];
+        for (int64_t j = j0; j < j1; ++j) acc[j] += ar[j] * br[j];
       } else {
-        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += ar[j];
+        for (int64_t j = j0; j < j1; ++j) acc[j] += ar[j];
       }
     }
-    for (int64_t j = j0; j < j1; ++j) out[j] = static_cast<T>(acc[j - j0]);
   });
+}
+
+// Double sums as a tensor of the kernels' dtype.
+template <typename T>
+Tensor as_tensor(const std::vector<double>& values, const at::TensorOptions& o) {
+  Tensor t = at::empty({static_cast<int64_t>(values.size())}, o);
+  std::copy(values.begin(), values.end(), t.data_ptr<T>());
+  return t;
+}
+
+// Steps per chunk of the backward pass: its gradients are turned into weight gradients a
+// chunk at a time, at least 256 rows (so the products stay large) and about 256 KB of gate
+// gradients (so they are still in cache, and the buffers are reused rather than allocated for
+// the whole sequence).
+inline int64_t backward_chunk(int64_t batch, int64_t values_per_step) {
+  return std::max(chunk_steps(values_per_step), (256 + batch - 1) / batch);
 }
 
 template <typename T>

@@ -193,10 +193,11 @@ std::vector<Tensor> GRUScan<T>::backward(const Tensor& x, const Tensor& dy, cons
     std::copy(ptr(rz), ptr(rz) + 2 * H * H, ptr(out[3]));
     std::copy(ptr(n), ptr(n) + H * H, ptr(out[3]) + 2 * H * H);
   }
-  out[4] = at::empty({G}, o);
-  out[5] = at::empty({G}, o);
-  column_sums<T>(rows, G, pdGX, G, nullptr, 0, ptr(out[4]));
-  column_sums<T>(rows, G, pdGH, G, nullptr, 0, ptr(out[5]));
+  std::vector<double> dbias_ih(G), dbias_hh(G);
+  column_sums<T>(rows, G, pdGX, G, nullptr, 0, dbias_ih.data());
+  column_sums<T>(rows, G, pdGH, G, nullptr, 0, dbias_hh.data());
+  out[4] = as_tensor<T>(dbias_ih, o);
+  out[5] = as_tensor<T>(dbias_hh, o);
   return out;
 }
 

@@ -203,13 +203,9 @@ struct LSTMScan {
     for (int64_t j = 0; j < H; ++j) hraw[j] = o[j] * psi[j];
   }
 
-  void cell_row_backward(int64_t t, int64_t b, const std::vector<Tensor>& saved, const T* dhraw,
-                         const T* dcn, T* dc, T* dA, T* dGH, T* Hraw, T* dChat, T* Chat,
-                         T* work) const;
-  std::vector<Tensor> weight_grads(const Tensor& x, const std::vector<Tensor>& saved,
-                                   const Tensor& dA, const Tensor& dGH, const Tensor& dHn,
-                                   const Tensor& Hraw, const Tensor& dChat, const Tensor& Chat,
-                                   const Tensor& dh, const Tensor& dc, bool need_dx) const;
+  void cell_row_backward(const T* a, const T* c_prev, const T* c_new, const T* sc, const T* xhh,
+                         T rhh, const T* dhraw, const T* dcn, T* dc, T* da, T* dgh, T* hraw,
+                         T* chat, T* dchat, T* work) const;
   std::vector<Tensor> forward(const Tensor& x, const Tensor& h0, const Tensor& c0) const;
   std::vector<Tensor> backward(const Tensor& x, const Tensor& dy, const Tensor& dhT,
                                const Tensor& dcT, const std::vector<Tensor>& saved,

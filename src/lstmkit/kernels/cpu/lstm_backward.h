@@ -54,17 +54,13 @@ void LSTMScan<T>::fused_row_backward(const T* a, const T* c_prev, const T* c_new
   }
 }
 
-// The gradient through one row's gate math at step t. In: dhraw (H) the gradient of o ⊙ ψ(c),
-// dcn (H) that of the new c from later steps; out: dA (4H) that of the pre-activations, dc (H)
-// gains that of c_{t-1}, dGH (4H) that of the recurrent term before its layer norm. work: 11H.
+// The gradient of one row of the general cell (any activations, clip, coupling, removed
+// gates), with fused_row_backward's arguments. work: 3 * 4H values.
 template <typename T>
-void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tensor>& saved,
-                                    const T* dhraw, const T* dcn, T* dc, T* dA, T* dGH, T* Hraw,
-                                    T* dChat, T* Chat, T* work) const {
-  const int64_t H = hidden, G = gates(), r = t * batch + b;
-  const T* a = saved[0].data_ptr<T>() + r * G;
-  const T* c_prev = saved[2].data_ptr<T>() + r * H;
-  const T* c_new = saved[3].data_ptr<T>() + r * H;
+void LSTMScan<T>::cell_row_backward(const T* a, const T* c_prev, const T* c_new, const T* sc,
+                                    const T* xhh, T rhh, const T* dhraw, const T* dcn, T* dc,
+                                    T* da, T* dgh, T* hraw, T* chat, T* dchat, T* work) const {
+  const int64_t H = hidden, G = gates();
   T *y = work, *d = work + G, *psi = work + 2 * G, *dpsi = psi + H, *co = dpsi + H;
   T *i = y, *f = y + H, *g = y + 2 * H, *o = y + 3 * H;
   T *di_ = d, *df_ = d + H, *dg_ = d + 2 * H, *do_ = d + 3 * H;
@@ -77,9 +73,7 @@ void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tens
   gate_grad<T>(opt.cell_act, opt.clip, a + 2 * H, g, dg_, H);
   gate_grad<T>(opt.gate_act, opt.clip, a + 3 * H, o, do_, H, opt.output_gate);
   const T* c_out = c_new;
-  T* chat = Chat ? Chat + r * H : nullptr;
   if (w.ln_c) {
-    const T* sc = saved[8].data_ptr<T>() + r * 2;
     for (int64_t j = 0; j < H; ++j) {
       chat[j] = (c_new[j] - sc[0]) * sc[1];
       co[j] = w.ln_c[j] * chat[j] + w.bln_c[j];
@@ -88,19 +82,17 @@ void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tens
   }
   activate(opt.out_act, c_out, psi, H);
   derivative(opt.out_act, c_out, psi, dpsi, H);
-  if (Hraw) for (int64_t j = 0; j < H; ++j) Hraw[r * H + j] = o[j] * psi[j];
+  for (int64_t j = 0; j < H; ++j) hraw[j] = o[j] * psi[j];
   T* dct = co;  // the gradient of c_t, once c_out is no longer needed
   for (int64_t j = 0; j < H; ++j) dpsi[j] *= dhraw[j] * o[j];  // now that of c_out
   if (w.ln_c) {
-    T* dx = dChat + r * H;
-    std::copy(dpsi, dpsi + H, dx);
+    std::copy(dpsi, dpsi + H, dchat);
     for (int64_t j = 0; j < H; ++j) dpsi[j] *= w.ln_c[j];
-    normalize_row_backward(dpsi, chat, saved[8].data_ptr<T>()[r * 2 + 1], dct, H);
+    normalize_row_backward(dpsi, chat, sc[1], dct, H);
   } else {
     std::copy(dpsi, dpsi + H, dct);
   }
   const T* p = w.peephole;
-  T* da = dA + r * G;
   T *da_i = da, *da_f = da + H, *da_g = da + 2 * H, *da_o = da + 3 * H;
   LSTMKIT_ELEMENTWISE
   for (int64_t j = 0; j < H; ++j) {
@@ -136,129 +128,124 @@ void LSTMScan<T>::cell_row_backward(int64_t t, int64_t b, const std::vector<Tens
     for (int64_t j = 0; j < H; ++j) dc[j] += da_i[j] * p[j] + da_f[j] * p[H + j];
   }
   if (w.ln_hh) {
-    const T* xhh = saved[6].data_ptr<T>() + r * G;
     for (int64_t j = 0; j < G; ++j) y[j] = da[j] * w.ln_hh[j];
-    normalize_row_backward(y, xhh, saved[7].data_ptr<T>()[r], dGH + r * G, G);
+    normalize_row_backward(y, xhh, rhh, dgh, G);
   }
 }
 
+// The backward pass, a chunk of steps at a time from the last: the chunk's gate gradients come
+// step by step (each needs the next step's), then become its share of the weight, bias and
+// input gradients in products over all its rows at once. Returns the gradients of x, h0, c0
+// and the cell's tensors in CellWeights order (undefined where absent).
 template <typename T>
 std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, const Tensor& dhT,
                                           const Tensor& dcT, const std::vector<Tensor>& saved,
                                           bool need_dx) const {
-  const int64_t B = batch, H = hidden, P = output, G = gates(), rows = steps * B;
-  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr;
+  const int64_t B = batch, H = hidden, P = output, G = gates(), I = input;
+  const bool ln = w.ln_ih != nullptr, proj = w.w_hr != nullptr, fast = fused();
+  const int64_t chunk = std::min(steps, backward_chunk(B, B * G));
   const auto o = x.options();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-  Tensor dA = at::empty({steps, B, G}, o), dGH = ln ? at::empty({steps, B, G}, o) : dA;
-  Tensor dHn = proj ? at::empty({steps, B, P}, o) : Tensor();
-  Tensor Hraw = proj ? at::empty({steps, B, H}, o) : Tensor();
-  Tensor dChat = ln ? at::empty({steps, B, H}, o) : Tensor();
-  Tensor Chat = ln ? at::empty({steps, B, H}, o) : Tensor();
+  auto empty = [&](std::initializer_list<int64_t> shape, bool needed = true) {
+    return needed ? at::empty(shape, o) : Tensor();
+  };
+  // Per chunk: dA (gradient of the pre-activations), dGH (of the recurrent term before its
+  // layer norm; dA itself without), and with a projection dHn (of h_t before it) and o ⊙ ψ(c).
+  Tensor dA = empty({chunk, B, G}), dGH = ln ? empty({chunk, B, G}) : dA;
+  Tensor dHn = empty({chunk, B, P}, proj), Hraw = empty({chunk, B, H}, proj);
+  Tensor masked = empty({chunk, B, P}, masks.hidden != nullptr);
+  Tensor chat = empty({B, H}, ln), dchat = empty({B, H}, ln);  // layer norm of c, this step
   Tensor dh = dhT.clone(), dc = dcT.clone();  // (B, P), (B, H): gradients of the carried state
-  Tensor dhraw = at::empty({B, H}, o), dcn = at::empty({B, H}, o);
-  Tensor dhin = masks.hidden ? at::empty({B, P}, o) : Tensor();
-  T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn);
-  const RightOperand<T> w_hh(w.w_hh, G, P, false, o), w_hr(w.w_hr, P, H, false, o);
-  const bool fast = fused();
-  const T* pdy = dy.data_ptr<T>();
+  Tensor dhraw = empty({B, H}), dcn = empty({B, H}), dhin = empty({B, P}, masks.hidden);
+  Tensor dx = empty({steps, B, I}, need_dx);
+  T *pdh = ptr(dh), *pdc = ptr(dc), *pdcn = ptr(dcn), *pdA = ptr(dA), *pdGH = ptr(dGH);
+  T *pdHn = ptr(dHn), *praw = ptr(Hraw), *pchat = ptr(chat), *pdchat = ptr(dchat);
+  T *pdhraw = ptr(dhraw), *pdhin = ptr(dhin);
+  const T *pa = ptr(saved[0]), *pcs = ptr(saved[2]), *pcn = ptr(saved[3]), *pdy = ptr(dy);
+  const T *psc = ln ? ptr(saved[8]) : nullptr, *pxhh = ln ? ptr(saved[6]) : nullptr;
+  const T *prhh = ln ? ptr(saved[7]) : nullptr, *pxih = ln ? ptr(saved[4]) : nullptr;
+  const T* prih = ln ? ptr(saved[5]) : nullptr;
+  const RightOperand<T> w_ih(w.w_ih, G, I, false, o), w_hh(w.w_hh, G, P, false, o);
+  const RightOperand<T> w_hr(w.w_hr, P, H, false, o);
+  // Sums over all steps: biases, peepholes and layer-norm gains in double, weights by chunks.
+  std::vector<double> dbias(G), dpeep(w.peephole ? 3 * H : 0), dln_ih(ln ? G : 0);
+  std::vector<double> dln_hh(ln ? G : 0), dln_c(ln ? H : 0), dbln_c(ln ? H : 0);
+  WeightGradient<T> dw_ih(G, I, o), dw_hh(G, P, o), dw_hr(proj ? P : 0, H, o);
+
+  auto add_chunk = [&](int64_t t0, int64_t n) {
+    const int64_t rows = n * B;
+    column_sums<T>(rows, G, pdA, G, nullptr, 0, dbias.data());
+    if (w.peephole) {  // i and f see c_{t-1}, o sees c_t
+      column_sums<T>(rows, H, pdA, G, pcs + t0 * B * H, H, dpeep.data());
+      column_sums<T>(rows, H, pdA + H, G, pcs + t0 * B * H, H, dpeep.data() + H);
+      column_sums<T>(rows, H, pdA + 3 * H, G, pcn + t0 * B * H, H, dpeep.data() + 2 * H);
+    }
+    if (ln) {  // the gains' sums need dA as it is; then it becomes that of x W_ih^T, in place
+      column_sums<T>(rows, G, pdA, G, pxih + t0 * B * G, G, dln_ih.data());
+      column_sums<T>(rows, G, pdA, G, pxhh + t0 * B * G, G, dln_hh.data());
+      at::parallel_for(0, rows, row_grain(4 * G), [&](int64_t r0, int64_t r1) {
+        std::vector<T> scaled(G);
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t j = 0; j < G; ++j) scaled[j] = pdA[r * G + j] * w.ln_ih[j];
+          normalize_row_backward(scaled.data(), pxih + (t0 * B + r) * G, prih[t0 * B + r],
+                                 pdA + r * G, G);
+        }
+      });
+    }
+    if (need_dx) w_ih.times(rows, pdA, G, 0, ptr(dx) + t0 * B * I, I);
+    dw_ih.add(rows, pdA, G, ptr(x) + t0 * B * I, I);
+    const T* h_in = masked_hidden(masks, ptr(saved[1]) + t0 * B * P, ptr(masked), n, B * P);
+    dw_hh.add(rows, pdGH, G, h_in, P);
+    if (proj) dw_hr.add(rows, pdHn, P, praw, H);
+  };
 
   for (int64_t t = steps - 1; t >= 0; --t) {
-    T* dhn = proj ? ptr(dHn) + t * B * P : ptr(dhraw);
+    const int64_t t0 = t / chunk * chunk, k = t - t0;  // the chunk's first step; t's place in it
+    T* dhn = proj ? pdHn + k * B * P : pdhraw;
     uncarry(masks, 0, t, B, P, pdh, pdy + t * B * P, dhn);
     uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
-    if (proj) w_hr.times(B, dhn, P, 0, ptr(dhraw), H);
+    if (proj) w_hr.times(B, dhn, P, 0, pdhraw, H);
     at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(3 * G);
+      std::vector<T> work(3 * G + H);  // the rows' scratch, then o ⊙ ψ(c) without projection
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r = t * B + b;
-        if (!masks.valid(t, b)) {
-          std::fill(ptr(dA) + r * G, ptr(dA) + (r + 1) * G, T(0));
-          if (ln) std::fill(ptr(dGH) + r * G, ptr(dGH) + (r + 1) * G, T(0));
-          if (ln) std::fill(ptr(dChat) + r * H, ptr(dChat) + (r + 1) * H, T(0));
-          if (ln) std::fill(ptr(Chat) + r * H, ptr(Chat) + (r + 1) * H, T(0));
-          if (proj) std::fill(ptr(Hraw) + r * H, ptr(Hraw) + (r + 1) * H, T(0));
+        const int64_t r = t * B + b, q = k * B + b;  // the row in the sequence, in the chunk
+        T *da = pdA + q * G, *dgh = ln ? pdGH + q * G : nullptr;
+        T *ch = ln ? pchat + b * H : nullptr, *dch = ln ? pdchat + b * H : nullptr;
+        T* hr = proj ? praw + q * H : work.data() + 3 * G;
+        if (!masks.valid(t, b)) {  // past the length: no gradient through this step
+          std::fill(da, da + G, T(0));
+          if (ln) std::fill(dgh, dgh + G, T(0));
+          if (ln) std::fill(dch, dch + H, T(0));
+          if (proj) std::fill(hr, hr + H, T(0));
           continue;
         }
-        T *dhr = ptr(dhraw) + b * H, *hr = proj ? ptr(Hraw) + r * H : work.data() + 2 * G;
+        const T *dhr = pdhraw + b * H, *dcnb = pdcn + b * H, *sc = ln ? psc + r * 2 : nullptr;
+        const T* xhh = ln ? pxhh + r * G : nullptr;
+        const T rhh = ln ? prhh[r] : T(0);
         if (fast) {
-          const T *a = ptr(saved[0]) + r * G, *cp = ptr(saved[2]) + r * H;
-          const T *cn = ptr(saved[3]) + r * H, *sc = ln ? ptr(saved[8]) + r * 2 : nullptr;
-          const T* xhh = ln ? ptr(saved[6]) + r * G : nullptr;
-          const T rhh = ln ? ptr(saved[7])[r] : T(0);
-          fused_step_row_backward(a, cp, cn, sc, xhh, rhh, dhr, pdcn + b * H, pdc + b * H,
-                                  ptr(dA) + r * G, ln ? ptr(dGH) + r * G : nullptr, hr,
-                                  ln ? ptr(Chat) + r * H : nullptr,
-                                  ln ? ptr(dChat) + r * H : nullptr, work.data());
+          fused_step_row_backward(pa + r * G, pcs + r * H, pcn + r * H, sc, xhh, rhh, dhr, dcnb,
+                                  pdc + b * H, da, dgh, hr, ch, dch, work.data());
         } else {
-          cell_row_backward(t, b, saved, dhr, pdcn + b * H, pdc + b * H, ptr(dA), ptr(dGH),
-                            ptr(Hraw), ptr(dChat), ptr(Chat), work.data());
+          cell_row_backward(pa + r * G, pcs + r * H, pcn + r * H, sc, xhh, rhh, dhr, dcnb,
+                            pdc + b * H, da, dgh, hr, ch, dch, work.data());
         }
       }
     });
-    backprop_recurrent(masks, B, P, ptr(dGH) + t * B * G, G, w_hh, pdh, ptr(dhin));
+    if (ln) column_sums<T>(B, H, pdchat, H, pchat, H, dln_c.data());
+    if (ln) column_sums<T>(B, H, pdchat, H, nullptr, 0, dbln_c.data());
+    backprop_recurrent(masks, B, P, pdGH + k * B * G, G, w_hh, pdh, pdhin);
+    if (t == t0) add_chunk(t0, std::min(chunk, steps - t0));
   }
-  return weight_grads(x, saved, dA, dGH, dHn, Hraw, dChat, Chat, dh, dc, need_dx);
-}
-
-// Everything after the time loop is a product or a sum over all steps at once. Returns the
-// gradients of x, h0, c0 and the cell's tensors in CellWeights order (undefined where absent).
-template <typename T>
-std::vector<Tensor> LSTMScan<T>::weight_grads(const Tensor& x, const std::vector<Tensor>& saved,
-                                              const Tensor& dA, const Tensor& dGH,
-                                              const Tensor& dHn, const Tensor& Hraw,
-                                              const Tensor& dChat, const Tensor& Chat,
-                                              const Tensor& dh, const Tensor& dc,
-                                              bool need_dx) const {
-  const int64_t B = batch, H = hidden, P = output, G = gates(), rows = steps * B;
-  const auto o = x.options();
-  const T* pdA = dA.data_ptr<T>();
-  Tensor dGX = dA;
-  if (w.ln_ih) {  // the input term's layer norm, row by row over all steps
-    dGX = at::empty({steps, B, G}, o);
-    const T *Xih = saved[4].data_ptr<T>(), *Rih = saved[5].data_ptr<T>();
-    T* pdGX = dGX.data_ptr<T>();
-    at::parallel_for(0, rows, row_grain(4 * G), [&](int64_t r0, int64_t r1) {
-      std::vector<T> scaled(G);
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t j = 0; j < G; ++j) scaled[j] = pdA[r * G + j] * w.ln_ih[j];
-        normalize_row_backward(scaled.data(), Xih + r * G, Rih[r], pdGX + r * G, G);
-      }
-    });
-  }
-  const T* pdGX = dGX.data_ptr<T>();
-  std::vector<Tensor> out(13);
-  if (need_dx) {
-    out[0] = at::empty({steps, B, input}, o);
-    RightOperand<T>(w.w_ih, G, input, false, o).times(rows, pdGX, G, 0, out[0].data_ptr<T>(), input);
-  }
-  out[1] = dh;
-  out[2] = dc;
-  out[3] = weight_gradient<T>(rows, G, input, pdGX, G, x.data_ptr<T>(), input, o);
-  Tensor masked = masks.hidden ? at::empty({steps, B, P}, o) : Tensor();
-  const T* h_in = masked_hidden(masks, saved[1].data_ptr<T>(),  // h_0 .. h_{T-1}
-                                masks.hidden ? masked.data_ptr<T>() : nullptr, steps, B * P);
-  out[4] = weight_gradient<T>(rows, G, P, dGH.data_ptr<T>(), G, h_in, P, o);
-  out[5] = at::empty({G}, o);
-  column_sums<T>(rows, G, pdA, G, nullptr, 0, out[5].data_ptr<T>());
-  out[6] = out[5].clone();
-  if (w.w_hr) {
-    out[7] = weight_gradient<T>(rows, P, H, dHn.data_ptr<T>(), P, Hraw.data_ptr<T>(), H, o);
-  }
-  if (w.peephole) {  // i and f see c_{t-1}, o sees c_t
-    out[8] = at::empty({3 * H}, o);
-    T* dp = out[8].data_ptr<T>();
-    const T *c_prev = saved[2].data_ptr<T>(), *c_new = saved[3].data_ptr<T>();
-    column_sums<T>(rows, H, pdA, G, c_prev, H, dp);
-    column_sums<T>(rows, H, pdA + H, G, c_prev, H, dp + H);
-    column_sums<T>(rows, H, pdA + 3 * H, G, c_new, H, dp + 2 * H);
-  }
-  if (w.ln_ih) {
-    for (int k = 0; k < 4; ++k) out[9 + k] = at::empty({k < 2 ? G : H}, o);
-    column_sums<T>(rows, G, pdA, G, saved[4].data_ptr<T>(), G, out[9].data_ptr<T>());
-    column_sums<T>(rows, G, pdA, G, saved[6].data_ptr<T>(), G, out[10].data_ptr<T>());
-    column_sums<T>(rows, H, dChat.data_ptr<T>(), H, Chat.data_ptr<T>(), H, out[11].data_ptr<T>());
-    column_sums<T>(rows, H, dChat.data_ptr<T>(), H, nullptr, 0, out[12].data_ptr<T>());
+  std::vector<Tensor> out{dx, dh, dc, dw_ih.result(), dw_hh.result(), as_tensor<T>(dbias, o),
+                          as_tensor<T>(dbias, o), Tensor(), Tensor(), Tensor(), Tensor(),
+                          Tensor(), Tensor()};
+  if (proj) out[7] = dw_hr.result();
+  if (w.peephole) out[8] = as_tensor<T>(dpeep, o);
+  if (ln) {
+    out[9] = as_tensor<T>(dln_ih, o);
+    out[10] = as_tensor<T>(dln_hh, o);
+    out[11] = as_tensor<T>(dln_c, o);
+    out[12] = as_tensor<T>(dbln_c, o);
   }
   return out;
 }

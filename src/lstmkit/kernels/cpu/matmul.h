@@ -219,22 +219,44 @@ class RightOperand {
   Tensor packed_;
 };
 
-// The weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed over all steps' rows.
-// For floats it computes (x^T g)^T: transposing x and the small result costs far less than
-// transposing g, and lets brgemm run.
+// A weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed chunk by chunk over all
+// steps' rows. For floats it sums dw^T = x^T g instead: transposing each chunk of x (K is an
+// input or hidden size) costs far less than transposing g (4H wide), and lets brgemm run.
+template <typename T>
+class WeightGradient {
+ public:
+  WeightGradient(int64_t N, int64_t K, const at::TensorOptions& o)
+      : N_(N), K_(K), o_(o), sum_(at::zeros(std::is_same_v<T, float> ? at::IntArrayRef{K, N}
+                                                                      : at::IntArrayRef{N, K},
+                                            o)) {}
+
+  void add(int64_t rows, const T* g, int64_t ldg, const T* x, int64_t ldx) {
+    if constexpr (std::is_same_v<T, float>) {
+      Tensor xt = transposed(x, rows, K_, ldx, o_);  // (K, rows)
+      brgemm_tiles(K_, N_, rows, xt.data_ptr<T>(), rows, g, ldg, true, sum_.data_ptr<T>(), N_);
+    } else {
+      gemm<T>(true, false, N_, K_, rows, g, ldg, x, ldx, 1, sum_.data_ptr<T>(), K_);
+    }
+  }
+
+  Tensor result() const {
+    if constexpr (std::is_same_v<T, float>) return transposed(sum_.data_ptr<T>(), K_, N_, N_, o_);
+    return sum_;
+  }
+
+ private:
+  int64_t N_, K_;
+  at::TensorOptions o_;
+  Tensor sum_;
+};
+
+// The whole sum at once, for gradients kept for every step.
 template <typename T>
 Tensor weight_gradient(int64_t rows, int64_t N, int64_t K, const T* g, int64_t ldg, const T* x,
                        int64_t ldx, const at::TensorOptions& o) {
-  if constexpr (std::is_same_v<T, float>) {
-    Tensor xt = transposed(x, rows, K, ldx, o);  // (K, rows)
-    Tensor dwt = at::empty({K, N}, o);
-    brgemm_tiles(K, N, rows, xt.data_ptr<T>(), rows, g, ldg, false, dwt.data_ptr<T>(), N);
-    return transposed(dwt.data_ptr<T>(), K, N, N, o);
-  } else {
-    Tensor dw = at::empty({N, K}, o);
-    gemm<T>(true, false, N, K, rows, g, ldg, x, ldx, 0, dw.data_ptr<T>(), K);
-    return dw;
-  }
+  WeightGradient<T> dw(N, K, o);
+  dw.add(rows, g, ldg, x, ldx);
+  return dw.result();
 }
 
 }  // namespace lstmkit

@@ -80,9 +80,10 @@ std::vector<Tensor> RNNScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   out[2] = weight_gradient<T>(rows, H, input, pdA, H, ptr(x), input, o);
   const T* h_in = masked_hidden(masks, Hs, ptr(buf), steps, B * H);
   out[3] = weight_gradient<T>(rows, H, H, pdA, H, h_in, H, o);
-  out[4] = at::empty({H}, o);
-  column_sums<T>(rows, H, pdA, H, nullptr, 0, ptr(out[4]));
-  out[5] = out[4].clone();
+  std::vector<double> dbias(H);
+  column_sums<T>(rows, H, pdA, H, nullptr, 0, dbias.data());
+  out[4] = as_tensor<T>(dbias, o);
+  out[5] = as_tensor<T>(dbias, o);
   return out;
 }
 

@@ -1,0 +1,323 @@
+"""CPU kernels: lstmkit's backends against torch.nn and the reference loop, training and inference.
+
+For each size (the issue's four CPU shapes) and each cell (the plain LSTM, GRU and RNN and every
+variant), one run times side by side: torch.nn's layer of the same size (the baseline; for a
+variant, torch.nn's plain layer of its family, with the projection where the variant has one),
+every lstmkit backend that runs on the CPU, and the reference loop. Training is forward plus
+backward of the output (the input needs no gradient, as data in training); inference is the
+forward under ``torch.no_grad()``. Ratios are to the baseline; below 1 is faster. Peak memory is
+the growth of the process's resident set during one training step (Linux: VmHWM after resetting
+it through /proc/self/clear_refs; large blocks are mapped and unmapped by malloc, which this
+script fixes with mallopt, so the resident set follows the live tensors).
+
+    PYTHONPATH=src python benchmarks/cpu_kernels.py            # full run, a few minutes
+    PYTHONPATH=src python benchmarks/cpu_kernels.py --quick    # smoke run, prints only
+
+The full run writes its section of docs/benchmarks.md (between the ``cpu-kernels`` markers).
+Timings are medians of interleaved repeats; other processes on the machine inflate numbers
+more than ratios, but a quiet machine is what the published table should come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import lstmkit
+from lstmkit import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [(100, 1, 64, 128), (200, 16, 32, 64), (100, 32, 128, 256), (50, 64, 512, 512)]
+"""(T, B, I, H): the issue's four CPU shapes."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A row of the tables: a family and the lstmkit options that make the variant."""
+
+    label: str
+    family: str  # "LSTM", "GRU" or "RNN"
+    options: dict = field(default_factory=dict)
+    layer: dict = field(default_factory=dict)  # options of the layer (dropout, zoneout)
+
+    def baseline_options(self, hidden: int) -> dict:
+        """torch.nn's arguments for the baseline of this row."""
+        keep = {k: v for k, v in self.options.items() if k == "nonlinearity"}
+        if "proj_size" in self.options:
+            keep["proj_size"] = self.options["proj_size"](hidden)
+        return keep
+
+    def lstmkit_options(self, hidden: int) -> dict:
+        options = {**self.options, **self.layer}
+        if "proj_size" in options:
+            options["proj_size"] = options["proj_size"](hidden)
+        return options
+
+
+CELLS = [
+    Cell("LSTM", "LSTM"),
+    Cell("LSTM peephole", "LSTM", dict(peephole=True)),
+    Cell("LSTM coupled (CIFG)", "LSTM", dict(coupled=True)),
+    Cell("LSTM cell clip", "LSTM", dict(cell_clip=3.0)),
+    Cell("LSTM no forget gate", "LSTM", dict(forget_gate=False)),
+    Cell("LSTM hard_sigmoid, softsign", "LSTM", dict(gate_activation="hard_sigmoid",
+                                                    output_activation="softsign")),
+    Cell("LSTM layer norm", "LSTM", dict(layer_norm=True)),
+    Cell("LSTM projection (H/2)", "LSTM", dict(proj_size=lambda h: h // 2)),
+    Cell("LSTM recurrent dropout, zoneout", "LSTM", layer=dict(recurrent_dropout=0.25,
+                                                               zoneout=0.1)),
+    Cell("GRU", "GRU"),
+    Cell("GRU reset before", "GRU", dict(reset_after=False)),
+    Cell("RNN tanh", "RNN"),
+    Cell("RNN relu", "RNN", dict(nonlinearity="relu")),
+]
+QUICK_CELLS = ["LSTM", "LSTM layer norm", "GRU"]
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{name}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads")
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def _keep_big_blocks_mapped() -> None:
+    """Make malloc map every block of 64 KiB or more and unmap it when freed (no dynamic
+    threshold), so that the resident set follows the live tensors."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def peak_mib(fn) -> float | None:
+    """Growth of the resident set while ``fn`` runs, in MiB; None where Linux cannot say."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) / 1024
+    except OSError:
+        return None
+
+
+def medians_ms(fns: dict, budget: float, min_reps: int, max_reps: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in interleaved rounds (one call of
+    each per round) until the slowest has ``min_reps`` calls and the round budget is spent."""
+    for fn in fns.values():  # warm up: first-use builds, caches, allocator
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while True:
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        reps = len(next(iter(times.values())))
+        if reps >= max_reps or (reps >= min_reps and time.perf_counter() - start > budget):
+            break
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def _train_step(module, x, grad_out):
+    def step():
+        for p in module.parameters():
+            p.grad = None
+        y, _ = module(x)
+        y.backward(grad_out)
+    return step
+
+
+def _infer_step(module, x):
+    def step():
+        with torch.no_grad():
+            module(x)
+    return step
+
+
+def backends() -> list[str]:
+    """lstmkit's backends that run on this CPU (the reference last: it is the slow peer)."""
+    names = []
+    for name in kernels.names():
+        backend = kernels.get(name)
+        if backend.auto_devices is None or "cpu" in backend.auto_devices:
+            names.append(name)
+    return [n for n in names if n != "reference"] + ["reference"]
+
+
+def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
+    """Times (ms) and peak memory (MiB) of every peer for one cell at one size."""
+    steps, batch, inputs, hidden = size
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, inputs)
+    options = cell.lstmkit_options(hidden)
+    peers = {}
+    for name in backends():
+        try:
+            peers[name] = getattr(lstmkit, cell.family)(inputs, hidden, backend=name, **options)
+        except ValueError:  # the backend cannot run this cell (native: a variant)
+            continue
+    key = (cell.family, size, tuple(sorted(cell.baseline_options(hidden).items())))
+    if key not in baselines:
+        torch_layer = getattr(torch.nn, cell.family)(inputs, hidden,
+                                                     **cell.baseline_options(hidden))
+        baselines[key] = torch_layer
+    peers = {"torch.nn": baselines[key], **peers}
+    out_size = peers["torch.nn"](x[:1])[0].shape[-1]
+    grad_out = torch.randn(steps, batch, out_size)
+    for module in peers.values():
+        module.train()
+    slow_reps = 2 if steps * batch * hidden >= 1_000_000 else 3
+    train = medians_ms({n: _train_step(m, x, grad_out) for n, m in peers.items()},
+                       budget, slow_reps, 50)
+    infer = medians_ms({n: _infer_step(m, x) for n, m in peers.items()}, budget, slow_reps, 50)
+    memory = {n: peak_mib(_train_step(m, x, grad_out)) for n, m in peers.items()}
+    return {"train": train, "infer": infer, "memory": memory}
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}"
+
+
+def size_table(size, rows: dict[str, dict], peers: list[str]) -> str:
+    steps, batch, inputs, hidden = size
+    lines = [f"### T={steps}, B={batch}, I={inputs}, H={hidden}", ""]
+    head = ["cell", "torch.nn train ms", *(f"{p} train" for p in peers),
+            "torch.nn infer ms", *(f"{p} infer" for p in peers),
+            "peak MiB (train): torch.nn / " + " / ".join(peers)]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, result in rows.items():
+        cells = [label]
+        for mode in ("train", "infer"):
+            base = result[mode]["torch.nn"]
+            cells.append(f"{base:.2f}")
+            cells += [_ratio(result[mode][p], base) if p in result[mode] else "-" for p in peers]
+        memory = result["memory"]
+        cells.append(" / ".join("-" if memory.get(p) is None else f"{memory[p]:.0f}"
+                                for p in ["torch.nn", *peers]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[str]:
+    """The issue's targets, each met or missed, for the cpu backend."""
+    lines = []
+    for mode, plain_goal, variant_goal in (("train", 1.0, 1.2), ("infer", 1.0, 1.2)):
+        worst_plain, worst_variant = [], []
+        for (label, size), result in results.items():
+            if "cpu" not in result[mode]:
+                continue
+            ratio = result[mode]["cpu"] / result[mode]["torch.nn"]
+            plain = label in ("LSTM", "GRU", "RNN tanh")
+            (worst_plain if plain else worst_variant).append((ratio, label, size))
+        for name, goal, rows in (("plain", plain_goal, worst_plain),
+                                 ("variants", variant_goal, worst_variant)):
+            if not rows:
+                continue
+            ratio, label, size = max(rows)
+            missed = sorted((r, lab, s) for r, lab, s in rows if r > goal)
+            verdict = "met" if not missed else f"missed in {len(missed)} of {len(rows)}"
+            lines.append(f"- {mode}, {name}: target <= {goal:.1f}x torch.nn; worst "
+                         f"{ratio:.2f}x ({label}, T,B,I,H={size}): {verdict}.")
+    return lines
+
+
+def report(results: dict, seconds: float) -> str:
+    peers = sorted({p for r in results.values() for p in r["train"] if p != "torch.nn"},
+                   key=backends().index)
+    by_size: dict = {}
+    for (label, size), result in results.items():
+        by_size.setdefault(size, {})[label] = result
+    parts = ["## CPU kernels (benchmarks/cpu_kernels.py)", "",
+             f"Machine: {machine()}. Run time {seconds:.0f} s.", "",
+             "Each cell: median milliseconds of torch.nn's layer (for a variant, torch.nn's "
+             "plain layer of the family, with the projection where the variant has one), then "
+             "each lstmkit backend's time as a ratio to it (below 1 is faster; - where the "
+             "backend does not run the cell). Training is forward + backward, inference the "
+             "forward under no_grad. Peak MiB: the resident set's growth during one training "
+             "step.", "", "Targets (cpu backend):", "", *targets(results), ""]
+    for size, rows in by_size.items():
+        parts += [size_table(size, rows, peers), ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_section(text: str) -> None:
+    """Replace this script's section of docs/benchmarks.md, atomically."""
+    path = ROOT / "docs" / "benchmarks.md"
+    begin, end = "<!-- cpu-kernels:begin -->", "<!-- cpu-kernels:end -->"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}{end}"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the two small sizes and {', '.join(QUICK_CELLS)} only; prints only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, usually the core count)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timing per cell and mode (default 0.4, quick 0.1)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _keep_big_blocks_mapped()
+    cells = [c for c in CELLS if not args.quick or c.label in QUICK_CELLS]
+    sizes = SIZES[:2] if args.quick else SIZES
+    budget = args.budget or (0.1 if args.quick else 0.4)
+    print(f"Machine: {machine()}", flush=True)
+    start, results, baselines = time.perf_counter(), {}, {}
+    for size in sizes:
+        for cell in cells:
+            results[cell.label, size] = measure(cell, size, budget, baselines)
+            train, infer = results[cell.label, size]["train"], results[cell.label, size]["infer"]
+            line = "  ".join(f"{p} {train[p] / train['torch.nn']:.2f}/"
+                             f"{infer[p] / infer['torch.nn']:.2f}" for p in train if p != "torch.nn")
+            print(f"{size} {cell.label}: torch.nn {train['torch.nn']:.2f}/"
+                  f"{infer['torch.nn']:.2f} ms; train/infer ratios {line}", flush=True)
+    text = report(results, time.perf_counter() - start)
+    print()
+    print(text)
+    if not (args.quick or args.no_write):
+        write_section(text)
+        print(f"wrote {ROOT / 'docs' / 'benchmarks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
