@@ -203,6 +203,15 @@ def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
 
 # --- report ------------------------------------------------------------------------------------
 
+def progress(label: str, size, result: dict) -> str:
+    """One line per measured cell while the run goes."""
+    train, infer = result["train"], result["infer"]
+    ratios = "  ".join(f"{p} {train[p] / train['torch.nn']:.2f}/{infer[p] / infer['torch.nn']:.2f}"
+                       for p in train if p != "torch.nn")
+    return (f"{size} {label}: torch.nn {train['torch.nn']:.2f}/{infer['torch.nn']:.2f} ms; "
+            f"train/infer ratios {ratios}")
+
+
 def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}"
 
@@ -305,11 +314,7 @@ def main(argv=None) -> int:
     for size in sizes:
         for cell in cells:
             results[cell.label, size] = measure(cell, size, budget, baselines)
-            train, infer = results[cell.label, size]["train"], results[cell.label, size]["infer"]
-            line = "  ".join(f"{p} {train[p] / train['torch.nn']:.2f}/"
-                             f"{infer[p] / infer['torch.nn']:.2f}" for p in train if p != "torch.nn")
-            print(f"{size} {cell.label}: torch.nn {train['torch.nn']:.2f}/"
-                  f"{infer['torch.nn']:.2f} ms; train/infer ratios {line}", flush=True)
+            print(progress(cell.label, size, results[cell.label, size]), flush=True)
     text = report(results, time.perf_counter() - start)
     print()
     print(text)
