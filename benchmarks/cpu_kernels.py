@@ -6,9 +6,9 @@ variant, torch.nn's plain layer of its family, with the projection where the var
 every lstmkit backend that runs on the CPU, and the reference loop. Training is forward plus
 backward of the output (the input needs no gradient, as data in training); inference is the
 forward under ``torch.no_grad()``. Ratios are to the baseline; below 1 is faster. Peak memory is
-the growth of the process's resident set during one training step (Linux: VmHWM after resetting
-it through /proc/self/clear_refs; large blocks are mapped and unmapped by malloc, which this
-script fixes with mallopt, so the resident set follows the live tensors).
+the most bytes that tensors allocated during one training step held at once, from the torch
+profiler's memory events (what c10's CPU allocator hands out: saved activations, workspaces,
+gradients), in a pass after the timings.
 
     PYTHONPATH=src python benchmarks/cpu_kernels.py            # full run, a few minutes
     PYTHONPATH=src python benchmarks/cpu_kernels.py --quick    # smoke run, prints only
@@ -21,12 +21,12 @@ more than ratios, but a quiet machine is what the published table should come fr
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
+import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,32 +99,18 @@ def machine() -> str:
 
 # --- measuring ---------------------------------------------------------------------------------
 
-def _keep_big_blocks_mapped() -> None:
-    """Make malloc map every block of 64 KiB or more and unmap it when freed (no dynamic
-    threshold), so that the resident set follows the live tensors."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise OSError(f"no {key} in /proc/self/status")
-
-
-def peak_mib(fn) -> float | None:
-    """Growth of the resident set while ``fn`` runs, in MiB; None where Linux cannot say."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
-        before = _status_kib("VmRSS")
+def peak_mib(fn) -> float:
+    """The most MiB that tensors allocated while ``fn`` runs held at once."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
         fn()
-        return (_status_kib("VmHWM") - before) / 1024
-    except OSError:
-        return None
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    held = [e["args"]["Total Allocated"] for e in events
+            if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0]
+    return max(held, default=0) / 2**20
 
 
 def medians_ms(fns: dict, budget: float, min_reps: int, max_reps: int) -> dict[str, float]:
@@ -171,11 +157,9 @@ def backends() -> list[str]:
     return [n for n in names if n != "reference"] + ["reference"]
 
 
-def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
-    """Times (ms) and peak memory (MiB) of every peer for one cell at one size."""
+def peers_of(cell: Cell, size, baselines: dict) -> dict:
+    """Name -> module for torch.nn's baseline and every lstmkit backend that runs the cell."""
     steps, batch, inputs, hidden = size
-    torch.manual_seed(0)
-    x = torch.randn(steps, batch, inputs)
     options = cell.lstmkit_options(hidden)
     peers = {}
     for name in backends():
@@ -188,17 +172,41 @@ def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
         torch_layer = getattr(torch.nn, cell.family)(inputs, hidden,
                                                      **cell.baseline_options(hidden))
         baselines[key] = torch_layer
-    peers = {"torch.nn": baselines[key], **peers}
+    return {"torch.nn": baselines[key], **peers}
+
+
+def _data(size, peers: dict):
+    steps, batch, inputs, _ = size
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, inputs)
     out_size = peers["torch.nn"](x[:1])[0].shape[-1]
-    grad_out = torch.randn(steps, batch, out_size)
+    return x, torch.randn(steps, batch, out_size)
+
+
+def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
+    """Median times (ms) of every peer for one cell at one size, training and inference."""
+    peers = peers_of(cell, size, baselines)
+    x, grad_out = _data(size, peers)
     for module in peers.values():
         module.train()
+    steps, batch, _, hidden = size
     slow_reps = 2 if steps * batch * hidden >= 1_000_000 else 3
     train = medians_ms({n: _train_step(m, x, grad_out) for n, m in peers.items()},
                        budget, slow_reps, 50)
     infer = medians_ms({n: _infer_step(m, x) for n, m in peers.items()}, budget, slow_reps, 50)
-    memory = {n: peak_mib(_train_step(m, x, grad_out)) for n, m in peers.items()}
-    return {"train": train, "infer": infer, "memory": memory}
+    return {"train": train, "infer": infer}
+
+
+def measure_memory(cell: Cell, size, baselines: dict) -> dict:
+    """Peak MiB of one training step of every peer."""
+    peers = peers_of(cell, size, baselines)
+    x, grad_out = _data(size, peers)
+    memory = {}
+    for name, module in peers.items():
+        step = _train_step(module.train(), x, grad_out)
+        step()  # first-use work (the build, caches) is not the step's memory
+        memory[name] = peak_mib(step)
+    return memory
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -230,7 +238,7 @@ def size_table(size, rows: dict[str, dict], peers: list[str]) -> str:
             cells.append(f"{base:.2f}")
             cells += [_ratio(result[mode][p], base) if p in result[mode] else "-" for p in peers]
         memory = result["memory"]
-        cells.append(" / ".join("-" if memory.get(p) is None else f"{memory[p]:.0f}"
+        cells.append(" / ".join("-" if memory.get(p) is None else f"{memory[p]:.1f}"
                                 for p in ["torch.nn", *peers]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -271,8 +279,9 @@ def report(results: dict, seconds: float) -> str:
              "plain layer of the family, with the projection where the variant has one), then "
              "each lstmkit backend's time as a ratio to it (below 1 is faster; - where the "
              "backend does not run the cell). Training is forward + backward, inference the "
-             "forward under no_grad. Peak MiB: the resident set's growth during one training "
-             "step.", "", "Targets (cpu backend):", "", *targets(results), ""]
+             "forward under no_grad. Peak MiB: the most memory the tensors allocated in one "
+             "training step held at once (torch profiler).",
+             "", "Targets (cpu backend):", "", *targets(results), ""]
     for size, rows in by_size.items():
         parts += [size_table(size, rows, peers), ""]
     return "\n".join(parts).rstrip() + "\n"
@@ -305,7 +314,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    _keep_big_blocks_mapped()
     cells = [c for c in CELLS if not args.quick or c.label in QUICK_CELLS]
     sizes = SIZES[:2] if args.quick else SIZES
     budget = args.budget or (0.1 if args.quick else 0.4)
@@ -315,6 +323,9 @@ def main(argv=None) -> int:
         for cell in cells:
             results[cell.label, size] = measure(cell, size, budget, baselines)
             print(progress(cell.label, size, results[cell.label, size]), flush=True)
+    for size in sizes:
+        for cell in cells:
+            results[cell.label, size]["memory"] = measure_memory(cell, size, baselines)
     text = report(results, time.perf_counter() - start)
     print()
     print(text)

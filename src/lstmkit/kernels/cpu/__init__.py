@@ -92,7 +92,7 @@ def scan(cfg: CellConfig, w: CellWeights, x: torch.Tensor, state, lengths, masks
     spec = _spec(cfg)
     tensors = [t.contiguous() for t in state_tensors(state)]
     tensors += [None if t is None else t.contiguous() for t in w[:spec.weights]]
-    zoneout = [] if masks.zoneout is None else [z.contiguous() for z in masks.zoneout]
+    zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
     constants = (lengths, masks.hidden, zoneout)
     x = x.contiguous()
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in [x, *tensors]):
@@ -102,6 +102,14 @@ def scan(cfg: CellConfig, w: CellWeights, x: torch.Tensor, state, lengths, masks
                                               tensors[spec.states:], *constants, spec.options,
                                               spec.clip, False)
     return y, FAMILIES[cfg.mode].make_state(*final)
+
+
+def _zoneout(z: torch.Tensor) -> torch.Tensor:
+    """A zoneout weight (T, B, size) as the kernel reads it: evaluation's constant probability
+    (an expanded scalar) as one row, rather than T * B copies of it."""
+    if z.dim() == 3 and z.stride()[:2] == (0, 0):
+        return z[0, 0].contiguous()
+    return z.contiguous()
 
 
 def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,

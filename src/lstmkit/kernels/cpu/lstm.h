@@ -10,6 +10,8 @@
 //   1/std Rih, Rhh (T, B), and Sc (T, B, 2) the mean and 1/std of each c_t.
 #pragma once
 
+#include <tuple>
+
 #include "common.h"
 
 namespace lstmkit {
@@ -107,60 +109,76 @@ struct LSTMScan {
            opt.clip <= 0 && !opt.coupled && opt.input_gate && opt.forget_gate && opt.output_gate;
   }
 
-  // One row of a step: a (4H) gets the normalised recurrent term (layer norm: from gh, kept in
-  // xhh with 1/std in *rhh) and the peepholes; c_new (H) and o ⊙ ψ(c) (hraw, H) come out, with
-  // the mean and 1/std of c in sc. work holds H values.
+  // n consecutive rows of a step (each array from the first row's): a (4H) gets the normalised
+  // recurrent term (layer norm: from gh, kept in xhh with 1/std in rhh) and the peepholes;
+  // c_new (H) and o ⊙ ψ(c) (hraw, H) come out, with the mean and 1/std of c in sc (2). The
+  // rows' layer-norm statistics are taken together (rows_moments). work: n * (H + 1) values.
   template <bool Peephole, bool LayerNorm>
-  void fused_row(T* a, const T* gh, T* xhh, T* rhh, const T* c_prev, T* c_new, T* sc, T* hraw,
-                 T* work) const {
+  void fused_rows(int64_t n, T* a, const T* gh, T* xhh, T* rhh, const T* c_prev, T* c_new,
+                  T* sc, T* hraw, T* work) const {
     const int64_t H = hidden, G = gates();
     const T* p = w.peephole;
-    if constexpr (LayerNorm) {
-      std::copy(gh, gh + G, xhh);
-      *rhh = normalize_row(xhh, G);
-      for (int64_t j = 0; j < G; ++j) a[j] += w.ln_hh[j] * xhh[j];
-    }
-    LSTMKIT_ELEMENTWISE
-    for (int64_t j = 0; j < H; ++j) {
-      if constexpr (Peephole) {
-        a[j] += p[j] * c_prev[j];
-        a[H + j] += p[H + j] * c_prev[j];
+    T* mean_h = work + n * H;
+    if constexpr (LayerNorm) rows_moments(gh, n, G, G, mean_h, rhh, 1);
+    for (int64_t b = 0; b < n; ++b) {
+      T *ab = a + b * G, *cn = c_new + b * H;
+      const T* cp = c_prev + b * H;
+      if constexpr (LayerNorm) {
+        const T *g = gh + b * G, mean = mean_h[b], rstd = rhh[b];
+        T* x = xhh + b * G;
+        LSTMKIT_ELEMENTWISE
+        for (int64_t j = 0; j < G; ++j) {
+          x[j] = (g[j] - mean) * rstd;
+          ab[j] += w.ln_hh[j] * x[j];
+        }
       }
-      const T c = vsigmoid(a[H + j]) * c_prev[j] + vsigmoid(a[j]) * vtanh(a[2 * H + j]);
-      c_new[j] = c;
-      if constexpr (Peephole) a[3 * H + j] += p[2 * H + j] * c;
-      const T o = vsigmoid(a[3 * H + j]);
-      if constexpr (LayerNorm) work[j] = o; else hraw[j] = o * vtanh(c);
-    }
-    if constexpr (LayerNorm) {  // h = o ⊙ tanh(LN(c)): the whole row's statistics first
-      std::copy(c_new, c_new + H, hraw);
-      sc[1] = normalize_row(hraw, H, sc);
       LSTMKIT_ELEMENTWISE
-      for (int64_t j = 0; j < H; ++j) hraw[j] = work[j] * vtanh(w.ln_c[j] * hraw[j] + w.bln_c[j]);
+      for (int64_t j = 0; j < H; ++j) {
+        if constexpr (Peephole) {
+          ab[j] += p[j] * cp[j];
+          ab[H + j] += p[H + j] * cp[j];
+        }
+        const T c = vsigmoid(ab[H + j]) * cp[j] + vsigmoid(ab[j]) * vtanh(ab[2 * H + j]);
+        cn[j] = c;
+        if constexpr (Peephole) ab[3 * H + j] += p[2 * H + j] * c;
+        const T o = vsigmoid(ab[3 * H + j]);
+        if constexpr (LayerNorm) work[b * H + j] = o; else hraw[b * H + j] = o * vtanh(c);
+      }
+    }
+    if constexpr (LayerNorm) {  // h = o ⊙ tanh(LN(c)): the rows' statistics first
+      rows_moments(c_new, n, H, H, sc, sc + 1, 2);
+      for (int64_t b = 0; b < n; ++b) {
+        const T *cn = c_new + b * H, *o = work + b * H, mean = sc[2 * b], rstd = sc[2 * b + 1];
+        T* hr = hraw + b * H;
+        LSTMKIT_ELEMENTWISE
+        for (int64_t j = 0; j < H; ++j) {
+          hr[j] = o[j] * vtanh(w.ln_c[j] * (cn[j] - mean) * rstd + w.bln_c[j]);
+        }
+      }
     }
   }
 
-  // The gradient of fused_row (cell_row_backward has the general one); lstm_backward.h.
+  // The gradient of fused_rows (cell_row_backward has the general one); lstm_backward.h.
   template <bool Peephole, bool LayerNorm>
-  void fused_row_backward(const T* a, const T* c_prev, const T* c_new, const T* sc,
-                          const T* xhh, T rhh, const T* dhraw, const T* dcn, T* dc, T* da,
-                          T* dgh, T* hraw, T* chat, T* dchat, T* work) const;
+  void fused_rows_backward(int64_t n, const T* a, const T* c_prev, const T* c_new, const T* sc,
+                           const T* xhh, const T* rhh, const T* dhraw, const T* dcn, T* dc,
+                           T* da, T* dgh, T* hraw, T* chat, T* dchat, T* work) const;
 
-  // Dispatch to the fused row for this cell's peephole and layer-norm flags.
+  // Dispatch to the fused rows for this cell's peephole and layer-norm flags.
   template <typename... Args>
-  void fused_step_row(Args... args) const {
-    if (w.peephole && w.ln_ih) return fused_row<true, true>(args...);
-    if (w.peephole) return fused_row<true, false>(args...);
-    if (w.ln_ih) return fused_row<false, true>(args...);
-    fused_row<false, false>(args...);
+  void fused_step_rows(Args... args) const {
+    if (w.peephole && w.ln_ih) return fused_rows<true, true>(args...);
+    if (w.peephole) return fused_rows<true, false>(args...);
+    if (w.ln_ih) return fused_rows<false, true>(args...);
+    fused_rows<false, false>(args...);
   }
 
   template <typename... Args>
-  void fused_step_row_backward(Args... args) const {
-    if (w.peephole && w.ln_ih) return fused_row_backward<true, true>(args...);
-    if (w.peephole) return fused_row_backward<true, false>(args...);
-    if (w.ln_ih) return fused_row_backward<false, true>(args...);
-    fused_row_backward<false, false>(args...);
+  void fused_step_rows_backward(Args... args) const {
+    if (w.peephole && w.ln_ih) return fused_rows_backward<true, true>(args...);
+    if (w.peephole) return fused_rows_backward<true, false>(args...);
+    if (w.ln_ih) return fused_rows_backward<false, true>(args...);
+    fused_rows_backward<false, false>(args...);
   }
 
   // Gate math of one row: a (4H) gets the recurrent layer-norm term and the peepholes; writes
@@ -252,15 +270,19 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
     if (ln) w_hh.times(B, h_in, P, 0, pgh, G);
     else w_hh.times(B, h_in, P, 1, a, G);
     at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(fast ? (ln ? H : 0) : 5 * H);
-      for (int64_t b = b0; b < b1; ++b) {
+      std::vector<T> work(fast ? (ln ? (b1 - b0) * (H + 1) : 0) : 5 * H);
+      auto row = [&](int64_t b) {  // the arrays at row b of this step
         const int64_t r = k * B + b;
-        T *ab = a + b * G, *cn = c_new + b * H, *hr = praw + b * H, *ws = work.data();
-        T *xhh = ln ? pXhh + r * G : nullptr, *rhh = ln ? pRhh + r : nullptr;
-        T* sc = ln ? pSc + r * 2 : nullptr;
-        const T *cp = c_prev + b * H, *ghb = ln ? pgh + b * G : nullptr;
-        if (fast) fused_step_row(ab, ghb, xhh, rhh, cp, cn, sc, hr, ws);
-        else cell_row(ab, ghb, xhh, rhh, cp, cn, sc, hr, ws);
+        return std::make_tuple(a + b * G, ln ? pgh + b * G : nullptr, ln ? pXhh + r * G : nullptr,
+                               ln ? pRhh + r : nullptr, c_prev + b * H, c_new + b * H,
+                               ln ? pSc + r * 2 : nullptr, praw + b * H);
+      };
+      if (fast) {
+        std::apply([&](auto... rows) { fused_step_rows(b1 - b0, rows..., work.data()); }, row(b0));
+        return;
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        std::apply([&](auto... rows) { cell_row(rows..., work.data()); }, row(b));
       }
     });
     if (proj) w_hr.times(B, praw, H, 0, pnew, P);

@@ -7,50 +7,72 @@
 
 namespace lstmkit {
 
-// The gradient of one fused row at step t. In: a, c_prev, c_new and the layer-norm rows saved
-// by the forward pass; dhraw (H) the gradient of o ⊙ ψ(c); dcn (H) that of the new c from
-// later steps. Out: da (4H) that of the pre-activations; dc (H) gains that of c_{t-1}; dgh
-// (4H) that of the recurrent term before its layer norm; hraw (H) o ⊙ ψ(c) again, for the
-// projection's gradient; chat, dchat (H) the normalised c and its gradient. work: 4H values.
+// The gradient of n consecutive fused rows at step t (each array from the first row's). In:
+// a, c_prev, c_new and the layer-norm rows the forward pass saved; dhraw (H) the gradient of
+// o ⊙ ψ(c); dcn (H) that of the new c from later steps. Out: da (4H) that of the
+// pre-activations; dc (H) gains that of c_{t-1}; dgh (4H) that of the recurrent term before
+// its layer norm; hraw (H) o ⊙ ψ(c) again, for the projection's gradient; chat, dchat (H) the
+// normalised c and its gradient. Rows past their length need no care: their incoming
+// gradients are zero, so are all they give. work: n * (4H + 4) values.
 template <typename T>
 template <bool Peephole, bool LayerNorm>
-void LSTMScan<T>::fused_row_backward(const T* a, const T* c_prev, const T* c_new, const T* sc,
-                                     const T* xhh, T rhh, const T* dhraw, const T* dcn, T* dc,
-                                     T* da, T* dgh, T* hraw, T* chat, T* dchat, T* work) const {
+void LSTMScan<T>::fused_rows_backward(int64_t n, const T* a, const T* c_prev, const T* c_new,
+                                      const T* sc, const T* xhh, const T* rhh,
+                                      const T* dhraw, const T* dcn, T* dc, T* da, T* dgh,
+                                      T* hraw, T* chat, T* dchat, T* work) const {
   const int64_t H = hidden, G = gates();
   const T* p = w.peephole;
-  T *dc_h = work, *tcs = work + H;  // layer norm: c_t's gradient from h, and tanh(LN(c_t))
+  T *buf = work, *ma = work + n * G, *mb = ma + n;  // buf: per row tanh(LN(c)) and dĉ γ_c
   if constexpr (LayerNorm) {
+    for (int64_t b = 0; b < n; ++b) {
+      const T *ab = a + b * G, *cn = c_new + b * H, *dhr = dhraw + b * H;
+      const T mean = sc[2 * b], rstd = sc[2 * b + 1];
+      T *ch = chat + b * H, *dch = dchat + b * H, *tcs = buf + b * G, *dxh = tcs + H;
+      LSTMKIT_ELEMENTWISE
+      for (int64_t j = 0; j < H; ++j) {
+        const T o = vsigmoid(ab[3 * H + j]);
+        ch[j] = (cn[j] - mean) * rstd;
+        tcs[j] = vtanh(w.ln_c[j] * ch[j] + w.bln_c[j]);
+        dch[j] = dhr[j] * o * (T(1) - tcs[j] * tcs[j]);
+        dxh[j] = dch[j] * w.ln_c[j];
+      }
+    }
+    rows_backward_means(buf + H, chat, n, H, G, H, ma, mb);
+  }
+  for (int64_t b = 0; b < n; ++b) {
+    const T *ab = a + b * G, *cp = c_prev + b * H, *cn = c_new + b * H, *dhr = dhraw + b * H;
+    const T *dcnb = dcn + b * H, *tcs = buf + b * G, *dxh = tcs + H, *ch = chat + b * H;
+    const T rstd_c = LayerNorm ? sc[2 * b + 1] : T(0), mab = ma[b], mbb = mb[b];
+    T *dcb = dc + b * H, *dab = da + b * G, *hr = hraw + b * H;
     LSTMKIT_ELEMENTWISE
     for (int64_t j = 0; j < H; ++j) {
-      const T o = vsigmoid(a[3 * H + j]);
-      chat[j] = (c_new[j] - sc[0]) * sc[1];
-      tcs[j] = vtanh(w.ln_c[j] * chat[j] + w.bln_c[j]);
-      dchat[j] = dhraw[j] * o * (T(1) - tcs[j] * tcs[j]);
-      dc_h[j] = dchat[j] * w.ln_c[j];
+      const T i = vsigmoid(ab[j]), f = vsigmoid(ab[H + j]), g = vtanh(ab[2 * H + j]);
+      const T o = vsigmoid(ab[3 * H + j]);
+      const T tc = LayerNorm ? tcs[j] : vtanh(cn[j]);
+      hr[j] = o * tc;
+      const T da_o = dhr[j] * tc * o * (T(1) - o);
+      T dct = dcnb[j] + (LayerNorm ? rstd_c * (dxh[j] - mab - ch[j] * mbb)
+                                   : dhr[j] * o * (T(1) - tc * tc));
+      if constexpr (Peephole) dct += da_o * p[2 * H + j];
+      const T da_i = dct * g * i * (T(1) - i), da_f = dct * cp[j] * f * (T(1) - f);
+      dcb[j] += dct * f;
+      if constexpr (Peephole) dcb[j] += da_i * p[j] + da_f * p[H + j];
+      dab[j] = da_i;
+      dab[H + j] = da_f;
+      dab[2 * H + j] = dct * i * (T(1) - g * g);
+      dab[3 * H + j] = da_o;
     }
-    normalize_row_backward(dc_h, chat, sc[1], dc_h, H);
   }
-  LSTMKIT_ELEMENTWISE
-  for (int64_t j = 0; j < H; ++j) {
-    const T i = vsigmoid(a[j]), f = vsigmoid(a[H + j]), g = vtanh(a[2 * H + j]);
-    const T o = vsigmoid(a[3 * H + j]);
-    const T tc = LayerNorm ? tcs[j] : vtanh(c_new[j]);
-    hraw[j] = o * tc;
-    const T da_o = dhraw[j] * tc * o * (T(1) - o);
-    T dct = dcn[j] + (LayerNorm ? dc_h[j] : dhraw[j] * o * (T(1) - tc * tc));
-    if constexpr (Peephole) dct += da_o * p[2 * H + j];
-    const T da_i = dct * g * i * (T(1) - i), da_f = dct * c_prev[j] * f * (T(1) - f);
-    dc[j] += dct * f;
-    if constexpr (Peephole) dc[j] += da_i * p[j] + da_f * p[H + j];
-    da[j] = da_i;
-    da[H + j] = da_f;
-    da[2 * H + j] = dct * i * (T(1) - g * g);
-    da[3 * H + j] = da_o;
-  }
-  if constexpr (LayerNorm) {
-    for (int64_t j = 0; j < G; ++j) work[j] = da[j] * w.ln_hh[j];
-    normalize_row_backward(work, xhh, rhh, dgh, G);
+  if constexpr (LayerNorm) {  // through the recurrent term's layer norm
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t j = 0; j < G; ++j) buf[b * G + j] = da[b * G + j] * w.ln_hh[j];
+    }
+    rows_backward_means(buf, xhh, n, G, G, G, ma, mb);
+    for (int64_t b = 0; b < n; ++b) {
+      const T *s = buf + b * G, *x = xhh + b * G, r = rhh[b], mab = ma[b], mbb = mb[b];
+      T* d = dgh + b * G;
+      for (int64_t j = 0; j < G; ++j) d[j] = r * (s[j] - mab - x[j] * mbb);
+    }
   }
 }
 
@@ -206,7 +228,18 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
     uncarry(masks, 1, t, B, H, pdc, (const T*)nullptr, pdcn);
     if (proj) w_hr.times(B, dhn, P, 0, pdhraw, H);
     at::parallel_for(0, B, row_grain(20 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<T> work(3 * G + H);  // the rows' scratch, then o ⊙ ψ(c) without projection
+      const int64_t n = b1 - b0, q0 = k * B + b0, r0 = t * B + b0;  // first row: chunk, sequence
+      std::vector<T> work(fast ? n * (G + H + 4) : 3 * G + H);
+      if (fast) {  // o ⊙ ψ(c) goes to the chunk's rows with a projection, else to scratch
+        T* hr = proj ? praw + q0 * H : work.data() + n * (G + 4);
+        fused_step_rows_backward(n, pa + r0 * G, pcs + r0 * H, pcn + r0 * H,
+                                 ln ? psc + r0 * 2 : nullptr, ln ? pxhh + r0 * G : nullptr,
+                                 ln ? prhh + r0 : nullptr, pdhraw + b0 * H, pdcn + b0 * H,
+                                 pdc + b0 * H, pdA + q0 * G, ln ? pdGH + q0 * G : nullptr, hr,
+                                 ln ? pchat + b0 * H : nullptr, ln ? pdchat + b0 * H : nullptr,
+                                 work.data());
+        return;
+      }
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = t * B + b, q = k * B + b;  // the row in the sequence, in the chunk
         T *da = pdA + q * G, *dgh = ln ? pdGH + q * G : nullptr;
@@ -219,16 +252,9 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
           if (proj) std::fill(hr, hr + H, T(0));
           continue;
         }
-        const T *dhr = pdhraw + b * H, *dcnb = pdcn + b * H, *sc = ln ? psc + r * 2 : nullptr;
-        const T* xhh = ln ? pxhh + r * G : nullptr;
-        const T rhh = ln ? prhh[r] : T(0);
-        if (fast) {
-          fused_step_row_backward(pa + r * G, pcs + r * H, pcn + r * H, sc, xhh, rhh, dhr, dcnb,
-                                  pdc + b * H, da, dgh, hr, ch, dch, work.data());
-        } else {
-          cell_row_backward(pa + r * G, pcs + r * H, pcn + r * H, sc, xhh, rhh, dhr, dcnb,
-                            pdc + b * H, da, dgh, hr, ch, dch, work.data());
-        }
+        cell_row_backward(pa + r * G, pcs + r * H, pcn + r * H, ln ? psc + r * 2 : nullptr,
+                          ln ? pxhh + r * G : nullptr, ln ? prhh[r] : T(0), pdhraw + b * H,
+                          pdcn + b * H, pdc + b * H, da, dgh, hr, ch, dch, work.data());
       }
     });
     if (ln) column_sums<T>(B, H, pdchat, H, pchat, H, dln_c.data());

@@ -29,7 +29,10 @@ Masks<T> make_masks(const OptTensor& lengths, const OptTensor& hidden, at::Tenso
   Masks<T> m;
   m.lengths = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   m.hidden = ptr_or_null<T>(hidden);
-  for (const Tensor& z : zoneout) m.zoneout.push_back(z.data_ptr<T>());
+  for (const Tensor& z : zoneout) {  // evaluation's constant weight comes as one row
+    m.zoneout.push_back(z.data_ptr<T>());
+    m.per_step.push_back(z.dim() == 3);
+  }
   return m;
 }
 
