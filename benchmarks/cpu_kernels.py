@@ -5,7 +5,8 @@ variant), one run times side by side: torch.nn's layer of the same size (the bas
 variant, torch.nn's plain layer of its family, with the projection where the variant has one),
 every lstmkit backend that runs on the CPU, and the reference loop. Training is forward plus
 backward of the output (the input needs no gradient, as data in training); inference is the
-forward under ``torch.no_grad()``. Ratios are to the baseline; below 1 is faster. Peak memory is
+forward under ``torch.no_grad()`` in evaluation mode (no dropout masks; zoneout's
+expectation). Ratios are to the baseline; below 1 is faster. Peak memory is
 the most bytes that tensors allocated during one training step held at once, from the torch
 profiler's memory events (what c10's CPU allocator hands out: saved activations, workspaces,
 gradients), in a pass after the timings.
@@ -108,9 +109,13 @@ def peak_mib(fn) -> float:
         path = Path(directory) / "trace.json"
         prof.export_chrome_trace(str(path))
         events = json.loads(path.read_text())["traceEvents"]
-    held = [e["args"]["Total Allocated"] for e in events
-            if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0]
-    return max(held, default=0) / 2**20
+    events = sorted((e for e in events if e.get("name") == "[memory]"
+                     and e["args"].get("Device Type") == 0), key=lambda e: e["ts"])
+    if not events:
+        return 0.0
+    first = events[0]["args"]  # the allocator's total counts tensors from before the step too
+    before = first["Total Allocated"] - first["Bytes"]
+    return max(e["args"]["Total Allocated"] - before for e in events) / 2**20
 
 
 def medians_ms(fns: dict, budget: float, min_reps: int, max_reps: int) -> dict[str, float]:
@@ -187,13 +192,12 @@ def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
     """Median times (ms) of every peer for one cell at one size, training and inference."""
     peers = peers_of(cell, size, baselines)
     x, grad_out = _data(size, peers)
-    for module in peers.values():
-        module.train()
     steps, batch, _, hidden = size
     slow_reps = 2 if steps * batch * hidden >= 1_000_000 else 3
-    train = medians_ms({n: _train_step(m, x, grad_out) for n, m in peers.items()},
+    train = medians_ms({n: _train_step(m.train(), x, grad_out) for n, m in peers.items()},
                        budget, slow_reps, 50)
-    infer = medians_ms({n: _infer_step(m, x) for n, m in peers.items()}, budget, slow_reps, 50)
+    infer = medians_ms({n: _infer_step(m.eval(), x) for n, m in peers.items()}, budget,
+                       slow_reps, 50)
     return {"train": train, "infer": infer}
 
 
@@ -278,9 +282,10 @@ def report(results: dict, seconds: float) -> str:
              "Each cell: median milliseconds of torch.nn's layer (for a variant, torch.nn's "
              "plain layer of the family, with the projection where the variant has one), then "
              "each lstmkit backend's time as a ratio to it (below 1 is faster; - where the "
-             "backend does not run the cell). Training is forward + backward, inference the "
-             "forward under no_grad. Peak MiB: the most memory the tensors allocated in one "
-             "training step held at once (torch profiler).",
+             "backend does not run the cell). Training is forward + backward in training mode, "
+             "inference the forward under no_grad in evaluation mode. Peak MiB: the most "
+             "memory the tensors allocated in one training step held at once (torch "
+             "profiler).",
              "", "Targets (cpu backend):", "", *targets(results), ""]
     for size, rows in by_size.items():
         parts += [size_table(size, rows, peers), ""]

@@ -91,6 +91,9 @@ def ops():
     ninja_dir = _ninja_dir()
     if ninja_dir not in path.split(os.pathsep):
         os.environ["PATH"] = ninja_dir + os.pathsep + path
+    if not (directory / "lstmkit_cpu.so").exists():
+        log.info("building the cpu kernels in %s (first use on this machine: about half a "
+                 "minute)", directory)
     log.debug("loading the cpu kernels from %s", directory)
     try:
         load(name="lstmkit_cpu", sources=[str(_HERE / "ops.cpp")], extra_cflags=_FLAGS,
