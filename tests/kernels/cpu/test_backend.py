@@ -126,3 +126,10 @@ def test_chunked_and_stepwise_equal_one_call(name):
     assert_close(torch.cat([first, second, *steps]), full)
     for a, e in zip(parts(state), parts(full_state)):
         assert_close(a, e)
+
+
+def test_auto_logs_its_choice_and_why(caplog):
+    with caplog.at_level("DEBUG", logger="lstmkit.kernels"):
+        kernels.resolve("auto", PLAIN["lstm"], CPU, torch.float32, False)
+    assert "backend auto skips cpu: torch.nn's own LSTM in inference" in caplog.text
+    assert "backend auto -> native" in caplog.text
