@@ -15,6 +15,12 @@ import sys
 _COMMANDS = {
     "env": "lstmkit.cli.env",
     "demo": "lstmkit.cli.demo",
+    "forecast": "lstmkit.cli.forecast",
+    "classify": "lstmkit.cli.classify",
+    "charlm": "lstmkit.cli.charlm",
+    "sample": "lstmkit.cli.sample",
+    "predict": "lstmkit.cli.predict",
+    "evaluate": "lstmkit.cli.evaluate",
 }
 """Subcommand -> module."""
 

@@ -1,0 +1,1 @@
+"""Applications: forecasting, character language models, sequence classification."""

@@ -1,0 +1,1 @@
+"""Data and problems: datasets that ship with installed packages, and generated tasks."""
