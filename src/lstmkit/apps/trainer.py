@@ -200,7 +200,7 @@ def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, b
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     net.train()
     carry, losses = None, []
-    batches = _join_short_tail(list(task.batches(epoch, generator)), config.batch_size)
+    batches = _join_short_tail(list(task.batches(epoch, generator)))
     if bar.total is None:
         bar.total = len(batches) * (config.epochs - epoch)
         bar.refresh()
@@ -224,11 +224,11 @@ def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, b
     history.train_loss.append(sum(losses) / max(len(losses), 1))
 
 
-def _join_short_tail(batches: list, batch_size: int) -> list:
-    """A last batch of less than half ``batch_size`` joins the one before: every batch then
+def _join_short_tail(batches: list) -> list:
+    """A last batch of less than half the first's rows joins the one before: every batch then
     has at least one sequence per process (``fit`` asks for batch_size >= 2 processes), by a
     rule that does not depend on the number of processes."""
-    if len(batches) > 1 and 2 * len(batches[-1][0]) < batch_size:
+    if len(batches) > 1 and 2 * len(batches[-1][0]) < len(batches[0][0]):
         tail = batches.pop()
         batches[-1] = tuple(torch.cat([a, b]) for a, b in zip(batches[-1], tail))
     return batches
