@@ -12,8 +12,8 @@ from lstmkit.tasks.text import Vocabulary
 def _config(tmp_path, text, **kw):
     return CharLMConfig(**{"text": str(text), "epochs": 3, "steps_per_epoch": 30, "seq_len": 20,
                            "batch_size": 8, "hidden_size": 32, "embedding_size": 8,
-                           "lr": 1e-2, "progress": False, "threads": 1, "out": str(tmp_path / "run"),
-                           **kw})
+                           "lr": 1e-2, "progress": False, "threads": 1,
+                           "out": str(tmp_path / "run"), **kw})
 
 
 def _text(tmp_path):

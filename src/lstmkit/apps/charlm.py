@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lstmkit.apps import metrics
-from lstmkit.apps.forecast import write_json
+from lstmkit.apps.outputs import write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.models import ModelConfig, SequenceModel

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmkit._optional import require
 from lstmkit.apps import baselines, metrics, plots
-from lstmkit.apps.forecast import write_json
+from lstmkit.apps.outputs import write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.models import POOLINGS, ModelConfig, SequenceModel
@@ -206,7 +207,7 @@ def evaluate(model, config: ClassifyConfig) -> dict:
 
 def predict(model, config: ClassifyConfig):
     """The model's labels for the test split of ``config.dataset``, as a DataFrame."""
-    pd = __import__("lstmkit._optional", fromlist=["require"]).require("pandas", "apps", "tables")
+    pd = require("pandas", "apps", "tables")
     data = sequences.load_dataset(config.dataset)
     labels = predict_labels(model, data.test)
     classes = model.meta["classes"]

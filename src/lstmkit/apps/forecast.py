@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmkit._optional import require
 from lstmkit.apps import baselines, metrics, plots
+from lstmkit.apps.outputs import write_csv, write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
 from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
-from lstmkit.checkpoint import atomic_write
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.models import ModelConfig, SequenceModel
 from lstmkit.tasks import series as series_data
@@ -314,21 +315,16 @@ def future(model, data) -> np.ndarray | None:
 def future_times(index, horizon: int) -> list:
     """The ``horizon`` times after a time index: its frequency when it has one, else its last
     step repeated."""
-    pd = require_pandas()
+    pd = require("pandas", "apps", "forecasting")
     if isinstance(index, pd.DatetimeIndex) and len(index) > 2 and index.inferred_freq:
         return list(pd.date_range(index[-1], periods=horizon + 1, freq=index.inferred_freq)[1:])
     step = index[-1] - index[-2] if len(index) > 1 else 1
     return [index[-1] + step * (h + 1) for h in range(horizon)]
 
 
-def require_pandas():
-    from lstmkit._optional import require
-    return require("pandas", "apps", "forecasting")
-
-
 def forecast_table(model, data, report: dict | None):
     """A long DataFrame of backtest and future forecasts: one row per time and target."""
-    pd = require_pandas()
+    pd = require("pandas", "apps", "forecasting")
     layout, _ = _restore(model)
     names = [f"q{q:g}" for q in layout.quantiles]
     index, values, rows = data.frame.index, data.frame.to_numpy(float), []
@@ -356,7 +352,7 @@ def forecast_table(model, data, report: dict | None):
 
 def _write_outputs(out: Path, model, data, report: dict) -> None:
     table = forecast_table(model, data, report)
-    atomic_write(out / "forecast.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_csv(out / "forecast.csv", table)
     write_json(out / "metrics.json", public(report))
     plots.forecast_plot(out / "forecast.png", data, table, report)
     report["files"] = {"checkpoint": str(out / MODEL_FILE), "metrics": str(out / "metrics.json"),
@@ -366,12 +362,6 @@ def _write_outputs(out: Path, model, data, report: dict) -> None:
 def public(report: dict) -> dict:
     """The report without its arrays, ready for JSON."""
     return {k: v for k, v in report.items() if k not in ("forecasts", "origin_rows")}
-
-
-def write_json(path: Path, data: dict) -> None:
-    import json
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def format_table(report: dict) -> str:

@@ -53,8 +53,6 @@ def app_config(model, module, **overrides):
                and v.__name__.endswith("Config"))
     stored = dict(model.meta.get("config", {}))
     stored.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("data") is not None and "dataset" in stored:
-        stored["data"] = overrides["data"]
     try:
         return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
     except TypeError as error:

@@ -31,6 +31,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from lstmkit.apps import charlm, forecast
+    from lstmkit.apps.outputs import write_json
 
     config = config_from(args)
     model, module = load_checkpoint(config.checkpoint)
@@ -41,6 +42,6 @@ def run(args) -> int:
     else:
         print(module.format_table(report))
     if config.output is not None:
-        forecast.write_json(Path(config.output), forecast.public(report))
+        write_json(Path(config.output), forecast.public(report))
         print(f"metrics: {config.output}")
     return 0

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from lstmkit.apps import charlm
-    from lstmkit.checkpoint import atomic_write
+    from lstmkit.apps.outputs import write_csv
 
     config = config_from(args)
     model, module = load_checkpoint(config.checkpoint)
@@ -44,6 +44,6 @@ def run(args) -> int:
     if config.output is None:
         print(table.to_string(index=False))
     else:
-        atomic_write(config.output, lambda tmp: table.to_csv(tmp, index=False))
+        write_csv(config.output, table)
         print(f"predictions: {config.output}")
     return 0
