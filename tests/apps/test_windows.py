@@ -20,12 +20,13 @@ def test_scaler_round_trip():
 
 @pytest.mark.parametrize("window_norm", [True, False])
 @pytest.mark.parametrize("future", [0, 1])
-def test_labels_decode_back_to_the_data(window_norm, future):
+@pytest.mark.parametrize("base", ["none", "naive", "seasonal"])
+def test_labels_decode_back_to_the_data(window_norm, future, base):
     # a model that answered exactly its labels must give back the actual values
     values = _values()
     scaler = Scaler.fit(values[:25])
     layout = Layout(context=6, horizon=4, targets=2 - future, past=1, future=future,
-                    quantiles=(0.1, 0.5, 0.9), window_norm=window_norm)
+                    quantiles=(0.1, 0.5, 0.9), window_norm=window_norm, base=base, season=3)
     origins = np.array([6, 10, 30])
     windows = make_windows(scaler.transform(values), origins, layout)
     assert windows.x.shape == (3, layout.steps, layout.input_size)
@@ -50,3 +51,19 @@ def test_window_past_the_end_has_no_labels():
     values = _values()
     layout = Layout(6, 4, 3, 0, 0, (0.5,))
     assert make_windows(values, np.array([len(values)]), layout).y is None
+
+
+@pytest.mark.parametrize("base, expected", [("naive", [9, 9, 9, 9, 9]),
+                                            ("seasonal", [7, 8, 9, 7, 8])])
+def test_a_silent_model_gives_its_base(base, expected):
+    values = np.arange(1.0, 21.0)[:, None]  # 1, 2, ..., 20
+    scaler = Scaler.fit(values[:10])
+    layout = Layout(6, 5, 1, 0, 0, (0.5,), base=base, season=3)
+    windows = make_windows(scaler.transform(values), np.array([9]), layout)
+    decoded = to_units(torch.zeros(1, 5), windows, scaler, layout)
+    np.testing.assert_allclose(decoded[0, :, 0, 0], expected, rtol=1e-5)
+
+
+def test_seasonal_base_needs_a_season_of_context():
+    with pytest.raises(ValueError, match="at least one season"):
+        Layout(6, 4, 1, 0, 0, (0.5,), base="seasonal", season=12)

@@ -11,6 +11,10 @@ A window at origin ``o`` reads rows ``o-L .. o-1`` and forecasts the targets at 
    divided by the context's standard deviation (as RevIN, Kim et al. 2022, without the affine
    part). This lets a model trained on one level of a trending series forecast at another.
 
+With ``base`` "naive" or "seasonal", the model answers the difference from that simple forecast
+(the last value, or the last season repeated) instead of the values themselves: a skip connection
+that starts training from the baseline, in the spirit of hybrids such as ES-RNN.
+
 With future covariates the window grows by H steps that carry those covariates and zeros
 elsewhere, plus a column that says which steps are observed; the model reads the whole window and
 answers from its last step: a direct multi-horizon forecast.
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+BASES = ("none", "naive", "seasonal")
 
 STD_FLOOR = 0.05
 """Smallest per-window standard deviation, in globally scaled units: keeps flat windows from
@@ -65,6 +71,16 @@ class Layout:
     future: int
     quantiles: tuple[float, ...]
     window_norm: bool = True
+    base: str = "none"
+    """What the model's output is added to: "none", "naive" or "seasonal" (needs ``season``)."""
+    season: int = 1
+
+    def __post_init__(self):
+        if self.base not in BASES:
+            raise ValueError(f"base: expected one of {BASES}, got {self.base!r}")
+        if self.base == "seasonal" and self.season > self.context:
+            raise ValueError(f"base: expected a context of at least one season ({self.season}) "
+                             f"for 'seasonal', got {self.context}")
 
     @property
     def input_size(self) -> int:
@@ -86,7 +102,8 @@ class Windows:
     x: torch.Tensor  # (S, steps, input_size)
     level: torch.Tensor  # (S, K) the context mean of each target (0 without window_norm)
     spread: torch.Tensor  # (S, K) the context std of each target (1 without window_norm)
-    y: torch.Tensor | None  # (S, H, K) labels in window units, None past the series end
+    base: torch.Tensor  # (S, H, K) the baseline forecast in window units (zeros without base)
+    y: torch.Tensor | None  # (S, H, K) labels in window units less base, None past the end
 
 
 def make_windows(values: np.ndarray, origins: np.ndarray, layout: Layout) -> Windows:
@@ -100,6 +117,7 @@ def make_windows(values: np.ndarray, origins: np.ndarray, layout: Layout) -> Win
         spread = np.maximum(context[:, :, :k].std(1), STD_FLOOR)
     context = context.copy()
     context[:, :, :k] = (context[:, :, :k] - level[:, None]) / spread[:, None]
+    base = _base(context[:, :, :k], layout)  # (S, H, K)
     x = context
     if layout.future:
         ahead = values[origins[:, None] + np.arange(layout.horizon)]  # (S, H, C)
@@ -110,10 +128,20 @@ def make_windows(values: np.ndarray, origins: np.ndarray, layout: Layout) -> Win
     y = None
     if origins.max() + layout.horizon <= len(values):
         y = values[origins[:, None] + np.arange(layout.horizon)][:, :, :k]  # (S, H, K)
-        y = (y - level[:, None]) / spread[:, None]
+        y = (y - level[:, None]) / spread[:, None] - base
         y = torch.tensor(y, dtype=torch.float32)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    return Windows(as_tensor(x), as_tensor(level), as_tensor(spread), y)
+    return Windows(as_tensor(x), as_tensor(level), as_tensor(spread), as_tensor(base), y)
+
+
+def _base(context: np.ndarray, layout: Layout) -> np.ndarray:
+    """The baseline forecast from the (S, L, K) target context: (S, H, K)."""
+    steps = np.arange(layout.horizon)
+    if layout.base == "naive":
+        return np.repeat(context[:, -1:], layout.horizon, 1)
+    if layout.base == "seasonal":
+        return context[:, layout.context - layout.season + steps % layout.season]
+    return np.zeros((len(context), layout.horizon, context.shape[2]))
 
 
 def quantile_outputs(output: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -134,7 +162,7 @@ def to_units(output: torch.Tensor, windows: Windows, scaler: Scaler, layout: Lay
 
     Shape: (S, H*K*Q) -> (S, H, K, Q).
     """
-    q = quantile_outputs(output, layout).sort(-1).values
+    q = quantile_outputs(output, layout).sort(-1).values + windows.base[..., None]
     q = q * windows.spread[:, None, :, None] + windows.level[:, None, :, None]
     q = q.detach().cpu().numpy().astype(float)
     k = layout.targets
