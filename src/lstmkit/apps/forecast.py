@@ -65,8 +65,8 @@ class ForecastConfig(TrainConfig):
     """Normalise each input window by its own mean and spread (undone on the output)."""
     base: str | None = None
     """The model forecasts the difference from: none, naive (the last value) or seasonal (the
-    last season), a skip connection that starts from that baseline (None: seasonal when the
-    season is > 1, else none)."""
+    last season), a skip connection that starts from that baseline (None: the dataset's
+    choice, none for a file)."""
     mode: str = "lstm"
     """Recurrent cell: lstm, gru or rnn."""
     hidden_size: int = 64
@@ -160,7 +160,7 @@ def plan(config: ForecastConfig, data) -> Plan:
                          f"at least about {need}; lower --context, --horizon or --origins")
     layout = Layout(context, horizon, len(data.targets), len(data.past_covariates),
                     len(data.future_covariates), config.quantile_list, config.window_norm,
-                    config.base or ("seasonal" if season > 1 else "none"), season)
+                    config.base or data.base, season)
     return Plan(layout, season, train, origins[-n_val:], backtest)
 
 

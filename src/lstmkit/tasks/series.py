@@ -42,6 +42,9 @@ class Series:
     """The horizon this dataset is usually forecast at."""
     notes: tuple[str, ...] = field(default=())
     """What cleaning did, for the user to read."""
+    base: str = "none"
+    """The forecaster's default base (see ``lstmkit.apps.windows``): "seasonal" for a fixed
+    calendar season, "none" otherwise."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -56,6 +59,7 @@ class _Bundled:
     season: int = 1
     horizon: int = 12
     about: str = ""
+    base: str = "none"
 
 
 def _sktime(name: str):
@@ -104,7 +108,7 @@ def _macrodata():
 
 
 DATASETS: dict[str, _Bundled] = {
-    "airline": _Bundled(_airline, ("passengers",), season=12, horizon=12,
+    "airline": _Bundled(_airline, ("passengers",), season=12, horizon=12, base="seasonal",
                         about="monthly airline passengers 1949-1960 (sktime), 144 points"),
     "co2": _Bundled(lambda: _statsmodels("co2"), ("co2",), season=52, horizon=52,
                     about="weekly CO2 at Mauna Loa 1958-2001 (statsmodels), 2,284 points, "
@@ -114,7 +118,7 @@ DATASETS: dict[str, _Bundled] = {
                                            "309 points, an 11-year cycle of varying length"),
     "nile": _Bundled(lambda: _yearly("nile", "year"), ("volume",), season=1, horizon=10,
                      about="yearly Nile flow 1871-1970 (statsmodels), 100 points"),
-    "elec_equip": _Bundled(_elec_equip, ("orders",), season=12, horizon=12,
+    "elec_equip": _Bundled(_elec_equip, ("orders",), season=12, horizon=12, base="seasonal",
                            about="monthly euro-area electrical equipment orders 1995-2016 "
                                  "(statsmodels), 257 points"),
     "macrodata": _Bundled(_macrodata, ("realgdp", "realcons", "realinv"),
@@ -129,7 +133,9 @@ DATASETS: dict[str, _Bundled] = {
                          horizon=8, about="US quarterly growth rates 1970-2016 (sktime), 187 "
                                           "points; consumption with four past covariates"),
 }
-"""Bundled datasets: name -> loader and the roles of its columns."""
+"""Bundled datasets: name -> loader and the roles of its columns. The seasonal base is the
+default only for the monthly calendar seasons; the natural cycles of sunspots and lynx vary in
+length, and 52 weeks drift against the year in co2 (docs/applications.md has both settings)."""
 
 
 def load_dataset(name: str, missing: str = "interpolate") -> Series:
@@ -138,7 +144,8 @@ def load_dataset(name: str, missing: str = "interpolate") -> Series:
         raise ValueError(f"--dataset: expected one of {sorted(DATASETS)}, got {name!r}")
     spec = DATASETS[name]
     frame, notes = clean(spec.load(), spec.targets + spec.past, missing)
-    return Series(name, frame, spec.targets, spec.past, (), spec.season, spec.horizon, notes)
+    return Series(name, frame, spec.targets, spec.past, (), spec.season, spec.horizon, notes,
+                  spec.base)
 
 
 def load_file(path: str | Path, time_column: str | None, targets: tuple[str, ...] = (),
