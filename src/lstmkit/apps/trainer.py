@@ -168,7 +168,7 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(
             model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
-    bar = _progress(config, runtime)
+    bar, saved = _progress(config, runtime), history.epochs
     try:
         for epoch in range(history.epochs, config.epochs):
             if config.patience and history.bad_epochs >= config.patience:
@@ -185,11 +185,12 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
             bar.set_postfix_str(_postfix(history))
             if runtime.is_main:
                 _save(out, model, best, optimizer, history, config, meta)
+            saved = history.epochs
     except KeyboardInterrupt:
         bar.close()
         if runtime.is_main:
-            print(f"interrupted: the checkpoint of epoch {history.epochs} is intact in {out}; "
-                  "continue with --resume", file=sys.stderr)
+            where = f"the checkpoint of epoch {saved} is intact in {out}; continue with --resume"
+            print(f"interrupted: {where if saved else 'no epoch had finished'}", file=sys.stderr)
         raise
     bar.close()
     model.load_state_dict(best)
