@@ -45,6 +45,9 @@ def test_forecast_then_predict_evaluate_from_the_checkpoint(series_csv, tmp_path
     assert main(["predict", "--checkpoint", str(tmp_path / "run" / "model.safetensors"),
                  "--output", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").read_text().startswith("kind,origin,time,target,step,actual")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--text", "x.txt"]) == 2
+    assert "--text: expected only with a checkpoint that reads it" in _one_line_error(
+        capsys, "evaluate")
 
 
 @pytest.mark.parametrize("args, message", [

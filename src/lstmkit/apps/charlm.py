@@ -115,6 +115,7 @@ def nats_per_char(model, ids: torch.Tensor, streams: int = EVAL_STREAMS,
     with the state carried through each."""
     streams = max(1, min(streams, (len(ids) - 1) // 2))
     columns = (len(ids) - 1) // streams
+    ids = ids.to(next(model.parameters()).device)
     x = ids[:columns * streams].view(streams, columns)
     y = ids[1:columns * streams + 1].view(streams, columns)
     total, state = 0.0, None

@@ -116,8 +116,9 @@ class _Task:
     def validate(self, model):
         if self.val is None:
             return None
-        logits = _logits(model, self.val.x, self.val.lengths)
-        return float(torch.nn.functional.cross_entropy(logits, self.val.y))
+        device = next(model.parameters()).device
+        logits = _logits(model, self.val.x.to(device), self.val.lengths)
+        return float(torch.nn.functional.cross_entropy(logits, self.val.y.to(device)))
 
 
 def build_model(channels: int, classes: int, config: ClassifyConfig) -> SequenceModel:

@@ -179,7 +179,9 @@ class _Task:
         return pinball_loss(model(x)[0], y, self.layout), None
 
     def validate(self, model):
-        return float(pinball_loss(model(self.val.x)[0], self.val.y, self.layout))
+        device = next(model.parameters()).device
+        output = model(self.val.x.to(device))[0]
+        return float(pinball_loss(output, self.val.y.to(device), self.layout))
 
 
 def build_model(layout: Layout, config: ForecastConfig) -> SequenceModel:

@@ -51,8 +51,13 @@ def app_config(model, module, **overrides):
     cls = next(v for v in vars(module).values()
                if isinstance(v, type) and v.__module__ == module.__name__
                and v.__name__.endswith("Config"))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unused = sorted(set(given) - set(cls.__dataclass_fields__))
+    if unused:
+        raise ValueError(f"--{unused[0].replace('_', '-')}: expected only with a checkpoint that "
+                         f"reads it, got a {model.meta['app']} checkpoint")
     stored = dict(model.meta.get("config", {}))
-    stored.update({k: v for k, v in overrides.items() if v is not None})
+    stored.update(given)
     try:
         return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
     except TypeError as error:
