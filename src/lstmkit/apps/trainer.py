@@ -269,8 +269,10 @@ def _postfix(history: History) -> str:
 
 def _progress(config: TrainConfig, runtime: Runtime):
     tqdm = require("tqdm", "apps", "the progress bar").tqdm
+    # Redirected to a log, a bar redrawn ten times a second is noise: update it rarely there.
     return tqdm(disable=not (config.progress and runtime.is_main), unit="step", file=sys.stderr,
-                dynamic_ncols=True, desc="training")
+                dynamic_ncols=True, desc="training",
+                mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
 
 def _copy_state(model) -> dict[str, torch.Tensor]:
