@@ -182,7 +182,7 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
                 best = _copy_state(model)
             else:
                 history.bad_epochs += 1
-            bar.set_postfix_str(_postfix(history))
+            bar.set_postfix_str(_postfix(history), refresh=False)
             if runtime.is_main:
                 _save(out, model, best, optimizer, history, config, meta)
             saved = history.epochs
@@ -220,7 +220,7 @@ def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, b
         carry = detach(carry)
         losses.append(_global_mean(loss.detach(), runtime))
         bar.update(1)
-        bar.set_postfix_str(f"loss {losses[-1]:.4f} " + _postfix(history))
+        bar.set_postfix_str(f"loss {losses[-1]:.4f} " + _postfix(history), refresh=False)
     history.step_loss.extend(losses)
     history.train_loss.append(sum(losses) / max(len(losses), 1))
 
