@@ -1,11 +1,17 @@
-"""``lstmkit demo``, run in-process for a few steps."""
+"""``lstmkit demo``, run in-process on the bundled airline series."""
+
+import json
 
 from lstmkit.cli import main
-from lstmkit.kernels.cpu import _build
 
 
-def test_demo_trains_a_few_steps(capsys):
-    assert main(["demo", "--steps", "5"]) == 0
+def test_demo_backtests_against_the_baselines_and_writes_its_files(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    fused = "cpu" if _build.problem() is None else "reference"  # the demo's cell is a variant
-    assert "step    1  mse" in out and f"backend {fused}" in out
+    for name in ("lstm", "seasonal", "naive", "MASE"):
+        assert name in out
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "metrics.json"} <= written
+    assert any(name.endswith(".png") for name in written)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics

@@ -1,1 +1,3 @@
-"""Workflows built on the library: each trains and evaluates a :class:`~lstmkit.SequenceModel`."""
+"""Workflows built on the library: forecasting, character language models, sequence
+classification and the long-time-lag experiments, each training a
+:class:`~lstmkit.SequenceModel`."""

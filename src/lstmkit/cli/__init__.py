@@ -18,6 +18,12 @@ _COMMANDS = {
     "memory": "lstmkit.cli.memory",
     "serve": "lstmkit.cli.serve",
     "export": "lstmkit.cli.export",
+    "forecast": "lstmkit.cli.forecast",
+    "classify": "lstmkit.cli.classify",
+    "charlm": "lstmkit.cli.charlm",
+    "sample": "lstmkit.cli.sample",
+    "predict": "lstmkit.cli.predict",
+    "evaluate": "lstmkit.cli.evaluate",
 }
 """Subcommand -> module."""
 

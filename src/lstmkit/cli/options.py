@@ -77,10 +77,12 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
         if kind not in (bool, int, float, str):
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
+        # A bare boolean flag (``--resume``) means true; ``--resume false`` still parses.
+        flag = {"nargs": "?", "const": True} if kind is bool else {}
         group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                            type=_optional(parse) if optional else parse,
                            metavar=kind.__name__.upper(),
-                           help=f"{docs.get(field.name, '')} (default: {default})")
+                           help=f"{docs.get(field.name, '')} (default: {default})", **flag)
 
 
 def build_config(cls, args: argparse.Namespace, config_file: str | Path | None = None, **fixed):

@@ -30,22 +30,54 @@ def _flat(weights) -> list[torch.Tensor]:
 
 
 def run(config: LayerConfig, weights, x, state, lengths, training):
-    op, family = _op(config), FAMILIES[config.cell.mode]
+    call = _Call(config, weights, training)
     hx = state_tensors(state)
-    args = (_flat(weights), config.cell.bias, config.num_layers, config.dropout, training,
-            config.bidirectional)
-    hx_arg = hx if config.cell.mode == "lstm" else hx[0]
     if lengths is None:
-        out, *final = op(x, hx_arg, *args, False)
-        return out, family.make_state(*final)
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-    order, unorder = packed.sorted_indices, packed.unsorted_indices
-    hx_sorted = tuple(h.index_select(1, order) for h in hx)
-    data, *final = op(packed.data, packed.batch_sizes,
-                      hx_sorted if config.cell.mode == "lstm" else hx_sorted[0], *args)
-    out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, unorder),
-                                 total_length=x.shape[0])
-    return out, family.make_state(*(h.index_select(1, unorder) for h in final))
+        return call.dense(x, hx)
+    if config.bidirectional:  # the reverse pass starts at each sequence's own end
+        return call.packed(x, hx, lengths)
+    # Forwards, every sequence is whole up to the shortest length: run that prefix densely and
+    # only the ragged rest packed. torch's packed CPU path is several times slower per step
+    # than its dense one, and batches of similar lengths are the common case.
+    shortest = int(lengths.min())
+    head, state = call.dense(x[:shortest], hx)
+    if shortest == x.shape[0]:
+        return head, state
+    running = lengths > shortest
+    live = running.nonzero().squeeze(1).to(x.device)  # sequences still running
+    at_prefix = state_tensors(state)
+    tail, final = call.packed(x[shortest:].index_select(1, live),
+                              tuple(h.index_select(1, live) for h in at_prefix),
+                              lengths[running] - shortest)
+    tail = head.new_zeros(tail.shape[0], x.shape[1], head.shape[2]).index_copy(1, live, tail)
+    final = (h.index_copy(1, live, f) for h, f in zip(at_prefix, state_tensors(final)))
+    return torch.cat([head, tail]), call.family.make_state(*final)
+
+
+class _Call:
+    """One configuration's torch op with its fixed arguments, run densely or packed."""
+
+    def __init__(self, config: LayerConfig, weights, training: bool):
+        self.op, self.family = _op(config), FAMILIES[config.cell.mode]
+        self.lstm = config.cell.mode == "lstm"
+        self.args = (_flat(weights), config.cell.bias, config.num_layers, config.dropout,
+                     training, config.bidirectional)
+
+    def _hx(self, hx):
+        return hx if self.lstm else hx[0]
+
+    def dense(self, x, hx):
+        out, *final = self.op(x, self._hx(hx), *self.args, False)
+        return out, self.family.make_state(*final)
+
+    def packed(self, x, hx, lengths):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        order, unorder = packed.sorted_indices, packed.unsorted_indices
+        hx_sorted = tuple(h.index_select(1, order) for h in hx)
+        data, *final = self.op(packed.data, packed.batch_sizes, self._hx(hx_sorted), *self.args)
+        out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, unorder),
+                                     total_length=x.shape[0])
+        return out, self.family.make_state(*(h.index_select(1, unorder) for h in final))
 
 
 def supports(config: LayerConfig, device, dtype, training) -> str | None:

@@ -1,4 +1,9 @@
-"""Problems that only long-range memory solves, from the 1997 LSTM paper and later benchmarks.
+"""Data and problems.
+
+The memory tasks here (problems that only long-range memory solves, from the 1997 LSTM paper and
+later benchmarks) are registered in :data:`TASKS`; the applications' data loaders live beside
+them in :mod:`~lstmkit.tasks.series`, :mod:`~lstmkit.tasks.text` and
+:mod:`~lstmkit.tasks.sequences`.
 
 :func:`make` builds a task by name; every task draws its sequences from a ``torch.Generator``, so
 a seed fixes them. See :mod:`lstmkit.tasks.base` for the interface.

@@ -1,0 +1,404 @@
+"""Forecasting: train an LSTM on a series, backtest it against baselines, forecast ahead.
+
+The model reads a window of the last ``context`` steps and answers, from its last step, the
+quantiles of every target at each of the next ``horizon`` steps (direct multi-horizon, pinball
+loss). Data statistics are fitted on the training rows only, and every number reported or written
+is in the data's own units.
+
+Backtest: rolling origin without refitting. The model is trained on the rows before the first
+origin; then, at each of ``origins`` origins ``stride`` apart, every method forecasts the next
+``horizon`` steps from the rows before that origin, and the errors are pooled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstmkit._optional import require
+from lstmkit.apps import baselines, metrics, plots
+from lstmkit.apps.outputs import write_csv, write_json
+from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
+from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
+from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.models import ModelConfig, SequenceModel
+from lstmkit.tasks import series as series_data
+
+
+@dataclass(frozen=True)
+class ForecastConfig(TrainConfig):
+    """A forecasting run: data, problem, model and training."""
+
+    dataset: str = "airline"
+    """Bundled series: airline, co2, sunspots, nile, elec_equip, macrodata, lynx, uschange."""
+    data: str | None = None
+    """A CSV or Parquet file with a time column; replaces --dataset."""
+    time_column: str | None = None
+    """With --data: the time column (None: the first column)."""
+    target: str | None = None
+    """With --data: comma-separated columns to forecast (None: all but time and covariates)."""
+    past_covariates: str = ""
+    """With --data: comma-separated columns known only up to the forecast origin."""
+    future_covariates: str = ""
+    """With --data: comma-separated columns also known over the horizon."""
+    missing: str = "interpolate"
+    """Missing values: interpolate (linearly), drop (the rows) or refuse (stop with an error)."""
+    horizon: int | None = None
+    """Steps to forecast (None: the dataset's usual horizon, 12 for a file)."""
+    season: int | None = None
+    """Seasonal period for seasonal naive and MASE (None: the dataset's, 1 for a file)."""
+    context: int | None = None
+    """Steps the model reads (None: the larger of 2 horizons and 2 seasons, at least 8)."""
+    quantiles: str = "0.1,0.5,0.9"
+    """Comma-separated quantiles to forecast; 0.5 is the point forecast."""
+    origins: int = 3
+    """Forecast origins of the rolling backtest, at the end of the series."""
+    stride: int | None = None
+    """Steps between backtest origins (None: the horizon)."""
+    val_fraction: float = 0.15
+    """Share of the training windows (the latest) kept for validation and early stopping."""
+    window_norm: bool = True
+    """Normalise each input window by its own mean and spread (undone on the output)."""
+    base: str | None = None
+    """The model forecasts the difference from: none, naive (the last value) or seasonal (the
+    last season), a skip connection that starts from that baseline (None: the dataset's
+    choice, none for a file)."""
+    mode: str = "lstm"
+    """Recurrent cell: lstm, gru or rnn."""
+    hidden_size: int = 64
+    """Units per layer."""
+    num_layers: int = 1
+    """Stacked recurrent layers."""
+    dropout: float = 0.0
+    """Dropout between layers."""
+    epochs: int = 300
+    """Passes over the training windows (an upper bound when early stopping)."""
+    patience: int = 40
+    """Stop after this many epochs without a better validation loss (0: never)."""
+    batch_size: int = 16
+    """Windows per optimisation step, over all processes together."""
+    threads: int = 1
+    """Torch CPU threads (0: torch's default); models this small run fastest on one, and do
+    not slow to a crawl on a busy machine."""
+    out: str = "runs/forecast"
+    """Folder for the checkpoint, metrics, forecasts and plot."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("horizon", "season", "context", "stride"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: expected None or an int >= 1, got {value!r}")
+        if self.origins < 1:
+            raise ValueError(f"origins: expected an int >= 1, got {self.origins!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction: expected a float in (0, 1), got {self.val_fraction}")
+        q = self.quantile_list
+        if 0.5 not in q or not all(0 < x < 1 for x in q):
+            raise ValueError(f"quantiles: expected values in (0, 1) including 0.5, got "
+                             f"{self.quantiles!r}")
+
+    @property
+    def quantile_list(self) -> tuple[float, ...]:
+        try:
+            return tuple(sorted({float(x) for x in self.quantiles.split(",")}))
+        except ValueError:
+            raise ValueError(f"quantiles: expected comma-separated numbers, got "
+                             f"{self.quantiles!r}") from None
+
+
+def load_series(config: ForecastConfig):
+    """The series named by ``config``: a file, else a bundled dataset."""
+    split = lambda text: tuple(c.strip() for c in (text or "").split(",") if c.strip())  # noqa
+    if config.data is None:
+        given = [n for n in ("time_column", "target", "past_covariates", "future_covariates")
+                 if getattr(config, n)]
+        if given:
+            raise ValueError(f"{given[0]}: expected only with --data (the roles of a bundled "
+                             f"dataset's columns are fixed), got it with --dataset")
+        return series_data.load_dataset(config.dataset, config.missing)
+    return series_data.load_file(config.data, config.time_column, split(config.target),
+                                 split(config.past_covariates), split(config.future_covariates),
+                                 config.missing, season=config.season or 1,
+                                 horizon=config.horizon or 12)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the series is cut: training windows, validation windows, backtest origins."""
+
+    layout: Layout
+    season: int
+    train: np.ndarray
+    val: np.ndarray
+    backtest: np.ndarray
+
+    @property
+    def first_origin(self) -> int:
+        return int(self.backtest[0])
+
+
+def plan(config: ForecastConfig, data) -> Plan:
+    """Cut ``data`` as ``config`` says, or explain why it is too short."""
+    horizon = config.horizon or data.horizon
+    season = config.season or data.season
+    context = config.context or max(2 * horizon, 2 * season, 8)
+    stride = config.stride or horizon
+    n = len(data.frame)
+    backtest = n - horizon - stride * np.arange(config.origins)[::-1]
+    origins = np.arange(context, backtest[0] - horizon + 1)  # labels end before the backtest
+    n_val = max(1, round(config.val_fraction * len(origins)))
+    train = origins[:max(len(origins) - n_val - (horizon - 1), 0)]  # a gap: no shared labels
+    if len(train) < 2 or backtest[0] <= season:
+        need = context + 2 * horizon + horizon - 1 + 1 + stride * (config.origins - 1) + horizon
+        raise ValueError(f"series too short: {n} points; a context of {context}, a horizon of "
+                         f"{horizon} and {config.origins} backtest origins {stride} apart need "
+                         f"at least about {need}; lower --context, --horizon or --origins")
+    layout = Layout(context, horizon, len(data.targets), len(data.past_covariates),
+                    len(data.future_covariates), config.quantile_list, config.window_norm,
+                    config.base or data.base, season)
+    return Plan(layout, season, train, origins[-n_val:], backtest)
+
+
+class _Task:
+    """Training windows for the trainer: shuffled batches, pinball loss."""
+
+    def __init__(self, train, val, layout: Layout, batch_size: int):
+        self.train, self.val, self.layout, self.batch_size = train, val, layout, batch_size
+
+    def batches(self, epoch, generator):
+        order = torch.randperm(len(self.train.x), generator=generator)
+        return [(self.train.x[i], self.train.y[i]) for i in order.split(self.batch_size)]
+
+    def loss(self, model, batch, carry):
+        x, y = batch
+        return pinball_loss(model(x)[0], y, self.layout), None
+
+    def validate(self, model):
+        device = next(model.parameters()).device
+        output = model(self.val.x.to(device))[0]
+        return float(pinball_loss(output, self.val.y.to(device), self.layout))
+
+
+def build_model(layout: Layout, config: ForecastConfig) -> SequenceModel:
+    cell = CellConfig(config.mode, layout.input_size, config.hidden_size)
+    layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout)
+    return SequenceModel(ModelConfig(layer, layout.output_size, pooling="last"))
+
+
+def train(config: ForecastConfig) -> dict:
+    """Train, backtest, forecast ahead; write the checkpoint, metrics, forecasts and plot.
+
+    Returns the metrics (also in ``out/metrics.json``).
+    """
+    data = load_series(config)
+    cut = plan(config, data)
+    values = data.frame.to_numpy(float)
+    scaler = Scaler.fit(values[:cut.first_origin])  # the training rows only
+    scaled = scaler.transform(values)
+    task = _Task(make_windows(scaled, cut.train, cut.layout),
+                 make_windows(scaled, cut.val, cut.layout), cut.layout, config.batch_size)
+    meta = _meta(config, data, cut, scaler)
+    started = time.perf_counter()
+    with session(config) as runtime:
+        model = build_model(cut.layout, config)
+        history = fit(model, task, config, meta, runtime)
+        if not runtime.is_main:
+            return {}
+    model.cpu().eval()
+    model.meta = meta
+    report = backtest(model, data)
+    report["training"] = {"seconds": round(time.perf_counter() - started, 1),
+                          "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
+                          "best_val_pinball": history.best_val,
+                          "train_windows": len(cut.train), "val_windows": len(cut.val)}
+    _write_outputs(Path(config.out), model, data, report)
+    return report
+
+
+def _meta(config: ForecastConfig, data, cut: Plan, scaler: Scaler) -> dict:
+    layout = cut.layout
+    return {"app": "forecast", "config": config.to_dict(), "scaler": scaler.to_dict(),
+            "layout": {**layout.__dict__, "quantiles": list(layout.quantiles)},
+            "season": cut.season, "columns": {"targets": list(data.targets),
+                                              "past": list(data.past_covariates),
+                                              "future": list(data.future_covariates)},
+            "first_origin": cut.first_origin}
+
+
+def _restore(model) -> tuple[Layout, Scaler]:
+    meta = model.meta
+    spec = dict(meta["layout"])
+    layout = Layout(**{**spec, "quantiles": tuple(spec["quantiles"])})
+    return layout, Scaler.from_dict(meta["scaler"])
+
+
+def _check_columns(model, data) -> None:
+    columns = model.meta["columns"]
+    expected = tuple(columns["targets"] + columns["past"] + columns["future"])
+    if data.columns != expected:
+        raise ValueError(f"data: expected the columns {list(expected)} the model was trained "
+                         f"on, got {list(data.columns)}")
+
+
+def model_forecast(model, data, origins: np.ndarray) -> np.ndarray:
+    """The model's quantile forecasts at ``origins``, in data units: (S, H, K, Q)."""
+    layout, scaler = _restore(model)
+    windows = make_windows(scaler.transform(data.frame.to_numpy(float)), origins, layout)
+    with torch.no_grad():
+        return to_units(model(windows.x)[0], windows, scaler, layout)
+
+
+def backtest(model, data, origins: np.ndarray | None = None) -> dict:
+    """Metrics of the model and the baselines at the backtest origins, per target."""
+    _check_columns(model, data)
+    layout, _ = _restore(model)
+    season = model.meta["season"]
+    values = data.frame.to_numpy(float)
+    if origins is None:
+        config = model.meta["config"]
+        stride = config["stride"] or layout.horizon
+        origins = len(values) - layout.horizon - stride * np.arange(config["origins"])[::-1]
+    if origins[0] < layout.context or origins[0] <= season:
+        raise ValueError(f"series too short: {len(values)} points for a context of "
+                         f"{layout.context} and the backtest origins")
+    forecasts = {"lstm": model_forecast(model, data, origins)}
+    for name, method in baselines.FORECASTERS.items():
+        if name == "seasonal_naive" and season == 1:
+            continue  # the same as naive
+        forecasts[name] = _baseline(method, values, origins, layout, season)
+    per_target = {target: _score(forecasts, values, origins, layout, season, k)
+                  for k, target in enumerate(data.targets)}
+    return {"series": data.name, "notes": list(data.notes), "horizon": layout.horizon,
+            "season": season, "context": layout.context,
+            "origins": [str(data.frame.index[o]) for o in origins],
+            "train_points": int(model.meta.get("first_origin", origins[0])),
+            "interval": [layout.quantiles[0], layout.quantiles[-1]],
+            "metrics": per_target, "forecasts": forecasts, "origin_rows": origins.tolist()}
+
+
+def _baseline(method, values, origins, layout: Layout, season: int) -> np.ndarray | None:
+    out = np.zeros((len(origins), layout.horizon, layout.targets, 1))
+    for s, o in enumerate(origins):
+        for k in range(layout.targets):
+            f = method(values[:o, k], layout.horizon, season)
+            if f is None:
+                return None
+            out[s, :, k, 0] = f
+    return out
+
+
+def _score(forecasts, values, origins, layout: Layout, season: int, k: int) -> dict:
+    actual = values[origins[:, None] + np.arange(layout.horizon), k]  # (S, H)
+    table = {}
+    for name, f in forecasts.items():
+        if f is None:
+            continue
+        q = f[:, :, k]  # (S, H, Q)
+        point = q[..., q.shape[-1] // 2] if q.shape[-1] > 1 else q[..., 0]
+        row = {"mae": metrics.mae(actual, point), "rmse": metrics.rmse(actual, point),
+               "smape": metrics.smape(actual, point),
+               "mase": float(np.mean([metrics.mase(a, p, values[:o, k], season)
+                                      for a, p, o in zip(actual, point, origins)]))}
+        if q.shape[-1] > 1:
+            row["coverage"] = metrics.coverage(actual, q[..., 0], q[..., -1])
+        table[name] = row
+    return table
+
+
+def future(model, data) -> np.ndarray | None:
+    """Quantile forecasts after the end of the series (H, K, Q), or None when the model needs
+    future covariates that the data does not have."""
+    layout, _ = _restore(model)
+    if layout.future:
+        return None
+    return model_forecast(model, data, np.array([len(data.frame)]))[0]
+
+
+def future_times(index, horizon: int) -> list:
+    """The ``horizon`` times after a time index: its frequency when it has one, else its last
+    step repeated."""
+    pd = require("pandas", "apps", "forecasting")
+    if isinstance(index, pd.DatetimeIndex) and len(index) > 2 and index.inferred_freq:
+        return list(pd.date_range(index[-1], periods=horizon + 1, freq=index.inferred_freq)[1:])
+    step = index[-1] - index[-2] if len(index) > 1 else 1
+    return [index[-1] + step * (h + 1) for h in range(horizon)]
+
+
+def forecast_table(model, data, report: dict | None):
+    """A long DataFrame of backtest and future forecasts: one row per time and target."""
+    pd = require("pandas", "apps", "forecasting")
+    layout, _ = _restore(model)
+    names = [f"q{q:g}" for q in layout.quantiles]
+    index, values, rows = data.frame.index, data.frame.to_numpy(float), []
+    if report is not None:
+        for s, o in enumerate(report["origin_rows"]):
+            for h in range(layout.horizon):
+                for k, target in enumerate(data.targets):
+                    row = {"kind": "backtest", "origin": index[o], "time": index[o + h],
+                           "target": target, "step": h + 1, "actual": values[o + h, k]}
+                    row.update(zip(names, report["forecasts"]["lstm"][s, h, k]))
+                    for name, f in report["forecasts"].items():
+                        if name != "lstm" and f is not None:
+                            row[name] = f[s, h, k, 0]
+                    rows.append(row)
+    ahead = future(model, data)
+    if ahead is not None:
+        times = future_times(index, layout.horizon)
+        for h in range(layout.horizon):
+            for k, target in enumerate(data.targets):
+                row = {"kind": "future", "origin": index[-1], "time": times[h],
+                       "target": target, "step": h + 1, "actual": np.nan}
+                rows.append({**row, **dict(zip(names, ahead[h, k]))})
+    return pd.DataFrame(rows)
+
+
+def _write_outputs(out: Path, model, data, report: dict) -> None:
+    table = forecast_table(model, data, report)
+    write_csv(out / "forecast.csv", table)
+    write_json(out / "metrics.json", public(report))
+    plots.forecast_plot(out / "forecast.png", data, table, report)
+    report["files"] = {"checkpoint": str(out / MODEL_FILE), "metrics": str(out / "metrics.json"),
+                       "forecasts": str(out / "forecast.csv"), "plot": str(out / "forecast.png")}
+
+
+def public(report: dict) -> dict:
+    """The report without its arrays, ready for JSON."""
+    return {k: v for k, v in report.items() if k not in ("forecasts", "origin_rows")}
+
+
+def format_table(report: dict) -> str:
+    """The backtest metrics as aligned text, one block per target."""
+    low, high = report["interval"]
+    lines = [f"{report['series']}: {len(report['origins'])} origins x {report['horizon']} steps "
+             f"(from {report['origins'][0]}), season {report['season']}, context "
+             f"{report['context']}, trained on the first {report['train_points']} points"]
+    lines += [f"note: {n}" for n in report["notes"]]
+    for target, table in report["metrics"].items():
+        lines.append(f"\n{target}")
+        lines.append(f"  {'method':16s}{'MAE':>10s}{'RMSE':>10s}{'sMAPE%':>9s}{'MASE':>8s}"
+                     f"{f'cover {100 * (high - low):.0f}%':>12s}")
+        for name, row in table.items():
+            cover = f"{row['coverage']:.2f}" if "coverage" in row else "-"
+            lines.append(f"  {name:16s}{row['mae']:10.4g}{row['rmse']:10.4g}{row['smape']:9.2f}"
+                         f"{row['mase']:8.3f}{cover:>12s}")
+    return "\n".join(lines)
+
+
+def evaluate(model, config: ForecastConfig) -> dict:
+    """Backtest a loaded model on the series ``config`` names (no training)."""
+    return backtest(model, load_series(config))
+
+
+def predict(model, config: ForecastConfig):
+    """Forecasts after the end of the series ``config`` names, as a DataFrame."""
+    data = load_series(config)
+    _check_columns(model, data)
+    if future(model, data) is None:
+        raise ValueError("predict: expected a model without future covariates (their values "
+                         "over the horizon are not in the data)")
+    return forecast_table(model, data, None)

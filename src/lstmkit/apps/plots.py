@@ -1,0 +1,69 @@
+"""Pictures, drawn with matplotlib's Agg backend (no display needed) and written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lstmkit._optional import require
+from lstmkit.checkpoint import atomic_write
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", "apps", "plots")
+    matplotlib.use("Agg")
+    return require("matplotlib.pyplot", "apps", "plots")
+
+
+def _save(figure, path: Path) -> None:
+    plt = _pyplot()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+
+
+def forecast_plot(path: Path, data, table, report: dict) -> None:
+    """History, backtest forecasts with their interval, and the forecast ahead, per target."""
+    plt = _pyplot()
+    targets = data.targets
+    figure, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
+    quantiles = [c for c in table.columns if c.startswith("q")]
+    low, mid, high = quantiles[0], quantiles[len(quantiles) // 2], quantiles[-1]
+    first = report["origin_rows"][0] if report else len(data.frame)
+    start = max(0, first - 4 * report["horizon"]) if report else 0
+    for axis, target in zip(axes[:, 0], targets):
+        history = data.frame[target].iloc[start:]
+        axis.plot(history.index, history.to_numpy(), color="black", lw=1, label="data")
+        rows = table[table["target"] == target]
+        for (kind, _origin), part in rows.groupby(["kind", "origin"], sort=False):
+            color = "tab:blue" if kind == "backtest" else "tab:red"
+            axis.fill_between(part["time"], part[low], part[high], color=color, alpha=0.2, lw=0)
+            axis.plot(part["time"], part[mid], color=color, lw=1.5)
+            if "seasonal_naive" in part:
+                axis.plot(part["time"], part["seasonal_naive"], color="tab:gray", lw=1, ls="--")
+        axis.set_title(f"{data.name}: {target}")
+        axis.plot([], [], color="tab:blue", label=f"LSTM backtest (median, {low}-{high})")
+        axis.plot([], [], color="tab:red", label="LSTM forecast ahead")
+        if "seasonal_naive" in rows:
+            axis.plot([], [], color="tab:gray", ls="--", label="seasonal naive")
+        axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def confusion_plot(path: Path, matrix: np.ndarray, labels: list[str], title: str) -> None:
+    """A confusion matrix: rows the true class, columns the predicted one."""
+    plt = _pyplot()
+    size = 2.5 + 0.45 * len(labels)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        axis.text(j, i, str(count), ha="center", va="center",
+                  color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    _save(figure, path)
