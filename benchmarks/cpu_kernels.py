@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _report
 import torch
 
 import lstmkit
@@ -86,16 +85,7 @@ QUICK_CELLS = ["LSTM", "LSTM layer norm", "GRU"]
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{name}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads")
+    return _report.machine(f"{torch.get_num_threads()} threads")
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -293,18 +283,7 @@ def report(results: dict, seconds: float) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace this script's section of docs/benchmarks.md, atomically."""
-    path = ROOT / "docs" / "benchmarks.md"
-    begin, end = "<!-- cpu-kernels:begin -->", "<!-- cpu-kernels:end -->"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{text}{end}"
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    _report.write_section("cpu-kernels", text)
 
 
 def main(argv=None) -> int:

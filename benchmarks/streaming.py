@@ -21,7 +21,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -30,6 +29,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import _report  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -44,16 +44,7 @@ INPUT, OUTPUT = 64, 16
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{name}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-            f"{torch.__version__}, numpy {np.__version__}")
+    return _report.machine(f"numpy {np.__version__}")
 
 
 def best_us(peers: dict, steps: int, repeats: int, budget: float = 0.1) -> dict[str, float]:
@@ -319,16 +310,7 @@ async def _load(websockets, port, clients, messages):
 # --- report ------------------------------------------------------------------------------------
 
 def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    begin, end = "<!-- streaming:begin -->", "<!-- streaming:end -->"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(new)
+    _report.write_section("streaming", text)
 
 
 def main() -> None:
