@@ -1,5 +1,6 @@
 import random
 
+import pytest
 import torch
 
 from lstmkit.tasks import make
@@ -48,3 +49,11 @@ def test_continual_stream_never_breaks_and_counts_strings():
     # Each embedded string holds two Es; a stream may stop between them.
     es = sum(int((b.x == SYMBOLS.index("E")).sum()) for b in batches)
     assert abs(sum(b.sequences for b in batches) - es / 2) <= 4 / 2
+
+
+def test_continual_length_is_the_truncation_chunk():
+    task = make("reber-continual", length=100)
+    assert task.chunk == 100 and "chunk=100" in task.describe()
+    assert task.sample(2, torch.Generator().manual_seed(0)).x.shape == (2, 100)
+    with pytest.raises(ValueError, match="chunk"):
+        ContinualReber(chunk=0)

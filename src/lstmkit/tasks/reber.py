@@ -157,6 +157,15 @@ class ContinualReber(Task):
     test_size = 8
     """Streams in a test."""
 
+    def __post_init__(self):
+        for name in ("chunk", "test_symbols"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+
+    def describe(self) -> str:
+        return f"{self.name} chunk={self.chunk}"
+
     @property
     def lag(self) -> int:
         return 60  # an embedded string is rarely longer
