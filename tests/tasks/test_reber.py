@@ -42,7 +42,7 @@ def test_continual_stream_never_breaks_and_counts_strings():
     chunks = task.train_batches(4, torch.Generator().manual_seed(0))
     batches = [next(chunks) for _ in range(20)]
     stream = "".join(SYMBOLS[i] for b in batches for i in b.x[0].tolist())
-    assert all(b.carry and b.lengths is None for b in batches)
+    assert not batches[0].carry and all(b.carry and b.lengths is None for b in batches[1:])
     targets = torch.cat([b.target[0] for b in batches])
     for t in range(len(stream) - 1):
         assert targets[t, SYMBOLS.index(stream[t + 1])] == 1
@@ -57,3 +57,9 @@ def test_continual_length_is_the_truncation_chunk():
     assert task.sample(2, torch.Generator().manual_seed(0)).x.shape == (2, 100)
     with pytest.raises(ValueError, match="chunk"):
         ContinualReber(chunk=0)
+
+
+def test_continual_training_streams_restart_from_zero_state_like_test_streams():
+    task = ContinualReber(chunk=10, test_symbols=30)
+    chunks = task.train_batches(2, torch.Generator().manual_seed(0))
+    assert [next(chunks).carry for _ in range(7)] == [False, True, True] * 2 + [False]

@@ -231,7 +231,7 @@ def _train(config: MemoryConfig, progress) -> dict:
         if config.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
-        state = state.detach() if batch.carry and hasattr(state, "detach") else None
+        state = state.detach() if hasattr(state, "detach") else None  # the next batch decides
         seen += batch.sequences
         if progress is not None:
             progress(seen, loss.item(), last)
