@@ -50,7 +50,7 @@ def _gate_bias(model, gate, h, gates="ifgo"):
 
 
 def test_forget_init_sets_lstm_gate_biases():
-    model, described = build_model(MemoryConfig(hidden=8), make("adding"))
+    model, described = build_model(MemoryConfig(hidden=8, init="forget"), make("adding"))
     assert torch.allclose(_gate_bias(model, "f", 8), torch.tensor(3.0))
     assert torch.allclose(_gate_bias(model, "i", 8), torch.tensor(-3.0))
     assert "forget_bias 3" in described
@@ -58,7 +58,7 @@ def test_forget_init_sets_lstm_gate_biases():
 
 def test_chrono_init_uses_the_task_lag():
     task = make("adding", length=200)
-    model, described = build_model(MemoryConfig(hidden=64, init="chrono"), task)
+    model, described = build_model(MemoryConfig(hidden=64), task)  # chrono: the default
     forget = _gate_bias(model, "f", 64)
     assert forget.min() >= 0 and forget.max() <= math.log(task.lag - 1) + 1e-6
     assert torch.allclose(_gate_bias(model, "i", 64), -forget)
@@ -66,7 +66,8 @@ def test_chrono_init_uses_the_task_lag():
 
 
 def test_gru_forget_init_opens_the_update_gate_and_rnn_says_it_has_no_gates():
-    model, _ = build_model(MemoryConfig(cell="gru", hidden=8), make("adding"))
+    model, _ = build_model(MemoryConfig(cell="gru", hidden=8, init="forget"),
+                           make("adding"))
     assert torch.allclose(_gate_bias(model, "z", 8, "rzn"), torch.tensor(3.0))
     _, described = build_model(MemoryConfig(cell="rnn"), make("adding"))
     assert "no gates" in described

@@ -46,5 +46,9 @@ def test_table_pools_seeds_with_medians_of_solved_runs():
     table = markdown_table([result(0, True, 20_000), result(1, True, 40_000),
                             result(2, False, None)])
     row = table.splitlines()[2]
-    assert "| 2/3 | 30,000 | 74,000 |" in row
+    assert "| 32, lr 0.01 | 2/3 | 30,000 | 74,000 |" in row
+    wider = result(3, True, 10_000)
+    wider["config"].update(hidden=128, lr=0.001, batch_size=64)
+    rows = markdown_table([result(0, True, 20_000), wider]).splitlines()[2:]
+    assert len(rows) == 2 and any("| 128, lr 0.001, batch 64 | 1/1 | 10,000 |" in r for r in rows)
     json.dumps(result(0, True, 1))

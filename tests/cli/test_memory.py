@@ -9,7 +9,7 @@ def test_smoke_run_writes_its_result(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "adding T=20" in printed and "training sequences" in printed
-    result = json.loads((tmp_path / "adding-L20-lstm-forget-s0.json").read_text())
+    result = json.loads((tmp_path / "adding-L20-lstm-chrono-s0.json").read_text())
     assert result["sequences_trained"] == 2048 and result["config"]["length"] == 20
     assert {"solved", "sequences_to_solve", "test", "wall_seconds", "config"} <= set(result)
 
@@ -20,7 +20,7 @@ def test_config_file_and_options(tmp_path, capsys):
     code = main(["memory", "temporal-order-6a", "--config", str(config), "--quiet",
                  "--out", str(tmp_path), "--batch-size", "32"])
     assert code == 0 and capsys.readouterr().out == ""
-    result = json.loads((tmp_path / "temporal-order-6a-gru-forget-s0.json").read_text())
+    result = json.loads((tmp_path / "temporal-order-6a-gru-chrono-s0.json").read_text())
     assert result["config"]["hidden"] == 4 and result["config"]["batch_size"] == 32
 
 

@@ -1,5 +1,6 @@
 import random
 
+import pytest
 import torch
 
 from lstmkit.tasks import make
@@ -41,10 +42,24 @@ def test_continual_stream_never_breaks_and_counts_strings():
     chunks = task.train_batches(4, torch.Generator().manual_seed(0))
     batches = [next(chunks) for _ in range(20)]
     stream = "".join(SYMBOLS[i] for b in batches for i in b.x[0].tolist())
-    assert all(b.carry and b.lengths is None for b in batches)
+    assert not batches[0].carry and all(b.carry and b.lengths is None for b in batches[1:])
     targets = torch.cat([b.target[0] for b in batches])
     for t in range(len(stream) - 1):
         assert targets[t, SYMBOLS.index(stream[t + 1])] == 1
     # Each embedded string holds two Es; a stream may stop between them.
     es = sum(int((b.x == SYMBOLS.index("E")).sum()) for b in batches)
     assert abs(sum(b.sequences for b in batches) - es / 2) <= 4 / 2
+
+
+def test_continual_length_is_the_truncation_chunk():
+    task = make("reber-continual", length=100)
+    assert task.chunk == 100 and "chunk=100" in task.describe()
+    assert task.sample(2, torch.Generator().manual_seed(0)).x.shape == (2, 100)
+    with pytest.raises(ValueError, match="chunk"):
+        ContinualReber(chunk=0)
+
+
+def test_continual_training_streams_restart_from_zero_state_like_test_streams():
+    task = ContinualReber(chunk=10, test_symbols=30)
+    chunks = task.train_batches(2, torch.Generator().manual_seed(0))
+    assert [next(chunks).carry for _ in range(7)] == [False, True, True] * 2 + [False]

@@ -91,25 +91,33 @@ def load_results(directory) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("*.json"))]
 
 
+def _network(cfg: dict) -> str:
+    """Hidden units, learning rate and batch: runs that differ in them are different rows."""
+    defaults = MemoryConfig()
+    hidden, lr, batch = (cfg.get(k, getattr(defaults, k)) for k in ("hidden", "lr", "batch_size"))
+    return f"{hidden}, lr {lr:g}" + (f", batch {batch}" if batch != defaults.batch_size else "")
+
+
 def _groups(results):
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         cfg = r["config"]
-        groups.setdefault((cfg["task"], r["task"], cfg["cell"], cfg["init"]), []).append(r)
+        key = (cfg["task"], r["task"], cfg["cell"], cfg["init"], _network(cfg))
+        groups.setdefault(key, []).append(r)
     order = list(tasks.TASKS)
     return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[1][0]["lag"],
                                                   list(CELLS).index(kv[0][2]),
-                                                  INITS.index(kv[0][3])))
+                                                  INITS.index(kv[0][3]), kv[0][4]))
 
 
 def markdown_table(results: list[dict]) -> str:
     """One row per task, length, cell and init; seeds pooled (medians; sequences to solve over
     the solved runs only). CPU seconds are this process's, a fairer clock than wall time on a
     shared machine."""
-    lines = ["| task | cell | init | solved | sequences to solve (median) | paper | "
+    lines = ["| task | cell | init | units, lr | solved | sequences to solve (median) | paper | "
              "test wrong | test loss (blind) | wall s | CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for (_, described, cell, init), runs in _groups(results):
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (_, described, cell, init, network), runs in _groups(results):
         solved = [r for r in runs if r["solved"]]
         seqs = (f"{statistics.median(r['sequences_to_solve'] for r in solved):,.0f}"
                 if solved else _unsolved(runs))
@@ -121,7 +129,8 @@ def markdown_table(results: list[dict]) -> str:
         wall = statistics.median(r["wall_seconds"] for r in runs)
         cpus = [r["cpu_seconds"] for r in runs if "cpu_seconds" in r]
         cpu = f"{statistics.median(cpus):.0f}" if cpus else "-"
-        lines.append(f"| {described} | {cell} | {init} | {len(solved)}/{len(runs)} | {seqs} | "
+        lines.append(f"| {described} | {cell} | {init} | {network} | {len(solved)}/{len(runs)} | "
+                     f"{seqs} | "
                      f"{f'{paper:,}' if paper else '-'} | {wrong} | {loss_text} | {wall:.0f} | "
                      f"{cpu} |")
     return "\n".join(lines) + "\n"
@@ -137,7 +146,7 @@ def plot(results: list[dict], path) -> None:
     """Sequences to solve against lag, one line per cell and init, a panel per task that was run
     at more than one length; unsolved runs are left out."""
     panels: dict[str, dict[str, list]] = {}
-    for (task, _, cell, init), runs in _groups(results):
+    for (task, _, cell, init, _), runs in _groups(results):
         solved = [r for r in runs if r["solved"]]
         if solved:
             point = (runs[0]["lag"], statistics.median(r["sequences_to_solve"] for r in solved))

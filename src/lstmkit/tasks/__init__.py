@@ -40,11 +40,13 @@ TASKS = {
 }
 """Task name -> class."""
 
-_LENGTHS = {Adding1997, Multiplication1997, LongLag, AddingModern, Copy, Parity, Modular}
+_LENGTHS = {Adding1997, Multiplication1997, LongLag, AddingModern, Copy, Parity, Modular,
+            ContinualReber}
 
 
 def takes_length(name: str) -> bool:
-    """Whether task ``name`` has a length (T, q, or the longest training length)."""
+    """Whether task ``name`` has a length (T, q, the longest training length, or the chunk of
+    truncated backpropagation)."""
     return TASKS[name] in _LENGTHS
 
 
@@ -55,8 +57,8 @@ def make(name: str, length: int | None = None, distractors: int | None = None,
     Args:
         name: a key of :data:`TASKS`.
         length: T for the adding, multiplication and copy problems, q for long-lag-2c, the
-            longest training length for parity and modular; None: the task's default. Tasks of
-            fixed length reject it.
+            longest training length for parity and modular, the chunk (truncation length) of
+            reber-continual; None: the task's default. Tasks of fixed length reject it.
         distractors: p for long-lag-2c (None: p = q); other tasks reject it.
         seed: fixes the training and test sets of tasks that have fixed ones (reber).
     """
@@ -67,7 +69,7 @@ def make(name: str, length: int | None = None, distractors: int | None = None,
         if cls not in _LENGTHS:
             raise ValueError(f"length: expected none for task {name!r} (its lengths are fixed "
                              f"by its definition), got {length}")
-        options["length"] = length
+        options["chunk" if cls is ContinualReber else "length"] = length
     if distractors is not None:
         if cls is not LongLag:
             raise ValueError(f"distractors: expected only with long-lag-2c, got task {name!r}")
