@@ -141,6 +141,10 @@ def session(config: TrainConfig) -> Iterator[Runtime]:
     torch.manual_seed(config.seed)
     try:
         yield Runtime(rank, world, device)
+        if world > 1:
+            # Leave together: a rank that tears gloo down while its peer still holds the
+            # connection can abort the peer ("terminate called without an active exception").
+            torch.distributed.barrier()
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
