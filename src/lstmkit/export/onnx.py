@@ -56,16 +56,24 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
     return proto
 
 
+_SCAN_ONLY_ACTIVATIONS = frozenset({
+    "identity",  # Runtime's Affine defaults to the constant 0 and needs explicit alpha, beta
+    "softplus",  # Runtime's recurrent Softplus overflows to inf above about 88 in float32
+})
+"""Activations the recurrent operators do not compute as lstmkit does over every input; the
+elementwise operators of a Scan body do."""
+
+
 def uses_native_operator(cell: CellConfig, zoneout: float) -> bool:
     """Whether ONNX's LSTM/GRU/RNN operator computes this cell (else a Scan does)."""
     if zoneout:
         return False
     if cell.mode != "lstm":
         return True
+    activations = {cell.gate_activation, cell.cell_activation, cell.output_activation}
     return not (cell.layer_norm or cell.proj_size or not cell.input_gate
                 or not cell.forget_gate or not cell.output_gate
-                or "identity" in (cell.gate_activation, cell.cell_activation,
-                                  cell.output_activation))
+                or activations & _SCAN_ONLY_ACTIVATIONS)
 
 
 class _Graph:
