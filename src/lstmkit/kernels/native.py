@@ -41,9 +41,9 @@ def run(config: LayerConfig, weights, x, state, lengths, training):
     # than its dense one, and batches of similar lengths are the common case.
     shortest = int(lengths.min())
     head, state = call.dense(x[:shortest], hx)
-    if shortest == x.shape[0]:
-        return head, state
     running = lengths > shortest
+    if not running.any():  # every sequence ends together (maybe before T): zeros past it
+        return torch.cat([head, head.new_zeros((x.shape[0] - shortest, *head.shape[1:]))]), state
     live = running.nonzero().squeeze(1).to(x.device)  # sequences still running
     at_prefix = state_tensors(state)
     tail, final = call.packed(x[shortest:].index_select(1, live),
