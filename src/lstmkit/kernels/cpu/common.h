@@ -272,7 +272,8 @@ Tensor as_tensor(const std::vector<double>& values, const at::TensorOptions& o) 
 // gradients (so they are still in cache, and the buffers are reused rather than allocated for
 // the whole sequence).
 inline int64_t backward_chunk(int64_t batch, int64_t values_per_step) {
-  return std::max(chunk_steps(values_per_step), (256 + batch - 1) / batch);
+  const int64_t rows = std::max<int64_t>(1, batch);  // a batch of 0 still runs (empty) steps
+  return std::max(chunk_steps(values_per_step), (256 + rows - 1) / rows);
 }
 
 template <typename T>
