@@ -41,6 +41,9 @@ def _require_probability(name: str, value, closed: bool = False) -> None:
 
 
 def _require_activation(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a str from {sorted(ACTIVATIONS)}, "
+                        f"got {type(value).__name__}")
     if value not in ACTIVATIONS:
         raise ValueError(f"{name}: expected one of {sorted(ACTIVATIONS)}, got {value!r}")
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from lstmkit._checks import check_shape, check_tensor
+from lstmkit._checks import check_batch_size, check_shape, check_tensor
 from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
 from lstmkit.config import CellConfig, changed_fields
 
@@ -92,6 +92,7 @@ class RecurrentCell(nn.Module):
 
     def init_state(self, batch_size: int | None = None):
         """Zeros of shape (B, size) per state tensor, or (size,) with ``batch_size=None``."""
+        check_batch_size(batch_size)
         leading = () if batch_size is None else (batch_size,)
         return zero_state(self.family, self.config, leading, self.weight_ih)
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit import kernels
-from lstmkit._checks import check_lengths, check_tensor
+from lstmkit._checks import check_batch_size, check_lengths, check_steps, check_tensor
 from lstmkit.cells import FAMILIES
 from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_state
 from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
@@ -77,6 +77,7 @@ class RecurrentLayer(nn.Module):
 
     def init_state(self, batch_size: int | None = None):
         """Zeros: (L*D, B, size) per state tensor, or (L*D, size) with ``batch_size=None``."""
+        check_batch_size(batch_size)
         leading = (self.num_layers * self.config.num_directions,)
         leading += () if batch_size is None else (batch_size,)
         return zero_state(self.family, self.config.cell, leading, self.weight_ih_l0)
@@ -120,8 +121,11 @@ class RecurrentLayer(nn.Module):
         x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
         x = x if batched else x.unsqueeze(1)  # (T, B, I)
         steps, batch = x.shape[:2]
+        check_steps(steps)
         if lengths is not None:
-            lengths = check_lengths(lengths, batch, steps)
+            lengths = check_lengths(lengths, batch, steps, x.device)
+            if batch == 0:  # no sequence to mask: every backend runs the empty batch as it is
+                lengths = None
         state = self._initial_state(hx, batch, batched)
         backend = self.backend()
         y, state = backend.run(self.config, self.cell_weights(), x, state, lengths, self.training)
