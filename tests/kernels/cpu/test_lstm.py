@@ -2,6 +2,8 @@
 final states and the gradients of the input, the initial state and every parameter, for every
 cell option, with lengths, masks, stacking and both directions, in float64 and float32."""
 
+import copy
+
 import pytest
 import torch
 from support import parts, probe_loss
@@ -78,17 +80,35 @@ def test_inference_without_saving(name, compare):
     compare(_make(options), training=False)
 
 
-def _errors(layer, reference, x):
-    """Largest error of every output and gradient of ``layer`` (any dtype) relative to the
-    largest value of the float64 ``reference``'s; the loss is taken in float64 on both."""
+def _errors(layer, reference, x, x_layer=None):
+    """Largest error of every output and gradient of ``layer`` (any dtype; on ``x_layer`` if
+    given, else ``x``) relative to the largest value of the float64 ``reference``'s on ``x``;
+    the loss is taken in float64 on both."""
     results = []
-    for m in (layer, reference):
-        xx = x.to(next(m.parameters()).dtype).requires_grad_()
+    for m, inputs in ((layer, x if x_layer is None else x_layer), (reference, x)):
+        xx = inputs.to(next(m.parameters()).dtype).requires_grad_()
         y, state = m(xx)
         loss = probe_loss(y.double(), *(s.double() for s in parts(state)))
         results.append([y, *torch.autograd.grad(loss, [xx, *m.parameters()])])
     return [float((a.detach().double() - e.detach()).abs().max() / e.detach().abs().max())
             for a, e in zip(*results)]
+
+
+def _one_ulp_perturbed(exact, x):
+    """A float64 copy of ``exact`` and of ``x`` with every value moved by one float32 ulp
+    (relative), up or down at random: (layer, x) for :func:`_errors`'s ``layer, x_layer``."""
+    generator = torch.Generator().manual_seed(1)
+    eps = torch.finfo(torch.float32).eps
+
+    def nudge(t):
+        signs = torch.randint(0, 2, t.shape, generator=generator, dtype=t.dtype) * 2 - 1
+        return t * (1 + eps * signs)
+
+    layer = copy.deepcopy(exact)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(nudge(p))
+    return layer, nudge(x)
 
 
 @pytest.mark.parametrize("options", [{}, dict(peephole=True, layer_norm=True, proj_size=33)],
@@ -98,21 +118,25 @@ def test_long_sequences_and_wide_layers(steps, batch, inputs, hidden, options, c
     """Sizes past every block of matmul.h (256-row and 256-wide tiles, 256- and 512-deep sums,
     64-wide panels with a ragged last one), of the input chunks, and batch 1 (the one-row
     product). A weight gradient here sums hundreds of terms that cancel, so errors are measured
-    against each tensor's largest value: float64 within the table's rtol of it, float32 within
-    twice the float32 reference's own error (both against float64)."""
+    against each tensor's largest value: float64 within the table's rtol of it; float32 within
+    32 times what a one-ulp float32 perturbation of the input and weights moves the float64
+    result (about 3 times is measured here). That scale belongs to the problem, not to a BLAS:
+    bounding by another float32 computation's error failed on Intel machines, where MKL's
+    AVX-512 path rounds the float32 reference differently."""
     make = _make(options, hidden=hidden, inputs=inputs)
     torch.manual_seed(0)
     exact = make("reference").double()
     x = torch.randn(steps, batch, inputs, dtype=torch.float64)
     layers = {}
-    for backend, dtype in (("cpu", torch.float64), ("cpu", torch.float32),
-                           ("reference", torch.float32)):
+    for backend, dtype in (("cpu", torch.float64), ("cpu", torch.float32)):
         layers[backend, dtype] = make(backend).to(dtype)
         layers[backend, dtype].load_state_dict(exact.state_dict())
     assert max(_errors(layers["cpu", torch.float64], exact, x)) <= TOLERANCES[torch.float64]["rtol"]
     ours = _errors(layers["cpu", torch.float32], exact, x)
-    theirs = _errors(layers["reference", torch.float32], exact, x)
-    assert all(a <= 2 * b + 1e-6 for a, b in zip(ours, theirs)), (ours, theirs)
+    nudged, x_nudged = _one_ulp_perturbed(exact, x)
+    scale = _errors(nudged, exact, x, x_layer=x_nudged)
+    eps = torch.finfo(torch.float32).eps
+    assert all(a <= 32 * d + 4 * eps for a, d in zip(ours, scale)), (ours, scale)
     compare(make, steps=steps, batch=batch, training=False, grad=False)
 
 
