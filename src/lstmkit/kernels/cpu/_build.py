@@ -4,13 +4,22 @@ The extension is one C++ file (``ops.cpp`` with its headers) that registers ``to
 lstmkit_cpu``. It is compiled with ``torch.utils.cpp_extension.load`` for the machine it runs
 on (``-march=native``), into ``$TORCH_EXTENSIONS_DIR/lstmkit_cpu-<key>`` (torch's default root,
 ``~/.cache/torch_extensions``, when the variable is unset). The key covers the sources, the
-versions of torch and Python and the CPU, so an edit, an upgrade or a home directory shared with
-another kind of CPU gets a fresh build instead of a stale or illegal one. A first build takes
-20-40 s on two cores; later processes only load it.
+versions of torch and Python, the CPU and the sources' own folder, so an edit, an upgrade, a
+home directory shared with another kind of CPU, or another checkout (torch's build.ninja names
+the source path, so two checkouts sharing one folder would rebuild each other's) gets a build of
+its own instead of a stale or illegal one. A first build takes 20-40 s on two cores; later
+processes only load it.
+
+Builds of one folder take turns under an advisory lock (``flock``) that the system releases when
+its holder dies, so a process killed mid-build cannot leave the folder locked: torch's own lock
+file, which a killed build leaves behind and every later process would wait on forever, is
+removed under it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -70,7 +79,8 @@ def build_directory() -> Path:
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((_HERE / name).read_bytes())
-    for part in (torch.__version__, sys.version, " ".join(_FLAGS), _cpu_identity()):
+    for part in (torch.__version__, sys.version, " ".join(_FLAGS), _cpu_identity(),
+                 str(_HERE.resolve())):
         digest.update(part.encode())
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
     return Path(root) / f"lstmkit_cpu-{digest.hexdigest()[:16]}"
@@ -96,10 +106,27 @@ def ops():
                  "minute)", directory)
     log.debug("loading the cpu kernels from %s", directory)
     try:
-        load(name="lstmkit_cpu", sources=[str(_HERE / "ops.cpp")], extra_cflags=_FLAGS,
-             extra_ldflags=["-fopenmp"], build_directory=str(directory),
-             is_python_module=False, verbose=log.isEnabledFor(logging.DEBUG))
+        with _exclusive(directory):
+            load(name="lstmkit_cpu", sources=[str(_HERE / "ops.cpp")], extra_cflags=_FLAGS,
+                 extra_ldflags=["-fopenmp"], build_directory=str(directory),
+                 is_python_module=False, verbose=log.isEnabledFor(logging.DEBUG))
     except (RuntimeError, OSError) as error:
         raise RuntimeError(f"the cpu backend failed to build in {directory}: {error}; "
                            "backend='reference' runs without it") from error
     return torch.ops.lstmkit_cpu
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """Hold the build folder's advisory lock; inside it no other lstmkit process builds there,
+    so a torch lock file found in the folder was left by a killed build and is removed."""
+    with open(directory / ".lstmkit-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = directory / "lock"
+            if stale.exists():
+                log.warning("removing %s, left by a build that did not finish", stale)
+                stale.unlink()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
