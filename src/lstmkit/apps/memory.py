@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lstmkit import tasks
-from lstmkit.checkpoint import atomic_write
 from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.io import write_text
 from lstmkit.models import ModelConfig, SequenceModel
 
 CELLS = {
@@ -296,7 +296,7 @@ def _result(config, task, budget, init_described, stopped, solved_at, seen, test
 def write_result(path, result: dict) -> None:
     """Write ``result`` as JSON, atomically."""
     text = json.dumps(result, indent=1)
-    atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+    write_text(path, text)
 
 
 def summary(result: dict) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lstmkit import tasks
 from lstmkit.apps.memory import CELLS, INITS, MemoryConfig, run, summary
-from lstmkit.checkpoint import atomic_write
+from lstmkit.io import atomic_write, write_text
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def run_grid(config: GridConfig, base: MemoryConfig) -> list[dict]:
             print(summary(json.loads(path.read_text())), file=sys.stderr)
     results = load_results(config.dir)
     table = markdown_table(results)
-    atomic_write(Path(config.dir) / "table.md", lambda tmp: Path(tmp).write_text(table))
+    write_text(Path(config.dir) / "table.md", table)
     plot(results, Path(config.dir) / "plot.png")
     if not base.quiet:
         print(table)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lstmkit.checkpoint import atomic_write
+from lstmkit.io import atomic_write, write_text
 
 
 def write_json(path: str | Path, data: dict) -> None:
     """``data`` as indented JSON; values JSON lacks (timestamps) are written as text."""
     text = json.dumps(data, indent=2, default=str) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_text(path, text)
 
 
 def write_csv(path: str | Path, table) -> None:

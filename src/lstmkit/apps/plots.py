@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit._optional import require
-from lstmkit.checkpoint import atomic_write
+from lstmkit.io import atomic_write
 
 
 def _pyplot():

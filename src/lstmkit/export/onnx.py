@@ -23,9 +23,9 @@ import numpy as np
 
 from lstmkit._optional import require
 from lstmkit.activations import ONNX_NAMES
-from lstmkit.checkpoint import atomic_write
 from lstmkit.config import CellConfig
 from lstmkit.export.gates import PEEPHOLE_TO_ONNX, TO_ONNX, permute
+from lstmkit.io import atomic_write
 from lstmkit.models import SequenceModel
 
 OPSET = 17

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.checkpoint import atomic_write
+from lstmkit.io import atomic_write
 from lstmkit.models import SequenceModel
 from lstmkit.runtime.model import CONFIG_KEY, FORMAT
 
