@@ -52,3 +52,15 @@ def test_table_pools_seeds_with_medians_of_solved_runs():
     rows = markdown_table([result(0, True, 20_000), wider]).splitlines()[2:]
     assert len(rows) == 2 and any("| 128, lr 0.001, batch 64 | 1/1 | 10,000 |" in r for r in rows)
     json.dumps(result(0, True, 1))
+
+
+def test_the_documented_table_is_the_one_the_recorded_runs_make():
+    # docs/memory.md shows the table; results/memory-runs holds the runs it was made from
+    from pathlib import Path
+
+    from lstmkit.apps.memory_table import load_results
+
+    root = Path(__file__).resolve().parents[2]
+    table = markdown_table(load_results(root / "results" / "memory-runs"))
+    assert table.count("\n|") > 40
+    assert table in (root / "docs" / "memory.md").read_text()

@@ -34,7 +34,9 @@ class GridConfig:
     seeds: str = "0"
     """Comma-separated seeds."""
     dir: str = "runs/memory-table"
-    """Directory of the per-run JSON files, table.md and plot.png."""
+    """Directory of the per-run JSON files (the resume cache) and table.md."""
+    plot: str = ""
+    """Where the plot goes (empty: plot.png in ``dir``)."""
 
     def __post_init__(self):
         for name, known in (("tasks", tasks.TASKS), ("cells", CELLS), ("inits", INITS)):
@@ -81,7 +83,7 @@ def run_grid(config: GridConfig, base: MemoryConfig) -> list[dict]:
     results = load_results(config.dir)
     table = markdown_table(results)
     write_text(Path(config.dir) / "table.md", table)
-    plot(results, Path(config.dir) / "plot.png")
+    plot(results, Path(config.plot or Path(config.dir) / "plot.png"))
     if not base.quiet:
         print(table)
     return results
