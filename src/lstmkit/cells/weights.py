@@ -23,8 +23,6 @@ LSTM_GATES = ("i", "f", "g", "o")
 """torch.nn's LSTM gate order in every G*H tensor: input, forget, cell candidate, output."""
 GRU_GATES = ("r", "z", "n")
 """torch.nn's GRU gate order: reset, update, new."""
-PEEPHOLE_GATES = ("i", "f", "o")
-"""Order of the three peephole vectors inside ``weight_peephole`` (ONNX's P orders them i, o, f)."""
 
 
 class CellWeights(NamedTuple):
@@ -42,8 +40,6 @@ class CellWeights(NamedTuple):
     bias_ln_c: torch.Tensor | None = None
 
 
-TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-"""The tensors torch.nn has, in its parameter order."""
 
 
 def parameter_shapes(cfg: CellConfig) -> dict[str, tuple[int, ...]]:

@@ -24,8 +24,6 @@ from lstmkit.kernels import Backend
 from lstmkit.layers.stack import stack_of
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_ACTIVATIONS = frozenset({"sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
-                          "leaky_relu", "identity"})
 _MAX_SINGLE = 256
 """Largest H whose step runs in one program per batch tile (layer norm, projection, the GRU's
 reset-before form): that program holds whole rows of the step in registers, which spill beyond
@@ -49,9 +47,6 @@ def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
                 "TRITON_INTERPRET=1, for testing)")
     if dtype not in _DTYPES:
         return f"dtype {dtype} (float16, bfloat16, float32 and float64 only)"
-    unknown = {cell.gate_activation, cell.cell_activation, cell.output_activation} - _ACTIVATIONS
-    if unknown:
-        return f"activation {sorted(unknown)[0]!r} has no Triton kernel"
     single = cell.layer_norm or cell.proj_size or not cell.reset_after
     if single and cell.hidden_size > _MAX_SINGLE:
         return (f"layer_norm, proj_size and reset_after=False run in one program per batch "
