@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit import CellConfig
+from lstmkit import cell_config
 from lstmkit.export.onnx import export_onnx, uses_native_operator
 from tests.tiny_models import ZOO, forecaster
 
@@ -76,11 +76,11 @@ def test_without_lengths_and_state_inputs(tmp_path):
 
 
 def test_only_the_mappable_cells_use_the_operator():
-    assert uses_native_operator(CellConfig("lstm", 2, 3, peephole=True, coupled=True), 0.0)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3), 0.1)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3, proj_size=2), 0.0)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3, output_activation="identity"), 0.0)
-    assert uses_native_operator(CellConfig("gru", 2, 3, reset_after=False), 0.0)
+    assert uses_native_operator(cell_config("lstm", 2, 3, peephole=True, coupled=True), 0.0)
+    assert not uses_native_operator(cell_config("lstm", 2, 3), 0.1)
+    assert not uses_native_operator(cell_config("lstm", 2, 3, proj_size=2), 0.0)
+    assert not uses_native_operator(cell_config("lstm", 2, 3, output_activation="identity"), 0.0)
+    assert uses_native_operator(cell_config("gru", 2, 3, reset_after=False), 0.0)
 
 
 def test_refuses_what_is_not_a_model(tmp_path):

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from lstmkit import kernels
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 
-PLAIN = LayerConfig(CellConfig("lstm", 3, 4), num_layers=2, bidirectional=True)
-VARIANTS = [LayerConfig(CellConfig("lstm", 3, 4, peephole=True)),
-            LayerConfig(CellConfig("gru", 3, 4, reset_after=False)),
-            LayerConfig(CellConfig("rnn", 3, 4), zoneout=0.1),
-            LayerConfig(CellConfig("lstm", 3, 4), recurrent_dropout=0.1)]
+PLAIN = LayerConfig(cell_config("lstm", 3, 4), num_layers=2, bidirectional=True)
+VARIANTS = [LayerConfig(cell_config("lstm", 3, 4, peephole=True)),
+            LayerConfig(cell_config("gru", 3, 4, reset_after=False)),
+            LayerConfig(cell_config("rnn", 3, 4), zoneout=0.1),
+            LayerConfig(cell_config("lstm", 3, 4), recurrent_dropout=0.1)]
 CPU = torch.device("cpu")
 
 
@@ -51,8 +51,8 @@ def test_auto_takes_native_for_plain_configurations_and_reference_for_variants(
 
 
 def test_named_backend_that_cannot_run_says_why():
-    with pytest.raises(ValueError, match=r"backend 'native' cannot run this configuration: a "
-                                         r"variant torch.nn does not compute"):
+    with pytest.raises(ValueError, match=r"backend 'native' cannot run this configuration: "
+                                         r"peephole=True is not covered"):
         kernels.resolve("native", VARIANTS[0], CPU, torch.float32, True)
     assert kernels.resolve("reference", PLAIN, CPU, torch.float32, True).name == "reference"
 
@@ -61,6 +61,6 @@ def test_explain_gives_every_backend_and_its_reason():
     rows = dict(kernels.explain(VARIANTS[0]))
     assert list(rows) == list(kernels.names())
     assert rows["reference"] is None
-    assert "variant" in rows["native"]
+    assert "peephole=True" in rows["native"]
     assert all(reason is None for _, reason in kernels.explain(PLAIN) if _ in ("native",
                                                                             "reference"))

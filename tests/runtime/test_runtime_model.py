@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lstmkit.runtime
-from lstmkit import CellConfig
+from lstmkit import cell_config
 from lstmkit.export import export_runtime
 from tests.tiny_models import ZOO, forecaster, make_model
 
@@ -103,7 +103,7 @@ def test_bad_files_and_inputs_say_so(tmp_path):
     np.savez(tmp_path / "pickled.npz", __config__=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="expected an .npz file"):  # never unpickled
         lstmkit.runtime.load(tmp_path / "pickled.npz")
-    runtime = _exported(make_model(CellConfig("lstm", 3, 4), 2), tmp_path)
+    runtime = _exported(make_model(cell_config("lstm", 3, 4), 2), tmp_path)
     with pytest.raises(ValueError, match=r"expected shape \(B, T, 3\)"):
         runtime.forward(np.zeros((1, 2, 4), np.float32))
     with pytest.raises(ValueError, match="lengths: expected shape"):
