@@ -64,3 +64,27 @@ def test_explain_gives_every_backend_and_its_reason():
     assert "peephole=True" in rows["native"]
     assert all(reason is None for _, reason in kernels.explain(PLAIN) if _ in ("native",
                                                                             "reference"))
+
+
+def test_a_declaration_fails_closed_on_an_option_it_does_not_name():
+    """An option a backend never heard of is refused, even at its default value: a field added
+    to a family later is not computed by a backend until it declares it."""
+    from lstmkit.cells.base import ANY
+    from lstmkit.kernels.contract import Declaration
+
+    options = {"bias": ANY, "proj_size": ANY, "peephole": ANY, "coupled": ANY,
+               "input_gate": ANY, "forget_gate": ANY, "output_gate": ANY, "cell_clip": ANY,
+               "gate_activation": ANY, "cell_activation": ANY, "output_activation": ANY}
+    old = Declaration(families={"lstm": options})  # one that predates layer_norm
+    assert old.refuses(PLAIN, CPU, torch.float32) == (
+        "option 'layer_norm' of the 'lstm' family is not declared")
+    full = Declaration(families={"lstm": {**options, "layer_norm": (False,)}})
+    assert full.refuses(PLAIN, CPU, torch.float32) is None
+    assert full.refuses(LayerConfig(cell_config("lstm", 3, 4, layer_norm=True)), CPU,
+                        torch.float32) == "layer_norm=True is not covered (declared: False)"
+    assert "does not compute the 'gru' family" in full.refuses(VARIANTS[1], CPU, torch.float32)
+    assert full.refuses(VARIANTS[3], CPU, torch.float32) is None  # every feature by default
+    narrow = Declaration(families={"lstm": {**options, "layer_norm": ANY}},
+                         features=frozenset({"lengths"}))
+    assert narrow.refuses(VARIANTS[3], CPU, torch.float32) == (
+        "does not declare the layer feature recurrent_dropout")

@@ -9,11 +9,12 @@ computes every cell option of the three families, lengths, recurrent dropout and
 float32 and float64. Options, activations and weights reach the C++ side by name
 (``ops.cpp``).
 
-"auto" tries it first on the CPU (docs/benchmarks.md has the numbers): against torch.nn's
-own kernels it trains the plain LSTM faster at every measured size, runs GRU and RNN several
-times faster (torch has no oneDNN path for them) and is the only fused path for the variants.
-For torch.nn's plain float32 LSTM in inference, where oneDNN is as fast, "auto" keeps the
-native backend: same speed, torch's exact numbers and no build on first use.
+"auto" tries it first on the CPU (docs/benchmarks.md has the numbers): it is the only fused
+path for the variants, and against torch.nn's own kernels it trains the plain LSTM faster at
+every measured size and runs GRU and RNN several times faster (torch has no oneDNN path for
+them). Every configuration torch.nn computes it still hands on to the native backend
+(:func:`auto_defers`): the drop-in promise is torch's exact numbers; ``backend="cpu"`` asks for
+this one.
 """
 
 from __future__ import annotations
