@@ -70,7 +70,7 @@ def test_a_declaration_fails_closed_on_an_option_it_does_not_name():
     """An option a backend never heard of is refused, even at its default value: a field added
     to a family later is not computed by a backend until it declares it."""
     from lstmkit.cells.base import ANY
-    from lstmkit.kernels.contract import Declaration
+    from lstmkit.kernels.contract import Backend, Declaration
 
     options = {"bias": ANY, "proj_size": ANY, "peephole": ANY, "coupled": ANY,
                "input_gate": ANY, "forget_gate": ANY, "output_gate": ANY, "cell_clip": ANY,
@@ -88,3 +88,11 @@ def test_a_declaration_fails_closed_on_an_option_it_does_not_name():
                          features=frozenset({"lengths"}))
     assert narrow.refuses(VARIANTS[3], CPU, torch.float32) == (
         "does not declare the layer feature recurrent_dropout")
+    stacked = LayerConfig(cell_config("lstm", 3, 4), num_layers=2, bidirectional=True,
+                          dropout=0.5)
+    assert narrow.refuses(stacked, CPU, torch.float32) == (
+        "does not declare the layer feature bidirectional")
+    scan = Backend("narrow", narrow, scan=lambda *args: None)  # the layer reverses and drops
+    assert scan.supports(stacked, CPU, torch.float32) is None
+    whole = Backend("narrow", narrow, stack=lambda *args: None)  # a stack must do it itself
+    assert "bidirectional" in whole.supports(stacked, CPU, torch.float32)

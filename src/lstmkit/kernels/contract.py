@@ -32,8 +32,10 @@ from lstmkit.cells.base import ANY, Options, uncovered
 from lstmkit.config import LayerConfig
 
 FEATURES = ("lengths", "bidirectional", "dropout", "recurrent_dropout", "zoneout")
-"""Layer features a backend may declare (``dropout``: between layers, for a whole-stack
-backend; a scan backend gets it from the layer)."""
+"""Layer features a backend may declare (``dropout``: between layers)."""
+LAYER_FEATURES = frozenset({"bidirectional", "dropout"})
+"""What the layer provides around a scan (reversal, inter-layer dropout): a scan backend need
+not declare them, a whole-stack backend must."""
 
 
 class StepMasks(NamedTuple):
@@ -70,9 +72,10 @@ class Declaration:
     """device -> why this machine cannot run the backend there (no compiler, no Triton), or
     None."""
 
-    def refuses(self, config: LayerConfig, device: torch.device,
-                dtype: torch.dtype) -> str | None:
-        """Why the backend does not compute ``config`` on ``device`` in ``dtype``, or None."""
+    def refuses(self, config: LayerConfig, device: torch.device, dtype: torch.dtype,
+                provided: frozenset[str] = frozenset()) -> str | None:
+        """Why the backend does not compute ``config`` on ``device`` in ``dtype``, or None;
+        ``provided``: features the caller supplies itself (need not be declared)."""
         if self.available is not None and (reason := self.available(device)):
             return reason
         if self.devices is not ANY and device.type not in self.devices:
@@ -87,7 +90,7 @@ class Declaration:
             if reason := uncovered(cell, self.families[cell.family]):
                 return reason
         for feature in FEATURES:
-            if uses(config, feature) and not self.declares(feature):
+            if uses(config, feature) and feature not in provided and not self.declares(feature):
                 return f"does not declare the layer feature {feature}"
         return self.limits(config) if self.limits else None
 
@@ -128,4 +131,5 @@ class Backend:
     def supports(self, config: LayerConfig, device: torch.device, dtype: torch.dtype,
                  training: bool = True) -> str | None:
         """None when the backend computes the configuration, else the reason it does not."""
-        return self.declaration.refuses(config, device, dtype)
+        provided = LAYER_FEATURES if self.scan is not None else frozenset()
+        return self.declaration.refuses(config, device, dtype, provided)

@@ -118,14 +118,23 @@ class RuntimeFamily(NamedTuple):
     """(gx (B, G*H), state tuple, weights, cfg) -> the new state tuple."""
     state: Callable[[dict], tuple[tuple[int, ...], ...]]
     """cfg -> the trailing shape of each state array; the first is h."""
+    refuses: Callable[[dict], str | None] = lambda cfg: None
+    """cfg -> why this runtime cannot compute it (an activation it has no function for)."""
 
 
 def _lstm_state(cfg: dict) -> tuple[tuple[int, ...], ...]:
     return ((cfg["proj_size"] or cfg["hidden_size"],), (cfg["hidden_size"],))
 
 
+def _lstm_refuses(cfg: dict) -> str | None:
+    for name in ("gate_activation", "cell_activation", "output_activation"):
+        if cfg[name] not in ACTIVATIONS:
+            return f"{name}={cfg[name]!r} has no NumPy function (known: {', '.join(ACTIVATIONS)})"
+    return None
+
+
 FAMILIES = {
-    "lstm": RuntimeFamily(lstm_step, _lstm_state),
+    "lstm": RuntimeFamily(lstm_step, _lstm_state, _lstm_refuses),
     "gru": RuntimeFamily(gru_step, lambda cfg: ((cfg["hidden_size"],),)),
     "rnn": RuntimeFamily(rnn_step, lambda cfg: ((cfg["hidden_size"],),)),
 }
@@ -138,6 +147,9 @@ def family(cfg: dict) -> RuntimeFamily:
     if key not in FAMILIES:
         raise ValueError(f"runtime: expected a cell family with a NumPy step "
                          f"({', '.join(FAMILIES)}), got {key!r}")
+    reason = FAMILIES[key].refuses(cfg)
+    if reason is not None:
+        raise ValueError(f"runtime: {reason}")
     return FAMILIES[key]
 
 

@@ -44,7 +44,7 @@ DECLARATION = Declaration(
         "rnn": {"bias": ANY, "nonlinearity": ("tanh", "relu")},
     },
     dtypes=(torch.float32, torch.float64), devices=("cpu",),
-    features=frozenset({"lengths", "bidirectional", "dropout", "recurrent_dropout", "zoneout"}),
+    features=frozenset({"lengths", "recurrent_dropout", "zoneout"}),  # and the layer's
     available=lambda device: _build.problem())
 
 

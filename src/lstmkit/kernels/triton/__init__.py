@@ -75,7 +75,7 @@ DECLARATION = Declaration(
     },
     dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
     devices=("cuda", "cpu"),  # the CPU through the interpreter only (see _available)
-    features=frozenset({"lengths", "bidirectional", "dropout", "recurrent_dropout", "zoneout"}),
+    features=frozenset({"lengths", "recurrent_dropout", "zoneout"}),  # and the layer's
     limits=_limits, available=_available)
 
 
