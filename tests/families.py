@@ -8,14 +8,17 @@ refuses it with a reason.
     n   = tanh(W_n x_t + b_in + U_n h_{t-1} + b_hn)
     h_t = (1 - z) ⊙ h_{t-1} + z ⊙ n
 
-``outer_test``, a matrix memory written by outer products (the shape of xLSTM's mLSTM state)::
+``outer_test``, a matrix memory written by outer products, without recurrent weights (the
+shape of xLSTM's mLSTM: its output h_t is no part of its state, ``step_output``)::
 
-    q, k, v = W_{q,k,v} x_t + b_i + U_{q,k,v} h_{t-1} + b_h      (H each)
-    f   = σ(W_f x_t + b_if + U_f h_{t-1} + b_hf)
+    q, k, v = W_{q,k,v} x_t + b_{q,k,v}                           (H each)
+    f   = σ(W_f x_t + b_f)
     C_t = f ⊙_rows C_{t-1} + v k^T                                 (H, H)
-    h_t = tanh(C_t q / H)
+    n_t = f ⊙ n_{t-1} + k                                          (H)
+    h_t = tanh(C_t q / max(|n_t · q|, 1))
 
-where x_t is the input (I), h the output (H), W the rows of ``weight_ih``, U of ``weight_hh``.
+where x_t is the input (I), h the output (H), W the rows of ``weight_ih``, U of ``weight_hh``,
+b the biases.
 Neither has a torch.nn equivalent or an ONNX mapping.
 """
 
@@ -61,20 +64,27 @@ class OuterConfig(CellConfig):
 
 
 class OuterState(NamedTuple):
-    h: torch.Tensor  # (B, H)
     C: torch.Tensor  # (B, H, H)
+    n: torch.Tensor  # (B, H)
+
+
+def _outer_parameters(cfg):
+    gh = 4 * cfg.hidden_size
+    return {"weight_ih": (gh, cfg.input_size), **({"bias_ih": (gh,)} if cfg.bias else {})}
 
 
 def _outer_step(gx, state, w, cfg):
-    h, C = state
-    a = gx + F.linear(h, w["weight_hh"], w.get("bias_hh"))
-    q, k, v, a_f = a.chunk(4, dim=-1)  # (B, H) each
-    C = torch.sigmoid(a_f)[..., None] * C + v[..., :, None] * k[..., None, :]
-    return OuterState(torch.tanh((C @ q[..., None])[..., 0] / cfg.hidden_size), C)
+    C, n = state
+    q, k, v, a_f = gx.chunk(4, dim=-1)  # (B, H) each
+    f = torch.sigmoid(a_f)
+    C = f[..., None] * C + v[..., :, None] * k[..., None, :]
+    n = f * n + k
+    scale = (n * q).sum(-1, keepdim=True).abs().clamp(min=1.0)
+    return torch.tanh((C @ q[..., None])[..., 0] / scale), OuterState(C, n)
 
 
 OUTER = register(Family(
     key="outer_test", config=OuterConfig, gates=("q", "k", "v", "f"),
-    state=lambda cfg: {"h": (cfg.hidden_size,), "C": (cfg.hidden_size, cfg.hidden_size)},
-    make_state=OuterState, parameters=lambda cfg: torch_parameters(cfg, 4), init=uniform_init,
-    input=_input, step=_outer_step, option_sets=({},)))
+    state=lambda cfg: {"C": (cfg.hidden_size, cfg.hidden_size), "n": (cfg.hidden_size,)},
+    make_state=OuterState, parameters=_outer_parameters, init=uniform_init, input=_input,
+    step=_outer_step, step_output=True, option_sets=({}, {"bias": False})))

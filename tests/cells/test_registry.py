@@ -61,21 +61,25 @@ def test_backends_that_do_not_declare_it_refuse_it(name):
         layer_from_config(LayerConfig(cell_config("mgu_test", 3, 4), backend=name))
 
 
-def test_a_matrix_state_is_carried_masked_and_checked():
-    """outer_test's state has a (H, H) matrix C: zeros, shape checks, lengths and zoneout
-    handle any rank."""
+def test_a_matrix_state_without_the_output_is_carried_masked_and_checked():
+    """outer_test's state is a (H, H) matrix C and a vector n, its output no part of it
+    (``step_output``): zeros, shape checks, lengths and zoneout handle any rank."""
     layer = layer_from_config(LayerConfig(cell_config("outer_test", 3, 4), zoneout=0.2),
                               dtype=torch.float64).eval()
-    h0, c0 = layer.init_state(2)
-    assert h0.shape == (1, 2, 4) and c0.shape == (1, 2, 4, 4)
+    c0, n0 = layer.init_state(2)
+    assert c0.shape == (1, 2, 4, 4) and n0.shape == (1, 2, 4)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     y, state = layer(x, lengths=torch.tensor([5, 2]))
-    assert isinstance(state, OuterState) and state.C.shape == (1, 2, 4, 4)
-    _, at_two = layer(x[:2, 1:])
+    assert isinstance(state, OuterState) and state.C.shape == (1, 2, 4, 4) and y.shape == (5, 2, 4)
+    y_two, at_two = layer(x[:2, 1:])
     torch.testing.assert_close(state.C[:, 1], at_two.C[:, 0])  # frozen past its length
+    torch.testing.assert_close(y[:2, 1], y_two[:, 0])
     assert (y[2:, 1] == 0).all()
     with pytest.raises(ValueError, match=r"hx.C: expected shape \(1, 2, 4, 4\), got \(1, 2, 4\)"):
-        layer(x, (h0, torch.zeros(1, 2, 4, dtype=torch.float64)))
+        layer(x, (n0, n0))
+    with pytest.raises(ValueError, match=r"recurrent_dropout: expected 0 for the 'outer_test' "
+                                         r"family \(its output is no part of its state"):
+        layer_from_config(LayerConfig(cell_config("outer_test", 3, 4), recurrent_dropout=0.1))
 
 
 def test_checkpoint_engine_export_and_runtime(tmp_path):

@@ -98,7 +98,7 @@ class Family:
     """The gate blocks of its G*H tensors, in order ("i", "f", "g", "o")."""
     state: Callable[[CellConfig], dict[str, tuple[int, ...]]]
     """cfg -> state tensor name -> trailing shape (any rank): ``{"h": (P,), "c": (H,)}``.
-    The first tensor is the cell's output h_t."""
+    The first tensor is the cell's output h_t, unless ``step_output``."""
     make_state: Callable
     """(tensors in ``state`` order) -> a state: an LSTMState, or the tensor h itself."""
     parameters: Callable[[CellConfig], dict[str, tuple[int, ...]]]
@@ -108,11 +108,16 @@ class Family:
     input: Callable
     """(x (..., I), weights by name, cfg) -> the input term (..., G*H), all steps at once."""
     step: Callable
-    """(input term (B, G*H), state, weights by name, cfg) -> the new state."""
+    """(input term (B, G*H), state, weights by name, cfg) -> the new state, or with
+    ``step_output`` (h_t (B, P), the new state)."""
     torch: TorchEquivalent | None = None
     """Its torch.nn equivalent, or None."""
     onnx: OnnxMapping | None = None
     """Its ONNX mapping, or None: export refuses the family."""
+    step_output: bool = False
+    """Whether ``step`` returns h_t beside the state: for a family whose output is not part of
+    its recurrence (xLSTM's mLSTM: the state is its memory C, n, m). Such a family has no
+    h_{t-1} for recurrent dropout to drop."""
     option_sets: tuple[dict, ...] = field(default=({},))
     """Representative options (keyword arguments of ``config``) that together use every option
     at least once: what the conformance table runs through every backend."""
@@ -159,7 +164,8 @@ def check_state(family: Family, cfg: CellConfig, state, leading: tuple[int, ...]
 
 
 class RecurrentCell(nn.Module):
-    """A single step ``(x_t, state) -> state``; the new output h_t is the state's first tensor.
+    """A single step ``(x_t, state) -> state``; the new output h_t is the state's first tensor
+    (a family with ``step_output`` returns ``(h_t, state)``).
 
     Subclasses set ``family``. Parameters are created from the config in torch.nn's order.
     """
@@ -194,7 +200,7 @@ class RecurrentCell(nn.Module):
         return zero_state(self.family, self.config, leading, self.weight_ih)
 
     def forward(self, x: torch.Tensor, state=None):
-        """One step. Shape: x (B, I) or unbatched (I,); returns the new state."""
+        """One step. Shape: x (B, I) or unbatched (I,); returns the new state (see the class)."""
         check_tensor("input", x, self.weight_ih)
         if x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
             raise ValueError(f"input: expected shape (B, {self.input_size}) or "

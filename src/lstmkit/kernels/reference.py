@@ -27,6 +27,7 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
     for t in range(x.shape[0]):
         recurrent = state if masks.hidden is None else _drop_hidden(family, state, masks.hidden)
         new = family.step(gx[t], recurrent, w, cfg)
+        out, new = new if family.step_output else (None, new)
         if masks.zoneout is not None:
             keep = [z[t] for z in masks.zoneout]
             new = family.make_state(*(z * prev + (1 - z) * cur for z, prev, cur
@@ -35,9 +36,10 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
             v = valid[t]
             new = map_state(family, lambda prev, cur, v=v: torch.where(_rows(v, cur), cur, prev),
                             state, new)
-            outputs.append(hidden(new) * _rows(v, hidden(new)))
+            out = hidden(new) if out is None else out
+            outputs.append(out * _rows(v, out))
         else:
-            outputs.append(hidden(new))
+            outputs.append(hidden(new) if out is None else out)
         state = new
     return torch.stack(outputs), state
 

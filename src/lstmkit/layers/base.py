@@ -35,6 +35,10 @@ class RecurrentLayer(nn.Module):
         super().__init__()
         self.config = config
         self.family = family_of(config.cell)
+        if self.family.step_output and config.recurrent_dropout:
+            raise ValueError(f"recurrent_dropout: expected 0 for the {self.family.key!r} family "
+                             f"(its output is no part of its state: there is no h_{{t-1}} to "
+                             f"drop), got {config.recurrent_dropout}")
         for layer in range(config.num_layers):
             for direction in range(config.num_directions):
                 for name, shape in self.family.parameters(config.layer_cell(layer)).items():
