@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lstmkit.runtime  # noqa: E402
-from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel  # noqa: E402
+from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config  # noqa: E402
 from lstmkit.checkpoint import save  # noqa: E402
 from lstmkit.export import export_onnx, export_runtime  # noqa: E402
 from lstmkit.streaming import StreamEngine  # noqa: E402
@@ -69,7 +69,7 @@ def best_us(peers: dict, steps: int, repeats: int, budget: float = 0.1) -> dict[
 
 def make_model(hidden: int) -> SequenceModel:
     torch.manual_seed(0)
-    config = ModelConfig(LayerConfig(CellConfig("lstm", INPUT, hidden), batch_first=True), OUTPUT)
+    config = ModelConfig(LayerConfig(cell_config("lstm", INPUT, hidden), batch_first=True), OUTPUT)
     model = SequenceModel(config).eval()
     # As `lstmkit serve` does: objects alive now are never scanned by the cyclic collector,
     # whose full passes over torch's many objects otherwise cost tens of ms at random steps.

@@ -27,10 +27,10 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from lstmkit.cells.weights import CellWeights, parameter_shapes  # noqa: E402
-from lstmkit.config import CellConfig  # noqa: E402
+from lstmkit.cells import family_of  # noqa: E402
+from lstmkit.config import cell_config  # noqa: E402
+from lstmkit.kernels.contract import StepMasks  # noqa: E402
 from lstmkit.kernels.triton import common, gru, lstm  # noqa: E402
-from lstmkit.layers.stack import StepMasks  # noqa: E402
 
 _TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16",
           torch.float16: "fp16", torch.int32: "i32"}
@@ -60,15 +60,15 @@ def _record(calls):
 
 
 def _run(cfg, plans, batch, steps, dtype, masks):
-    module = lstm if cfg.mode == "lstm" else gru
+    module = {"lstm": lstm, "gru": gru}[cfg.family]
+    family = family_of(cfg)
     planner = module.plans
     module.plans = lambda *_: plans
-    shapes = parameter_shapes(cfg)
-    w = CellWeights(**{n: torch.randn(s, dtype=dtype, requires_grad=True)
-                       for n, s in shapes.items()})
+    w = {n: torch.randn(s, dtype=dtype, requires_grad=True)
+         for n, s in family.parameters(cfg).items()}
     x = torch.randn(steps, batch, cfg.input_size, dtype=dtype)
-    h = torch.zeros(batch, cfg.output_size, dtype=dtype)
-    state = (h, torch.zeros(batch, cfg.hidden_size, dtype=dtype)) if cfg.mode == "lstm" else h
+    state = family.make_state(*(torch.zeros(batch, *shape, dtype=dtype)
+                                for shape in family.state_shapes(cfg)))
     try:
         y, _ = module.scan(cfg, w, x, state, torch.full((batch,), steps),
                            masks(batch, steps, cfg, dtype))
@@ -100,21 +100,21 @@ def _no_masks(batch, steps, cfg, dtype):
 
 
 def _all_masks(batch, steps, cfg, dtype):
-    sizes = (cfg.output_size, cfg.hidden_size) if cfg.mode == "lstm" else (cfg.hidden_size,)
+    shapes = family_of(cfg).state_shapes(cfg)
     return StepMasks(torch.ones(batch, cfg.output_size, dtype=dtype),
-                     tuple(torch.ones(steps, batch, s, dtype=dtype) for s in sizes))
+                     tuple(torch.ones(steps, batch, *s, dtype=dtype) for s in shapes))
 
 
 CASES = [  # label, config, batch, masks
-    ("lstm H=768", CellConfig("lstm", 768, 768), 16, _no_masks),
-    ("lstm H=768 B=1024", CellConfig("lstm", 768, 768), 1024, _no_masks),
-    ("lstm options H=768", CellConfig("lstm", 768, 768, peephole=True, cell_clip=3.0,
+    ("lstm H=768", cell_config("lstm", 768, 768), 16, _no_masks),
+    ("lstm H=768 B=1024", cell_config("lstm", 768, 768), 1024, _no_masks),
+    ("lstm options H=768", cell_config("lstm", 768, 768, peephole=True, cell_clip=3.0,
                                       gate_activation="hard_sigmoid"), 16, _all_masks),
-    ("lstm H=64", CellConfig("lstm", 64, 64), 4, _no_masks),
-    ("lstm ln+proj H=256", CellConfig("lstm", 64, 256, layer_norm=True, proj_size=128,
+    ("lstm H=64", cell_config("lstm", 64, 64), 4, _no_masks),
+    ("lstm ln+proj H=256", cell_config("lstm", 64, 256, layer_norm=True, proj_size=128,
                                       coupled=True), 4, _all_masks),
-    ("gru H=768", CellConfig("gru", 768, 768), 16, _all_masks),
-    ("gru reset-before H=128", CellConfig("gru", 64, 128, reset_after=False), 4, _all_masks),
+    ("gru H=768", cell_config("gru", 768, 768), 16, _all_masks),
+    ("gru reset-before H=128", cell_config("gru", 64, 128, reset_after=False), 4, _all_masks),
 ]
 
 

@@ -3,6 +3,11 @@
 import pytest
 import torch
 
+# --doctest-modules runs the package's examples; the tests' helper modules have none, and
+# collecting them would import them a second time as tests.<name> beside <name> (the
+# pythonpath entry), registering tests/families.py's families twice.
+collect_ignore = ["families.py", "support.py", "tiny_models.py", "tolerances.py"]
+
 # The tests' tensors are tiny, so a second thread buys nothing, and on a loaded machine idle
 # OpenMP threads spinning at barriers made the suite 6x slower (77 s against 13 s measured).
 torch.set_num_threads(1)

@@ -10,13 +10,14 @@ from tolerances import assert_close
 def probe_loss(*tensors: torch.Tensor) -> torch.Tensor:
     """A scalar that depends on every element of every tensor differently.
 
-    Fixed random weights (seeded by the tensor's shape, so both sides of a comparison get the
-    same ones) plus a square term, so that a gradient wrong in one element or one step shows.
+    Fixed random weights (seeded by the tensor's shape and drawn in float64, so both sides of a
+    comparison get the same ones in any dtype) plus a square term, so that a gradient wrong in
+    one element or one step shows.
     """
     total = 0.0
     for t in tensors:
         generator = torch.Generator().manual_seed(1000 + t.numel())
-        weight = torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+        weight = torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t)
         total = total + (weight * t).sum() + 0.5 * (t * t).sum()
     return total
 

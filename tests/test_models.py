@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel
+from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config
 
 
 def _model(pooling="none", bidirectional=False, vocab_size=0, mode="lstm"):
-    layer = LayerConfig(CellConfig(mode, 3, 8), batch_first=True, bidirectional=bidirectional)
+    layer = LayerConfig(cell_config(mode, 3, 8), batch_first=True, bidirectional=bidirectional)
     return SequenceModel(ModelConfig(layer, 2, vocab_size=vocab_size, pooling=pooling)).eval()
 
 
@@ -33,13 +33,13 @@ def test_step_by_step_equals_sequence_outputs():
 
 
 def test_bad_configs_and_inputs_are_named():
-    layer = LayerConfig(CellConfig("gru", 3, 8))
+    layer = LayerConfig(cell_config("gru", 3, 8))
     with pytest.raises(ValueError, match="batch_first: expected True"):
         ModelConfig(layer, 2)
     with pytest.raises(ValueError, match="pooling: expected one of"):
-        ModelConfig(LayerConfig(CellConfig("gru", 3, 8), batch_first=True), 2, pooling="sum")
+        ModelConfig(LayerConfig(cell_config("gru", 3, 8), batch_first=True), 2, pooling="sum")
     with pytest.raises(ValueError, match="output_size: expected an int >= 1, got 0"):
-        ModelConfig(LayerConfig(CellConfig("gru", 3, 8), batch_first=True), 0)
+        ModelConfig(LayerConfig(cell_config("gru", 3, 8), batch_first=True), 0)
     with pytest.raises(TypeError, match="expected integer token ids"):
         _model(vocab_size=5)(torch.randn(2, 3))
     with pytest.raises(ValueError, match="step: expected pooling"):

@@ -3,7 +3,7 @@ tests: a forecaster, a character model, and variants that exercise the general p
 
 import torch
 
-from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel
+from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel, cell_config
 
 
 def make_model(cell: CellConfig, output_size: int = 2, seed: int = 0, dtype=torch.float32,
@@ -17,21 +17,21 @@ def make_model(cell: CellConfig, output_size: int = 2, seed: int = 0, dtype=torc
 
 
 def forecaster(dtype=torch.float32) -> SequenceModel:
-    return make_model(CellConfig("lstm", 3, 16), 1, num_layers=2, dtype=dtype)
+    return make_model(cell_config("lstm", 3, 16), 1, num_layers=2, dtype=dtype)
 
 
 def charlm() -> SequenceModel:
-    return make_model(CellConfig("lstm", 8, 16), 11, vocab_size=11)
+    return make_model(cell_config("lstm", 8, 16), 11, vocab_size=11)
 
 
 def variant() -> SequenceModel:
-    cell = CellConfig("lstm", 4, 12, proj_size=6, peephole=True, layer_norm=True, cell_clip=2.0)
+    cell = cell_config("lstm", 4, 12, proj_size=6, peephole=True, layer_norm=True, cell_clip=2.0)
     return make_model(cell, 3, num_layers=2, zoneout=0.2, pooling="last")
 
 
 
 def _lstm(**options) -> CellConfig:
-    return CellConfig("lstm", 3, 8, **options)
+    return cell_config("lstm", 3, 8, **options)
 
 
 ZOO = {
@@ -50,11 +50,11 @@ ZOO = {
     "layernorm_proj_bidir": lambda: make_model(
         _lstm(layer_norm=True, proj_size=5), 2, num_layers=2, bidirectional=True,
         pooling="last"),
-    "gru_bidir": lambda: make_model(CellConfig("gru", 3, 8), 2, bidirectional=True,
+    "gru_bidir": lambda: make_model(cell_config("gru", 3, 8), 2, bidirectional=True,
                                     num_layers=2, pooling="max"),
-    "gru_paper": lambda: make_model(CellConfig("gru", 3, 8, reset_after=False), 2),
-    "gru_zoneout": lambda: make_model(CellConfig("gru", 3, 8), 2, zoneout=0.3),
-    "rnn_relu_bidir": lambda: make_model(CellConfig("rnn", 3, 8, nonlinearity="relu"), 2,
+    "gru_paper": lambda: make_model(cell_config("gru", 3, 8, reset_after=False), 2),
+    "gru_zoneout": lambda: make_model(cell_config("gru", 3, 8), 2, zoneout=0.3),
+    "rnn_relu_bidir": lambda: make_model(cell_config("rnn", 3, 8, nonlinearity="relu"), 2,
                                          bidirectional=True),
 }
 """Name -> a model factory covering the families, variants, directions and poolings."""

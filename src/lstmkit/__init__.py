@@ -15,6 +15,8 @@ _EXPORTS = {
     "RNN": "lstmkit.layers",
     "RNNCell": "lstmkit.cells",
     "CellConfig": "lstmkit.config",
+    "cell_config": "lstmkit.config",
+    "FAMILIES": "lstmkit.cells",
     "LayerConfig": "lstmkit.config",
     "ModelConfig": "lstmkit.models",
     "SequenceModel": "lstmkit.models",

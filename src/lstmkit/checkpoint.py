@@ -16,7 +16,11 @@ from lstmkit._optional import require
 from lstmkit.io import atomic_write
 from lstmkit.models import ModelConfig, SequenceModel
 
-FORMAT = "lstmkit.checkpoint/1"
+FORMAT = "lstmkit.checkpoint/2"
+FORMATS = ("lstmkit.checkpoint/1", FORMAT)
+"""What :func:`load_tensors` reads. Format 2 saves a cell config with its family's key
+(``"family"``) and only that family's fields; format 1 named it ``"mode"`` and held every
+family's fields (:func:`lstmkit.config.cell_from_dict` reads both)."""
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -42,7 +46,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (safetensors.SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"checkpoint: expected a safetensors file, {path} is not one "
                          f"({error})") from None
-    if header.get("format") != FORMAT:
+    if header.get("format") not in FORMATS:
         raise ValueError(f"checkpoint: expected format {FORMAT!r}, got "
                          f"{header.get('format')!r} in {path}")
     try:

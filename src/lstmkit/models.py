@@ -45,7 +45,7 @@ class ModelConfig:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "layer": self.layer.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:

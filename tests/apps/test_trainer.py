@@ -7,7 +7,7 @@ import torch
 
 import lstmkit
 import lstmkit.cli
-from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel
+from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config
 from lstmkit.apps import trainer
 from lstmkit.apps.trainer import TrainConfig, fit
 from lstmkit.checkpoint import load_tensors
@@ -39,7 +39,7 @@ class Toy:
 
 def _model(seed=0, dropout=0.0):
     torch.manual_seed(seed)
-    layer = LayerConfig(CellConfig("lstm", 2, 8), 2, batch_first=True, dropout=dropout)
+    layer = LayerConfig(cell_config("lstm", 2, 8), 2, batch_first=True, dropout=dropout)
     return SequenceModel(ModelConfig(layer, 1, pooling="last"))
 
 

@@ -4,6 +4,7 @@ that ONNX Runtime does not cover (layer norm, gate ablations)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,6 @@ from torch import nn
 from lstmkit import LSTMCell, LSTMState
 from lstmkit.activations import ACTIVATIONS
 from lstmkit.cells.lstm import lstm_input, lstm_step
-from lstmkit.cells.weights import CellWeights
 from lstmkit.config import CellConfig
 
 IN, H, P, B = 3, 4, 2, 2
@@ -73,7 +73,7 @@ def step_function(config: CellConfig, names: list[str]):
     """(x, h, c, *parameters) -> (h, c): one step as a function of all its tensors."""
 
     def step(x, h, c, *params):
-        w = CellWeights(**dict(zip(names, params)))
+        w = dict(zip(names, params))
         return tuple(lstm_step(lstm_input(x, w, config), LSTMState(h, c), w, config))
 
     return step
@@ -105,12 +105,13 @@ def ln(v, gain, shift=0.0):
 
 def test_layer_norm_follows_the_docstring_equations():
     cell = LSTMCell(IN, H, dtype=F64, layer_norm=True, proj_size=P)
-    w = CellWeights(**perturbed(cell))
+    w = perturbed(cell)
+    n = SimpleNamespace(**w)
     x, h, c = (torch.randn(B, n, dtype=F64) for n in (IN, P, H))
-    a = ln(x @ w.weight_ih.t(), w.weight_ln_ih) + ln(h @ w.weight_hh.t(), w.weight_ln_hh)
-    i, f, g, o = (a + w.bias_ih + w.bias_hh).chunk(4, dim=-1)
+    a = ln(x @ n.weight_ih.t(), n.weight_ln_ih) + ln(h @ n.weight_hh.t(), n.weight_ln_hh)
+    i, f, g, o = (a + n.bias_ih + n.bias_hh).chunk(4, dim=-1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h_new = (torch.sigmoid(o) * torch.tanh(ln(c_new, w.weight_ln_c, w.bias_ln_c))) @ w.weight_hr.t()
+    h_new = (torch.sigmoid(o) * torch.tanh(ln(c_new, n.weight_ln_c, n.bias_ln_c))) @ n.weight_hr.t()
     state = lstm_step(lstm_input(x, w, cell.config), LSTMState(h, c), w, cell.config)
     assert_close(state.h, h_new)
     assert_close(state.c, c_new)  # the carried state is the un-normalised c

@@ -59,12 +59,12 @@ def onnx_weights(layer: lstmkit.LSTM | lstmkit.GRU) -> dict[str, np.ndarray]:
     order = LSTM_TO_ONNX if layer.mode == "LSTM" else GRU_TO_ONNX
     per_direction = {"W": [], "R": [], "B": [], "P": []}
     for w in layer.cell_weights()[0]:
-        per_direction["W"].append(reorder(w.weight_ih, order))
-        per_direction["R"].append(reorder(w.weight_hh, order))
-        per_direction["B"].append(torch.cat([reorder(w.bias_ih, order),
-                                             reorder(w.bias_hh, order)]))
-        if w.weight_peephole is not None:
-            per_direction["P"].append(reorder(w.weight_peephole, PEEPHOLE_TO_ONNX))
+        per_direction["W"].append(reorder(w["weight_ih"], order))
+        per_direction["R"].append(reorder(w["weight_hh"], order))
+        per_direction["B"].append(torch.cat([reorder(w["bias_ih"], order),
+                                             reorder(w["bias_hh"], order)]))
+        if w.get("weight_peephole") is not None:
+            per_direction["P"].append(reorder(w["weight_peephole"], PEEPHOLE_TO_ONNX))
     return {k: np.stack([t.detach().float().numpy() for t in v])
             for k, v in per_direction.items() if v}
 

@@ -10,7 +10,6 @@ from torch import nn
 
 from lstmkit import RNNCell
 from lstmkit.cells.rnn import rnn_input, rnn_step
-from lstmkit.cells.weights import CellWeights
 
 IN, H, B = 3, 4, 2
 F64 = torch.float64
@@ -40,7 +39,7 @@ def test_gradcheck(nonlinearity):
     params = {n: p.detach().requires_grad_() for n, p in cell.named_parameters()}
 
     def step(x, h, *tensors):
-        w = CellWeights(**dict(zip(params, tensors)))
+        w = dict(zip(params, tensors))
         return rnn_step(rnn_input(x, w, cell.config), h, w, cell.config)
 
     x = torch.randn(B, IN, dtype=F64, requires_grad=True)

@@ -57,7 +57,7 @@ def test_variant_tensors_init():
 
 def every_cell(layer: lstmkit.LSTM):
     """(bias_ih, bias_hh) of every layer and direction."""
-    return [(w.bias_ih, w.bias_hh) for cells in layer.cell_weights() for w in cells]
+    return [(w["bias_ih"], w["bias_hh"]) for cells in layer.cell_weights() for w in cells]
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -20,4 +20,4 @@ def test_env_prints_versions_and_backends(capsys):
         assert "* native" in plain and "ok" in plain
         assert not compiled or "native gives its exact numbers" in plain  # why cpu is passed over
     peephole = _section(out, "backends for peephole LSTM on cpu (float32, training)")
-    assert ("* cpu" if compiled else "* reference") in peephole and "variant" in peephole
+    assert ("* cpu" if compiled else "* reference") in peephole and "peephole=True" in peephole

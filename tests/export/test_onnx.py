@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit import CellConfig
+from lstmkit import cell_config
 from lstmkit.export.onnx import export_onnx, uses_native_operator
 from tests.tiny_models import ZOO, forecaster, make_model
 
@@ -76,18 +76,18 @@ def test_without_lengths_and_state_inputs(tmp_path):
 
 
 def test_only_the_mappable_cells_use_the_operator():
-    assert uses_native_operator(CellConfig("lstm", 2, 3, peephole=True, coupled=True), 0.0)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3), 0.1)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3, proj_size=2), 0.0)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3, output_activation="identity"), 0.0)
-    assert not uses_native_operator(CellConfig("lstm", 2, 3, cell_activation="softplus"), 0.0)
-    assert uses_native_operator(CellConfig("gru", 2, 3, reset_after=False), 0.0)
+    assert uses_native_operator(cell_config("lstm", 2, 3, peephole=True, coupled=True), 0.0)
+    assert not uses_native_operator(cell_config("lstm", 2, 3), 0.1)
+    assert not uses_native_operator(cell_config("lstm", 2, 3, proj_size=2), 0.0)
+    assert not uses_native_operator(cell_config("lstm", 2, 3, output_activation="identity"), 0.0)
+    assert not uses_native_operator(cell_config("lstm", 2, 3, cell_activation="softplus"), 0.0)
+    assert uses_native_operator(cell_config("gru", 2, 3, reset_after=False), 0.0)
 
 
 def test_softplus_stays_finite_where_the_recurrent_operator_overflows(tmp_path):
     # Pre-activations of several hundred: ONNX Runtime's recurrent Softplus gives inf above
     # about 88 in float32, lstmkit's (and the elementwise operator's) is linear there.
-    model = make_model(CellConfig("lstm", 3, 4, cell_activation="softplus"), 2)
+    model = make_model(cell_config("lstm", 3, 4, cell_activation="softplus"), 2)
     with torch.no_grad():
         model.rnn.weight_ih_l0.mul_(200.0)
     x = torch.randn(2, 5, 3)

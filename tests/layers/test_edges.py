@@ -1,8 +1,9 @@
 """Edge cases every backend treats alike: sequences that all end before T, an empty batch, no
 time steps, and bad values at the boundary getting the documented exception types.
 
-The rule (docs/equations.md, "What layers add"): T = 0 is refused with a ValueError on every backend, as
-torch.nn refuses it; B = 0 gives an empty output and an empty state, and gradients of zero.
+The rule (docs/equations.md, "What layers add"): T = 0 is refused with a ValueError on every
+backend, as torch.nn refuses it; B = 0 gives an empty output and an empty state, and gradients of
+zero.
 """
 
 from __future__ import annotations

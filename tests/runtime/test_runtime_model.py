@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lstmkit.runtime
-from lstmkit import CellConfig
+from lstmkit import cell_config
 from lstmkit.export import export_runtime
 from tests.tiny_models import ZOO, forecaster, make_model
 
@@ -103,8 +103,41 @@ def test_bad_files_and_inputs_say_so(tmp_path):
     np.savez(tmp_path / "pickled.npz", __config__=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="expected an .npz file"):  # never unpickled
         lstmkit.runtime.load(tmp_path / "pickled.npz")
-    runtime = _exported(make_model(CellConfig("lstm", 3, 4), 2), tmp_path)
+    runtime = _exported(make_model(cell_config("lstm", 3, 4), 2), tmp_path)
     with pytest.raises(ValueError, match=r"expected shape \(B, T, 3\)"):
         runtime.forward(np.zeros((1, 2, 4), np.float32))
     with pytest.raises(ValueError, match="lengths: expected shape"):
         runtime.forward(np.zeros((2, 2, 3), np.float32), lengths=[3, 1])
+
+
+def test_refuses_what_it_has_no_step_for():
+    from lstmkit.runtime.cells import family
+
+    cell = cell_config("lstm", 3, 4).to_dict()
+    assert family(cell).step.__name__ == "lstm_step"
+    with pytest.raises(ValueError, match=r"runtime: gate_activation='gelu' has no NumPy function"):
+        family({**cell, "gate_activation": "gelu"})  # an activation added to lstmkit later
+    with pytest.raises(ValueError, match=r"runtime: expected a cell family with a NumPy step "
+                                         r"\(lstm, gru, rnn\), got 'slstm'"):
+        family({**cell, "family": "slstm"})
+
+
+def test_format_1_files_still_load(tmp_path):
+    """lstmkit.runtime/1 named the family "mode"; such a file loads and computes the same."""
+    import json
+
+    from lstmkit.runtime.model import CONFIG_KEY
+
+    model = make_model(cell_config("gru", 3, 5, reset_after=False), 2)
+    export_runtime(model, tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays[CONFIG_KEY].tobytes())
+    cell = header["model"]["layer"]["cell"]
+    cell["mode"] = cell.pop("family")
+    header["format"] = "lstmkit.runtime/1"
+    arrays[CONFIG_KEY] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
+    new, old = (lstmkit.runtime.load(tmp_path / f"{n}.npz") for n in ("new", "old"))
+    np.testing.assert_array_equal(old.forward(x)[0], new.forward(x)[0])

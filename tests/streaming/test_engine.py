@@ -4,7 +4,7 @@ import threading
 import pytest
 import torch
 
-from lstmkit import CellConfig
+from lstmkit import cell_config
 from lstmkit.streaming import EngineFull, StreamEngine, StreamSnapshot, UnknownStream
 from tests.tiny_models import charlm, forecaster, make_model, variant
 
@@ -30,8 +30,8 @@ MODELS = {
     "forecaster": forecaster,
     "charlm": charlm,
     "variant": variant,
-    "gru": lambda: make_model(CellConfig("gru", 3, 10, reset_after=False), 2, num_layers=2),
-    "rnn": lambda: make_model(CellConfig("rnn", 3, 10, nonlinearity="relu"), 2),
+    "gru": lambda: make_model(cell_config("gru", 3, 10, reset_after=False), 2, num_layers=2),
+    "rnn": lambda: make_model(cell_config("rnn", 3, 10, nonlinearity="relu"), 2),
 }
 
 
@@ -197,9 +197,9 @@ def test_token_model_checks_ids():
 
 def test_models_that_need_the_whole_sequence_are_refused():
     with pytest.raises(ValueError, match="unidirectional"):
-        StreamEngine(make_model(CellConfig("lstm", 3, 4), 2, bidirectional=True))
+        StreamEngine(make_model(cell_config("lstm", 3, 4), 2, bidirectional=True))
     with pytest.raises(ValueError, match="pooling 'none' or 'last'"):
-        StreamEngine(make_model(CellConfig("lstm", 3, 4), 2, pooling="mean"))
+        StreamEngine(make_model(cell_config("lstm", 3, 4), 2, pooling="mean"))
     with pytest.raises(TypeError, match="SequenceModel"):
         StreamEngine(torch.nn.LSTM(3, 4))
 

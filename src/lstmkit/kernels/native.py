@@ -1,7 +1,9 @@
 """The native backend: torch's own fused kernels (oneDNN on CPU, cuDNN on GPU).
 
-It runs exactly the configurations torch.nn.LSTM/GRU/RNN compute (no variant, no recurrent
-dropout or zoneout), so for those a drop-in lstmkit layer gives torch.nn's numbers bit for bit.
+It declares exactly the configurations torch.nn.LSTM/GRU/RNN compute (each family's
+:class:`~lstmkit.cells.base.TorchEquivalent`; no recurrent dropout or zoneout), and runs the whole
+stack in one call of the family's torch op, inter-layer dropout included, so for those a drop-in
+lstmkit layer gives torch.nn's numbers bit for bit.
 """
 
 from __future__ import annotations
@@ -10,27 +12,20 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.cells import FAMILIES
-from lstmkit.cells.base import state_tensors
+from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
-from lstmkit.kernels import Backend
-
-_OPS = {"lstm": torch.lstm, "gru": torch.gru,
-        "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
-
-
-def _op(config: LayerConfig):
-    mode = config.cell.mode
-    return _OPS[f"rnn_{config.cell.nonlinearity}" if mode == "rnn" else mode]
+from lstmkit.kernels.contract import Backend, Declaration
 
 
 def _flat(weights) -> list[torch.Tensor]:
-    """torch.nn's ``_flat_weights`` order: per layer and direction w_ih, w_hh, b_ih, b_hh, w_hr."""
-    return [t for layer in weights for w in layer
-            for t in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if t is not None]
+    """torch.nn's ``_flat_weights`` order: per layer and direction its tensors in the family's
+    parameter order, which is torch.nn's (w_ih, w_hh, b_ih, b_hh, w_hr)."""
+    return [t for layer in weights for w in layer for t in w.values()]
 
 
-def run(config: LayerConfig, weights, x, state, lengths, training):
-    call = _Call(config, weights, training)
+def stack(family: Family, config: LayerConfig, weights, x, state, lengths, training):
+    """The whole stack (see :mod:`lstmkit.kernels.contract`)."""
+    call = _Call(family, config, weights, training)
     hx = state_tensors(state)
     if lengths is None:
         return call.dense(x, hx)
@@ -57,14 +52,14 @@ def run(config: LayerConfig, weights, x, state, lengths, training):
 class _Call:
     """One configuration's torch op with its fixed arguments, run densely or packed."""
 
-    def __init__(self, config: LayerConfig, weights, training: bool):
-        self.op, self.family = _op(config), FAMILIES[config.cell.mode]
-        self.lstm = config.cell.mode == "lstm"
+    def __init__(self, family: Family, config: LayerConfig, weights, training: bool):
+        self.op, self.family = family.torch.op(config.cell), family
+        self.tuple_state = len(family.state(config.cell)) > 1  # torch.lstm takes [h, c]
         self.args = (_flat(weights), config.cell.bias, config.num_layers, config.dropout,
                      training, config.bidirectional)
 
     def _hx(self, hx):
-        return hx if self.lstm else hx[0]
+        return hx if self.tuple_state else hx[0]
 
     def dense(self, x, hx):
         out, *final = self.op(x, self._hx(hx), *self.args, False)
@@ -80,10 +75,9 @@ class _Call:
         return out, self.family.make_state(*(h.index_select(1, unorder) for h in final))
 
 
-def supports(config: LayerConfig, device, dtype, training) -> str | None:
-    if not config.is_torch_compatible:
-        return "a variant torch.nn does not compute (only plain LSTM/GRU/RNN)"
-    return None
+DECLARATION = Declaration(
+    families={key: family.torch.options for key, family in FAMILIES.items() if family.torch},
+    features=frozenset({"lengths", "bidirectional", "dropout"}))
+"""What torch.nn computes; a family registered later is not declared (refused)."""
 
-
-BACKEND = Backend(name="native", run=run, supports=supports)
+BACKEND = Backend(name="native", declaration=DECLARATION, stack=stack)

@@ -8,15 +8,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit import kernels
 from lstmkit._checks import check_batch_size, check_lengths, check_steps, check_tensor
-from lstmkit.cells import FAMILIES
+from lstmkit.cells import family_of
 from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_state
-from lstmkit.cells.weights import CellWeights, parameter_shapes, reset_parameters
 from lstmkit.config import LayerConfig, changed_fields
+from lstmkit.layers import stack
 
 
-def _torch_mode(cell) -> str:
-    """torch.nn's ``mode`` string: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"."""
-    return f"RNN_{cell.nonlinearity.upper()}" if cell.mode == "rnn" else cell.mode.upper()
+def _torch_mode(family, cell) -> str:
+    """torch.nn's ``mode`` string: "LSTM", "GRU", "RNN_TANH", "RNN_RELU"; a family torch.nn does
+    not have gets its key in capitals."""
+    return family.torch.mode(cell) if family.torch else family.key.upper()
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -33,10 +34,14 @@ class RecurrentLayer(nn.Module):
     def __init__(self, config: LayerConfig, device=None, dtype=None):
         super().__init__()
         self.config = config
-        self.family = FAMILIES[config.cell.mode]
+        self.family = family_of(config.cell)
+        if self.family.step_output and config.recurrent_dropout:
+            raise ValueError(f"recurrent_dropout: expected 0 for the {self.family.key!r} family "
+                             f"(its output is no part of its state: there is no h_{{t-1}} to "
+                             f"drop), got {config.recurrent_dropout}")
         for layer in range(config.num_layers):
             for direction in range(config.num_directions):
-                for name, shape in parameter_shapes(config.layer_cell(layer)).items():
+                for name, shape in self.family.parameters(config.layer_cell(layer)).items():
                     tensor = torch.empty(shape, device=device, dtype=dtype)
                     self.register_parameter(name + _suffix(layer, direction), nn.Parameter(tensor))
         self.reset_parameters()
@@ -44,7 +49,7 @@ class RecurrentLayer(nn.Module):
             self.backend()
 
     # torch.nn's attributes, read from the config.
-    mode = property(lambda self: _torch_mode(self.config.cell))
+    mode = property(lambda self: _torch_mode(self.family, self.config.cell))
     input_size = property(lambda self: self.config.cell.input_size)
     hidden_size = property(lambda self: self.config.cell.hidden_size)
     num_layers = property(lambda self: self.config.num_layers)
@@ -52,23 +57,23 @@ class RecurrentLayer(nn.Module):
     batch_first = property(lambda self: self.config.batch_first)
     dropout = property(lambda self: self.config.dropout)
     bidirectional = property(lambda self: self.config.bidirectional)
-    proj_size = property(lambda self: self.config.cell.proj_size)
+    proj_size = property(lambda self: getattr(self.config.cell, "proj_size", 0))
 
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
         suffix = _suffix(layer, direction)
         return {name: getattr(self, name + suffix)
-                for name in parameter_shapes(self.config.layer_cell(layer))}
+                for name in self.family.parameters(self.config.layer_cell(layer))}
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation (same draws, same order), then the gate-bias options."""
         for layer in range(self.num_layers):
             for direction in range(self.config.num_directions):
                 params = self._cell_parameters(layer, direction)
-                reset_parameters(self.config.layer_cell(layer), params)
+                self.family.init(self.config.layer_cell(layer), params)
 
-    def cell_weights(self) -> list[list[CellWeights]]:
-        """``[layer][direction]`` -> that cell's tensors."""
-        return [[CellWeights(**self._cell_parameters(layer, direction))
+    def cell_weights(self) -> list[list[dict[str, nn.Parameter]]]:
+        """``[layer][direction]`` -> that cell's tensors by name."""
+        return [[self._cell_parameters(layer, direction)
                  for direction in range(self.config.num_directions)]
                 for layer in range(self.num_layers)]
 
@@ -128,7 +133,10 @@ class RecurrentLayer(nn.Module):
                 lengths = None
         state = self._initial_state(hx, batch, batched)
         backend = self.backend()
-        y, state = backend.run(self.config, self.cell_weights(), x, state, lengths, self.training)
+        if lengths is not None and not backend.declaration.declares("lengths"):
+            raise ValueError(f"lengths: backend {backend.name!r} does not declare them")
+        y, state = stack.run(backend, self.family, self.config, self.cell_weights(), x, state,
+                             lengths, self.training)
         if not batched:
             final = self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
             return y.squeeze(1), final
@@ -175,7 +183,7 @@ class RecurrentLayer(nn.Module):
     def from_torch(cls, module: nn.RNNBase, **options):
         """An lstmkit layer with ``module``'s configuration and weights; ``options`` add
         lstmkit's own (``backend``, initialisation options, ...)."""
-        expected = cls._torch_class()
+        expected = cls.family.torch.module
         if type(module) is not expected:
             raise TypeError(f"module: expected a torch.nn.{expected.__name__}, "
                             f"got {type(module).__name__}")
@@ -191,7 +199,8 @@ class RecurrentLayer(nn.Module):
             raise ValueError("to_torch: expected a configuration torch.nn computes, got one with "
                              "lstmkit-only options")
         p = self.weight_ih_l0
-        module = self._torch_class()(**self._torch_arguments(self), device=p.device, dtype=p.dtype)
+        module = self.family.torch.module(**self._torch_arguments(self), device=p.device,
+                                          dtype=p.dtype)
         module.load_state_dict(self.state_dict())
         return module
 

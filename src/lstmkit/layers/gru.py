@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.cells import gru
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.layers.base import RecurrentLayer
 
 
@@ -21,18 +20,16 @@ class GRU(RecurrentLayer):
     (L*D, B, H), a tensor as in torch.nn.
     """
 
+    family = gru.FAMILY
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, reset_after: bool = True,
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0, backend: str = "auto"):
-        cell = CellConfig("gru", input_size, hidden_size, bias, reset_after=reset_after)
+        cell = cell_config("gru", input_size, hidden_size, bias, reset_after=reset_after)
         config = LayerConfig(cell, num_layers, batch_first, dropout, bidirectional,
                              recurrent_dropout, zoneout, backend)
         super().__init__(config, device, dtype)
-
-    @staticmethod
-    def _torch_class():
-        return nn.GRU
 
     @staticmethod
     def _torch_arguments(m) -> dict:

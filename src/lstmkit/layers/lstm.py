@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.cells import lstm
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.layers.base import RecurrentLayer
 
 
@@ -36,18 +35,16 @@ class LSTM(RecurrentLayer):
         ((4, 10, 16), (2, 4, 16))
     """
 
+    family = lstm.FAMILY
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, recurrent_dropout: float = 0.0,
                  zoneout: float = 0.0, backend: str = "auto", **options):
-        cell = CellConfig("lstm", input_size, hidden_size, bias, proj_size=proj_size, **options)
+        cell = cell_config("lstm", input_size, hidden_size, bias, proj_size=proj_size, **options)
         config = LayerConfig(cell, num_layers, batch_first, dropout, bidirectional,
                              recurrent_dropout, zoneout, backend)
         super().__init__(config, device, dtype)
-
-    @staticmethod
-    def _torch_class():
-        return nn.LSTM
 
     @staticmethod
     def _torch_arguments(m) -> dict:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.cells import rnn
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.layers.base import RecurrentLayer
 
 
@@ -20,11 +19,13 @@ class RNN(RecurrentLayer):
     (L*D, B, H).
     """
 
+    family = rnn.FAMILY
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0, backend: str = "auto"):
-        cell = CellConfig("rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity)
+        cell = cell_config("rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity)
         config = LayerConfig(cell, num_layers, batch_first, dropout, bidirectional,
                              recurrent_dropout, zoneout, backend)
         super().__init__(config, device, dtype)
@@ -32,10 +33,6 @@ class RNN(RecurrentLayer):
     @property
     def nonlinearity(self) -> str:
         return self.config.cell.nonlinearity
-
-    @staticmethod
-    def _torch_class():
-        return nn.RNN
 
     @staticmethod
     def _torch_arguments(m) -> dict:

@@ -1,39 +1,23 @@
-"""Stacking and direction: a layer stack built from a one-layer, one-direction scan.
+"""Stacking and direction: a layer stack built from a backend's one-layer, one-direction scan.
 
 Layers own time: this module reverses sequences for the backward direction (each at its own
 length), draws the dropout masks, applies dropout between layers and gathers the final states.
-A kernel that only knows how to scan one layer forwards becomes a whole backend with
-:func:`stack_of`.
+:func:`run` calls a backend's ``scan`` through all of it, or hands the whole stack to a backend
+that declares one (:mod:`lstmkit.kernels.contract`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
-from lstmkit.cells import FAMILIES
-from lstmkit.cells.base import state_sizes, state_tensors
+from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.kernels.contract import Backend, StepMasks
 
 
-class StepMasks(NamedTuple):
-    """What a scan multiplies in at each step; None where unused.
-
-    ``hidden`` (B, P) scales h_{t-1} before the recurrent product (variational dropout, one mask
-    for all steps). ``zoneout`` holds one (T, B, size) tensor per state tensor: the weight of the
-    previous value, ``s_t = z * s_{t-1} + (1 - z) * s_new``; 0/1 draws in training, the
-    probability itself in evaluation.
-    """
-
-    hidden: torch.Tensor | None = None
-    zoneout: tuple[torch.Tensor, ...] | None = None
-
-
-def step_masks(config: LayerConfig, cell: CellConfig, steps: int, like: torch.Tensor,
-               training: bool) -> StepMasks:
+def step_masks(family: Family, config: LayerConfig, cell: CellConfig, steps: int,
+               like: torch.Tensor, training: bool) -> StepMasks:
     """Draw the masks of one layer and direction, from torch's global generator."""
     batch = like.shape[1]
     hidden = None
@@ -44,11 +28,11 @@ def step_masks(config: LayerConfig, cell: CellConfig, steps: int, like: torch.Te
     if config.zoneout:
         p = config.zoneout
         if training:
-            zoneout = tuple(_bernoulli(like, (steps, batch, size), p)
-                            for size in state_sizes(cell))
+            zoneout = tuple(_bernoulli(like, (steps, batch, *shape), p)
+                            for shape in family.state_shapes(cell))
         else:
-            zoneout = tuple(like.new_full((1, 1, 1), p).expand(steps, batch, size)
-                            for size in state_sizes(cell))
+            zoneout = tuple(like.new_full((1,) * (2 + len(shape)), p)
+                            .expand(steps, batch, *shape) for shape in family.state_shapes(cell))
     return StepMasks(hidden, zoneout)
 
 
@@ -82,30 +66,29 @@ def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[..., None], x, 0.0)
 
 
-def stack_of(scan: Callable) -> Callable:
-    """A backend ``run`` from ``scan(cell, weights, x, state, lengths, masks) -> (y, state)``."""
-
-    def run(config: LayerConfig, weights, x, state, lengths, training):
-        family = FAMILIES[config.cell.mode]
-        initial = state_tensors(state)  # each (L*D, B, size)
-        finals: list[list[torch.Tensor]] = [[] for _ in initial]
-        index = reverse_index(lengths, x.shape[0], x.device) if config.bidirectional else None
-        layer_input = x if lengths is None else _zero_padding(x, lengths)
-        for layer in range(config.num_layers):
-            cell = config.layer_cell(layer)
-            outputs = []
-            for direction in range(config.num_directions):
-                k = layer * config.num_directions + direction
-                s0 = family.make_state(*(t[k] for t in initial))
-                xs = layer_input if direction == 0 else reverse(layer_input, index)
-                masks = step_masks(config, cell, x.shape[0], x, training)
-                y, s = scan(cell, weights[layer][direction], xs, s0, lengths, masks)
-                outputs.append(y if direction == 0 else reverse(y, index))
-                for acc, t in zip(finals, state_tensors(s)):
-                    acc.append(t)
-            layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-            if training and config.dropout and layer < config.num_layers - 1:
-                layer_input = F.dropout(layer_input, config.dropout, training=True)
-        return layer_input, family.make_state(*(torch.stack(acc) for acc in finals))
-
-    return run
+def run(backend: Backend, family: Family, config: LayerConfig, weights, x, state, lengths,
+        training: bool):
+    """The stack over x (T, B, I) from state tensors (L*D, B, ...): ``backend.stack`` if it
+    declares one, else its scan layer by layer and direction by direction."""
+    if backend.stack is not None:
+        return backend.stack(family, config, weights, x, state, lengths, training)
+    initial = state_tensors(state)  # each (L*D, B, ...)
+    finals: list[list[torch.Tensor]] = [[] for _ in initial]
+    index = reverse_index(lengths, x.shape[0], x.device) if config.bidirectional else None
+    layer_input = x if lengths is None else _zero_padding(x, lengths)
+    for layer in range(config.num_layers):
+        cell = config.layer_cell(layer)
+        outputs = []
+        for direction in range(config.num_directions):
+            k = layer * config.num_directions + direction
+            s0 = family.make_state(*(t[k] for t in initial))
+            xs = layer_input if direction == 0 else reverse(layer_input, index)
+            masks = step_masks(family, config, cell, x.shape[0], x, training)
+            y, s = backend.scan(family, cell, weights[layer][direction], xs, s0, lengths, masks)
+            outputs.append(y if direction == 0 else reverse(y, index))
+            for acc, t in zip(finals, state_tensors(s)):
+                acc.append(t)
+        layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+        if training and config.dropout and layer < config.num_layers - 1:
+            layer_input = F.dropout(layer_input, config.dropout, training=True)
+    return layer_input, family.make_state(*(torch.stack(acc) for acc in finals))

@@ -2,12 +2,17 @@
 their docstrings), written again so that this package runs without torch.
 
 Weights are a dict of arrays named as lstmkit's (``weight_ih``, ``bias_hh``, ``weight_peephole``,
-...); ``cfg`` is the cell config as the JSON dict :class:`lstmkit.config.CellConfig` saves.
+...); ``cfg`` is the cell config as the JSON dict :meth:`lstmkit.config.CellConfig.to_dict`
+saves. :data:`FAMILIES` holds the families this runtime knows, by key: a model of any other
+family is refused (:func:`family`).
 
 Legend: B batch, I input, H hidden, P output (proj_size or H), G gates.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,8 +61,7 @@ def gate_term(v, weight, bias, ln_weight):
 
 def cell_input(x, w: dict, cfg: dict):
     """The input term of every step at once. Shape: x (..., I) -> (..., G*H)."""
-    ln = w.get("weight_ln_ih") if cfg["mode"] == "lstm" else None
-    return gate_term(x, w["weight_ih"], w.get("bias_ih"), ln)
+    return gate_term(x, w["weight_ih"], w.get("bias_ih"), w.get("weight_ln_ih"))
 
 
 def lstm_step(gx, state, w: dict, cfg: dict):
@@ -109,12 +113,46 @@ def rnn_step(gx, state, w: dict, cfg: dict):
     return (np.maximum(a, 0.0) if cfg["nonlinearity"] == "relu" else np.tanh(a),)
 
 
-STEPS = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step}
-"""Cell mode -> its NumPy step; states are tuples (h, c) or (h,)."""
+class RuntimeFamily(NamedTuple):
+    step: Callable
+    """(gx (B, G*H), state tuple, weights, cfg) -> the new state tuple."""
+    state: Callable[[dict], tuple[tuple[int, ...], ...]]
+    """cfg -> the trailing shape of each state array; the first is h."""
+    refuses: Callable[[dict], str | None] = lambda cfg: None
+    """cfg -> why this runtime cannot compute it (an activation it has no function for)."""
 
 
-def state_sizes(cfg: dict) -> tuple[int, ...]:
-    """Last-axis size of each state array: (P, H) for an LSTM, (H,) otherwise."""
-    if cfg["mode"] == "lstm":
-        return (cfg["proj_size"] or cfg["hidden_size"], cfg["hidden_size"])
-    return (cfg["hidden_size"],)
+def _lstm_state(cfg: dict) -> tuple[tuple[int, ...], ...]:
+    return ((cfg["proj_size"] or cfg["hidden_size"],), (cfg["hidden_size"],))
+
+
+def _lstm_refuses(cfg: dict) -> str | None:
+    for name in ("gate_activation", "cell_activation", "output_activation"):
+        if cfg[name] not in ACTIVATIONS:
+            return f"{name}={cfg[name]!r} has no NumPy function (known: {', '.join(ACTIVATIONS)})"
+    return None
+
+
+FAMILIES = {
+    "lstm": RuntimeFamily(lstm_step, _lstm_state, _lstm_refuses),
+    "gru": RuntimeFamily(gru_step, lambda cfg: ((cfg["hidden_size"],),)),
+    "rnn": RuntimeFamily(rnn_step, lambda cfg: ((cfg["hidden_size"],),)),
+}
+"""Family key -> its NumPy step and state shapes."""
+
+
+def family(cfg: dict) -> RuntimeFamily:
+    """The runtime family of a cell config dict; a family it has no step for raises ValueError."""
+    key = cfg.get("family")
+    if key not in FAMILIES:
+        raise ValueError(f"runtime: expected a cell family with a NumPy step "
+                         f"({', '.join(FAMILIES)}), got {key!r}")
+    reason = FAMILIES[key].refuses(cfg)
+    if reason is not None:
+        raise ValueError(f"runtime: {reason}")
+    return FAMILIES[key]
+
+
+def state_shapes(cfg: dict) -> tuple[tuple[int, ...], ...]:
+    """The trailing shape of each state array of a cell config dict."""
+    return family(cfg).state(cfg)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmkit.runtime.cells import state_sizes
+from lstmkit.runtime.cells import state_shapes
 
 _PLAIN = {"peephole": False, "coupled": False, "input_gate": True, "forget_gate": True,
           "output_gate": True, "cell_clip": None, "gate_activation": "sigmoid",
@@ -32,7 +32,7 @@ _PLAIN = {"peephole": False, "coupled": False, "input_gate": True, "forget_gate"
 def is_plain_lstm(model) -> bool:
     """Whether the fused NumPy path computes ``model``'s step."""
     cell = model.cell
-    return (cell["mode"] == "lstm" and all(cell[k] == v for k, v in _PLAIN.items())
+    return (cell["family"] == "lstm" and all(cell[k] == v for k, v in _PLAIN.items())
             and model.directions == 1 and not model.zoneout)
 
 
@@ -127,7 +127,7 @@ def _pack(w: dict, cfg: dict, dtype) -> np.ndarray:
     """[W_ih | W_hh | b_ih + b_hh] with the gate rows reordered i, f, o, g and those of i, f, o
     halved, transposed for ``[x | h | 1] @ W``. Shape: (K + H + 1, 4H)."""
     hidden, width = cfg["hidden_size"], cfg["input_size"]
-    assert state_sizes(cfg) == (hidden, hidden)
+    assert state_shapes(cfg) == ((hidden,), (hidden,))
     bias = w.get("bias_ih", 0.0) + w.get("bias_hh", 0.0)
     packed = np.zeros((4 * hidden, width + hidden + 1), dtype)  # rows i, f, o, g
     for row, gate in enumerate((0, 1, 3, 2)):  # torch's i, f, g, o -> i, f, o, g

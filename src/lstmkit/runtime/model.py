@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.runtime.cells import STEPS, cell_input, state_sizes
+from lstmkit.runtime.cells import cell_input, family, state_shapes
 
-FORMAT = "lstmkit.runtime/1"
+FORMAT = "lstmkit.runtime/2"
+FORMATS = ("lstmkit.runtime/1", FORMAT)
+"""What :func:`load` reads: format 1 named the cell family ``mode`` and held every family's
+fields."""
 CONFIG_KEY = "__config__"
 """The .npz entry holding the JSON config, as UTF-8 bytes (uint8), so no pickle is needed."""
 
@@ -35,10 +38,15 @@ def load(path: str | Path) -> Model:
     if CONFIG_KEY not in arrays:
         raise ValueError(f"runtime model: expected a {CONFIG_KEY} entry in {path}, got none")
     header = json.loads(arrays.pop(CONFIG_KEY).tobytes().decode("utf-8"))
-    if header.get("format") != FORMAT:
+    if header.get("format") not in FORMATS:
         raise ValueError(f"runtime model: expected format {FORMAT!r}, got "
                          f"{header.get('format')!r} in {path}")
-    return Model(header["model"], arrays, header.get("meta", {}))
+    config = header["model"]
+    if header["format"] != FORMAT:
+        cell = dict(config["layer"]["cell"])
+        cell["family"] = cell.pop("mode")
+        config = {**config, "layer": {**config["layer"], "cell": cell}}
+    return Model(config, arrays, header.get("meta", {}))
 
 
 class Model:
@@ -57,6 +65,7 @@ class Model:
         self.config, self.meta = config, meta or {}
         layer = config["layer"]
         self.cell, self.num_layers = layer["cell"], layer["num_layers"]
+        self.family = family(self.cell)  # refuses a family without a NumPy step
         self.directions = 2 if layer["bidirectional"] else 1
         self.zoneout = layer["zoneout"]
         self.dtype = arrays["head.weight"].dtype
@@ -70,14 +79,14 @@ class Model:
     def layer_cell(self, layer: int) -> dict:
         if layer == 0:
             return self.cell
-        width = (self.cell["proj_size"] or self.cell["hidden_size"]) * self.directions
-        return {**self.cell, "input_size": width}
+        (width,) = state_shapes(self.cell)[0]
+        return {**self.cell, "input_size": width * self.directions}
 
     def init_state(self, batch: int = 1):
         """Zeros, as torch.nn's: (L*D, B, size) per state array."""
         leading = (self.num_layers * self.directions, batch)
-        state = tuple(np.zeros(leading + (n,), self.dtype) for n in state_sizes(self.cell))
-        return state if self.cell["mode"] == "lstm" else state[0]
+        state = tuple(np.zeros(leading + shape, self.dtype) for shape in state_shapes(self.cell))
+        return _as_state(state)
 
     def forward(self, x, state=None, lengths=None):
         """Run whole sequences; returns ``(output, state)``; see the class docstring."""
@@ -139,10 +148,10 @@ class Model:
                     acc.append(t)
             x = np.concatenate(outputs, axis=-1)
         state = tuple(np.stack(acc) for acc in finals)
-        return x, (state if self.cell["mode"] == "lstm" else state[0])
+        return x, _as_state(state)
 
     def _scan(self, cfg, w, x, state, valid):
-        step, z = STEPS[cfg["mode"]], self.zoneout
+        step, z = self.family.step, self.zoneout
         gx = cell_input(x, w, cfg)  # (T, B, G*H)
         outputs = []
         for t in range(x.shape[0]):
@@ -150,8 +159,9 @@ class Model:
             if z:
                 new = tuple(z * prev + (1.0 - z) * cur for prev, cur in zip(state, new))
             if valid is not None:
-                new = tuple(np.where(valid[t], cur, prev) for prev, cur in zip(state, new))
-                outputs.append(new[0] * valid[t])
+                new = tuple(np.where(_rows(valid[t], cur), cur, prev)
+                            for prev, cur in zip(state, new))
+                outputs.append(new[0] * _rows(valid[t], new[0]))
             else:
                 outputs.append(new[0])
             state = new
@@ -181,6 +191,16 @@ def _cell_arrays(arrays: dict, layer: int, direction: int) -> dict:
     prefix = "rnn."
     return {name[len(prefix):-len(suffix)]: value for name, value in arrays.items()
             if name.startswith(prefix) and name.endswith(suffix)}
+
+
+def _rows(valid, like):
+    """valid (B, 1) shaped to broadcast over a state array (B, ...) of any rank."""
+    return valid.reshape(valid.shape[:1] + (1,) * (like.ndim - 1))
+
+
+def _as_state(arrays: tuple):
+    """A state as torch.nn gives it: a tuple of several arrays, or the one array itself."""
+    return arrays if len(arrays) > 1 else arrays[0]
 
 
 def _tensors(state) -> tuple:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from lstmkit.cells.base import state_sizes, state_tensors
+from lstmkit.cells.base import state_tensors
 from lstmkit.models import SequenceModel
 from lstmkit.streaming.stats import EngineStats
 
@@ -109,8 +109,8 @@ class StreamEngine:
     Thread-safe: any number of threads may push at once.
 
     Examples:
-        >>> from lstmkit import CellConfig, LayerConfig, ModelConfig, SequenceModel
-        >>> model = SequenceModel(ModelConfig(LayerConfig(CellConfig("lstm", 3, 8),
+        >>> from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config
+        >>> model = SequenceModel(ModelConfig(LayerConfig(cell_config("lstm", 3, 8),
         ...                                               batch_first=True), 2))
         >>> engine = StreamEngine(model)
         >>> sid = engine.open()
@@ -372,8 +372,8 @@ class StreamEngine:
         # Normal tensors even if made under inference_mode: pushes from threads outside it
         # update them in place.
         with torch.inference_mode(False):
-            return tuple(like.new_zeros(layers, capacity, size)
-                         for size in state_sizes(rnn.config.cell))
+            return tuple(like.new_zeros(layers, capacity, *shape)
+                         for shape in rnn.family.state_shapes(rnn.config.cell))
 
     def _grow(self) -> None:
         old = self._slots[0].shape[1]

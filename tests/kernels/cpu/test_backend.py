@@ -9,14 +9,14 @@ from tolerances import assert_close
 import lstmkit
 from lstmkit import kernels
 from lstmkit.activations import ACTIVATIONS
-from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.config import LayerConfig, cell_config
 from lstmkit.kernels import cpu
 
 CPU = torch.device("cpu")
-PLAIN = {mode: LayerConfig(CellConfig(mode, 3, 4)) for mode in ("lstm", "gru", "rnn")}
-VARIANTS = [LayerConfig(CellConfig("lstm", 3, 4, layer_norm=True)),
-            LayerConfig(CellConfig("gru", 3, 4, reset_after=False)),
-            LayerConfig(CellConfig("lstm", 3, 4), zoneout=0.1)]
+PLAIN = {mode: LayerConfig(cell_config(mode, 3, 4)) for mode in ("lstm", "gru", "rnn")}
+VARIANTS = [LayerConfig(cell_config("lstm", 3, 4, layer_norm=True)),
+            LayerConfig(cell_config("gru", 3, 4, reset_after=False)),
+            LayerConfig(cell_config("lstm", 3, 4), zoneout=0.1)]
 
 
 @pytest.fixture(autouse=True)
@@ -26,18 +26,18 @@ def _fresh_resolution():
     kernels.resolve.cache_clear()
 
 
-def test_every_activation_has_a_kernel_code():
-    assert sorted(cpu.ACTIVATION_CODES) == sorted(ACTIVATIONS)
+def test_every_activation_has_a_kernel():
+    assert sorted(cpu.KERNEL_ACTIVATIONS) == sorted(ACTIVATIONS)
 
 
 def test_supports_the_cpu_in_float32_and_float64_only():
-    config = VARIANTS[0]
-    assert cpu.supports(config, CPU, torch.float32, True) is None
-    assert cpu.supports(config, CPU, torch.float64, False) is None
-    assert "float32 and float64 only, got torch.bfloat16" in cpu.supports(
+    config, supports = VARIANTS[0], cpu.BACKEND.supports
+    assert supports(config, CPU, torch.float32, True) is None
+    assert supports(config, CPU, torch.float64, False) is None
+    assert "computes float32, float64 only, got bfloat16" in supports(
         config, CPU, torch.bfloat16, True)
-    assert "CPU only, got device 'cuda'" in cpu.supports(config, torch.device("cuda"),
-                                                         torch.float32, True)
+    assert "runs on cpu devices only, got cuda" in supports(config, torch.device("cuda"),
+                                                            torch.float32, True)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -59,7 +59,7 @@ def test_auto_leaves_what_torch_computes_to_native_for_its_exact_numbers(mode, t
 
 def test_auto_never_takes_it_off_the_cpu():
     rows = dict(kernels.explain(VARIANTS[0], "cuda"))
-    assert "CPU only" in rows["cpu"]
+    assert "cpu devices only" in rows["cpu"]
 
 
 def test_a_layer_built_for_it_reports_it():

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from lstmkit import GRU
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
+from lstmkit.cells.gru import FAMILY
+from lstmkit.config import cell_config
 from lstmkit.kernels import cpu
-from lstmkit.layers.stack import StepMasks
+from lstmkit.kernels.contract import StepMasks
 
 IN, H = 3, 6
 LENGTHS = torch.tensor([5, 1, 3])
@@ -54,13 +54,14 @@ def test_wide_layers(reset_after, batch, compare):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gradcheck_float64(reset_after):
-    cfg = CellConfig("gru", 2, 3, reset_after=reset_after)
+    cfg = cell_config("gru", 2, 3, reset_after=reset_after)
     steps, batch = 3, 2
     masks = StepMasks(torch.full((batch, 3), 1.25, dtype=torch.float64),
                       (torch.rand(steps, batch, 3, dtype=torch.float64),))
 
     def fn(x, h0, w_ih, w_hh, b_ih, b_hh):
-        y, h = cpu.scan(cfg, CellWeights(w_ih, w_hh, b_ih, b_hh), x, h0,
+        y, h = cpu.scan(FAMILY, cfg, dict(weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih,
+                                              bias_hh=b_hh), x, h0,
                         torch.tensor([3, 2]), masks)
         return y, h
 

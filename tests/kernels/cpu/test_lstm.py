@@ -11,10 +11,10 @@ from tolerances import TOLERANCES
 
 from lstmkit import LSTM
 from lstmkit.activations import ACTIVATIONS
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
+from lstmkit.cells.lstm import FAMILY
+from lstmkit.config import cell_config
 from lstmkit.kernels import cpu
-from lstmkit.layers.stack import StepMasks
+from lstmkit.kernels.contract import StepMasks
 
 IN, H = 3, 6  # input and hidden sizes
 LENGTHS = torch.tensor([5, 1, 3])
@@ -143,7 +143,7 @@ def test_long_sequences_and_wide_layers(steps, batch, inputs, hidden, options, c
 def test_gradcheck_float64():
     """The autograd Function's backward against finite differences, with every option that has
     parameters, the masks and lengths."""
-    cfg = CellConfig("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
+    cfg = cell_config("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
                      output_activation="softsign")
     steps, batch = 3, 2
     shapes = [(16, 2), (16, 3), (16,), (16,), (3, 4), (12,), (16,), (16,), (4,), (4,)]
@@ -152,8 +152,8 @@ def test_gradcheck_float64():
 
     def fn(x, h0, c0, flat):  # the weights as one tensor: one finite difference for all
         parts = flat.split([torch.Size(s).numel() for s in shapes])
-        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes)))
-        y, (h, c) = cpu.scan(cfg, w, x, (h0, c0), torch.tensor([3, 2]), masks)
+        w = dict(zip(FAMILY.parameters(cfg), (p.view(s) for p, s in zip(parts, shapes))))
+        y, (h, c) = cpu.scan(FAMILY, cfg, w, x, (h0, c0), torch.tensor([3, 2]), masks)
         return y, h, c
 
     def tensor(*shape):

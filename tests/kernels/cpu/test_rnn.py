@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from lstmkit import RNN
-from lstmkit.cells.weights import CellWeights
-from lstmkit.config import CellConfig
+from lstmkit.cells.rnn import FAMILY
+from lstmkit.config import cell_config
 from lstmkit.kernels import cpu
-from lstmkit.layers.stack import StepMasks
+from lstmkit.kernels.contract import StepMasks
 
 IN, H = 3, 6
 LENGTHS = torch.tensor([5, 1, 3])
@@ -42,13 +42,14 @@ def test_wide_layers(batch, compare):
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_gradcheck_float64(nonlinearity):
-    cfg = CellConfig("rnn", 2, 3, nonlinearity=nonlinearity)
+    cfg = cell_config("rnn", 2, 3, nonlinearity=nonlinearity)
     steps, batch = 3, 2
     masks = StepMasks(torch.full((batch, 3), 1.25, dtype=torch.float64),
                       (torch.rand(steps, batch, 3, dtype=torch.float64),))
 
     def fn(x, h0, w_ih, w_hh, b_ih, b_hh):
-        return cpu.scan(cfg, CellWeights(w_ih, w_hh, b_ih, b_hh), x, h0,
+        return cpu.scan(FAMILY, cfg, dict(weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih,
+                                              bias_hh=b_hh), x, h0,
                         torch.tensor([3, 2]), masks)
 
     shapes = [(steps, batch, 2), (batch, 3), (3, 2), (3, 3), (3,), (3,)]

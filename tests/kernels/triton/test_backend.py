@@ -12,52 +12,52 @@ import torch
 pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
 from lstmkit import kernels  # noqa: E402
-from lstmkit.config import CellConfig, LayerConfig  # noqa: E402
+from lstmkit.config import LayerConfig, cell_config  # noqa: E402
 from lstmkit.kernels import triton as backend  # noqa: E402
 from lstmkit.kernels.triton import common  # noqa: E402
 
 CPU = torch.device("cpu")
-VARIANT = LayerConfig(CellConfig("lstm", 3, 8, peephole=True))
+VARIANT = LayerConfig(cell_config("lstm", 3, 8, peephole=True))
 
 
 def test_auto_never_picks_it_on_the_cpu(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert backend.supports(VARIANT, CPU, torch.float32, True) is None
+    assert backend.BACKEND.supports(VARIANT, CPU, torch.float32, True) is None
     assert kernels.resolve("auto", VARIANT, CPU, torch.float32, True).name != "triton"
     assert kernels.resolve("triton", VARIANT, CPU, torch.float32, True).name == "triton"
 
 
 def test_the_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert "CUDA" in backend.supports(VARIANT, CPU, torch.float32, True)
+    assert "CUDA" in backend.BACKEND.supports(VARIANT, CPU, torch.float32, True)
 
 
 def test_missing_triton_says_how_to_install(monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "triton" else find_spec(name, *a))
-    assert "pip install" in backend.supports(VARIANT, CPU, torch.float32, True)
+    assert "pip install" in backend.BACKEND.supports(VARIANT, CPU, torch.float32, True)
 
 
 @pytest.mark.parametrize("config, dtype, words", [
-    (LayerConfig(CellConfig("rnn", 3, 8)), torch.float32, "LSTM and GRU only"),
-    (LayerConfig(CellConfig("lstm", 3, 257, layer_norm=True)), torch.float32, "hidden_size"),
-    (LayerConfig(CellConfig("lstm", 3, 257, proj_size=4)), torch.float32, "hidden_size"),
-    (LayerConfig(CellConfig("gru", 3, 257, reset_after=False)), torch.float32, "hidden_size"),
-    (VARIANT, torch.complex64, "dtype"),
+    (LayerConfig(cell_config("rnn", 3, 8)), torch.float32, "does not compute the 'rnn' family"),
+    (LayerConfig(cell_config("lstm", 3, 257, layer_norm=True)), torch.float32, "hidden_size"),
+    (LayerConfig(cell_config("lstm", 3, 257, proj_size=4)), torch.float32, "hidden_size"),
+    (LayerConfig(cell_config("gru", 3, 257, reset_after=False)), torch.float32, "hidden_size"),
+    (VARIANT, torch.complex64, "got complex64"),
 ])
 def test_reasons(config, dtype, words):
-    assert words in backend.supports(config, CPU, dtype, True)
+    assert words in backend.BACKEND.supports(config, CPU, dtype, True)
 
 
 def test_one_program_variants_run_up_to_256_units():
-    config = LayerConfig(CellConfig("lstm", 3, 256, layer_norm=True, proj_size=4))
-    assert backend.supports(config, torch.device("cuda"), torch.float32, True) is None
+    config = LayerConfig(cell_config("lstm", 3, 256, layer_norm=True, proj_size=4))
+    assert backend.BACKEND.supports(config, torch.device("cuda"), torch.float32, True) is None
 
 
 def test_naming_it_for_what_it_cannot_run_is_an_error():
-    with pytest.raises(ValueError, match="LSTM and GRU only"):
-        kernels.resolve("triton", LayerConfig(CellConfig("rnn", 3, 8)), CPU, torch.float32, True)
+    with pytest.raises(ValueError, match="does not compute the 'rnn' family"):
+        kernels.resolve("triton", LayerConfig(cell_config("rnn", 3, 8)), CPU, torch.float32, True)
 
 
 @pytest.fixture
@@ -101,15 +101,26 @@ def test_plan_blocks_are_powers_of_two(gates, hidden, single, gpu):
 def test_kernels_built_for_a_gpu_refuse_cpu_tensors_clearly():
     """TRITON_INTERPRET set too late (after the kernels' import) is an error that says so."""
     code = ("import torch\n"
-            "from lstmkit.cells.weights import CellWeights\n"
-            "from lstmkit.config import CellConfig\n"
+            "from lstmkit.config import cell_config\n"
             "from lstmkit.kernels.triton import lstm\n"
-            "from lstmkit.layers.stack import StepMasks\n"
-            "w = CellWeights(torch.randn(16, 2), torch.randn(16, 4))\n"
+            "from lstmkit.kernels.contract import StepMasks\n"
+            "w = dict(weight_ih=torch.randn(16, 2), weight_hh=torch.randn(16, 4))\n"
             "state = (torch.zeros(2, 4), torch.zeros(2, 4))\n"
-            "lstm.scan(CellConfig('lstm', 2, 4), w, torch.randn(3, 2, 2), state, None, "
+            "lstm.scan(cell_config('lstm', 2, 4), w, torch.randn(3, 2, 2), state, None, "
             "StepMasks())\n")
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "set TRITON_INTERPRET=1 before" in result.stderr
+
+
+@pytest.mark.parametrize("gate", ["input_gate", "forget_gate", "output_gate"])
+def test_gate_ablations_are_refused_and_auto_never_picks_it_for_them(gate):
+    """The kernels fix no gate to 1, so an ablation is not declared (issue 9, defect 2: they
+    were computed as the plain LSTM, max |triton - reference| 0.2-0.45)."""
+    config = LayerConfig(cell_config("lstm", 3, 8, **{gate: False}))
+    cuda = torch.device("cuda")
+    assert f"{gate}=False is not covered" in backend.BACKEND.supports(config, cuda,
+                                                                      torch.float32)
+    assert dict(kernels.explain(config, cuda))["triton"].startswith(f"{gate}=False")
+    assert kernels.resolve("auto", config, cuda, torch.float32, False).name == "reference"

@@ -7,11 +7,11 @@ import torch
 pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
 from lstmkit import GRU  # noqa: E402
-from lstmkit.cells.weights import CellWeights  # noqa: E402
-from lstmkit.config import CellConfig  # noqa: E402
+from lstmkit.cells.gru import FAMILY  # noqa: E402
+from lstmkit.config import cell_config  # noqa: E402
+from lstmkit.kernels.contract import StepMasks  # noqa: E402
 from lstmkit.kernels.triton import common  # noqa: E402
 from lstmkit.kernels.triton import gru as kernels  # noqa: E402
-from lstmkit.layers.stack import StepMasks  # noqa: E402
 
 IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
@@ -73,7 +73,7 @@ def test_every_launch_plan(name, plan, device, monkeypatch, compare):
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gradcheck_float64(reset_after, device):
     """The autograd Function's backward against finite differences."""
-    cfg = CellConfig("gru", 2, 4, reset_after=reset_after)
+    cfg = cell_config("gru", 2, 4, reset_after=reset_after)
     steps, batch = 2, 2
     torch.manual_seed(0)
     shapes = [(12, 2), (12, 4), (12,), (12,)]
@@ -82,7 +82,8 @@ def test_gradcheck_float64(reset_after, device):
 
     def fn(x, h0, flat):  # the weights as one tensor: one finite difference for all
         parts = flat.split([torch.Size(s).numel() for s in shapes])
-        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes, strict=True)))
+        views = (p.view(s) for p, s in zip(parts, shapes, strict=True))
+        w = dict(zip(FAMILY.parameters(cfg), views))
         return kernels.scan(cfg, w, x, h0, torch.tensor([2, 1]), masks)
 
     def tensor(*shape):

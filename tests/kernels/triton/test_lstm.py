@@ -7,11 +7,11 @@ import torch
 pytest.importorskip("triton", reason="the Triton backend needs pip install 'lstmkit[triton]'")
 
 from lstmkit import LSTM  # noqa: E402
-from lstmkit.cells.weights import CellWeights  # noqa: E402
-from lstmkit.config import CellConfig  # noqa: E402
+from lstmkit.cells.lstm import FAMILY  # noqa: E402
+from lstmkit.config import cell_config  # noqa: E402
+from lstmkit.kernels.contract import StepMasks  # noqa: E402
 from lstmkit.kernels.triton import common  # noqa: E402
 from lstmkit.kernels.triton import lstm as kernels  # noqa: E402
-from lstmkit.layers.stack import StepMasks  # noqa: E402
 
 IN, H = 3, 8  # input and hidden sizes
 LENGTHS = torch.tensor([4, 1, 3])
@@ -84,7 +84,7 @@ def test_every_launch_plan(name, plan, device, monkeypatch, compare):
 
 def test_gradcheck_float64(device):
     """The autograd Function's backward against finite differences, every option at once."""
-    cfg = CellConfig("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
+    cfg = cell_config("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
                      output_activation="softsign")
     steps, batch = 2, 2
     torch.manual_seed(0)
@@ -100,7 +100,8 @@ def test_gradcheck_float64(device):
 
     def fn(x, h0, c0, flat):  # the weights as one tensor: one finite difference for all
         parts = flat.split([torch.Size(s).numel() for s in shapes])
-        w = CellWeights(*(p.view(s) for p, s in zip(parts, shapes, strict=True)))
+        views = (p.view(s) for p, s in zip(parts, shapes, strict=True))
+        w = dict(zip(FAMILY.parameters(cfg), views))
         y, (h, c) = kernels.scan(cfg, w, x, (h0, c0), lengths, masks)
         return y, h, c
 

@@ -6,102 +6,108 @@ math in loops the compiler vectorises, spread over threads by batch rows where a
 enough of them, and in the backward pass the weight gradients as products over all steps at
 once. Products run oneDNN's brgemm ukernel on weights packed once per call (``matmul.h``). It
 computes every cell option of the three families, lengths, recurrent dropout and zoneout, in
-float32 and float64.
+float32 and float64. Options, activations and weights reach the C++ side by name
+(``ops.cpp``).
 
-"auto" takes it first on the CPU (docs/benchmarks.md has the numbers): against torch.nn's
-own kernels it trains the plain LSTM faster at every measured size, runs GRU and RNN several
-times faster (torch has no oneDNN path for them) and is the only fused path for the variants.
-For torch.nn's plain float32 LSTM in inference, where oneDNN is as fast, "auto" keeps the
-native backend: same speed, torch's exact numbers and no build on first use.
+"auto" tries it first on the CPU (docs/benchmarks.md has the numbers): it is the only fused
+path for the variants, and against torch.nn's own kernels it trains the plain LSTM faster at
+every measured size and runs GRU and RNN several times faster (torch has no oneDNN path for
+them). Every configuration torch.nn computes it still hands on to the native backend
+(:func:`auto_defers`): the drop-in promise is torch's exact numbers; ``backend="cpu"`` asks for
+this one.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import torch
 
-from lstmkit.cells import FAMILIES
-from lstmkit.cells.base import state_tensors
-from lstmkit.cells.weights import CellWeights
+from lstmkit.activations import CODES
+from lstmkit.cells.base import ANY, Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
-from lstmkit.kernels import Backend
+from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
-from lstmkit.layers.stack import StepMasks, stack_of
 
-ACTIVATION_CODES = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
-                    "leaky_relu", "identity")
-"""Activation names in the order of common.h's ``Act`` enum."""
+KERNEL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
+                "leaky_relu", "identity")
+"""The activations common.h's ``activate`` implements (a new row of the table is refused until
+its case is written there)."""
 
-_MODES = ("lstm", "gru", "rnn")  # ops.cpp's Mode enum
-_DTYPES = (torch.float32, torch.float64)
-
-
-class _Spec(NamedTuple):
-    """A cell config as the C++ side reads it."""
-
-    mode: int
-    states: int  # state tensors: 2 for an LSTM, else 1
-    weights: int  # leading CellWeights fields the family has
-    options: tuple[int, ...]
-    clip: float
+DECLARATION = Declaration(
+    families={
+        "lstm": {"bias": ANY, "proj_size": ANY, "peephole": ANY, "coupled": ANY,
+                 "input_gate": ANY, "forget_gate": ANY, "output_gate": ANY, "cell_clip": ANY,
+                 "gate_activation": KERNEL_ACTIVATIONS, "cell_activation": KERNEL_ACTIVATIONS,
+                 "output_activation": KERNEL_ACTIVATIONS, "layer_norm": ANY},
+        "gru": {"bias": ANY, "reset_after": ANY},
+        "rnn": {"bias": ANY, "nonlinearity": ("tanh", "relu")},
+    },
+    dtypes=(torch.float32, torch.float64), devices=("cpu",),
+    features=frozenset({"lengths", "recurrent_dropout", "zoneout"}),  # and the layer's
+    available=lambda device: _build.problem())
 
 
 @functools.lru_cache(maxsize=64)
-def _spec(cfg: CellConfig) -> _Spec:
-    if cfg.mode == "lstm":
-        acts = (cfg.gate_activation, cfg.cell_activation, cfg.output_activation)
-        flags = (cfg.coupled, cfg.input_gate, cfg.forget_gate, cfg.output_gate)
-        options = tuple(ACTIVATION_CODES.index(a) for a in acts) + tuple(map(int, flags))
-        return _Spec(0, 2, len(CellWeights._fields), options, float(cfg.cell_clip or 0.0))
-    flag = cfg.reset_after if cfg.mode == "gru" else cfg.nonlinearity == "relu"
-    return _Spec(_MODES.index(cfg.mode), 1, 4, (int(flag),), 0.0)
+def _options(cfg: CellConfig) -> tuple[dict[str, int], dict[str, float]]:
+    """The config's fields as ops.cpp reads them, by name: flags and sizes as ints, activation
+    names (the RNN's nonlinearity too) as generated.h's codes, floats as reals; None absent."""
+    ints, reals = {}, {}
+    for name, value in cfg.options.items():
+        if name in cfg.init_fields or value is None:
+            continue
+        if isinstance(value, str):
+            ints[name] = CODES[value]
+        elif isinstance(value, (bool, int)):
+            ints[name] = int(value)
+        else:
+            reals[name] = float(value)
+    return ints, reals
 
 
 class _Scan(torch.autograd.Function):
     """One layer and direction; the masks ride along as constants (they need no gradient)."""
 
     @staticmethod
-    def forward(ctx, spec: _Spec, masks: tuple, x, *tensors):
-        state, weights = tensors[:spec.states], tensors[spec.states:]
-        out = _build.ops().scan_forward(spec.mode, x, state, weights, *masks, spec.options,
-                                        spec.clip, True)
-        ctx.spec, ctx.masks = spec, masks
-        ctx.save_for_backward(x, *weights, *out[1 + spec.states:])
-        return tuple(out[:1 + spec.states])
+    def forward(ctx, key: str, options: tuple, masks: tuple, names: tuple, x, *tensors):
+        states = len(tensors) - len(names)
+        state, weights = tensors[:states], dict(zip(names, tensors[states:]))
+        out = _build.ops().scan_forward(key, x, state, weights, *masks, *options, True)
+        ctx.spec = key, options, masks, names, states
+        ctx.save_for_backward(x, *tensors[states:], *out[1 + states:])
+        return tuple(out[:1 + states])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        spec = ctx.spec
+        key, options, masks, names, states = ctx.spec
         x, *rest = ctx.saved_tensors
-        weights, saved = rest[:spec.weights], rest[spec.weights:]
-        out = _build.ops().scan_backward(spec.mode, x, [g.contiguous() for g in grads], saved,
-                                         weights, *ctx.masks, spec.options, spec.clip,
-                                         ctx.needs_input_grad[2])
-        dweights = [g if w is not None else None for g, w in zip(out[1 + spec.states:], weights)]
-        return (None, None, out[0], *out[1:1 + spec.states], *dweights)
+        weights, saved = dict(zip(names, rest[:len(names)])), rest[len(names):]
+        out = _build.ops().scan_backward(key, x, [g.contiguous() for g in grads], saved,
+                                         weights, *masks, *options, list(names),
+                                         ctx.needs_input_grad[4])
+        return (None, None, None, None, *out)
 
 
-def scan(cfg: CellConfig, w: CellWeights, x: torch.Tensor, state, lengths, masks: StepMasks):
+def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengths,
+         masks: StepMasks):
     """One layer in one direction, as :func:`lstmkit.kernels.reference.scan` computes it.
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     """
-    spec = _spec(cfg)
-    tensors = [t.contiguous() for t in state_tensors(state)]
-    tensors += [None if t is None else t.contiguous() for t in w[:spec.weights]]
+    options = _options(cfg)
+    state = [t.contiguous() for t in state_tensors(state)]
+    names = tuple(name for name, t in w.items() if t is not None)
+    weights = [w[name].contiguous() for name in names]
     zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
     constants = (lengths, masks.hidden, zoneout)
     x = x.contiguous()
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in [x, *tensors]):
-        y, *final = _Scan.apply(spec, constants, x, *tensors)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in [x, *state, *weights]):
+        y, *final = _Scan.apply(family.key, options, constants, names, x, *state, *weights)
     else:
-        y, *final = _build.ops().scan_forward(spec.mode, x, tensors[:spec.states],
-                                              tensors[spec.states:], *constants, spec.options,
-                                              spec.clip, False)
-    return y, FAMILIES[cfg.mode].make_state(*final)
+        y, *final = _build.ops().scan_forward(family.key, x, state, dict(zip(names, weights)),
+                                              *constants, *options, False)
+    return y, family.make_state(*final)
 
 
 def _zoneout(z: torch.Tensor) -> torch.Tensor:
@@ -110,15 +116,6 @@ def _zoneout(z: torch.Tensor) -> torch.Tensor:
     if z.dim() == 3 and z.stride()[:2] == (0, 0):
         return z[0, 0].contiguous()
     return z.contiguous()
-
-
-def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
-             training: bool) -> str | None:
-    if device.type != "cpu":
-        return f"runs on the CPU only, got device {device.type!r}"
-    if dtype not in _DTYPES:
-        return f"computes float32 and float64 only, got {dtype}"
-    return _build.problem()
 
 
 def auto_defers(config: LayerConfig, device: torch.device, dtype: torch.dtype,
@@ -132,5 +129,5 @@ def auto_defers(config: LayerConfig, device: torch.device, dtype: torch.dtype,
     return None
 
 
-BACKEND = Backend(name="cpu", run=stack_of(scan), supports=supports, auto_devices=("cpu",),
+BACKEND = Backend(name="cpu", declaration=DECLARATION, scan=scan, auto_devices=("cpu",),
                   auto_defers=auto_defers)

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "generated.h"  // enum Act (kSigmoid, ...): _build.py writes it from lstmkit.activations
 #include "matmul.h"
 
 namespace lstmkit {
@@ -55,10 +56,6 @@ LSTMKIT_INLINE T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
 template <typename T>
 LSTMKIT_INLINE T vtanh(T x) { return T(2) / (T(1) + vexp(T(-2) * x)) - T(1); }
 
-// The order of lstmkit.activations.ACTIVATIONS as the Python side numbers them.
-enum Act : int64_t {
-  kSigmoid, kTanh, kRelu, kHardSigmoid, kSoftsign, kSoftplus, kElu, kLeakyRelu, kIdentity
-};
 
 // y = act(x) over n values. One loop per activation, so each vectorises on its own.
 template <typename T>
@@ -281,7 +278,7 @@ const T* ptr_or_null(const OptTensor& t) {
   return t && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
-// What a scan multiplies in at each step (lstmkit.layers.stack.StepMasks) and the lengths:
+// What a scan multiplies in at each step (lstmkit.kernels.contract.StepMasks) and the lengths:
 // h_{t-1} is scaled by `hidden` (B, P) before the recurrent product; state tensor k becomes
 // z * s_{t-1} + (1 - z) * s_new with z = zoneout[k] (T, B, size); a row b stops at lengths[b].
 template <typename T>

@@ -11,17 +11,12 @@
 
 namespace lstmkit {
 
-// The four tensors a GRU or an RNN cell has (the head of CellWeights); the biases are zeros
+// The four tensors a GRU or an RNN cell has (torch.nn's); the biases are zeros
 // when the cell has none (ops.cpp), which keeps the loops free of branches.
 template <typename T>
 struct PlainWeights {
   const T *w_ih, *w_hh, *b_ih, *b_hh;
 };
-
-template <typename T>
-PlainWeights<T> gru_weights(const std::vector<OptTensor>& w) {
-  return {ptr_or_null<T>(w[0]), ptr_or_null<T>(w[1]), ptr_or_null<T>(w[2]), ptr_or_null<T>(w[3])};
-}
 
 // A = x W_ih^T + b_ih for `rows` rows (a chunk of steps) in one product, plus b_hh on the first
 // `folded` columns of each row (the terms that the recurrence only adds).

@@ -17,7 +17,7 @@
 namespace lstmkit {
 
 struct LSTMOptions {
-  int64_t gate_act, cell_act, out_act;  // common.h's Act codes
+  int64_t gate_act, cell_act, out_act;  // generated.h's Act codes
   bool coupled;
   bool input_gate, forget_gate, output_gate;  // false: the gate is fixed to 1 (an ablation)
   double clip;  // <= 0: no clip
@@ -27,13 +27,6 @@ template <typename T>
 struct LSTMWeights {
   const T *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peephole, *ln_ih, *ln_hh, *ln_c, *bln_c;
 };
-
-template <typename T>
-LSTMWeights<T> lstm_weights(const std::vector<OptTensor>& w) {
-  return {ptr_or_null<T>(w[0]), ptr_or_null<T>(w[1]), ptr_or_null<T>(w[2]), ptr_or_null<T>(w[3]),
-          ptr_or_null<T>(w[4]), ptr_or_null<T>(w[5]), ptr_or_null<T>(w[6]), ptr_or_null<T>(w[7]),
-          ptr_or_null<T>(w[8]), ptr_or_null<T>(w[9])};
-}
 
 // y = act(clamp(a, -clip, clip)) over n values; clip <= 0 means no clamp. A gate the cell does
 // not have is 1.

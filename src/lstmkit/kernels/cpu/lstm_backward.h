@@ -158,7 +158,7 @@ void LSTMScan<T>::cell_row_backward(const T* a, const T* c_prev, const T* c_new,
 // The backward pass, a chunk of steps at a time from the last: the chunk's gate gradients come
 // step by step (each needs the next step's), then become its share of the weight, bias and
 // input gradients in products over all its rows at once. Returns the gradients of x, h0, c0
-// and the cell's tensors in CellWeights order (undefined where absent).
+// and the cell's tensors in LSTMWeights order (ops.cpp names them; undefined where absent).
 template <typename T>
 std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, const Tensor& dhT,
                                           const Tensor& dcT, const std::vector<Tensor>& saved,

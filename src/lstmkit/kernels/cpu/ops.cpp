@@ -1,8 +1,15 @@
 // The extension's one translation unit: the cell kernels and their registration as torch ops
 // (torch.ops.lstmkit_cpu.*). One unit with the lightest ATen headers keeps the first-use build
 // to seconds; lstmkit/kernels/cpu/_build.py compiles it.
+//
+// Everything crosses from Python by name: the weights as a dict named as lstmkit's parameters
+// (weight_ih, bias_hh, weight_peephole, ...; absent tensors absent), the options as dicts named
+// as the config's fields (activations as generated.h's Act codes), so inserting a field or a
+// tensor on the Python side cannot shift the meaning of another.
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
+
+#include <string>
 
 #include "gru.h"
 #include "lstm_backward.h"
@@ -11,17 +18,56 @@
 namespace lstmkit {
 namespace {
 
-enum Mode : int64_t { kLSTM, kGRU, kRNN };
+using Named = c10::Dict<std::string, Tensor>;
+using Ints = c10::Dict<std::string, int64_t>;
+using Reals = c10::Dict<std::string, double>;
 
-// The weights as a vector, zeros standing in for absent biases (entries 2, 3: bias_ih,
-// bias_hh) so the kernels' loops need no branch for them.
-std::vector<OptTensor> as_vector(const c10::List<OptTensor>& list) {
+// The names of each family's tensors in the order its kernel's weight struct and backward
+// outputs use (LSTMWeights in lstm.h, PlainWeights in gru.h).
+const std::vector<std::string> kLSTMNames = {
+    "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole",
+    "weight_ln_ih", "weight_ln_hh", "weight_ln_c", "bias_ln_c"};
+const std::vector<std::string> kPlainNames = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+
+// The weights in a kernel's order, zeros standing in for absent biases so the kernels' loops
+// need no branch for them.
+std::vector<OptTensor> ordered(const Named& weights, const std::vector<std::string>& names) {
+  for (const auto& entry : weights) {
+    TORCH_CHECK(std::find(names.begin(), names.end(), entry.key()) != names.end(),
+                "lstmkit_cpu: unexpected weight '", entry.key(), "'");
+  }
   std::vector<OptTensor> v;
-  for (const auto& t : list) v.push_back(t);
+  for (const auto& name : names) v.push_back(weights.contains(name) ? OptTensor(weights.at(name))
+                                                                    : OptTensor());
+  TORCH_CHECK(v[0] && v[1], "lstmkit_cpu: expected weight_ih and weight_hh");
   for (int k : {2, 3}) {
     if (!v[k]) v[k] = at::zeros({v[1]->size(0)}, v[1]->options());
   }
   return v;
+}
+
+template <typename T>
+LSTMWeights<T> lstm_weights(const std::vector<OptTensor>& w) {
+  const T* p[10];
+  for (size_t k = 0; k < 10; ++k) p[k] = ptr_or_null<T>(w[k]);
+  return {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]};
+}
+
+template <typename T>
+PlainWeights<T> plain_weights(const std::vector<OptTensor>& w) {
+  return {ptr_or_null<T>(w[0]), ptr_or_null<T>(w[1]), ptr_or_null<T>(w[2]), ptr_or_null<T>(w[3])};
+}
+
+int64_t option(const Ints& options, const char* name) {
+  TORCH_CHECK(options.contains(name), "lstmkit_cpu: expected option '", name, "'");
+  return options.at(name);
+}
+
+LSTMOptions lstm_options(const Ints& o, const Reals& reals) {
+  return {option(o, "gate_activation"), option(o, "cell_activation"),
+          option(o, "output_activation"), option(o, "coupled") != 0,
+          option(o, "input_gate") != 0, option(o, "forget_gate") != 0,
+          option(o, "output_gate") != 0, reals.contains("cell_clip") ? reals.at("cell_clip") : 0.0};
 }
 
 template <typename T>
@@ -36,75 +82,91 @@ Masks<T> make_masks(const OptTensor& lengths, const OptTensor& hidden, at::Tenso
   return m;
 }
 
-// options: the three activations' codes, then coupled, input_gate, forget_gate, output_gate.
-LSTMOptions lstm_options(at::IntArrayRef options, double clip) {
-  return {options[0], options[1], options[2], options[3] != 0, options[4] != 0,
-          options[5] != 0, options[6] != 0, clip};
-}
-
-void check(const Tensor& x, at::TensorList state, const c10::List<OptTensor>& weights) {
+void check(const Tensor& x, at::TensorList state, const Named& weights) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.is_contiguous(),
               "lstmkit_cpu: expected a contiguous (T, B, I) CPU input");
   for (const Tensor& s : state) TORCH_CHECK(s.is_contiguous() && s.scalar_type() == x.scalar_type());
-  for (const auto& w : weights) {
-    const OptTensor t = w;
-    TORCH_CHECK(!t || (t->is_contiguous() && t->scalar_type() == x.scalar_type()),
+  for (const auto& entry : weights) {
+    const Tensor& t = entry.value();
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == x.scalar_type(),
                 "lstmkit_cpu: expected contiguous weights of the input's dtype");
   }
 }
 
+const std::vector<std::string>& names_of(const std::string& family) {
+  if (family == "lstm") return kLSTMNames;
+  TORCH_CHECK(family == "gru" || family == "rnn", "lstmkit_cpu: no kernel for family '", family,
+              "'");
+  return kPlainNames;
+}
+
 // One layer, one direction. Returns (y, final state tensors..., saved tensors... if save).
-std::vector<Tensor> scan_forward(int64_t mode, const Tensor& x, at::TensorList state,
-                                 const c10::List<OptTensor>& weights, const OptTensor& lengths,
+std::vector<Tensor> scan_forward(const std::string& family, const Tensor& x, at::TensorList state,
+                                 const Named& weights, const OptTensor& lengths,
                                  const OptTensor& hidden_mask, at::TensorList zoneout,
-                                 at::IntArrayRef options, double clip, bool save) {
+                                 const Ints& options, const Reals& reals, bool save) {
   check(x, state, weights);
-  const auto w = as_vector(weights);
+  const auto w = ordered(weights, names_of(family));
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_cpu_forward", [&] {
     auto masks = make_masks<scalar_t>(lengths, hidden_mask, zoneout);
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
-    if (mode == kLSTM) {
+    if (family == "lstm") {
       LSTMScan<scalar_t> scan{T, B, I, state[1].size(1), P, lstm_weights<scalar_t>(w),
-                              lstm_options(options, clip), masks, save};
+                              lstm_options(options, reals), masks, save};
       out = scan.forward(x, state[0], state[1]);
-    } else if (mode == kGRU) {
-      GRUScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, save};
+    } else if (family == "gru") {
+      GRUScan<scalar_t> scan{T, B, I, P, plain_weights<scalar_t>(w),
+                             option(options, "reset_after") != 0, masks, save};
       out = scan.forward(x, state[0]);
     } else {
-      RNNScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, save};
+      RNNScan<scalar_t> scan{T, B, I, P, plain_weights<scalar_t>(w),
+                             option(options, "nonlinearity") == kRelu, masks, save};
       out = scan.forward(x, state[0]);
     }
   });
   return out;
 }
 
-// The gradients of (x, state tensors..., weights...) given those of (y, final state...).
-std::vector<Tensor> scan_backward(int64_t mode, const Tensor& x, at::TensorList grads,
-                                  at::TensorList saved, const c10::List<OptTensor>& weights,
-                                  const OptTensor& lengths, const OptTensor& hidden_mask,
-                                  at::TensorList zoneout, at::IntArrayRef options, double clip,
-                                  bool need_dx) {
+// The gradients of (x, state tensors..., then the weights named in `wanted`, in that order)
+// given those of (y, final state...).
+std::vector<Tensor> scan_backward(const std::string& family, const Tensor& x,
+                                  at::TensorList grads, at::TensorList saved,
+                                  const Named& weights, const OptTensor& lengths,
+                                  const OptTensor& hidden_mask, at::TensorList zoneout,
+                                  const Ints& options, const Reals& reals,
+                                  const std::vector<std::string>& wanted, bool need_dx) {
   check(x, grads, weights);
-  const auto w = as_vector(weights);
+  const auto& names = names_of(family);
+  const auto w = ordered(weights, names);
   const std::vector<Tensor> kept(saved.begin(), saved.end());
   std::vector<Tensor> out;
+  size_t states = 1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_cpu_backward", [&] {
     auto masks = make_masks<scalar_t>(lengths, hidden_mask, zoneout);
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = grads[1].size(1);
-    if (mode == kLSTM) {
+    if (family == "lstm") {
+      states = 2;
       LSTMScan<scalar_t> scan{T, B, I, grads[2].size(1), P, lstm_weights<scalar_t>(w),
-                              lstm_options(options, clip), masks, true};
+                              lstm_options(options, reals), masks, true};
       out = scan.backward(x, grads[0], grads[1], grads[2], kept, need_dx);
-    } else if (mode == kGRU) {
-      GRUScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, true};
+    } else if (family == "gru") {
+      GRUScan<scalar_t> scan{T, B, I, P, plain_weights<scalar_t>(w),
+                             option(options, "reset_after") != 0, masks, true};
       out = scan.backward(x, grads[0], grads[1], kept, need_dx);
     } else {
-      RNNScan<scalar_t> scan{T, B, I, P, gru_weights<scalar_t>(w), options[0] != 0, masks, true};
+      RNNScan<scalar_t> scan{T, B, I, P, plain_weights<scalar_t>(w),
+                             option(options, "nonlinearity") == kRelu, masks, true};
       out = scan.backward(x, grads[0], grads[1], kept, need_dx);
     }
   });
-  return out;
+  std::vector<Tensor> result(out.begin(), out.begin() + 1 + states);
+  for (const auto& name : wanted) {
+    const auto at = std::find(names.begin(), names.end(), name);
+    TORCH_CHECK(at != names.end(), "lstmkit_cpu: no gradient for weight '", name, "'");
+    result.push_back(out[1 + states + (at - names.begin())]);
+  }
+  return result;
 }
 
 }  // namespace

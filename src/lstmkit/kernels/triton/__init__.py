@@ -19,15 +19,20 @@ import os
 
 import torch
 
+from lstmkit.cells.base import ANY
 from lstmkit.config import LayerConfig
-from lstmkit.kernels import Backend
-from lstmkit.layers.stack import stack_of
+from lstmkit.kernels.contract import Backend, Declaration
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+KERNEL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
+                "leaky_relu", "identity")
+"""The activations common.py's ``act`` implements (a new row of the table is refused until its
+case is written there)."""
 _MAX_SINGLE = 256
 """Largest H whose step runs in one program per batch tile (layer norm, projection, the GRU's
 reset-before form): that program holds whole rows of the step in registers, which spill beyond
 this (ptxas, sm_90: about 1 KB per thread at H=256, 40 KB at H=768)."""
+_KERNELS = {"lstm": "lstm", "gru": "gru"}
+"""Family key -> the module of its kernels."""
 
 
 def interpreting() -> bool:
@@ -35,28 +40,48 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes", "y")
 
 
-def supports(config: LayerConfig, device: torch.device, dtype: torch.dtype,
-             training: bool) -> str | None:
+def _available(device: torch.device) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed (pip install 'lstmkit[triton]')"
-    cell = config.cell
-    if cell.mode not in ("lstm", "gru"):
-        return f"no Triton kernel for mode {cell.mode!r} (LSTM and GRU only)"
     if device.type != "cuda" and not interpreting():
         return (f"Triton runs on CUDA devices, got {device.type} (on the CPU only under "
                 "TRITON_INTERPRET=1, for testing)")
-    if dtype not in _DTYPES:
-        return f"dtype {dtype} (float16, bfloat16, float32 and float64 only)"
-    single = cell.layer_norm or cell.proj_size or not cell.reset_after
-    if single and cell.hidden_size > _MAX_SINGLE:
+    return None
+
+
+_SINGLE = {"lstm": lambda cell: cell.layer_norm or cell.proj_size,
+           "gru": lambda cell: not cell.reset_after}
+"""Family key -> whether a config's step needs all hidden units in one program."""
+
+
+def _limits(config: LayerConfig) -> str | None:
+    cell = config.cell
+    if _SINGLE[cell.family](cell) and cell.hidden_size > _MAX_SINGLE:
         return (f"layer_norm, proj_size and reset_after=False run in one program per batch "
                 f"tile: hidden_size <= {_MAX_SINGLE}, got {cell.hidden_size}")
     return None
 
 
-def _scan(cfg, w, x, state, lengths, masks):
-    kernels = importlib.import_module(f"{__name__}.{cfg.mode}")
+DECLARATION = Declaration(
+    families={
+        # The kernels fix no gate to 1: the ablations (Greff et al.'s NIG, NFG, NOG) are not
+        # computed, so they are not declared.
+        "lstm": {"bias": ANY, "proj_size": ANY, "peephole": ANY, "coupled": ANY,
+                 "input_gate": (True,), "forget_gate": (True,), "output_gate": (True,),
+                 "cell_clip": ANY, "gate_activation": KERNEL_ACTIVATIONS,
+                 "cell_activation": KERNEL_ACTIVATIONS, "output_activation": KERNEL_ACTIVATIONS,
+                 "layer_norm": ANY},
+        "gru": {"bias": ANY, "reset_after": ANY},
+    },
+    dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    devices=("cuda", "cpu"),  # the CPU through the interpreter only (see _available)
+    features=frozenset({"lengths", "recurrent_dropout", "zoneout"}),  # and the layer's
+    limits=_limits, available=_available)
+
+
+def scan(family, cfg, w, x, state, lengths, masks):
+    kernels = importlib.import_module(f"{__name__}.{_KERNELS[family.key]}")
     return kernels.scan(cfg, w, x, state, lengths, masks)
 
 
-BACKEND = Backend(name="triton", run=stack_of(_scan), supports=supports, auto_devices=("cuda",))
+BACKEND = Backend(name="triton", declaration=DECLARATION, scan=scan, auto_devices=("cuda",))

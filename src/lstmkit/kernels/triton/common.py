@@ -16,9 +16,9 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from lstmkit.activations import ACTIVATIONS
+from lstmkit.activations import CODES
 
-ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
+ACT_CODES = CODES
 """Activation name -> the constexpr the kernels switch on (the order of ACTIVATIONS)."""
 _SIGMOID, _TANH, _RELU, _HARD_SIGMOID, _SOFTSIGN, _SOFTPLUS, _ELU, _LEAKY_RELU = (
     tl.constexpr(ACT_CODES[n]) for n in ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign",

@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from lstmkit.cells.gru import GRUConfig as CellConfig
 from lstmkit.cells.gru import gru_input
-from lstmkit.config import CellConfig
 from lstmkit.kernels.triton import common
 from lstmkit.kernels.triton.common import row, state_ptrs, step_sync, tanh
 
@@ -367,6 +367,7 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
     z_h = None if masks.zoneout is None else masks.zoneout[0].contiguous()  # (T, B, H)
     lens = None if lengths is None else lengths.to(x.device, torch.int32)
     extra = (cfg, plans(cfg, x.shape[1], x.device), drop, z_h, lens)
-    y, h = _GRUScan.apply(extra, gx, state.contiguous(), w.weight_hh.contiguous(),
-                          None if w.bias_hh is None else w.bias_hh.contiguous())
+    b_hh = w.get("bias_hh")
+    y, h = _GRUScan.apply(extra, gx, state.contiguous(), w["weight_hh"].contiguous(),
+                          None if b_hh is None else b_hh.contiguous())
     return y, h

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
-from lstmkit.config import CellConfig
+from lstmkit.cells.lstm import LSTMConfig as CellConfig
 from lstmkit.kernels.triton import common
 from lstmkit.kernels.triton.common import (
     act,
@@ -563,6 +563,7 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
     h0, c0 = state
     y, h, c = _LSTMScan.apply(extra, gx, h0.contiguous(), c0.contiguous(),
                               *(None if t is None else t.contiguous() for t in (
-                                  w.weight_hh, w.bias_hh, w.weight_peephole, w.weight_ln_hh,
-                                  w.weight_ln_c, w.bias_ln_c, w.weight_hr)))
+                                  w["weight_hh"], w.get("bias_hh"), w.get("weight_peephole"),
+                                  w.get("weight_ln_hh"), w.get("weight_ln_c"),
+                                  w.get("bias_ln_c"), w.get("weight_hr"))))
     return y, LSTMState(h, c)
