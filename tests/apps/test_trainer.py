@@ -135,7 +135,8 @@ def test_two_processes_equal_one_on_the_combined_batch(tmp_path):
     """torchrun with 2 CPU processes (gloo) trains the same weights as one process."""
     data = _csv(tmp_path / "s.csv")
     args = ["forecast", "--data", str(data), "--horizon", "4", "--season", "6", "--epochs", "3",
-            "--hidden-size", "8", "--batch-size", "5", "--patience", "0", "--progress", "false"]
+            "--model.hidden-size", "8", "--batch-size", "5", "--patience", "0",
+            "--progress", "false"]
     assert lstmkit.cli.main(args + ["--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

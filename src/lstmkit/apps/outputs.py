@@ -17,3 +17,15 @@ def write_json(path: str | Path, data: dict) -> None:
 def write_csv(path: str | Path, table) -> None:
     """A pandas DataFrame as CSV, without its index."""
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_table(path: str | Path, table) -> None:
+    """A DataFrame as JSON records if ``path`` ends in .json, else as CSV."""
+    if Path(path).suffix.lower() == ".json":
+        atomic_write(path, lambda tmp: table.to_json(tmp, orient="records", indent=2))
+    else:
+        write_csv(path, table)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, "utf-8"))
