@@ -65,7 +65,7 @@ def test_every_model_option_on_every_app(app):
      "model.peephole: expected only with mode 'lstm'"),
     (["charlm", "--model.bidirectional"], "model.bidirectional: expected false"),
     (["classify", "--data", "absent"], "no such file or folder"),
-    (["classify", "--labels", "l.csv"], "expected only with --data"),
+    (["classify", "--labels", "l.csv"], "expected only with data"),
     (["classify", "--class-weights", "heavy"], "class_weights: expected none, balanced"),
 ])
 def test_bad_options_are_one_line(args, message, tmp_path, monkeypatch, capsys):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -65,6 +66,7 @@ class CharLMConfig(TrainConfig):
     """Adam learning rate."""
     out: str = "runs/charlm"
     """Folder for the checkpoint, metrics and samples."""
+    path_fields: ClassVar[tuple[str, ...]] = ("text", "init_from")
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,9 +78,6 @@ class CharLMConfig(TrainConfig):
         if self.model.bidirectional:
             raise ValueError("model.bidirectional: expected false for a model that writes text "
                              "one character at a time, got true")
-        for name in ("text", "init_from"):  # absolute: runs load from anywhere
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
 
 
 def load_text(config: CharLMConfig) -> str:

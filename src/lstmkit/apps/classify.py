@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -83,6 +84,7 @@ class ClassifyConfig(TrainConfig):
     """Sequences per optimisation step, over all processes together."""
     out: str = "runs/classify"
     """Folder for the checkpoint, metrics and confusion matrix."""
+    path_fields: ClassVar[tuple[str, ...]] = ("data", "labels", "test_data")
 
     def __post_init__(self):
         super().__post_init__()
@@ -101,13 +103,10 @@ class ClassifyConfig(TrainConfig):
                 raise ValueError(f"class_weights: expected none, balanced or comma-separated "
                                  f"numbers, got {self.class_weights!r}") from None
         if self.data is None and (self.labels or self.test_data):
-            raise ValueError("labels, test_data: expected only with --data, got them without")
+            raise ValueError("labels, test_data: expected only with data, got them without it")
         if self.labelling == "step" and self.data is None and self.test_data is None:
-            raise ValueError("labelling: expected --data with labels per step for 'step', the "
+            raise ValueError("labelling: expected data with labels per step for 'step', the "
                              "bundled sets have one label per sequence")
-        for name in ("data", "labels", "test_data"):  # absolute: runs load from anywhere
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
 
     @property
     def columns(self) -> sequence_files.Columns:

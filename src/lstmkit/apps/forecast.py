@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class ForecastConfig(TrainConfig):
     not slow to a crawl on a busy machine."""
     out: str = "runs/forecast"
     """Folder for the checkpoint, metrics, forecasts and plot."""
+    path_fields: ClassVar[tuple[str, ...]] = ("data",)
 
     def __post_init__(self):
         super().__post_init__()

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -92,7 +93,14 @@ class TrainConfig:
     lr_decay_after: int = 0
     """Exponential schedule: epochs at the full rate before the decay starts."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that name input files: stored absolute, so that a checkpoint's config finds its
+    data from any working directory."""
+
     def __post_init__(self):
+        for name in self.path_fields:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
         for name, least in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("threads", 0),
                             ("lr_patience", 1), ("lr_decay_after", 0)):
             value = getattr(self, name)
