@@ -63,7 +63,7 @@ def test_a_folder_of_csv_files_trains_evaluates_and_predicts(tmp_path):
     config = ClassifyConfig(data=str(folder), out=str(tmp_path / "run"), **TINY)
     report = classify.train(config)
     assert report["dataset"] == "waves" and report["train"] + report["test"] == 60
-    assert set(report["per_class"]) == {"sawtooth", "sine", "square"}
+    assert set(report["per_class"]) == {"slowing_down", "speeding_up", "steady"}
     model = lstmkit.load(tmp_path / "run" / "model.safetensors")
     assert model.meta["config"]["data"] == str(folder.resolve())  # absolute: loads anywhere
     new = examples.write_waves(tmp_path / "new", count=7, seed=5, labelled=False)
@@ -72,43 +72,6 @@ def test_a_folder_of_csv_files_trains_evaluates_and_predicts(tmp_path):
     assert table["id"].tolist() == [f"seq{i:03d}" for i in range(7)]
     scored = classify.evaluate(model, ClassifyConfig(data=str(folder)))
     assert scored["metrics"]["lstm"] == pytest.approx(report["metrics"]["lstm"])
-
-
-def test_npy_folder_long_table_parquet_and_npz_read_the_same_sequences(tmp_path):
-    seqs, labels = examples.waves(12)
-    folder = tmp_path / "npy"
-    folder.mkdir()
-    for i, s in enumerate(seqs):
-        np.save(folder / f"s{i:02d}.npy", s)
-    pd.DataFrame({"file": [f"s{i:02d}.npy" for i in range(12)], "label": labels}).to_csv(
-        folder / "labels.csv", index=False)
-    long = pd.DataFrame([{"id": f"s{i:02d}", "time": t, "a": x, "b": y, "label": labels[i]}
-                         for i, s in enumerate(seqs) for t, (x, y) in enumerate(s)])
-    long.sample(frac=1, random_state=0).to_csv(tmp_path / "long.csv", index=False)  # shuffled
-    long.to_parquet(tmp_path / "long.parquet")
-    examples.write_waves_npz(tmp_path / "w.npz", count=12)
-    from lstmkit.tasks import sequence_files
-
-    for path in (folder, tmp_path / "long.csv", tmp_path / "long.parquet", tmp_path / "w.npz"):
-        found = sequence_files.read(path)
-        assert found.labels == labels, path
-        for a, b in zip(found.sequences, seqs):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-def test_bad_user_data(tmp_path):
-    from lstmkit.tasks import sequence_files
-
-    (tmp_path / "t.csv").write_text("id,a,label\n1,0.5,x\n1,0.7,y\n")
-    with pytest.raises(ValueError, match="one label per sequence.*--labelling step"):
-        sequence_files.read(tmp_path / "t.csv")
-    (tmp_path / "u.csv").write_text("id,a,label\n1,0.5,x\n1,oops,x\n")
-    with pytest.raises(ValueError, match="expected numbers in feature column 'a', got 'oops'"):
-        sequence_files.read(tmp_path / "u.csv")
-    folder = examples.write_waves(tmp_path / "w", count=4)
-    (folder / "labels.csv").write_text("file,label\nseq000.csv,sine\n")
-    with pytest.raises(ValueError, match="expected a label for every file"):
-        sequence_files.read(folder)
 
 
 def test_balanced_class_weights():
@@ -163,7 +126,7 @@ def test_step_padding_is_ignored_by_the_loss():
 def test_fit_and_predict_from_python(tmp_path):
     seqs, labels = examples.waves(40)
     model = classify.fit(seqs, labels, out=str(tmp_path / "a"), **TINY)
-    assert sorted(model.meta["classes"]) == ["sawtooth", "sine", "square"]
+    assert sorted(model.meta["classes"]) == ["slowing_down", "speeding_up", "steady"]
     assert classify.predict(model, seqs[:5]).shape == (5,)
     padded = np.zeros((5, 40, 2))
     for i, s in enumerate(seqs[:5]):

@@ -38,6 +38,14 @@ class Toy:
         return float(torch.nn.functional.mse_loss(model(self.x[32:])[0], self.y[32:]))
 
 
+class Worsening(Toy):
+    """Every validation loss is worse than the one before."""
+
+    def validate(self, model):
+        self.calls = getattr(self, "calls", 0) + 1
+        return float(self.calls)
+
+
 def _model(seed=0, dropout=0.0):
     torch.manual_seed(seed)
     layer = LayerConfig(CellConfig("lstm", 2, 8), 2, batch_first=True, dropout=dropout)
@@ -87,11 +95,6 @@ def test_resume_refuses_other_settings_and_a_missing_state(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path):
-    class Worsening(Toy):
-        def validate(self, model):
-            self.calls = getattr(self, "calls", 0) + 1
-            return float(self.calls)
-
     model = _model()
     history = fit(model, Worsening(), _config(tmp_path, epochs=50, patience=2))
     assert history.epochs == 3 and history.best_epoch == 0
@@ -100,10 +103,13 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
         assert torch.equal(value, model.state_dict()[key])
 
 
-def test_carried_state_is_detached_and_reset_each_epoch(tmp_path):
+@pytest.mark.parametrize("across_epochs", [False, True])
+def test_carried_state_is_detached_and_reset_each_epoch_unless_asked(tmp_path, across_epochs):
     seen = []
 
     class Stream(Toy):
+        carry_across_epochs = across_epochs
+
         def loss(self, model, batch, carry):
             seen.append(carry)
             x, y = batch
@@ -111,8 +117,8 @@ def test_carried_state_is_detached_and_reset_each_epoch(tmp_path):
             return torch.nn.functional.mse_loss(out, y), state
 
     fit(_model(), Stream(), _config(tmp_path, epochs=2))
-    assert seen[0] is None and seen[4] is None  # 4 batches per epoch
-    for carry in seen[1:4] + seen[5:]:
+    assert seen[0] is None and (seen[4] is not None) == across_epochs  # 4 batches per epoch
+    for carry in seen[1:4] + seen[5:] + seen[4:5] * across_epochs:
         h, c = carry[0]  # layer 0 of the LSTM's (h, c) per layer
         assert h.grad_fn is None and not h.requires_grad
 
@@ -152,12 +158,6 @@ def test_two_processes_equal_one_on_the_combined_batch(tmp_path):
         if key.startswith("model."):
             torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(two["history.step_loss"], one["history.step_loss"])
-
-
-class Worsening(Toy):
-    def validate(self, model):
-        self.calls = getattr(self, "calls", 0) + 1
-        return float(self.calls)
 
 
 def test_early_stop_ends_the_bar_full_and_says_so(tmp_path, capsys):
@@ -214,22 +214,6 @@ def test_schedule_resumes_exactly(tmp_path):
     task.calls = 3  # the validations the interrupted run made
     resumed = fit(_model(), task, _config(tmp_path / "cut", resume=True, **config))
     assert resumed.lr == whole.lr and resumed.step_loss == whole.step_loss
-
-
-def test_carry_across_epochs_when_the_task_asks(tmp_path):
-    seen = []
-
-    class Stream(Toy):
-        carry_across_epochs = True
-
-        def loss(self, model, batch, carry):
-            seen.append(carry)
-            x, y = batch
-            out, state = model(x, carry)
-            return torch.nn.functional.mse_loss(out, y), state
-
-    fit(_model(), Stream(), _config(tmp_path, epochs=2))
-    assert seen[0] is None and seen[4] is not None and seen[4][0].grad_fn is None
 
 
 def test_every_app_defaults_to_one_thread():

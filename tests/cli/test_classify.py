@@ -20,12 +20,12 @@ def test_train_on_a_folder_predict_new_files_evaluate_from_elsewhere(tmp_path, m
     assert main(["classify", "--data", "my_sequences", "--out", "run",
                  "--model.layer-norm", "--class-weights", "balanced", *TINY]) == 0
     out = capsys.readouterr().out
-    assert "my_sequences: 40 train / 10 test sequences" in out and "sawtooth" in out
+    assert "my_sequences: 40 train / 10 test sequences" in out and "slowing_down" in out
     assert lstmkit.load(tmp_path / "run" / "model.safetensors").config.layer.cell.layer_norm
     assert main(["predict", "--checkpoint", "run", "--data", "new", "--output", "p.json"]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())
-    assert len(rows) == 5 and {"id", "predicted", "p_sine", "p_square"} <= set(rows[0])
-    assert sum(rows[0][f"p_{c}"] for c in ("sawtooth", "sine", "square")) == pytest.approx(1)
+    assert len(rows) == 5 and {"id", "predicted", "p_steady", "p_speeding_up"} <= set(rows[0])
+    assert sum(rows[0][f"p_{c}"] for c in examples.WAVES) == pytest.approx(1)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the checkpoint stores the data's absolute path

@@ -1,11 +1,15 @@
 """Small labelled sets written to disk in the layouts :mod:`lstmkit.tasks.sequence_files` reads,
 to try ``lstmkit classify --data`` and to test it. Seeded: the same files on every machine.
 
-- :func:`write_waves`: a folder of CSV files and ``labels.csv``: noisy 2-channel waves of 3
-  kinds, 16-40 steps long, imbalanced 6 : 3 : 1 (the class is the wave's shape, not its level).
+- :func:`write_waves`: a folder of CSV files and ``labels.csv``: noisy 2-channel waves, 16-40
+  steps long, of 3 kinds imbalanced 6 : 3 : 1: steady, speeding up or slowing down. The class is
+  in the order of the steps (the rhythm changes), not in their distribution: summary statistics
+  of a sequence hardly tell the kinds apart.
 - :func:`write_waves_npz`: the same kind of sequences as one NPZ file (padded, with lengths).
 - :func:`write_activity`: a long CSV of accelerometer-like streams, a row per step, labelled per
   step as rest, walk or run (walk and run differ in rhythm, not in the range of values).
+
+``python -m lstmkit.tasks.examples DIR`` writes them all (:func:`write_all`).
 
 >>> import tempfile, pathlib
 >>> folder = write_waves(pathlib.Path(tempfile.mkdtemp()) / "waves", count=10)
@@ -19,17 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-WAVES = ("sine", "square", "sawtooth")
+WAVES = ("steady", "speeding_up", "slowing_down")
 SHARES = (0.6, 0.3, 0.1)
+_RATES = {"steady": (0.6, 0.6), "speeding_up": (0.25, 1.0), "slowing_down": (1.0, 0.25)}
+"""Phase advance per step (radians) at the start and the end of a wave of each kind."""
 
 
 def _wave(kind: str, rng: np.random.Generator) -> np.ndarray:
     steps = int(rng.integers(16, 41))
-    t = np.arange(steps) * rng.uniform(0.25, 0.4) + rng.uniform(0, 2 * np.pi)
-    shape = {"sine": np.sin(t), "square": np.sign(np.sin(t)),
-             "sawtooth": 2 * ((t / (2 * np.pi)) % 1) - 1}[kind]
-    level = rng.normal(0, 1)
-    first = level + rng.uniform(0.5, 1.5) * shape + rng.normal(0, 0.3, steps)
+    start, end = _RATES[kind]
+    phase = np.cumsum(np.linspace(start, end, steps) * rng.uniform(0.85, 1.15))
+    first = (rng.normal(0, 0.3) + rng.uniform(0.5, 1.5) * np.sin(phase + rng.uniform(0, 6.3))
+             + rng.normal(0, 0.2, steps))
     second = rng.normal(0, 1, steps)  # a distractor channel
     return np.stack([first, second], 1)
 
@@ -104,3 +109,20 @@ def write_activity(path: str | Path, count: int = 60, seed: int = 0,
             lines.append(f"s{i:03d},{t},{x:.4f},{y:.4f}" + (f",{label}" if labelled else ""))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_all(folder: str | Path) -> None:
+    """Every example under ``folder``: my_sequences/ (labelled), new_sequences/ (unlabelled,
+    other seed), waves.npz, activity.csv (labelled per step) and new_activity.csv (unlabelled)."""
+    folder = Path(folder)
+    write_waves(folder / "my_sequences")
+    write_waves(folder / "new_sequences", count=20, seed=1, labelled=False)
+    write_waves_npz(folder / "waves.npz", seed=2)
+    write_activity(folder / "activity.csv")
+    write_activity(folder / "new_activity.csv", count=3, seed=1, labelled=False)
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_all(sys.argv[1] if len(sys.argv) > 1 else "examples")
