@@ -248,16 +248,9 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
             history.lr.append(optimizer.param_groups[0]["lr"])
             carry = _train_epoch(net, model, task, optimizer, config, runtime, epoch, history,
                                  bar, carry, unit)
-            val = _validate(model, task)
-            history.val_loss.append(val)
-            if val is None or val < history.best_val:
-                history.best_val = math.inf if val is None else val
-                history.best_epoch, history.bad_epochs = epoch, 0
+            if _record(history, _validate(model, task), epoch, config):
                 best = _copy_state(model)
-            else:
-                history.bad_epochs += 1
             history.seconds += time.perf_counter() - started
-            history.stopped_early = _patience_spent(config, history) and epoch + 1 < config.epochs
             bar.set_postfix_str(_postfix(history, unit), refresh=False)
             if runtime.is_main:
                 _save(out, model, best, optimizer, history, config, meta, carry)
@@ -280,6 +273,19 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
               file=sys.stderr)
     model.load_state_dict(best)
     return history
+
+
+def _record(history: History, val: float | None, epoch: int, config: TrainConfig) -> bool:
+    """Book the epoch's validation loss; True when the epoch is the best so far."""
+    history.val_loss.append(val)
+    better = val is None or val < history.best_val
+    if better:
+        history.best_val = math.inf if val is None else val
+        history.best_epoch, history.bad_epochs = epoch, 0
+    else:
+        history.bad_epochs += 1
+    history.stopped_early = _patience_spent(config, history) and epoch + 1 < config.epochs
+    return better
 
 
 def _patience_spent(config: TrainConfig, history: History) -> bool:
