@@ -79,7 +79,7 @@ class TrainConfig:
     """Show a progress bar with the live loss and the time left."""
     threads: int = 1
     """Torch CPU threads (0: torch's default, one per core). The models of the applications
-    are small: one thread runs them fastest, and 3-6 times faster than two on a busy machine."""
+    are small: one thread runs them fastest, and two slow to a crawl on a busy machine."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
     lr_schedule: str = "constant"
