@@ -59,9 +59,15 @@ class SequenceModel(nn.Module):
     Shape: x (B, T, I) floats, or (B, T) token ids; output (B, T, O), or (B, O) when pooled.
     """
 
+    meta: dict
+    """What the checkpoint holds besides the weights and config: the application that trained
+    the model (``meta["app"]``), its config (``meta["config"]``) and data statistics; empty for
+    a model built in code. JSON-ready, saved by :func:`lstmkit.checkpoint.save`."""
+
     def __init__(self, config: ModelConfig, device=None, dtype=None):
         super().__init__()
         self.config = config
+        self.meta = {}
         cell = config.layer.cell
         self.embedding = None
         if config.vocab_size:

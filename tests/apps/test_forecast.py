@@ -5,6 +5,7 @@ import pytest
 import lstmkit
 from lstmkit.apps import forecast
 from lstmkit.apps.forecast import ForecastConfig
+from lstmkit.apps.model_options import ModelOptions
 
 
 def _csv(path, n=90, trend=0.1, jump=0.0, period=6, extra=False):
@@ -21,8 +22,8 @@ def _csv(path, n=90, trend=0.1, jump=0.0, period=6, extra=False):
 
 def _config(tmp_path, data, **kw):
     return ForecastConfig(**{"data": str(data), "horizon": 4, "season": 6, "epochs": 3,
-                             "hidden_size": 8, "progress": False, "out": str(tmp_path / "run"),
-                             **kw})
+                             "model": ModelOptions(hidden_size=8), "progress": False,
+                             "out": str(tmp_path / "run"), **kw})
 
 
 def test_tiny_run_writes_everything(tmp_path):
@@ -58,7 +59,7 @@ def test_scaling_is_fitted_on_training_rows_and_undone(tmp_path):
 
 def test_beats_seasonal_naive_on_a_trending_season(tmp_path):
     report = forecast.train(_config(tmp_path, _csv(tmp_path / "s.csv"), epochs=60,
-                                    hidden_size=16, origins=4))
+                                    model=ModelOptions(hidden_size=16), origins=4))
     scores = report["metrics"]["y"]
     assert scores["lstm"]["mase"] < scores["seasonal_naive"]["mase"]
 

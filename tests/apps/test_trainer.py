@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -35,6 +36,14 @@ class Toy:
 
     def validate(self, model):
         return float(torch.nn.functional.mse_loss(model(self.x[32:])[0], self.y[32:]))
+
+
+class Worsening(Toy):
+    """Every validation loss is worse than the one before."""
+
+    def validate(self, model):
+        self.calls = getattr(self, "calls", 0) + 1
+        return float(self.calls)
 
 
 def _model(seed=0, dropout=0.0):
@@ -86,11 +95,6 @@ def test_resume_refuses_other_settings_and_a_missing_state(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path):
-    class Worsening(Toy):
-        def validate(self, model):
-            self.calls = getattr(self, "calls", 0) + 1
-            return float(self.calls)
-
     model = _model()
     history = fit(model, Worsening(), _config(tmp_path, epochs=50, patience=2))
     assert history.epochs == 3 and history.best_epoch == 0
@@ -99,10 +103,13 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
         assert torch.equal(value, model.state_dict()[key])
 
 
-def test_carried_state_is_detached_and_reset_each_epoch(tmp_path):
+@pytest.mark.parametrize("across_epochs", [False, True])
+def test_carried_state_is_detached_and_reset_each_epoch_unless_asked(tmp_path, across_epochs):
     seen = []
 
     class Stream(Toy):
+        carry_across_epochs = across_epochs
+
         def loss(self, model, batch, carry):
             seen.append(carry)
             x, y = batch
@@ -110,8 +117,8 @@ def test_carried_state_is_detached_and_reset_each_epoch(tmp_path):
             return torch.nn.functional.mse_loss(out, y), state
 
     fit(_model(), Stream(), _config(tmp_path, epochs=2))
-    assert seen[0] is None and seen[4] is None  # 4 batches per epoch
-    for carry in seen[1:4] + seen[5:]:
+    assert seen[0] is None and (seen[4] is not None) == across_epochs  # 4 batches per epoch
+    for carry in seen[1:4] + seen[5:] + seen[4:5] * across_epochs:
         h, c = carry[0]  # layer 0 of the LSTM's (h, c) per layer
         assert h.grad_fn is None and not h.requires_grad
 
@@ -135,7 +142,8 @@ def test_two_processes_equal_one_on_the_combined_batch(tmp_path):
     """torchrun with 2 CPU processes (gloo) trains the same weights as one process."""
     data = _csv(tmp_path / "s.csv")
     args = ["forecast", "--data", str(data), "--horizon", "4", "--season", "6", "--epochs", "3",
-            "--hidden-size", "8", "--batch-size", "5", "--patience", "0", "--progress", "false"]
+            "--model.hidden-size", "8", "--batch-size", "5", "--patience", "0",
+            "--progress", "false"]
     assert lstmkit.cli.main(args + ["--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -150,3 +158,69 @@ def test_two_processes_equal_one_on_the_combined_batch(tmp_path):
         if key.startswith("model."):
             torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(two["history.step_loss"], one["history.step_loss"])
+
+
+def test_early_stop_ends_the_bar_full_and_says_so(tmp_path, capsys):
+    """Before: the bar stopped at 3 of 50 epochs' steps (6%) with no word of early stopping,
+    its time left counted for all 50."""
+    history = fit(_model(), Worsening(), _config(tmp_path, epochs=50, patience=2,
+                                                 progress=True))
+    err = capsys.readouterr().err
+    assert history.stopped_early and history.epochs == 3
+    assert "stopped early at epoch 3: no better validation loss for 2 epochs; keeping epoch 1" \
+        in err
+    assert "100%" in err and "12/12 steps" in err  # 3 epochs of 4 steps: the bar ends full
+    assert "at most" in err  # the time left is an upper bound under early stopping
+
+
+def test_no_early_stop_line_when_training_runs_to_the_end(tmp_path, capsys):
+    history = fit(_model(), Toy(), _config(tmp_path, epochs=2, patience=0, progress=True))
+    err = capsys.readouterr().err
+    assert not history.stopped_early and "stopped early" not in err and "at most" not in err
+
+
+def test_training_time_adds_up_across_resumes(tmp_path, monkeypatch):
+    """Before: after --resume the reported seconds counted only the resumed part."""
+    clock = iter(range(10_000))
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    whole = fit(_model(), Toy(), _config(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), Toy(interrupt_at=14), _config(tmp_path / "cut"))
+    resumed = fit(_model(), Toy(), _config(tmp_path / "cut", resume=True))
+    assert whole.seconds == 6.0  # one tick per epoch: the fake clock is read twice an epoch
+    assert resumed.seconds == whole.seconds
+    assert lstmkit.load(tmp_path / "cut" / trainer.MODEL_FILE).meta["training"]["seconds"] == 6
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [0.01] * 4),
+    ("cosine", [0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]),
+    ("exponential", [0.01, 0.01, 0.005, 0.0025]),  # lr_decay_after=1
+    ("plateau", [0.01, 0.01, 0.01, 0.005]),  # 2nd, 3rd worse than the 1st: the 4th halves
+])
+def test_learning_rate_schedules(schedule, expected, tmp_path):
+    config = _config(tmp_path, epochs=4, patience=0, lr_schedule=schedule, lr_patience=2,
+                     lr_decay_after=1)
+    history = fit(_model(), Worsening(), config)
+    assert history.lr == pytest.approx(expected)
+
+
+def test_schedule_resumes_exactly(tmp_path):
+    config = dict(epochs=6, patience=0, lr_schedule="plateau", lr_patience=1)
+    whole = fit(_model(), Worsening(), _config(tmp_path / "whole", **config))
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), Worsening(interrupt_at=14), _config(tmp_path / "cut", **config))
+    task = Worsening()
+    task.calls = 3  # the validations the interrupted run made
+    resumed = fit(_model(), task, _config(tmp_path / "cut", resume=True, **config))
+    assert resumed.lr == whole.lr and resumed.step_loss == whole.step_loss
+
+
+def test_every_app_defaults_to_one_thread():
+    """Before: charlm ran torch's default (a thread per core), 3-6x slower than one thread on
+    a busy machine."""
+    from lstmkit.apps.registry import APPS
+
+    assert trainer.TrainConfig().threads == 1
+    for app in APPS.values():
+        assert app.config().threads == 1, app.name

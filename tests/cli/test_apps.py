@@ -9,7 +9,7 @@ import torch
 from lstmkit.apps import forecast
 from lstmkit.cli import main
 
-TINY = ["--epochs", "2", "--hidden-size", "8", "--progress", "false"]
+TINY = ["--epochs", "2", "--model.hidden-size", "8", "--progress", "false"]
 
 
 @pytest.fixture
@@ -105,11 +105,13 @@ def test_config_file_with_unknown_keys(tmp_path, capsys):
 def test_config_file_sets_options_and_the_command_line_wins(series_csv, tmp_path):
     import lstmkit
 
-    (tmp_path / "c.json").write_text(json.dumps({"context": 13, "hidden_size": 5}))
+    (tmp_path / "c.json").write_text(json.dumps({"context": 13, "model": {"hidden_size": 5,
+                                                                         "peephole": True}}))
     assert _forecast(series_csv, tmp_path, "--config", str(tmp_path / "c.json")) == 0
     model = lstmkit.load(tmp_path / "run" / "model.safetensors")
     assert model.meta["layout"]["context"] == 13  # from the file
-    assert model.config.layer.cell.hidden_size == 8  # --hidden-size 8 beats the file's 5
+    assert model.config.layer.cell.hidden_size == 8  # --model.hidden-size 8 beats the file's 5
+    assert model.config.layer.cell.peephole  # the file's other model option stays
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes(series_csv, tmp_path, capsys,

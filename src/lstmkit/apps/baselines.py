@@ -4,7 +4,7 @@ Forecasting (each takes the history up to the origin, shape (N,), and returns (H
 last value), seasonal naive (the value one season before), the mean of the history, and
 exponential smoothing from statsmodels (Holt's damped trend, plus a seasonal term when at least
 two seasons are known). Classification: nearest neighbour and logistic regression on summary
-features of each sequence.
+features of each sequence; per step: the majority class and logistic regression on the step.
 """
 
 from __future__ import annotations
@@ -80,3 +80,21 @@ def classify_baselines(train: list[np.ndarray], train_y: np.ndarray, test: list[
               "logistic regression (summary features)": linear.LogisticRegression(max_iter=2000)}
     with _one_thread():
         return {name: model.fit(a, train_y).predict(b) for name, model in models.items()}
+
+
+def step_baselines(train: list[np.ndarray], train_y: list[np.ndarray], test: list[np.ndarray],
+                   ) -> dict[str, np.ndarray]:
+    """Test predictions per step (concatenated over the sequences): the most frequent class of
+    the training steps, and logistic regression on each step's standardised features alone."""
+    preprocessing = require("sklearn.preprocessing", "apps", "sequence labelling baselines")
+    linear = require("sklearn.linear_model", "apps", "sequence labelling baselines")
+    a, y = np.concatenate(train), np.concatenate(train_y)
+    b = np.concatenate(test)
+    majority = np.full(len(b), np.bincount(y).argmax())
+    if len(np.unique(y)) < 2:
+        return {"majority class": majority}
+    scaler = preprocessing.StandardScaler().fit(a)
+    with _one_thread():
+        model = linear.LogisticRegression(max_iter=1000).fit(scaler.transform(a), y)
+        return {"majority class": majority,
+                "logistic regression (each step alone)": model.predict(scaler.transform(b))}

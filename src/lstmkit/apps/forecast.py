@@ -12,20 +12,20 @@ origin; then, at each of ``origins`` origins ``stride`` apart, every method fore
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from lstmkit._optional import require
 from lstmkit.apps import baselines, metrics, plots
+from lstmkit.apps.model_options import ModelOptions, model_config
 from lstmkit.apps.outputs import write_csv, write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
 from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
-from lstmkit.config import LayerConfig, cell_config
-from lstmkit.models import ModelConfig, SequenceModel
+from lstmkit.models import SequenceModel
 from lstmkit.tasks import series as series_data
 
 
@@ -67,14 +67,8 @@ class ForecastConfig(TrainConfig):
     """The model forecasts the difference from: none, naive (the last value) or seasonal (the
     last season), a skip connection that starts from that baseline (None: the dataset's
     choice, none for a file)."""
-    mode: str = "lstm"
-    """Recurrent cell: lstm, gru or rnn."""
-    hidden_size: int = 64
-    """Units per layer."""
-    num_layers: int = 1
-    """Stacked recurrent layers."""
-    dropout: float = 0.0
-    """Dropout between layers."""
+    model: ModelOptions = field(default_factory=ModelOptions)
+    """The recurrent stack."""
     epochs: int = 300
     """Passes over the training windows (an upper bound when early stopping)."""
     patience: int = 40
@@ -86,6 +80,7 @@ class ForecastConfig(TrainConfig):
     not slow to a crawl on a busy machine."""
     out: str = "runs/forecast"
     """Folder for the checkpoint, metrics, forecasts and plot."""
+    path_fields: ClassVar[tuple[str, ...]] = ("data",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,9 +180,8 @@ class _Task:
 
 
 def build_model(layout: Layout, config: ForecastConfig) -> SequenceModel:
-    cell = cell_config(config.mode, layout.input_size, config.hidden_size)
-    layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout)
-    return SequenceModel(ModelConfig(layer, layout.output_size, pooling="last"))
+    return SequenceModel(model_config(config.model, layout.input_size, layout.output_size,
+                                      pooling="last"))
 
 
 def train(config: ForecastConfig) -> dict:
@@ -203,7 +197,6 @@ def train(config: ForecastConfig) -> dict:
     task = _Task(make_windows(scaled, cut.train, cut.layout),
                  make_windows(scaled, cut.val, cut.layout), cut.layout, config.batch_size)
     meta = _meta(config, data, cut, scaler)
-    started = time.perf_counter()
     with session(config) as runtime:
         model = build_model(cut.layout, config)
         history = fit(model, task, config, meta, runtime)
@@ -212,7 +205,7 @@ def train(config: ForecastConfig) -> dict:
     model.cpu().eval()
     model.meta = meta
     report = backtest(model, data)
-    report["training"] = {"seconds": round(time.perf_counter() - started, 1),
+    report["training"] = {"seconds": round(history.seconds, 1),
                           "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
                           "best_val_pinball": history.best_val,
                           "train_windows": len(cut.train), "val_windows": len(cut.val)}

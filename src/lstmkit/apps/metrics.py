@@ -78,6 +78,20 @@ def macro_f1(actual, predicted, classes: int) -> float:
     return float(f1.mean())
 
 
+def per_class(matrix: np.ndarray, classes: list[str]) -> dict[str, dict]:
+    """Per class of a confusion matrix (rows true, columns predicted): precision (the share of
+    its predictions that are right), recall (the share of its members found), F1 and support
+    (its members)."""
+    hits = np.diag(matrix).astype(float)
+    predicted, actual = matrix.sum(0), matrix.sum(1)
+    precision = np.divide(hits, predicted, out=np.zeros(len(hits)), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros(len(hits)), where=actual > 0)
+    f1 = np.divide(2 * hits, predicted + actual, out=np.zeros(len(hits)),
+                   where=predicted + actual > 0)
+    return {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for c, p, r, f, n in zip(classes, precision, recall, f1, actual)}
+
+
 def bits_per_char(nats: float) -> float:
     """Cross-entropy per character in bits, from nats."""
     return nats / math.log(2)

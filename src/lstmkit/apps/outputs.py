@@ -7,6 +7,8 @@ from pathlib import Path
 
 from lstmkit.io import atomic_write, write_text
 
+__all__ = ["write_csv", "write_json", "write_table", "write_text"]
+
 
 def write_json(path: str | Path, data: dict) -> None:
     """``data`` as indented JSON; values JSON lacks (timestamps) are written as text."""
@@ -17,3 +19,12 @@ def write_json(path: str | Path, data: dict) -> None:
 def write_csv(path: str | Path, table) -> None:
     """A pandas DataFrame as CSV, without its index."""
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_table(path: str | Path, table) -> None:
+    """A DataFrame as JSON records if ``path`` ends in .json, else as CSV."""
+    if Path(path).suffix.lower() == ".json":
+        atomic_write(path, lambda tmp: table.to_json(tmp, orient="records", indent=2))
+    else:
+        write_csv(path, table)
+

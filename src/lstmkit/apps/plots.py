@@ -1,4 +1,5 @@
-"""Pictures, drawn with matplotlib's Agg backend (no display needed) and written atomically."""
+"""Pictures, drawn with matplotlib's Agg backend (no display needed) and written atomically.
+Every axis says what it shows and in which units."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def forecast_plot(path: Path, data, table, report: dict) -> None:
             if "seasonal_naive" in part:
                 axis.plot(part["time"], part["seasonal_naive"], color="tab:gray", lw=1, ls="--")
         axis.set_title(f"{data.name}: {target}")
+        axis.set_xlabel(_time_label(data.frame.index))
+        axis.set_ylabel(f"{target} (the data's units)")
         axis.plot([], [], color="tab:blue", label=f"LSTM backtest (median, {low}-{high})")
         axis.plot([], [], color="tab:red", label="LSTM forecast ahead")
         if "seasonal_naive" in rows:
@@ -51,19 +54,32 @@ def forecast_plot(path: Path, data, table, report: dict) -> None:
     _save(figure, path)
 
 
+def _time_label(index) -> str:
+    if getattr(index, "freqstr", None):
+        return f"time (steps of {index.freqstr})"
+    return "time" if getattr(index, "dtype", None) is not None and index.dtype.kind == "M" \
+        else "time (steps)"
+
+
 def confusion_plot(path: Path, matrix: np.ndarray, labels: list[str], title: str) -> None:
-    """A confusion matrix: rows the true class, columns the predicted one."""
+    """A confusion matrix: rows the true class, columns the predicted one; each cell shows its
+    count and its share of the true class (the row), which also sets its colour, so a rare
+    class's errors show as plainly as a frequent one's."""
     plt = _pyplot()
-    size = 2.5 + 0.45 * len(labels)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
+    size = 3.0 + 0.55 * len(labels)
+    figure, axis = plt.subplots(figsize=(size + 1.2, size))
+    totals = matrix.sum(1, keepdims=True)
+    rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04).set_label(
+        "share of the true class (recall on the diagonal)")
     axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axis.set_yticks(range(len(labels)), labels)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
     for (i, j), count in np.ndenumerate(matrix):
-        axis.text(j, i, str(count), ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+        axis.text(j, i, f"{count}\n{rates[i, j]:.0%}", ha="center", va="center",
+                  color="white" if rates[i, j] > 0.5 else "black", fontsize=7)
     axis.set_title(title)
     figure.tight_layout()
     _save(figure, path)

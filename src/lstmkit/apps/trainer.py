@@ -9,7 +9,13 @@ An application hands :func:`fit` a :class:`~lstmkit.SequenceModel` and a task wi
   the loop detaches it, so the graph never reaches back across batches;
 - ``validate(model) -> float | None``: the validation loss (None: no validation set).
 
-The loop owns everything else, once for all applications: Adam, gradient clipping, the progress
+and optionally two attributes: ``carry_across_epochs = True`` hands the last state of an epoch to
+the first batch of the next (a text read on across epochs; it is saved with the training state,
+so ``--resume`` carries it too), and ``loss_unit = (name, scale)`` shows the loss in the progress
+bar as ``scale * loss`` followed by ``name`` (bits per character from nats).
+
+The loop owns everything else, once for all applications: Adam, a learning-rate schedule
+(constant, reduce on plateau, cosine or exponential decay), gradient clipping, the progress
 bar, early stopping on the validation loss, checkpoints written atomically after every epoch,
 ``--resume`` that continues exactly where the last checkpoint left off, and data-parallel training
 when launched by ``torchrun`` (the environment variable WORLD_SIZE > 1): each process takes its
@@ -27,15 +33,18 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from lstmkit import checkpoint
 from lstmkit._optional import require
+from lstmkit.apps.configs import from_dict
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -68,13 +77,32 @@ class TrainConfig:
     """Continue from the training state in ``out`` instead of starting afresh."""
     progress: bool = True
     """Show a progress bar with the live loss and the time left."""
-    threads: int = 0
-    """Torch CPU threads (0: torch's default)."""
+    threads: int = 1
+    """Torch CPU threads (0: torch's default, one per core). The models of the applications
+    are small: one thread runs them fastest, and two slow to a crawl on a busy machine."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+    lr_schedule: str = "constant"
+    """Learning rate over the epochs: constant; plateau (times lr_decay after lr_patience epochs
+    without a better validation loss); cosine (from lr to 0 over the epochs); exponential
+    (times lr_decay every epoch after lr_decay_after epochs, as char-rnn)."""
+    lr_decay: float = 0.5
+    """Factor of the plateau and exponential schedules."""
+    lr_patience: int = 5
+    """Plateau schedule: epochs without a better validation loss before the rate falls."""
+    lr_decay_after: int = 0
+    """Exponential schedule: epochs at the full rate before the decay starts."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that name input files: stored absolute, so that a checkpoint's config finds its
+    data from any working directory."""
 
     def __post_init__(self):
-        for name, least in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("threads", 0)):
+        for name in self.path_fields:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
+        for name, least in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("threads", 0),
+                            ("lr_patience", 1), ("lr_decay_after", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name}: expected an int >= {least}, got {value!r}")
@@ -84,9 +112,37 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """The config ``to_dict`` wrote (or a JSON config file holds); unknown keys and values
+        of the wrong type raise ValueError."""
+        return from_dict(cls, data)
+
+
+SCHEDULES = ("constant", "plateau", "cosine", "exponential")
+
+
+def epoch_lr(config: TrainConfig, history: History) -> float:
+    """The learning rate of the next epoch, from the config and what training did so far."""
+    epoch = history.epochs
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    if config.lr_schedule == "exponential":
+        return config.lr * config.lr_decay ** max(0, epoch - config.lr_decay_after)
+    last = history.lr[-1] if history.lr else config.lr
+    if config.lr_schedule == "plateau" and history.bad_epochs \
+            and history.bad_epochs % config.lr_patience == 0:
+        return last * config.lr_decay
+    return last
 
 
 @dataclass
@@ -101,6 +157,12 @@ class History:
     best_val: float = math.inf
     bad_epochs: int = 0
     """Epochs since the last improvement of the validation loss."""
+    lr: list[float] = field(default_factory=list)
+    """Learning rate of every epoch."""
+    seconds: float = 0.0
+    """Time spent training and validating, over every run of a resumed training."""
+    stopped_early: bool = False
+    """Whether early stopping ended training before the last epoch."""
 
     @property
     def epochs(self) -> int:
@@ -164,47 +226,81 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
     model.to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    history, best = History(), _copy_state(model)
+    history, best, carry = History(), _copy_state(model), None
     if config.resume:
-        best = _restore(out / STATE_FILE, model, optimizer, history, config)
+        best, carry = _restore(out / STATE_FILE, model, optimizer, history, config)
+    if not (getattr(task, "carry_across_epochs", False) and runtime.world == 1):
+        carry = None  # each process's share of the streams would differ from one process's
     net = model
     if runtime.world > 1:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(
             model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+    unit = getattr(task, "loss_unit", ("", 1.0))
     bar, saved = _progress(config, runtime), history.epochs
     try:
         for epoch in range(history.epochs, config.epochs):
-            if config.patience and history.bad_epochs >= config.patience:
+            if _patience_spent(config, history):
                 break
-            _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, bar)
-            val = _validate(model, task)
-            history.val_loss.append(val)
-            if val is None or val < history.best_val:
-                history.best_val = math.inf if val is None else val
-                history.best_epoch, history.bad_epochs = epoch, 0
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(config, history)
+            history.lr.append(optimizer.param_groups[0]["lr"])
+            carry = _train_epoch(net, model, task, optimizer, config, runtime, epoch, history,
+                                 bar, carry, unit)
+            if _record(history, _validate(model, task), epoch, config):
                 best = _copy_state(model)
-            else:
-                history.bad_epochs += 1
-            bar.set_postfix_str(_postfix(history), refresh=False)
+            history.seconds += time.perf_counter() - started
+            bar.set_postfix_str(_postfix(history, unit), refresh=False)
             if runtime.is_main:
-                _save(out, model, best, optimizer, history, config, meta)
+                _save(out, model, best, optimizer, history, config, meta, carry)
             saved = history.epochs
+            if history.stopped_early:
+                break
     except KeyboardInterrupt:
         bar.close()
         if runtime.is_main:
             where = f"the checkpoint of epoch {saved} is intact in {out}; continue with --resume"
             print(f"interrupted: {where if saved else 'no epoch had finished'}", file=sys.stderr)
         raise
+    if history.stopped_early:
+        bar.total = bar.n  # the bar ends full, not at the share of the maximum epochs
+        bar.refresh()
     bar.close()
+    if history.stopped_early and config.progress and runtime.is_main:
+        print(f"stopped early at epoch {history.epochs}: no better validation loss for "
+              f"{config.patience} epochs; keeping epoch {history.best_epoch + 1}",
+              file=sys.stderr)
     model.load_state_dict(best)
     return history
 
 
-def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, bar) -> None:
+def _record(history: History, val: float | None, epoch: int, config: TrainConfig) -> bool:
+    """Book the epoch's validation loss; True when the epoch is the best so far."""
+    history.val_loss.append(val)
+    better = val is None or val < history.best_val
+    if better:
+        history.best_val = math.inf if val is None else val
+        history.best_epoch, history.bad_epochs = epoch, 0
+    else:
+        history.bad_epochs += 1
+    history.stopped_early = _patience_spent(config, history) and epoch + 1 < config.epochs
+    return better
+
+
+def _patience_spent(config: TrainConfig, history: History) -> bool:
+    return bool(config.patience) and history.bad_epochs >= config.patience
+
+
+def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, bar,
+                 carry=None, unit=("", 1.0)):
+    """One pass over the epoch's batches; returns the state after the last batch when the
+    task carries it across epochs, else None."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     net.train()
-    carry, losses = None, []
+    losses = []
+    carries = getattr(task, "carry_across_epochs", False) and runtime.world == 1
+    carry = carry if carries else None
     batches = _join_short_tail(list(task.batches(epoch, generator)))
     if bar.total is None:
         bar.total = len(batches) * (config.epochs - epoch)
@@ -224,9 +320,11 @@ def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, b
         carry = detach(carry)
         losses.append(_global_mean(loss.detach(), runtime))
         bar.update(1)
-        bar.set_postfix_str(f"loss {losses[-1]:.4f} " + _postfix(history), refresh=False)
+        bar.set_postfix_str(f"loss {_shown(losses[-1], unit)} " + _postfix(history, unit),
+                            refresh=False)
     history.step_loss.extend(losses)
     history.train_loss.append(sum(losses) / max(len(losses), 1))
+    return carry if carries else None
 
 
 def _join_short_tail(batches: list) -> list:
@@ -265,17 +363,27 @@ def detach(carry):
     return type(carry)(detach(c) for c in carry)
 
 
-def _postfix(history: History) -> str:
+def _shown(loss: float, unit: tuple[str, float]) -> str:
+    name, scale = unit
+    return f"{loss * scale:.4f}" + (f" {name}" if name else "")
+
+
+def _postfix(history: History, unit=("", 1.0)) -> str:
     if not history.val_loss or history.val_loss[-1] is None:
         return f"epoch {history.epochs}"
-    return f"val {history.val_loss[-1]:.4f} best {history.best_val:.4f} epoch {history.epochs}"
+    return (f"val {_shown(history.val_loss[-1], unit)} best {_shown(history.best_val, unit)} "
+            f"epoch {history.epochs}")
 
 
 def _progress(config: TrainConfig, runtime: Runtime):
     tqdm = require("tqdm", "apps", "the progress bar").tqdm
+    # Under early stopping the total is the most training can take, and so is the time left.
+    left = "at most {remaining} left" if config.patience else "{remaining} left"
     # Redirected to a log, a bar redrawn ten times a second is noise: update it rarely there.
     return tqdm(disable=not (config.progress and runtime.is_main), unit="step", file=sys.stderr,
                 dynamic_ncols=True, desc="training",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps "
+                           f"[{{elapsed}}, {left}{{postfix}}]",
                 mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
 
@@ -283,10 +391,12 @@ def _copy_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _save(out: Path, model, best, optimizer, history: History, config, meta: dict) -> None:
+def _save(out: Path, model, best, optimizer, history: History, config, meta: dict,
+          carry=None) -> None:
     """The training state first, then the best model; both atomically."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best.items()})
+    tensors.update({f"carry.{i}": v for i, v in enumerate(_leaves(carry))})
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["history.step_loss"] = torch.tensor(history.step_loss, dtype=torch.float64)
     optim_tensors, optim_meta = _optimizer_parts(optimizer)
@@ -299,7 +409,8 @@ def _save(out: Path, model, best, optimizer, history: History, config, meta: dic
     model.load_state_dict(best)
     try:
         checkpoint.save(out / MODEL_FILE, model, **(meta or {}),
-                        training={"epochs": history.epochs, "best_epoch": history.best_epoch})
+                        training={"epochs": history.epochs, "best_epoch": history.best_epoch,
+                                  "seconds": round(history.seconds, 1)})
     finally:
         model.load_state_dict(live)
 
@@ -316,16 +427,35 @@ def _optimizer_parts(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore(path: Path, model, optimizer, history: History, config) -> dict:
-    """Load the training state at ``path`` into the arguments; returns the best weights."""
+def _leaves(carry) -> list[torch.Tensor]:
+    if carry is None:
+        return []
+    if isinstance(carry, torch.Tensor):
+        return [carry]
+    return [leaf for part in carry for leaf in _leaves(part)]
+
+
+def _rebuild(leaves: list[torch.Tensor], template):
+    """``leaves`` in the structure of ``template`` (a state of the same model)."""
+    if isinstance(template, torch.Tensor):
+        return leaves.pop(0)
+    return type(template)(*(_rebuild(leaves, part) for part in template))
+
+
+def _restore(path: Path, model, optimizer, history: History, config):
+    """Load the training state at ``path`` into the arguments; returns the best weights and
+    the carried state (None if none was saved)."""
     if not path.is_file():
         raise FileNotFoundError(f"--resume: expected a training state {path}, found none "
                                 "(train without --resume first)")
     tensors, meta = checkpoint.load_tensors(path)
+    # A key the saved config lacks was added later, with the default the old run trained with.
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
     saved = {k: v for k, v in meta.get("config", {}).items() if k not in _RESUMABLE}
     now = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE}
-    if saved != now:
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    changed = sorted(k for k in set(saved) | set(now)
+                     if saved.get(k, defaults.get(k)) != now.get(k))
+    if changed:
         raise ValueError(f"--resume: expected the settings of the interrupted run, got changes "
                          f"in {changed}")
     model.load_state_dict(_prefixed(tensors, "model."))
@@ -336,7 +466,13 @@ def _restore(path: Path, model, optimizer, history: History, config) -> dict:
     history.train_loss, history.val_loss = record["train_loss"], record["val_loss"]
     history.best_epoch, history.bad_epochs = record["best_epoch"], record["bad_epochs"]
     history.best_val = math.inf if record["best_val"] is None else record["best_val"]
-    return _prefixed(tensors, "best.")
+    # States written before these fields existed: the rate was constant, the time unknown.
+    history.lr = record.get("lr", [config.lr] * history.epochs)
+    history.seconds = record.get("seconds", 0.0)
+    history.stopped_early = record.get("stopped_early", False)
+    leaves = [tensors[f"carry.{i}"] for i in range(len(_prefixed(tensors, "carry.")))]
+    carry = _rebuild(leaves, model.init_state(1)) if leaves else None
+    return _prefixed(tensors, "best."), carry
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:

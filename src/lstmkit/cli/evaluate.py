@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lstmkit.cli._apps import add_config_parser, app_config, config_from, load_checkpoint
@@ -15,11 +15,14 @@ class EvaluateConfig:
     checkpoint: str | None = None
     """A checkpoint file or run folder."""
     data: str | None = None
-    """A CSV or Parquet file (forecast; None: the data the model was trained on)."""
+    """forecast: a CSV or Parquet series; classify: labelled sequences, all of them scored
+    (None: the model's own test data)."""
+    test_data: str | None = None
+    """classify: labelled test sequences (as --data)."""
     dataset: str | None = None
     """A bundled dataset (None: the one the model was trained on)."""
     text: str | None = None
-    """A UTF-8 text file (charlm; None: the model's corpus)."""
+    """charlm: a UTF-8 text file, scored whole (None: the held-out end of the model's corpus)."""
     output: str | None = None
     """Also write the metrics as JSON here."""
 
@@ -30,18 +33,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from lstmkit.apps import charlm, forecast
     from lstmkit.apps.outputs import write_json
 
     config = config_from(args)
-    model, module = load_checkpoint(config.checkpoint)
-    report = module.evaluate(model, app_config(model, module, data=config.data,
-                                               dataset=config.dataset, text=config.text))
-    if module is charlm:
-        print(f"held-out bits per character: {report['test_bits_per_char']:.3f}")
-    else:
-        print(module.format_table(report))
+    model, app = load_checkpoint(config.checkpoint)
+    given = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "output")}
+    report = app.evaluate(model, app_config(model, app, **given))
+    print(app.report(report))
     if config.output is not None:
-        write_json(Path(config.output), forecast.public(report))
+        write_json(Path(config.output), app.public(report))
         print(f"metrics: {config.output}")
     return 0

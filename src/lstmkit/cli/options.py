@@ -1,8 +1,10 @@
 """Command-line options generated from config dataclasses, and ``--config`` files.
 
 Each field of a frozen config dataclass becomes ``--field-name`` with the docstring under the
-field as its help, so options are never restated by hand. A JSON config file supplies defaults;
-unknown keys in it are rejected.
+field as its help, so options are never restated by hand. A field that is itself a dataclass
+(an application's ``model``) gives ``--model.field-name`` (``--model.field_name`` works too) for
+each of its fields; a tuple field takes a list (``--weights 1 2 3``). A JSON config file supplies
+defaults, nested objects for nested fields; unknown keys in it are rejected.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import functools
 import inspect
 import json
 import textwrap
-import types
-import typing
 from pathlib import Path
+
+from lstmkit.apps.configs import check_keys, field_types, from_dict, is_list, unwrap
 
 
 @functools.cache
@@ -36,17 +38,6 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _scalar_type(annotation):
-    """(parser type, is optional) of a field annotation such as ``int``, ``float | None``."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"typing": typing})  # noqa: S307 - our own annotations
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return inner[0], True
-    return annotation, False
-
-
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -63,26 +54,44 @@ def _optional(kind):
     return parse
 
 
-def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--name`` for every field of dataclass ``cls`` not in ``skip``; defaults are left
-    unset (None) so that a ``--config`` file can fill them."""
-    hints = typing.get_type_hints(cls)
+def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
+                prefix: str = "", defaults=None) -> None:
+    """Add ``--name`` for every field of dataclass ``cls`` not in ``skip``, ``--prefix.name``
+    under ``prefix``; defaults are left unset (None) so that a ``--config`` file can fill them.
+    ``defaults`` (an instance) gives the defaults shown in the help."""
     docs = field_docs(cls)
-    group = parser.add_argument_group(f"{cls.__name__} options")
+    group = parser.add_argument_group(f"{prefix.rstrip('.') or cls.__name__} options")
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
             continue
-        kind, optional = _scalar_type(hints[field.name])
-        parse = _parse_bool if kind is bool else kind
-        if kind not in (bool, int, float, str):
+        kind, optional = unwrap(field_types(cls)[field.name])
+        default = _default(field) if defaults is None else getattr(defaults, field.name)
+        if dataclasses.is_dataclass(kind):
+            add_options(parser, kind, prefix=f"{prefix}{field.name}.", defaults=default)
             continue
-        default = field.default if field.default is not dataclasses.MISSING else None
+        many = is_list(kind)
+        item = kind.__args__[0] if many else kind
+        if item not in (bool, int, float, str):
+            continue
+        parse = _parse_bool if item is bool else item
         # A bare boolean flag (``--resume``) means true; ``--resume false`` still parses.
-        flag = {"nargs": "?", "const": True} if kind is bool else {}
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
+        flag = {"nargs": "?", "const": True} if item is bool else {}
+        flag = {"nargs": "+"} if many else flag
+        names = [f"--{prefix}{field.name.replace('_', '-')}"]
+        if prefix and "_" in field.name:
+            names.append(f"--{prefix}{field.name}")
+        group.add_argument(*names, dest=f"{prefix}{field.name}", default=None,
                            type=_optional(parse) if optional else parse,
-                           metavar=kind.__name__.upper(),
+                           metavar=item.__name__.upper(),
                            help=f"{docs.get(field.name, '')} (default: {default})", **flag)
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
 
 
 def build_config(cls, args: argparse.Namespace, config_file: str | Path | None = None, **fixed):
@@ -91,10 +100,25 @@ def build_config(cls, args: argparse.Namespace, config_file: str | Path | None =
     values: dict = {}
     if config_file is not None:
         values.update(load_config_file(cls, config_file))
-    names = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    for dest, value in vars(args).items():
+        if value is not None:
+            _set(cls, values, dest.split("."), value)
     values.update(fixed)
-    return cls(**values)
+    return from_dict(cls, values)
+
+
+def _set(cls, values: dict, path: list[str], value) -> None:
+    """``values[path[0]][path[1]]... = value`` where the path names fields of ``cls``."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    if path[0] not in names:
+        return
+    if len(path) == 1:
+        values[path[0]] = list(value) if isinstance(value, list) else value
+        return
+    inner = values.setdefault(path[0], {})
+    if dataclasses.is_dataclass(inner):  # an instance from ``fixed``: edit a copy as a dict
+        inner = values[path[0]] = dataclasses.asdict(inner)
+    _set(unwrap(field_types(cls)[path[0]])[0], inner, path[1:], value)
 
 
 def load_config_file(cls, path: str | Path) -> dict:
@@ -109,9 +133,8 @@ def load_config_file(cls, path: str | Path) -> dict:
                          f"({error.msg} at line {error.lineno})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config: expected a JSON object in {path}, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"--config: unknown keys {unknown} in {path}; expected some of "
-                         f"{sorted(names)}")
+    try:
+        check_keys(cls, data)
+    except ValueError as error:
+        raise ValueError(f"--config: {error} in {path}") from None
     return data

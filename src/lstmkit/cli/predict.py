@@ -1,12 +1,12 @@
 """``lstmkit predict``: what a trained model says about data, from its checkpoint alone.
 
-A forecaster forecasts after the end of the series; a classifier labels the test split; a
-character model writes a sample.
+A forecaster forecasts after the end of the series; a classifier gives the labels and class
+probabilities of new sequences (or of its test split); a character model writes a sample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from lstmkit.cli._apps import add_config_parser, app_config, config_from, load_checkpoint
 
@@ -18,32 +18,33 @@ class PredictConfig:
     checkpoint: str | None = None
     """A checkpoint file or run folder."""
     data: str | None = None
-    """A CSV or Parquet file (forecast; None: the data the model was trained on)."""
+    """forecast: a CSV or Parquet series; classify: sequences, labelled or not, laid out as
+    for training (None: the data the model was trained on)."""
     dataset: str | None = None
     """A bundled dataset (None: the one the model was trained on)."""
     output: str | None = None
-    """Write the predictions as CSV here (None: print them)."""
+    """Write the predictions here: .json for JSON records, else CSV (None: print them)."""
 
 
 def add_parser(subparsers) -> None:
     add_config_parser(subparsers, "predict", PredictConfig,
-                      "predict with a checkpoint: forecasts ahead, labels, or sampled text", run)
+                      "predict with a checkpoint: forecasts ahead, labels and probabilities, "
+                      "or sampled text", run)
 
 
 def run(args) -> int:
-    from lstmkit.apps import charlm
-    from lstmkit.apps.outputs import write_csv
+    from lstmkit.apps.outputs import write_table, write_text
 
     config = config_from(args)
-    model, module = load_checkpoint(config.checkpoint)
-    if module is charlm:
-        print(charlm.sample(model, "And ", 300, temperature=0.8, top_k=10))
-        return 0
-    table = module.predict(model, app_config(model, module, data=config.data,
-                                             dataset=config.dataset))
+    model, app = load_checkpoint(config.checkpoint)
+    given = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "output")}
+    result = app.predict(model, app_config(model, app, **given))
     if config.output is None:
-        print(table.to_string(index=False))
+        print(result if isinstance(result, str) else result.to_string(index=False))
+        return 0
+    if isinstance(result, str):
+        write_text(config.output, result)
     else:
-        write_csv(config.output, table)
-        print(f"predictions: {config.output}")
+        write_table(config.output, result)
+    print(f"predictions: {config.output}")
     return 0

@@ -19,24 +19,25 @@ class SampleConfig:
     length: int = 500
     """Characters to write."""
     temperature: float = 0.8
-    """Below 1: safer, more repetitive text; above 1: wilder."""
+    """Below 1: safer, more repetitive text; above 1: wilder; 0: always the likeliest."""
     top_k: int = 0
     """Draw only among the k likeliest characters (0: all)."""
+    top_p: float = 1.0
+    """Draw only among the likeliest characters that make up this probability (1: all)."""
     seed: int = 0
     """Seed of the draws."""
 
 
 def add_parser(subparsers) -> None:
     add_config_parser(subparsers, "sample", SampleConfig,
-                      "write text with a character language model (temperature, top-k)", run)
+                      "write text with a character language model (temperature, top-k, top-p)", run)
 
 
 def run(args) -> int:
     config = config_from(args)
-    model, module = load_checkpoint(config.checkpoint)
-    if module is not charlm:
-        raise ValueError(f"checkpoint: expected a charlm checkpoint, got a "
-                         f"{model.meta['app']} one")
+    model, app = load_checkpoint(config.checkpoint)
+    if app.name != "charlm":
+        raise ValueError(f"checkpoint: expected a charlm checkpoint, got a {app.name} one")
     print(charlm.sample(model, config.prime, config.length, config.temperature, config.top_k,
-                        config.seed))
+                        config.seed, config.top_p))
     return 0

@@ -45,13 +45,14 @@ def _sktime_split(loader: str, split: str):
 def _sktime(name: str, loader: str) -> LabelledSequences:
     train, train_y = _sktime_split(loader, "train")
     test, test_y = _sktime_split(loader, "test")
-    classes = tuple(str(c) for c in sorted(set(train_y) | set(test_y), key=_natural))
+    classes = tuple(str(c) for c in sorted(set(train_y) | set(test_y), key=natural))
     index = {c: i for i, c in enumerate(classes)}
     return LabelledSequences(name, train, np.array([index[c] for c in train_y]), test,
                              np.array([index[c] for c in test_y]), classes)
 
 
-def _natural(label: str):
+def natural(label: str):
+    """Sort key: integer labels in numeric order, before the others in text order."""
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 

@@ -1,0 +1,118 @@
+"""The model options every application shares: the recurrent stack a run trains.
+
+An application config nests one :class:`ModelOptions` as its ``model`` field, so every option of
+the library (the cell family, its variants, zoneout, the backend) is on every application's
+command line as ``--model.NAME``. :func:`model_config` is the one place that turns the options
+into the library's :class:`~lstmkit.ModelConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from lstmkit.config import LayerConfig, cell_config
+from lstmkit.models import ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The recurrent stack: cell family, size, regularisation, variants and backend."""
+
+    cell: str = "lstm"
+    """Cell family: lstm, gru or rnn."""
+    hidden_size: int = 64
+    """Units per layer and direction."""
+    num_layers: int = 1
+    """Stacked recurrent layers."""
+    bidirectional: bool = False
+    """Each layer also reads the sequence backwards (not for models that read step by step)."""
+    dropout: float = 0.0
+    """Dropout between layers."""
+    recurrent_dropout: float = 0.0
+    """Variational dropout of the previous hidden state, one mask per sequence."""
+    zoneout: float = 0.0
+    """Probability that a unit keeps its previous value at a step (training)."""
+    backend: str = "auto"
+    """Kernel that runs the recurrence: auto, cpu, native, triton or reference."""
+    bias: bool = True
+    """Whether the cells have biases."""
+    proj_size: int = 0
+    """lstm: project h to this many units (0: no projection)."""
+    nonlinearity: str = "tanh"
+    """rnn: tanh or relu."""
+    peephole: bool = False
+    """lstm: gates see the cell state (Gers & Schmidhuber 2000)."""
+    coupled: bool = False
+    """lstm: forget gate tied to the input gate, f = 1 - i (CIFG)."""
+    input_gate: bool = True
+    """lstm: false fixes the input gate at 1."""
+    forget_gate: bool = True
+    """lstm: false fixes the forget gate at 1 (the 1997 LSTM)."""
+    output_gate: bool = True
+    """lstm: false fixes the output gate at 1."""
+    cell_clip: float | None = None
+    """lstm: clip the gate pre-activations to [-clip, clip] (None: no clipping)."""
+    gate_activation: str = "sigmoid"
+    """lstm: activation of the gates i, f, o."""
+    cell_activation: str = "tanh"
+    """lstm: activation of the candidate g."""
+    output_activation: str = "tanh"
+    """lstm: activation applied to c_t before the output gate."""
+    layer_norm: bool = False
+    """lstm: layer normalisation of the gate pre-activations and of c_t (Ba et al. 2016)."""
+    reset_after: bool = True
+    """gru: the reset gate multiplies after the recurrent product (torch.nn's form)."""
+    forget_bias: float | None = None
+    """lstm: initial forget-gate bias (None: torch's initialisation)."""
+    input_bias: float | None = None
+    """lstm: initial input-gate bias (None: torch's initialisation)."""
+    chrono: int | None = None
+    """lstm: chrono initialisation for dependencies up to this many steps (None: none)."""
+
+    def __post_init__(self):
+        from lstmkit.cells import FAMILIES
+
+        if self.cell not in FAMILIES:
+            raise ValueError(f"model.cell: expected one of {tuple(FAMILIES)}, got {self.cell!r}")
+        try:  # every cross-field rule of the library, checked now rather than after loading data
+            layer_config(self, input_size=1)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model.{error}") from None
+        from lstmkit import kernels
+
+        if self.backend not in ("auto", *kernels.names()):
+            raise ValueError(f"model.backend: expected one of {('auto', *kernels.names())}, "
+                             f"got {self.backend!r}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_LAYER_FIELDS = ("num_layers", "bidirectional", "dropout", "recurrent_dropout", "zoneout",
+                 "backend")
+
+
+def layer_config(options: ModelOptions, input_size: int) -> LayerConfig:
+    """The batch-first recurrent stack ``options`` describe over ``input_size`` features."""
+    from lstmkit.cells import family_of
+
+    own = {f.name for f in fields(family_of(options.cell).config)} - {"input_size"}
+    defaults = ModelOptions.__dataclass_fields__
+    foreign = [f.name for f in fields(options) if f.name not in own
+               and f.name not in _LAYER_FIELDS and f.name != "cell"
+               and getattr(options, f.name) != defaults[f.name].default]
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)}: expected only with a cell family that has "
+                         f"{'it' if len(foreign) == 1 else 'them'}, got cell {options.cell!r}")
+    cell = cell_config(options.cell, input_size,
+                       **{n: getattr(options, n) for n in sorted(own) if hasattr(options, n)})
+    return LayerConfig(cell, batch_first=True,
+                       **{n: getattr(options, n) for n in _LAYER_FIELDS})
+
+
+def model_config(options: ModelOptions, input_size: int, output_size: int, vocab_size: int = 0,
+                 pooling: str = "none") -> ModelConfig:
+    """The :class:`~lstmkit.ModelConfig` of an application's model: the stack, then a linear
+    head of ``output_size`` (per step, or per sequence with ``pooling``)."""
+    return ModelConfig(layer_config(options, input_size), output_size, vocab_size=vocab_size,
+                       pooling=pooling)
