@@ -1,0 +1,378 @@
+"""Speech recognition with CTC: a stacked recurrent model that reads log-mel frames and emits
+characters (Graves et al. 2006), offline (bidirectional) and streaming (unidirectional).
+
+One run builds the corpus (:mod:`lstmkit.tasks.speech`: synthesised with eSpeak NG, or a WAV
+folder), computes features (:mod:`lstmkit.tasks.audio`), trains each model with
+``torch.nn.CTCLoss`` through the shared trainer, trains the baseline (a per-frame classifier with
+no memory: an MLP over a window of neighbouring steps, trained with the same CTC loss and decoded
+by collapsing), and reports word and character error rates on the unseen test voices, per voice
+and overall, for greedy and beam-search decoding. The streaming model is also run through
+:class:`~lstmkit.apps.transcriber.Transcriber` on test utterances, chunk by chunk, to measure its
+real-time factor and check that it transcribes exactly as offline decoding.
+
+Files in ``out``: ``offline/`` and ``stream/`` (each ``model.safetensors`` and the training
+state), ``metrics.json``, ``transcribe.png`` (spectrogram, CTC posteriors and decoded text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstmkit.apps import ctc
+from lstmkit.apps.outputs import write_json
+from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
+from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.models import ModelConfig, SequenceModel
+from lstmkit.tasks import audio
+from lstmkit.tasks import speech as corpora
+
+MODELS = ("both", "offline", "stream")
+DECODERS = ("greedy", "beam")
+
+
+@dataclass(frozen=True)
+class SpeechConfig(TrainConfig, corpora.CorpusConfig, audio.FeatureConfig):
+    """A speech recognition run: corpus, features, models, training and decoding."""
+
+    data: str | None = None
+    """A folder of WAV files with transcripts.txt (None: the synthesised eSpeak NG corpus)."""
+    models: str = "both"
+    """Which to train: ``offline`` (bidirectional), ``stream`` (unidirectional) or ``both``."""
+    mode: str = "lstm"
+    """Recurrent cell family: lstm, gru or rnn."""
+    hidden_size: int = 128
+    """Units per layer and direction."""
+    num_layers: int = 2
+    """Stacked recurrent layers."""
+    dropout: float = 0.1
+    """Dropout between layers."""
+    backend: str = "auto"
+    """Kernel of the recurrence (``cpu``: the fused C++ kernels, faster to train)."""
+    decoder: str = "beam"
+    """``greedy`` (best path) or ``beam`` (prefix beam search with the lexicon and bigram)."""
+    beam: int = 8
+    """Prefixes kept by beam search."""
+    lm_weight: float = 0.5
+    """Weight of the word bigram of the training transcripts in beam search (0: lexicon only)."""
+    baseline_epochs: int = 8
+    """Epochs of the per-frame baseline classifier (0: no baseline)."""
+    stream_utterances: int = 50
+    """Test utterances transcribed chunk by chunk to measure streaming speed and equality."""
+    epochs: int = 40
+    """Passes over the training utterances (an upper bound when early stopping)."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation loss (0: never)."""
+    batch_size: int = 32
+    """Utterances per optimisation step."""
+    lr: float = 2e-3
+    """Adam learning rate."""
+    out: str = "runs/transcribe"
+    """Folder for the checkpoints, metrics and picture."""
+
+    def __post_init__(self):
+        TrainConfig.__post_init__(self)
+        corpora.CorpusConfig.__post_init__(self)
+        audio.FeatureConfig.__post_init__(self)
+        for name in ("hidden_size", "num_layers", "beam"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
+        for name, allowed in (("models", MODELS), ("decoder", DECODERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        if self.models != "offline" and self.norm == "utterance":
+            raise ValueError("norm: expected 'running' for a streaming model, got 'utterance' "
+                             "(it needs the whole utterance); train models='offline' with it")
+
+    def part(self, cls):
+        """The fields of base config ``cls`` (CorpusConfig, FeatureConfig) as one."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+
+def build_model(config: SpeechConfig, bidirectional: bool) -> SequenceModel:
+    """The recogniser: a stack over model steps, a linear head onto blank + the alphabet."""
+    cell = CellConfig(config.mode, config.step_size, config.hidden_size)
+    layer = LayerConfig(cell, config.num_layers, batch_first=True, dropout=config.dropout,
+                        bidirectional=bidirectional, backend=config.backend)
+    return SequenceModel(ModelConfig(layer, len(corpora.ALPHABET) + 1))
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def load_corpus(config: SpeechConfig) -> dict[str, corpora.Corpus]:
+    if config.data is not None:
+        return corpora.folder(config.data, seed=config.corpus_seed)
+    return corpora.synthetic(config.part(corpora.CorpusConfig))
+
+
+def frame_statistics(corpus: corpora.Corpus, config: audio.FeatureConfig):
+    """Mean and variance (M,) of the log-mel frames of ``corpus``."""
+    frames = np.concatenate([audio.log_mel(corpus.float_audio(i), config)
+                             for i in range(len(corpus))]).astype(np.float64)
+    return frames.mean(0), frames.var(0)
+
+
+@dataclass
+class Encoded:
+    """A split as model inputs and CTC targets."""
+
+    x: list[torch.Tensor]  # each (S, F)
+    y: list[torch.Tensor]  # each (L,) labels in 1..V-1
+    texts: list[str]
+    speakers: list[str]
+
+
+def encode(corpus: corpora.Corpus, meta: dict) -> Encoded:
+    features = audio.FeatureConfig(**meta["features"])
+    mean, var = np.array(meta["mean"]), np.array(meta["var"])
+    x = [torch.from_numpy(audio.features(corpus.float_audio(i), features, mean, var))
+         for i in range(len(corpus))]
+    y = [torch.tensor(ctc.encode(t, meta["alphabet"]), dtype=torch.long) for t in corpus.texts]
+    return Encoded(x, y, corpus.texts, corpus.speakers)
+
+
+def ctc_steps_needed(labels: torch.Tensor) -> int:
+    """Fewest frames CTC needs for ``labels``: one each, plus a blank between repeats."""
+    return len(labels) + int((labels[1:] == labels[:-1]).sum())
+
+
+def _pad(items: list[torch.Tensor]):
+    lengths = torch.tensor([len(t) for t in items])
+    return torch.nn.utils.rnn.pad_sequence(items, batch_first=True), lengths
+
+
+class _Task:
+    """Batches of utterances of similar length (less padding), in a seeded random order."""
+
+    def __init__(self, train: Encoded, val: Encoded, batch_size: int):
+        self.train, self.val, self.batch_size = train, val, batch_size
+        self.loss_fn = torch.nn.CTCLoss(zero_infinity=True)
+
+    def batches(self, epoch, generator):
+        lengths = torch.tensor([len(x) for x in self.train.x], dtype=torch.float64)
+        jitter = torch.rand(len(lengths), generator=generator, dtype=torch.float64)
+        order = torch.argsort(lengths + 10 * jitter)  # similar lengths, shuffled within ~10
+        groups = list(order.split(self.batch_size))
+        groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
+        return [self._batch(self.train, g.tolist()) for g in groups]
+
+    def _batch(self, split: Encoded, rows: list[int]):
+        x, x_lengths = _pad([split.x[r] for r in rows])  # (B, S, F), (B,)
+        y, y_lengths = _pad([split.y[r] for r in rows])  # (B, L), (B,)
+        return x, x_lengths, y, y_lengths
+
+    def loss(self, model, batch, carry):
+        x, x_lengths, y, y_lengths = batch
+        logits, _ = model(x, lengths=x_lengths)  # (B, S, V)
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # (S, B, V)
+        return self.loss_fn(log_probs, y, x_lengths, y_lengths), None
+
+    def validate(self, model):
+        total, rows = 0.0, list(range(len(self.val.x)))
+        for start in range(0, len(rows), 64):
+            part = rows[start:start + 64]
+            loss, _ = self.loss(model, self._batch(self.val, part), None)
+            total += float(loss) * len(part)
+        return total / len(rows)
+
+
+def log_probs(model, data: Encoded, batch: int = 64) -> list[np.ndarray]:
+    """(S, V) frame log-probabilities of every utterance."""
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(data.x), batch):
+            x, lengths = _pad(data.x[start:start + batch])
+            logits, _ = model(x, lengths=lengths)
+            lp = logits.log_softmax(-1).numpy()
+            out += [lp[k, :n] for k, n in enumerate(lengths.tolist())]
+    return out
+
+
+def decode(frames: np.ndarray, meta: dict, decoder: str | None = None) -> str:
+    """Text of (S, V) log-probabilities, with the decoder and lexicon the checkpoint names."""
+    decoder = decoder or meta["config"]["decoder"]
+    if decoder == "greedy":
+        return ctc.greedy(frames, meta["alphabet"])
+    lm = _bigram(meta)
+    return ctc.beam_search(frames, meta["alphabet"], beam=meta["config"]["beam"],
+                           lexicon=meta["lexicon"], lm=lm, lm_weight=meta["config"]["lm_weight"])
+
+
+def _bigram(meta: dict) -> ctc.Bigram | None:
+    if not meta["config"]["lm_weight"]:
+        return None
+    return ctc.Bigram(meta["lm_texts"])
+
+
+# --- the baseline ----------------------------------------------------------------------------
+
+class FrameClassifier(torch.nn.Module):
+    """Each step's label from a window of 2 * context + 1 steps around it: no memory beyond.
+
+    Shape: x (B, S, F) -> logits (B, S, V).
+    """
+
+    def __init__(self, features: int, labels: int, context: int = 3, hidden: int = 256):
+        super().__init__()
+        self.context = context
+        self.net = torch.nn.Sequential(torch.nn.Linear((2 * context + 1) * features, hidden),
+                                       torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                       torch.nn.ReLU(), torch.nn.Linear(hidden, labels))
+
+    def forward(self, x, state=None, lengths=None):
+        padded = torch.nn.functional.pad(x, (0, 0, self.context, self.context))
+        windows = padded.unfold(1, 2 * self.context + 1, 1)  # (B, S, F, W)
+        return self.net(windows.transpose(2, 3).flatten(2)), None
+
+
+def train_baseline(task: _Task, config: SpeechConfig) -> FrameClassifier:
+    torch.manual_seed(config.seed)
+    model = FrameClassifier(config.step_size, len(corpora.ALPHABET) + 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    for epoch in range(config.baseline_epochs):
+        model.train()
+        for batch in task.batches(epoch, torch.Generator().manual_seed(config.seed + epoch)):
+            loss, _ = task.loss(model, batch, None)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip or 1e9)
+            optimizer.step()
+    return model.eval()
+
+
+# --- training and evaluation -----------------------------------------------------------------
+
+def make_meta(config: SpeechConfig, data: dict[str, corpora.Corpus]) -> dict:
+    features = config.part(audio.FeatureConfig)
+    mean, var = frame_statistics(data["train"], features)
+    lexicon = sorted({w for t in data["train"].texts for w in t.split()})
+    return {"app": "transcribe", "config": config.to_dict(), "features": dataclasses.asdict(
+        features), "mean": mean.tolist(), "var": var.tolist(), "alphabet": corpora.ALPHABET,
+        "lexicon": lexicon, "lm_texts": sorted(set(data["train"].texts))}
+
+
+def train(config: SpeechConfig) -> dict:
+    """Build the corpus, train the models and the baseline, evaluate on the test voices, write
+    the checkpoints, metrics and picture. Returns the report."""
+    started = time.perf_counter()
+    data = load_corpus(config)
+    meta = make_meta(config, data)
+    train_set, val_set, test_set = (encode(data[s], meta) for s in ("train", "val", "test"))
+    prepared = time.perf_counter() - started
+    task = _Task(train_set, val_set, config.batch_size)
+    out, models, training = Path(config.out), {}, {}
+    kinds = ("offline", "stream") if config.models == "both" else (config.models,)
+    for kind in kinds:
+        run = dataclasses.replace(config, out=str(out / kind))
+        tick = time.perf_counter()
+        with session(run) as runtime:
+            model = build_model(config, bidirectional=kind == "offline")
+            history = fit(model, task, run, {**meta, "kind": kind}, runtime)
+            if not runtime.is_main:
+                return {}
+        training[kind] = {"seconds": round(time.perf_counter() - tick, 1),
+                          "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
+                          "best_val_loss": history.best_val}
+        model.meta = {**meta, "kind": kind}
+        models[kind] = model.eval()
+    if config.baseline_epochs:
+        tick = time.perf_counter()
+        models["baseline"] = train_baseline(task, config)
+        training["baseline"] = {"seconds": round(time.perf_counter() - tick, 1),
+                                "epochs": config.baseline_epochs}
+    report = evaluate_models(models, test_set, meta)
+    report["corpus"] = _describe(config, data)
+    report["training"] = training
+    report["training"]["features_seconds"] = round(prepared, 1)
+    report["infeasible_utterances"] = sum(ctc_steps_needed(y) > len(x)
+                                          for x, y in zip(train_set.x, train_set.y))
+    if "stream" in models:
+        from lstmkit.apps.transcriber import measure_streaming
+        report["streaming"] = measure_streaming(models["stream"], data["test"],
+                                                config.stream_utterances)
+    first = next(k for k in ("offline", "stream") if k in models)
+    picture = out / "transcribe.png"
+    _picture(picture, models[first], data["test"], test_set, meta)
+    write_json(out / "metrics.json", report)
+    report["files"] = {**{f"checkpoint ({k})": str(out / k / MODEL_FILE)
+                          for k in kinds}, "metrics": str(out / "metrics.json"),
+                       "picture": str(picture)}
+    return report
+
+
+def evaluate_models(models: dict, test: Encoded, meta: dict) -> dict:
+    """Error rates of each model (and decoder) on ``test``: overall, digit strings, per voice."""
+    results = {}
+    for name, model in models.items():
+        frames = log_probs(model, test)
+        decoders = ("greedy",) if name == "baseline" else DECODERS
+        for decoder in decoders:
+            hypotheses = [decode(f, meta, decoder) for f in frames]
+            results[f"{name} {decoder}"] = _rates(test, hypotheses)
+    return {"test_utterances": len(test.texts), "test_voices": sorted(set(test.speakers)),
+            "results": results}
+
+
+def _rates(test: Encoded, hypotheses: list[str]) -> dict:
+    digits = [i for i, t in enumerate(test.texts) if set(t.split()) <= set(corpora.DIGITS)]
+    by_voice = defaultdict(list)
+    for i, speaker in enumerate(test.speakers):
+        by_voice[speaker].append(i)
+    out = ctc.error_rates(test.texts, hypotheses)
+    if digits:
+        out["digits"] = ctc.error_rates([test.texts[i] for i in digits],
+                                        [hypotheses[i] for i in digits])
+    out["per_voice"] = {v: ctc.error_rates([test.texts[i] for i in rows],
+                                           [hypotheses[i] for i in rows])
+                        for v, rows in sorted(by_voice.items())}
+    out["examples"] = [[test.texts[i], hypotheses[i]] for i in range(min(5, len(hypotheses)))]
+    return out
+
+
+def evaluate(model, config: SpeechConfig) -> dict:
+    """Error rates of a loaded checkpoint on the test split of the corpus ``config`` names."""
+    test = encode(load_corpus(config)["test"], model.meta)
+    return evaluate_models({model.meta["kind"]: model}, test, model.meta)
+
+
+def _describe(config: SpeechConfig, data: dict) -> dict:
+    return {"source": config.data or "eSpeak NG (synthesised)",
+            **{split: {"utterances": len(c), "seconds": round(c.seconds, 1),
+                       "voices": len(set(c.speakers))} for split, c in data.items()}}
+
+
+def _picture(path: Path, model, corpus: corpora.Corpus, test: Encoded, meta: dict) -> None:
+    from lstmkit.apps.plots import transcription_plot
+
+    frames = log_probs(model, Encoded(test.x[:1], test.y[:1], test.texts[:1], test.speakers[:1]))
+    spectrogram = audio.log_mel(corpus.float_audio(0), audio.FeatureConfig(**meta["features"]))
+    transcription_plot(path, spectrogram, np.exp(frames[0]), meta["alphabet"],
+                       reference=test.texts[0], decoded=decode(frames[0], meta),
+                       title=f"{meta.get('kind', '')} model, voice {test.speakers[0]}")
+
+
+def format_table(report: dict) -> str:
+    corpus = report["corpus"]
+    lines = [f"{corpus['source']}: train {corpus['train']['utterances']} utterances "
+             f"({corpus['train']['voices']} voices), test {corpus['test']['utterances']} "
+             f"({corpus['test']['voices']} unseen voices)",
+             f"  {'model':<20} {'WER %':>7} {'CER %':>7} {'digits WER %':>13}"]
+    for name, r in report["results"].items():
+        digits = r.get("digits", {}).get("wer", float("nan"))
+        lines.append(f"  {name:<20} {r['wer']:7.2f} {r['cer']:7.2f} {digits:13.2f}")
+    for kind, t in report["training"].items():
+        if isinstance(t, dict):
+            lines.append(f"  trained {kind}: {t['epochs']} epochs, {t['seconds']:.0f} s")
+    if "streaming" in report:
+        s = report["streaming"]
+        lines.append(f"  streaming: real-time factor {s['real_time_factor']:.3f}, "
+                     f"{s['ms_per_chunk']:.2f} ms per {s['chunk_ms']} ms chunk, final equals "
+                     f"offline decode in {s['equal_to_offline']}/{s['utterances']}")
+    return "\n".join(lines)
