@@ -65,7 +65,7 @@ class SpeechConfig(TrainConfig, corpora.CorpusConfig, audio.FeatureConfig):
     """Epochs of the per-frame baseline classifier (0: no baseline)."""
     stream_utterances: int = 50
     """Test utterances transcribed chunk by chunk to measure streaming speed and equality."""
-    epochs: int = 40
+    epochs: int = 20
     """Passes over the training utterances (an upper bound when early stopping)."""
     patience: int = 5
     """Stop after this many epochs without a better validation loss (0: never)."""

@@ -2,9 +2,10 @@
 
 The pipeline, for audio at :data:`SAMPLE_RATE`:
 
-1. frames of ``win`` samples every ``hop`` samples, no padding (frame t covers samples
-   [t * hop, t * hop + win)), so a frame is computable as soon as its last sample arrives;
-2. a periodic Hann window zero-padded to ``n_fft``, power spectrum |X_k|^2;
+1. frames of ``n_fft`` samples every ``hop`` samples, no padding (frame t reads samples
+   [t * hop, t * hop + n_fft)), so a frame is computable as soon as its last sample arrives;
+2. a periodic Hann window of ``win`` samples centred in the frame (zeros either side, as
+   librosa's ``center=False``), power spectrum |X_k|^2;
 3. ``n_mels`` triangular filters on the Slaney mel scale with Slaney area normalisation (the
    definition librosa and torchaudio's ``mel_scale="slaney", norm="slaney"`` use), then
    log(mel + 1e-6);

@@ -20,6 +20,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import wave
 from dataclasses import asdict, dataclass, fields
@@ -143,6 +146,7 @@ class _ESpeak:
     def __init__(self):
         loader = require("espeakng_loader", "speech", "synthesising the speech corpus")
         self.lib = ctypes.CDLL(loader.get_library_path())
+        self._libc = ctypes.CDLL(None)
         self.data = Path(loader.get_data_path())
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint,
                                           ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
@@ -167,8 +171,13 @@ class _ESpeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0
 
-    def speak(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
-        """int16 samples at ``self.rate`` Hz of ``text`` in ``voice`` ("accent+variant")."""
+    def speak(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int,
+              seed: int = 0) -> np.ndarray:
+        """int16 samples at ``self.rate`` Hz of ``text`` in ``voice`` ("accent+variant").
+
+        ``seed`` seeds the library's random draws (breath noise of some variants, through its
+        own generator and libc's ``rand``).
+        """
         variant = voice.split("+", 1)[1]
         if not (self.data / "voices" / "!v" / variant).is_file():
             raise ValueError(f"voice: expected an eSpeak NG variant, got {variant!r}")
@@ -177,6 +186,8 @@ class _ESpeak:
                 raise ValueError(f"voice: expected an eSpeak NG voice, got {voice!r}")
             for parameter, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
                 self.lib.espeak_SetParameter(parameter, value, 0)
+            self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
+            self._libc.srand(ctypes.c_uint(seed))
             self._chunks = []
             data = text.encode()
             self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None)  # UTF-8 chars
@@ -211,7 +222,8 @@ def random_text(rng: np.random.Generator, config: CorpusConfig) -> str:
 def _utterance(engine: _ESpeak, rng: np.random.Generator, voice: str, config: CorpusConfig):
     text = random_text(rng, config)
     speech = engine.speak(text, voice, int(rng.integers(config.rate_min, config.rate_max + 1)),
-                          int(rng.integers(20, 81)), int(rng.integers(20, 81)))
+                          int(rng.integers(20, 81)), int(rng.integers(20, 81)),
+                          seed=int(rng.integers(2 ** 31)))
     audio = resample(speech.astype(np.float64) / 32768.0, engine.rate)
     pause = rng.integers(0, SAMPLE_RATE // 4, size=2)
     audio = np.pad(audio, (int(pause[0]), int(pause[1])))
@@ -231,8 +243,7 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return shaped / max(float(np.sqrt(np.mean(shaped ** 2))), 1e-12)
 
 
-def synthesize(config: CorpusConfig) -> dict[str, Corpus]:
-    """Build the corpus (no cache): {"train", "val", "test"}."""
+def _synthesize_here(config: CorpusConfig) -> dict[str, Corpus]:
     engine, split_voices = _ESpeak.get(), voices(config)
     sizes = {"train": config.train_utterances, "val": config.val_utterances,
              "test": config.test_utterances}
@@ -259,13 +270,25 @@ def cache_key(config: CorpusConfig) -> str:
 
 
 def synthetic(config: CorpusConfig) -> dict[str, Corpus]:
-    """The corpus from the cache, or synthesised and cached."""
+    """The corpus {"train", "val", "test"} from the cache, synthesised first if not there.
+
+    eSpeak NG carries state from one utterance to the next inside the library (the same text
+    and voice come out different the second time, even after ``espeak_Initialize``), so the
+    corpus is spoken by a freshly started Python process, where the sequence of calls, and so
+    every sample, is always the same; it writes the cache file, which this process reads.
+    """
     path = Path(config.cache_dir) / f"espeak-{cache_key(config)}.npz"
-    if path.is_file():
-        return _read_cache(path)
-    corpora = synthesize(config)
-    _write_cache(path, corpora, asdict(config))
-    return corpora
+    if not path.is_file():
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        done = subprocess.run([sys.executable, "-m", "lstmkit.tasks.speech", str(path),
+                               json.dumps(asdict(config))], env=env, capture_output=True,
+                              text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise OSError(f"eSpeak NG: expected the corpus to build, got an error ({last})")
+    return _read_cache(path)
 
 
 def _write_cache(path: Path, corpora: dict[str, Corpus], settings: dict) -> None:
@@ -400,3 +423,8 @@ def folder(path: str | Path, val_share: float = 0.1, test_share: float = 0.2,
         corpus.texts.append(text)
         corpus.speakers.append(speaker)
     return out
+
+
+if __name__ == "__main__":  # the fresh process of :func:`synthetic`: build, write the cache
+    _settings = json.loads(sys.argv[2])
+    _write_cache(Path(sys.argv[1]), _synthesize_here(CorpusConfig(**_settings)), _settings)
