@@ -56,8 +56,10 @@ def test_train_reports_unseen_voices_against_the_baseline(run):
 
 def test_training_lowers_the_ctc_loss(cache, tmp_path):
     data = speech.load_corpus(_config(cache, tmp_path))
-    meta = speech.make_meta(_config(cache, tmp_path), data)
-    train = speech.encode(data["train"], meta)
+    config = _config(cache, tmp_path)
+    frames = speech.log_mels(data["train"], config.part(speech.audio.FeatureConfig))
+    meta = speech.make_meta(config, data, frames)
+    train = speech.encode(data["train"], meta, frames)
     task = speech._Task(train, train, 4)
     torch.manual_seed(0)
     model = speech.build_model(_config(cache, tmp_path), bidirectional=True)

@@ -49,6 +49,7 @@ def test_stream_equals_whole(chunk):
     parts = np.concatenate([stream.push(y[i:i + chunk]) for i in range(0, len(y), chunk)])
     assert whole.shape == (len(audio.log_mel(y)) // 3, 120)
     np.testing.assert_allclose(parts, whole, atol=1e-6)
+    np.testing.assert_allclose(audio.normalise(audio.log_mel(y), c, mean, var), whole, atol=1e-6)
 
 
 def test_running_normalisation_is_causal_and_uses_the_prior():

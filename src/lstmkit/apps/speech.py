@@ -111,11 +111,9 @@ def load_corpus(config: SpeechConfig) -> dict[str, corpora.Corpus]:
     return corpora.synthetic(config.part(corpora.CorpusConfig))
 
 
-def frame_statistics(corpus: corpora.Corpus, config: audio.FeatureConfig):
-    """Mean and variance (M,) of the log-mel frames of ``corpus``."""
-    frames = np.concatenate([audio.log_mel(corpus.float_audio(i), config)
-                             for i in range(len(corpus))]).astype(np.float64)
-    return frames.mean(0), frames.var(0)
+def log_mels(corpus: corpora.Corpus, config: audio.FeatureConfig) -> list[np.ndarray]:
+    """Log-mel frames (T, M) of every utterance."""
+    return [audio.log_mel(corpus.float_audio(i), config) for i in range(len(corpus))]
 
 
 @dataclass
@@ -128,11 +126,12 @@ class Encoded:
     speakers: list[str]
 
 
-def encode(corpus: corpora.Corpus, meta: dict) -> Encoded:
+def encode(corpus: corpora.Corpus, meta: dict, frames: list[np.ndarray] | None = None) -> Encoded:
+    """``corpus`` as model inputs and targets; ``frames``: its log-mels, if computed already."""
     features = audio.FeatureConfig(**meta["features"])
     mean, var = np.array(meta["mean"]), np.array(meta["var"])
-    x = [torch.from_numpy(audio.features(corpus.float_audio(i), features, mean, var))
-         for i in range(len(corpus))]
+    frames = log_mels(corpus, features) if frames is None else frames
+    x = [torch.from_numpy(audio.normalise(f, features, mean, var)) for f in frames]
     y = [torch.tensor(ctc.encode(t, meta["alphabet"]), dtype=torch.long) for t in corpus.texts]
     return Encoded(x, y, corpus.texts, corpus.speakers)
 
@@ -178,7 +177,7 @@ class _Task:
         for start in range(0, len(rows), 64):
             part = rows[start:start + 64]
             loss, _ = self.loss(model, self._batch(self.val, part), None)
-            total += float(loss) * len(part)
+            total += float(loss.detach()) * len(part)
         return total / len(rows)
 
 
@@ -249,9 +248,13 @@ def train_baseline(task: _Task, config: SpeechConfig) -> FrameClassifier:
 
 # --- training and evaluation -----------------------------------------------------------------
 
-def make_meta(config: SpeechConfig, data: dict[str, corpora.Corpus]) -> dict:
+def make_meta(config: SpeechConfig, data: dict[str, corpora.Corpus],
+              train_frames: list[np.ndarray]) -> dict:
+    """What a checkpoint needs besides its weights: features and their training statistics,
+    the alphabet, the lexicon and the bigram's texts."""
     features = config.part(audio.FeatureConfig)
-    mean, var = frame_statistics(data["train"], features)
+    stacked = np.concatenate(train_frames).astype(np.float64)
+    mean, var = stacked.mean(0), stacked.var(0)
     lexicon = sorted({w for t in data["train"].texts for w in t.split()})
     return {"app": "transcribe", "config": config.to_dict(), "features": dataclasses.asdict(
         features), "mean": mean.tolist(), "var": var.tolist(), "alphabet": corpora.ALPHABET,
@@ -263,29 +266,33 @@ def train(config: SpeechConfig) -> dict:
     the checkpoints, metrics and picture. Returns the report."""
     started = time.perf_counter()
     data = load_corpus(config)
-    meta = make_meta(config, data)
-    train_set, val_set, test_set = (encode(data[s], meta) for s in ("train", "val", "test"))
+    train_frames = log_mels(data["train"], config.part(audio.FeatureConfig))
+    meta = make_meta(config, data, train_frames)
+    train_set = encode(data["train"], meta, train_frames)
+    val_set, test_set = encode(data["val"], meta), encode(data["test"], meta)
     prepared = time.perf_counter() - started
     task = _Task(train_set, val_set, config.batch_size)
     out, models, training = Path(config.out), {}, {}
     kinds = ("offline", "stream") if config.models == "both" else (config.models,)
     for kind in kinds:
         run = dataclasses.replace(config, out=str(out / kind))
-        tick = time.perf_counter()
+        tick, cpu = time.perf_counter(), time.process_time()
         with session(run) as runtime:
             model = build_model(config, bidirectional=kind == "offline")
             history = fit(model, task, run, {**meta, "kind": kind}, runtime)
             if not runtime.is_main:
                 return {}
         training[kind] = {"seconds": round(time.perf_counter() - tick, 1),
+                          "cpu_seconds": round(time.process_time() - cpu, 1),
                           "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
                           "best_val_loss": history.best_val}
         model.meta = {**meta, "kind": kind}
         models[kind] = model.eval()
     if config.baseline_epochs:
-        tick = time.perf_counter()
+        tick, cpu = time.perf_counter(), time.process_time()
         models["baseline"] = train_baseline(task, config)
         training["baseline"] = {"seconds": round(time.perf_counter() - tick, 1),
+                                "cpu_seconds": round(time.process_time() - cpu, 1),
                                 "epochs": config.baseline_epochs}
     report = evaluate_models(models, test_set, meta)
     report["corpus"] = _describe(config, data)
@@ -369,7 +376,8 @@ def format_table(report: dict) -> str:
         lines.append(f"  {name:<20} {r['wer']:7.2f} {r['cer']:7.2f} {digits:13.2f}")
     for kind, t in report["training"].items():
         if isinstance(t, dict):
-            lines.append(f"  trained {kind}: {t['epochs']} epochs, {t['seconds']:.0f} s")
+            lines.append(f"  trained {kind}: {t['epochs']} epochs, {t['seconds']:.0f} s "
+                         f"({t['cpu_seconds']:.0f} s of CPU time)")
     if "streaming" in report:
         s = report["streaming"]
         lines.append(f"  streaming: real-time factor {s['real_time_factor']:.3f}, "

@@ -189,8 +189,19 @@ def features(audio: np.ndarray, config: FeatureConfig, mean: np.ndarray,
     """Model input (S, subsample * M) of float audio (N,) at :data:`SAMPLE_RATE`."""
     if config.norm == "running":
         return FeatureStream(config, mean, var).push(audio)
-    frames = log_mel(audio, config).astype(np.float64)
-    if not len(frames):
-        return np.zeros((0, config.step_size), np.float32)
-    normed = (frames - frames.mean(0)) / np.maximum(frames.std(0), 1e-2)
-    return stack(normed.astype(np.float32), config.subsample)
+    return normalise(log_mel(audio, config), config, mean, var)
+
+
+def normalise(frames: np.ndarray, config: FeatureConfig, mean: np.ndarray,
+              var: np.ndarray) -> np.ndarray:
+    """Log-mel frames (T, M) of a whole utterance -> model input (S, subsample * M)."""
+    x = frames.astype(np.float64)
+    if config.norm == "running":
+        normed = _running(x, PRIOR_FRAMES, PRIOR_FRAMES * np.asarray(mean, np.float64),
+                          PRIOR_FRAMES * (np.asarray(var, np.float64)
+                                          + np.asarray(mean, np.float64) ** 2))[0]
+    elif len(x):
+        normed = ((x - x.mean(0)) / np.maximum(x.std(0), 1e-2)).astype(np.float32)
+    else:
+        normed = np.zeros((0, config.n_mels), np.float32)
+    return stack(normed, config.subsample)
