@@ -144,3 +144,15 @@ def test_cli_errors_are_one_line(run, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_spec_augment_masks_whole_bands_and_steps():
+    torch.manual_seed(3)
+    x = torch.ones(64, 30, 3 * 40)
+    y = speech.spec_augment(x, masks=2, n_mels=40).view(64, 30, 3, 40)
+    zero = y == 0
+    bands = zero.all(1).all(1)  # (B, M) bands masked at every step and stacked frame
+    steps = zero.all(2).all(2)  # (B, S) steps masked entirely
+    assert torch.equal(zero, (bands[:, None, None, :] | steps[:, :, None, None]).expand_as(zero))
+    assert bands.sum(1).max() <= 16 and steps.sum(1).max() <= 8 and zero.any()
+    assert torch.equal(speech.spec_augment(x, masks=0, n_mels=40), x)

@@ -17,6 +17,7 @@ state), ``metrics.json``, ``transcribe.png`` (spectrogram, CTC posteriors and de
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class SpeechConfig(TrainConfig, corpora.CorpusConfig, audio.FeatureConfig):
     """Dropout between layers."""
     backend: str = "auto"
     """Kernel of the recurrence (``cpu``: the fused C++ kernels, faster to train)."""
+    spec_augment: int = 0
+    """SpecAugment in training (Park et al. 2019): this many masks of up to 8 mel bands and
+    as many of up to 4 steps, per utterance (0: none)."""
     decoder: str = "beam"
     """``greedy`` (best path) or ``beam`` (prefix beam search with the lexicon and bigram)."""
     beam: int = 8
@@ -80,6 +84,8 @@ class SpeechConfig(TrainConfig, corpora.CorpusConfig, audio.FeatureConfig):
         TrainConfig.__post_init__(self)
         corpora.CorpusConfig.__post_init__(self)
         audio.FeatureConfig.__post_init__(self)
+        if self.spec_augment < 0:
+            raise ValueError(f"spec_augment: expected an int >= 0, got {self.spec_augment!r}")
         for name in ("hidden_size", "num_layers", "beam"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
@@ -149,8 +155,10 @@ def _pad(items: list[torch.Tensor]):
 class _Task:
     """Batches of utterances of similar length (less padding), in a seeded random order."""
 
-    def __init__(self, train: Encoded, val: Encoded, batch_size: int):
+    def __init__(self, train: Encoded, val: Encoded, batch_size: int, masks: int = 0,
+                 n_mels: int = 40):
         self.train, self.val, self.batch_size = train, val, batch_size
+        self.masks, self.n_mels = masks, n_mels
         self.loss_fn = torch.nn.CTCLoss(zero_infinity=True)
 
     def batches(self, epoch, generator):
@@ -168,6 +176,8 @@ class _Task:
 
     def loss(self, model, batch, carry):
         x, x_lengths, y, y_lengths = batch
+        if model.training and self.masks:
+            x = spec_augment(x, self.masks, self.n_mels)
         logits, _ = model(x, lengths=x_lengths)  # (B, S, V)
         log_probs = logits.log_softmax(-1).transpose(0, 1)  # (S, B, V)
         return self.loss_fn(log_probs, y, x_lengths, y_lengths), None
@@ -179,6 +189,27 @@ class _Task:
             loss, _ = self.loss(model, self._batch(self.val, part), None)
             total += float(loss.detach()) * len(part)
         return total / len(rows)
+
+
+def spec_augment(x: torch.Tensor, masks: int, n_mels: int, bands: int = 8,
+                 steps: int = 4) -> torch.Tensor:
+    """``x`` (B, S, k * M) with ``masks`` random runs of up to ``bands`` mel filters (in all k
+    stacked frames) and ``masks`` runs of up to ``steps`` steps set to 0, drawn per utterance
+    from torch's global generator (which the trainer seeds and restores on resume)."""
+    batch, length, width = x.shape
+    mel = torch.arange(n_mels)
+    step = torch.arange(length)
+    keep_mel = torch.ones(batch, n_mels, dtype=torch.bool)
+    keep_step = torch.ones(batch, length, dtype=torch.bool)
+    for _ in range(masks):
+        w = torch.randint(0, bands + 1, (batch, 1))
+        f = (torch.rand(batch, 1) * (n_mels - w + 1)).long()
+        keep_mel &= ~((mel >= f) & (mel < f + w))
+        w = torch.randint(0, steps + 1, (batch, 1))
+        t = (torch.rand(batch, 1) * max(length - steps, 1)).long()
+        keep_step &= ~((step >= t) & (step < t + w))
+    keep = keep_mel.repeat(1, width // n_mels)[:, None, :] & keep_step[:, :, None]
+    return x * keep
 
 
 def log_probs(model, data: Encoded, batch: int = 64) -> list[np.ndarray]:
@@ -207,7 +238,12 @@ def decode(frames: np.ndarray, meta: dict, decoder: str | None = None) -> str:
 def _bigram(meta: dict) -> ctc.Bigram | None:
     if not meta["config"]["lm_weight"]:
         return None
-    return ctc.Bigram(meta["lm_texts"])
+    return _bigram_of(tuple(meta["lm_texts"]))
+
+
+@functools.lru_cache(maxsize=4)
+def _bigram_of(texts: tuple[str, ...]) -> ctc.Bigram:
+    return ctc.Bigram(list(texts))
 
 
 # --- the baseline ----------------------------------------------------------------------------
@@ -271,7 +307,7 @@ def train(config: SpeechConfig) -> dict:
     train_set = encode(data["train"], meta, train_frames)
     val_set, test_set = encode(data["val"], meta), encode(data["test"], meta)
     prepared = time.perf_counter() - started
-    task = _Task(train_set, val_set, config.batch_size)
+    task = _Task(train_set, val_set, config.batch_size, config.spec_augment, config.n_mels)
     out, models, training = Path(config.out), {}, {}
     kinds = ("offline", "stream") if config.models == "both" else (config.models,)
     for kind in kinds:
@@ -380,7 +416,8 @@ def format_table(report: dict) -> str:
                          f"({t['cpu_seconds']:.0f} s of CPU time)")
     if "streaming" in report:
         s = report["streaming"]
-        lines.append(f"  streaming: real-time factor {s['real_time_factor']:.3f}, "
-                     f"{s['ms_per_chunk']:.2f} ms per {s['chunk_ms']} ms chunk, final equals "
-                     f"offline decode in {s['equal_to_offline']}/{s['utterances']}")
+        lines.append(f"  streaming: real-time factor {s['real_time_factor']:.3f} "
+                     f"({s['cpu_real_time_factor']:.3f} in CPU time), {s['ms_per_chunk']:.2f} "
+                     f"ms per {s['chunk_ms']} ms chunk, final equals offline decode in "
+                     f"{s['equal_to_offline']}/{s['utterances']}")
     return "\n".join(lines)

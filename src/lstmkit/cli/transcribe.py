@@ -74,7 +74,8 @@ def _stream(model, samples, chunk_ms: int, rate: int) -> int:
     from lstmkit.apps.transcriber import Transcriber, chunks, transcribe_offline
 
     transcriber = Transcriber(model)
-    sid, text, tick = transcriber.open(), "", time.perf_counter()
+    sid, text = transcriber.open(), ""
+    tick, tock = time.perf_counter(), time.process_time()
     pieces = chunks(samples, chunk_ms)
     for chunk in pieces:
         new = transcriber.push(sid, chunk)
@@ -82,10 +83,11 @@ def _stream(model, samples, chunk_ms: int, rate: int) -> int:
             text += new
             print(f"partial: {text.strip()}", flush=True)
     final = transcriber.close(sid)
-    busy = time.perf_counter() - tick
+    busy, cpu = time.perf_counter() - tick, time.process_time() - tock
     offline = transcribe_offline(model, samples)
     print(f"final: {final}")
     print(f"offline decode: {offline} ({'equal' if final == offline else 'DIFFERENT'})")
     print(f"{len(pieces)} chunks of {chunk_ms} ms, {1000 * busy / len(pieces):.2f} ms per chunk, "
-          f"real-time factor {busy / (len(samples) / rate):.3f}")
+          f"real-time factor {busy / (len(samples) / rate):.3f} "
+          f"({cpu / (len(samples) / rate):.3f} in CPU time)")
     return 0 if final == offline else 1

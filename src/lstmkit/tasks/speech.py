@@ -85,6 +85,10 @@ class CorpusConfig:
     """Lowest random gain, dB."""
     gain_max: float = 6.0
     """Highest random gain, dB (peaks are clipped at full scale)."""
+    warp: float = 0.0
+    """Each utterance is replayed at a rate factor from [1 - warp, 1 + warp], scaling its
+    formants and pitch by the factor and its duration by the inverse (speed perturbation,
+    Ko et al. 2015): every utterance a slightly different vocal tract (0: off)."""
     corpus_seed: int = 0
     """Seed of every choice in the corpus: voices and their split, texts, speeds, noise."""
     cache_dir: str = "runs/cache/speech"
@@ -100,6 +104,8 @@ class CorpusConfig:
         if self.val_voices + self.test_voices >= len(VARIANTS):
             raise ValueError(f"val_voices + test_voices: expected fewer than {len(VARIANTS)} "
                              f"voices, got {self.val_voices + self.test_voices}")
+        if not 0.0 <= self.warp < 0.5:
+            raise ValueError(f"warp: expected a number in [0, 0.5), got {self.warp!r}")
         if not 0.0 <= self.digit_fraction <= 1.0:
             raise ValueError(f"digit_fraction: expected a number in [0, 1], got "
                              f"{self.digit_fraction!r}")
@@ -224,7 +230,11 @@ def _utterance(engine: _ESpeak, rng: np.random.Generator, voice: str, config: Co
     speech = engine.speak(text, voice, int(rng.integers(config.rate_min, config.rate_max + 1)),
                           int(rng.integers(20, 81)), int(rng.integers(20, 81)),
                           seed=int(rng.integers(2 ** 31)))
-    audio = resample(speech.astype(np.float64) / 32768.0, engine.rate)
+    rate = engine.rate
+    if config.warp:  # no draw without it: the corpus stays the one measured in docs/speech.md
+        factor = rng.uniform(1 - config.warp, 1 + config.warp)
+        rate = 50 * round(rate * factor / 50)  # a multiple of 50 Hz: short polyphase filters
+    audio = resample(speech.astype(np.float64) / 32768.0, rate)
     pause = rng.integers(0, SAMPLE_RATE // 4, size=2)
     audio = np.pad(audio, (int(pause[0]), int(pause[1])))
     power = np.mean(audio[np.abs(audio) > 1e-3] ** 2) if np.any(np.abs(audio) > 1e-3) else 1e-6
