@@ -77,6 +77,7 @@ def transcription_plot(path: Path, spectrogram: np.ndarray, posteriors: np.ndarr
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5))
     top.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma")
     top.set_ylabel("mel filter")
+    top.set_xlabel("frame (10 ms)")
     top.set_title(f"{title}\nreference: {reference!r}   decoded: {decoded!r}", fontsize=9)
     names = ["blank"] + ["space" if c == " " else c for c in alphabet]
     peaks = posteriors.max(0)

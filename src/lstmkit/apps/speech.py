@@ -342,7 +342,7 @@ def train(config: SpeechConfig) -> dict:
                                                 config.stream_utterances)
     first = next(k for k in ("offline", "stream") if k in models)
     picture = out / "transcribe.png"
-    _picture(picture, models[first], data["test"], test_set, meta)
+    _picture(picture, models[first], data["test"], test_set, models[first].meta)
     write_json(out / "metrics.json", report)
     report["files"] = {**{f"checkpoint ({k})": str(out / k / MODEL_FILE)
                           for k in kinds}, "metrics": str(out / "metrics.json"),
