@@ -156,3 +156,19 @@ def test_spec_augment_masks_whole_bands_and_steps():
     assert torch.equal(zero, (bands[:, None, None, :] | steps[:, :, None, None]).expand_as(zero))
     assert bands.sum(1).max() <= 16 and steps.sum(1).max() <= 8 and zero.any()
     assert torch.equal(speech.spec_augment(x, masks=0, n_mels=40), x)
+
+
+def test_trains_on_a_folder_of_wavs(cache, tmp_path):
+    corpus = speech.load_corpus(_config(cache, tmp_path))["train"]
+    folder = tmp_path / "wavs"
+    lines = []
+    for i in range(len(corpus)):
+        speech.corpora.write_wav(folder / f"u{i}.wav", corpus.float_audio(i))
+        lines.append(f"u{i}.wav\t{corpus.speakers[i]}\t{corpus.texts[i].upper()}")
+    (folder / "transcripts.txt").write_text("\n".join(lines) + "\n")
+    report = speech.train(_config(cache, tmp_path / "run", data=str(folder), models="offline",
+                                  epochs=1, baseline_epochs=0))
+    assert report["corpus"]["source"] == str(folder)
+    splits = {s: report["corpus"][s]["utterances"] for s in ("train", "val", "test")}
+    assert sum(splits.values()) == len(corpus) and min(splits.values()) >= 1
+    assert set(report["test_voices"]) <= set(corpus.speakers)
