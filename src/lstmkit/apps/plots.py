@@ -83,3 +83,25 @@ def confusion_plot(path: Path, matrix: np.ndarray, labels: list[str], title: str
     axis.set_title(title)
     figure.tight_layout()
     _save(figure, path)
+
+
+def transcription_plot(path: Path, spectrogram: np.ndarray, posteriors: np.ndarray,
+                       alphabet: str, reference: str, decoded: str, title: str) -> None:
+    """Log-mel spectrogram (T, M) above the CTC posteriors (S, V) of the same utterance, with
+    the labels that some step makes likely named on the axis and the decoded text."""
+    plt = _pyplot()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5))
+    top.imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma")
+    top.set_ylabel("mel filter")
+    top.set_xlabel("frame (10 ms)")
+    top.set_title(f"{title}\nreference: {reference!r}   decoded: {decoded!r}", fontsize=9)
+    names = ["blank"] + ["space" if c == " " else c for c in alphabet]
+    peaks = posteriors.max(0)
+    shown = sorted(np.argsort(-peaks)[:max(2, int((peaks > 0.2).sum()))].tolist())
+    bottom.imshow(posteriors[:, shown].T, origin="lower", aspect="auto", cmap="Blues",
+                  vmin=0, vmax=1, interpolation="nearest")
+    bottom.set_yticks(range(len(shown)), [names[k] for k in shown], fontsize=7)
+    bottom.set_xlabel("model step")
+    bottom.set_ylabel("CTC posterior")
+    figure.tight_layout()
+    _save(figure, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from lstmkit.apps import charlm, classify, forecast
+from lstmkit.apps import charlm, classify, forecast, speech
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ APPS = {app.name: app for app in (
         classify.predict_table, classify.format_table),
     App("charlm", charlm.CharLMConfig, charlm.train, charlm.evaluate, charlm.predict,
         charlm.format_table),
+    App("transcribe", speech.SpeechConfig, speech.train, speech.evaluate, speech.predict,
+        speech.format_table),
 )}
 """Application name (as stored in a checkpoint's metadata) -> :class:`App`."""
 

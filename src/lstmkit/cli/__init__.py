@@ -31,6 +31,7 @@ _COMMANDS = {
     "sample": "lstmkit.cli.sample",
     "predict": "lstmkit.cli.predict",
     "evaluate": "lstmkit.cli.evaluate",
+    "transcribe": "lstmkit.cli.transcribe",
 }
 """Subcommand -> module."""
 
