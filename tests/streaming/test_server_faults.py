@@ -287,3 +287,17 @@ def test_a_charlm_is_served_text_in_characters_out_and_a_forecaster_is_refused(t
         for_model(served)
     save(tmp_path / "f.safetensors", served, app="forecast")
     assert main(["serve", str(tmp_path / "f.safetensors")]) == 2
+
+
+def test_the_cli_refuses_an_empty_token_and_an_exposed_host_without_one(tmp_path, monkeypatch,
+                                                                        capsys):
+    from lstmkit.cli import main
+
+    checkpoint = tmp_path / "m.safetensors"
+    save(checkpoint, forecaster())
+    monkeypatch.setenv("LSTMKIT_TOKEN", "")
+    assert main(["serve", str(checkpoint)]) == 2
+    assert "empty" in capsys.readouterr().err
+    monkeypatch.delenv("LSTMKIT_TOKEN")
+    assert main(["serve", str(checkpoint), "--host", "0.0.0.0"]) == 2
+    assert "loopback address without a token" in capsys.readouterr().err

@@ -141,11 +141,12 @@ class _Group:
     exception) for the others, which it did not touch.
     """
 
-    __slots__ = ("call", "ids", "xs", "ats", "streams", "live", "out", "lengths", "steps",
-                 "errors")
+    __slots__ = ("call", "ids", "xs", "ats", "stacked", "streams", "live", "out", "lengths",
+                 "steps", "errors")
 
-    def __init__(self, call: _Call, ids: list[str], xs: list[torch.Tensor], ats):
-        self.call, self.ids, self.xs, self.ats = call, ids, xs, ats
+    def __init__(self, call: _Call, ids: list[str], xs: list[torch.Tensor], ats,
+                 stacked: torch.Tensor | None = None):
+        self.call, self.ids, self.xs, self.ats, self.stacked = call, ids, xs, ats, stacked
         self.streams: list[_Stream] = []
         self.live: list[int] | None = None
         self.out: torch.Tensor | None = None
@@ -172,6 +173,14 @@ class _Group:
                     into[self.ids[k]] = Pushed(y, self.steps[j])
         for k, error in self.errors.items():
             into[self.ids[k]] = error
+
+
+def _collect(groups: list[_Group]) -> dict:
+    """Each stream's outcome in ``groups``: a :class:`Pushed` or its error."""
+    outcomes = {}
+    for group in groups:
+        group.outcomes(outcomes)
+    return outcomes
 
 
 class StreamEngine:
@@ -372,8 +381,9 @@ class StreamEngine:
         Returns:
             (T, O): the output after each step, equal to the model run on the stream so far.
         """
-        outcome = self._submit([stream_id], [self._check_chunk(x_chunk)],
-                               None if at is None else [at], strict=True)[stream_id]
+        groups, _ = self._submit([stream_id], [self._check_chunk(x_chunk)],
+                                 None if at is None else [at], strict=True)
+        outcome = _collect(groups)[stream_id]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome.y
@@ -387,11 +397,21 @@ class StreamEngine:
         its ``errors`` every failure ({id: exception}). Saves a caller that holds many streams
         (a gateway, a server's batch of messages) one call per stream.
         """
-        ids = list(chunks)
-        outcomes = self._submit(ids, [self._check_chunk(x) for x in chunks.values()], None,
-                                strict=True)
-        errors = {sid: o for sid, o in outcomes.items() if isinstance(o, BaseException)}
-        results = {sid: o.y for sid, o in outcomes.items() if sid not in errors}
+        ids, xs = list(chunks), list(chunks.values())
+        stacked = self._stacked(xs)  # one check for a whole batch of well-formed tensors
+        if stacked is None:
+            xs = [self._check_chunk(x) for x in xs]
+        groups, _ = self._submit(ids, xs, None, strict=True, stacked=stacked)
+        results, errors = {}, {}
+        for group in groups:
+            if group.out is not None and not group.errors and group.lengths is None:
+                results.update(zip(group.ids, group.out.unbind(0)))  # the common case, fast
+                continue
+            for sid, outcome in _collect([group]).items():
+                if isinstance(outcome, BaseException):
+                    errors[sid] = outcome
+                else:
+                    results[sid] = outcome.y
         if errors:
             first = next(iter(errors.values()))
             first.results, first.errors = results, errors
@@ -416,16 +436,21 @@ class StreamEngine:
             ids.append(sid)
             if ats is not None:
                 ats.append(at.get(sid))
-        outcomes.update(self._submit(ids, xs, ats, strict=False))
+        groups, failed = self._submit(ids, xs, ats, strict=False)
+        outcomes.update(failed)
+        outcomes.update(_collect(groups))
         return {sid: outcomes[sid] for sid in chunks}
 
-    def _submit(self, ids: list[str], xs: list[torch.Tensor], ats, strict: bool) -> dict:
-        """Queue the chunks, lead rounds or wait for them; each stream's Pushed or error."""
+    def _submit(self, ids: list[str], xs: list[torch.Tensor], ats, strict: bool,
+                stacked: torch.Tensor | None = None) -> tuple[list[_Group], dict]:
+        """Queue the chunks, lead rounds or wait for them; the groups as the rounds left them,
+        and the streams that failed before queueing ({id: error}). ``stacked``: the chunks
+        already stacked (B, T, F), if they were all well-formed tensors."""
         outcomes = {}
         with self._lock:
             absent = [sid for sid in ids if sid not in self._streams]
             if not absent:
-                call, lead = self._enqueue(ids, xs, ats)
+                call, lead = self._enqueue(ids, xs, ats, stacked)
         if absent:  # parked (restored in the same hold as queueing: no sweep between) or unknown
             with self._compute, self._lock:
                 for sid in absent:
@@ -439,9 +464,10 @@ class StreamEngine:
                     keep = [k for k, sid in enumerate(ids) if sid not in outcomes]
                     ids, xs = [ids[k] for k in keep], [xs[k] for k in keep]
                     ats = None if ats is None else [ats[k] for k in keep]
-                call, lead = self._enqueue(ids, xs, ats)
+                    stacked = None
+                call, lead = self._enqueue(ids, xs, ats, stacked)
         if not ids:
-            return outcomes
+            return [], outcomes
         if not lead:
             call.wake.wait()
             lead = call.lead
@@ -450,16 +476,15 @@ class StreamEngine:
                 self._round()
             self._hand_off()
         self.stats.record_latency(time.perf_counter() - call.start)
-        for group in call.groups:
-            group.outcomes(outcomes)
-        return outcomes
+        return call.groups, outcomes
 
-    def _enqueue(self, ids, xs, ats) -> tuple[_Call, bool]:
+    def _enqueue(self, ids, xs, ats, stacked) -> tuple[_Call, bool]:
         """(lock held) Queue the chunks in groups of at most max_batch; whether to lead."""
         size = self.max_batch
         call = _Call(-(-len(ids) // size))
         call.groups = [_Group(call, ids[k:k + size], xs[k:k + size],
-                              None if ats is None else ats[k:k + size])
+                              None if ats is None else ats[k:k + size],
+                              None if stacked is None else stacked[k:k + size])
                        for k in range(0, len(ids), size)]
         self._pending.extend(call.groups)
         lead, self._busy = not self._busy and bool(ids), self._busy or bool(ids)
@@ -535,18 +560,22 @@ class StreamEngine:
                 group.errors[k] = error
                 continue
             live.append(k)
-        group.live = live
+        group.live, group.stacked = live, None
         group.xs = [group.xs[k] for k in live]
         return [self._streams[group.ids[k]] for k in live]
 
     @torch.no_grad()
     def _run(self, batch: list[_Group]) -> None:
-        streams = [s for group in batch for s in group.streams]
-        chunks = [x for group in batch for x in group.xs]
-        lengths = [x.shape[0] for x in chunks]
-        same = min(lengths) == max(lengths)
-        x = torch.stack(chunks) if same else torch.nn.utils.rnn.pad_sequence(
-            chunks, batch_first=True)  # (B, T, F), or (B, T) token ids
+        if len(batch) == 1 and batch[0].stacked is not None:  # one well-formed call: as is
+            streams, chunks, x = batch[0].streams, batch[0].xs, batch[0].stacked
+            lengths, same = [x.shape[1]] * len(streams), True
+        else:
+            streams = [s for group in batch for s in group.streams]
+            chunks = [x for group in batch for x in group.xs]
+            lengths = [x.shape[0] for x in chunks]
+            same = min(lengths) == max(lengths)
+            x = torch.stack(chunks) if same else torch.nn.utils.rnn.pad_sequence(
+                chunks, batch_first=True)  # (B, T, F), or (B, T) token ids
         slots = array.array("q", [stream.slot for stream in streams])
         index = torch.frombuffer(slots, dtype=torch.int64).to(self._like.device)  # (B,)
         model = self.model
@@ -596,7 +625,12 @@ class StreamEngine:
     def _bad_rows(self, x: torch.Tensor, out: torch.Tensor, parts) -> dict[int, ValueError]:
         """Rows whose input, output or new state is not finite (checked in one pass of
         vectorised calls); none, in the common case."""
-        rows = out.shape[0]
+        total = out.sum()  # one cheap pass: NaN or inf anywhere makes it non-finite
+        for t in parts if self.vocab_size else (*parts, x):
+            total = total + t.sum()
+        if bool(torch.isfinite(total)):
+            return {}
+        rows = out.shape[0]  # then row by row (a sum of finite values may overflow alone)
         ok = torch.isfinite(out).reshape(rows, -1).all(1)  # (B,)
         for part in parts:  # (L*D, B, *shape)
             ok &= torch.isfinite(part).reshape(part.shape[0], rows, -1).all(2).all(0)
@@ -703,6 +737,23 @@ class StreamEngine:
         if not self.vocab_size and not bool(torch.isfinite(x).all()):
             raise ValueError("x_chunk: expected finite values, got NaN or infinity")
         return x
+
+    def _stacked(self, xs: list) -> torch.Tensor | None:
+        """The chunks stacked (B, T, F) if they are all float tensors of the model's dtype,
+        device and input size, of one length within max_chunk; else None (then each is checked
+        alone, for a precise error)."""
+        like = self._like
+        if self.vocab_size or not xs or not all(type(x) is torch.Tensor for x in xs):
+            return None
+        try:
+            x = torch.stack(xs)
+        except RuntimeError:
+            return None
+        if (x.dim() == 3 and x.dtype == like.dtype and x.shape[2] == self.input_size
+                and 1 <= x.shape[1] <= self.max_chunk and x.device == like.device
+                and not x.requires_grad):
+            return x
+        return None
 
     def _check_chunk(self, x_chunk) -> torch.Tensor:
         like = self._like
