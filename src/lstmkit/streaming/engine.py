@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from lstmkit.cells.base import state_sizes, state_tensors
@@ -110,10 +111,13 @@ class StreamTable(NamedTuple):
 
 
 class _Stream:
-    __slots__ = ("id", "slot", "steps", "last_used")
+    """An open stream: its id and its slot in the state pool (its step count and last use
+    are in the engine's arrays, by slot, so that a round updates them in one call)."""
 
-    def __init__(self, stream_id: str, slot: int, steps: int, now: float):
-        self.id, self.slot, self.steps, self.last_used = stream_id, slot, steps, now
+    __slots__ = ("id", "slot")
+
+    def __init__(self, stream_id: str, slot: int):
+        self.id, self.slot = stream_id, slot
 
 
 class _Call:
@@ -151,7 +155,7 @@ class _Group:
         self.live: list[int] | None = None
         self.out: torch.Tensor | None = None
         self.lengths: list[int] | None = None
-        self.steps: list[int] = []
+        self.steps: np.ndarray | None = None  # (b,) the step counts after the round
         self.errors: dict[int, BaseException] = {}
 
     def positions(self) -> list[int]:
@@ -170,7 +174,7 @@ class _Group:
             for j, k in enumerate(self.positions()):
                 if k not in self.errors:
                     y = rows[j] if lengths is None else rows[j][:lengths[j]]
-                    into[self.ids[k]] = Pushed(y, self.steps[j])
+                    into[self.ids[k]] = Pushed(y, int(self.steps[j]))
         for k, error in self.errors.items():
             into[self.ids[k]] = error
 
@@ -252,6 +256,8 @@ class StreamEngine:
         self._pending: collections.deque[_Group] = collections.deque()
         self._free: list[int] = []
         self._pool: tuple[torch.Tensor, ...] = self._new_pool(0)  # each (L*D, S, *shape)
+        self._count = np.zeros(0, np.int64)  # (S,) steps of the stream in each slot
+        self._last = np.zeros(0)  # (S,) the clock at its last push
         self.stats = EngineStats()
 
     # --- stream lifecycle --------------------------------------------------------------------
@@ -292,7 +298,7 @@ class StreamEngine:
             self._write(("reset", stream_id))
             for part in self._pool:
                 part[:, stream.slot] = 0
-            stream.steps, stream.last_used = 0, self._clock()
+            self._count[stream.slot], self._last[stream.slot] = 0, self._clock()
 
     def snapshot(self, stream_id: str) -> StreamSnapshot:
         """A copy of a stream's state (open or parked)."""
@@ -316,7 +322,7 @@ class StreamEngine:
         with self._lock:
             if stream_id in self._parked:
                 return self._parked[stream_id].steps
-            return self._get(stream_id).steps
+            return int(self._count[self._get(stream_id).slot])
 
     def streams(self) -> list[str]:
         """Ids of the open streams (parked ones not included)."""
@@ -343,7 +349,7 @@ class StreamEngine:
                                  device=self._like.device)
             parts = tuple(p.index_select(1, index) for p in self._pool)
             parked = list(self._parked.items())  # snapshots are never written in place
-            steps = [s.steps for s in open_]
+            steps = self._count[index.cpu().numpy()].tolist()
             mark = None if self.journal is None else self.journal.rotate()
         if parked:
             parts = tuple(torch.cat([p, torch.stack([snap.state[j] for _, snap in parked], 1)], 1)
@@ -529,7 +535,7 @@ class StreamEngine:
                 seen.update(group.ids)
                 continue
             seen.update(group.ids)
-            streams = [self._streams.get(sid) for sid in group.ids]
+            streams = list(map(self._streams.get, group.ids))
             if None in streams or group.ats is not None:
                 streams = self._resolve(group, streams)
             group.streams = streams
@@ -553,8 +559,9 @@ class StreamEngine:
                                             "closed while the push waited")
                     stream = self._get(sid, restore=True)
                 at = None if group.ats is None else group.ats[k]
-                if at is not None and at != stream.steps:
-                    raise StepMismatch(f"at: expected the stream's step count {stream.steps}, "
+                if at is not None and at != self._count[stream.slot]:
+                    raise StepMismatch(f"at: expected the stream's step count "
+                                       f"{self._count[stream.slot]}, "
                                        f"got {at}")
             except (UnknownStream, EngineFull, StepMismatch) as error:
                 group.errors[k] = error
@@ -589,37 +596,35 @@ class StreamEngine:
             keep = [b for b in range(len(streams)) if b not in bad]
             good = torch.tensor(keep, dtype=torch.int64, device=index.device)
             index, new = index[good], tuple(p.index_select(1, good) for p in new)
+        slots = np.frombuffer(slots, dtype=np.int64)  # (B,)
         if self.journal is not None:
-            self._write(*(("push", s.id, s.steps, c) for b, (s, c) in
+            self._write(*(("push", s.id, int(self._count[s.slot]), c) for b, (s, c) in
                           enumerate(zip(streams, chunks)) if b not in bad))
         for part, fresh in zip(self._pool, new):
             part.index_copy_(1, index, fresh)
-        self._deliver(batch, out, lengths if not same else None, bad)
+        self._deliver(batch, out, slots, None if same else lengths, x.shape[1], bad)
         self.stats.record_round(len(streams) - len(bad), sum(lengths))
 
-    def _deliver(self, batch: list[_Group], out: torch.Tensor, lengths, bad: dict) -> None:
-        """Count the steps and hand each group its rows; streams in ``bad`` fail alone."""
-        now, offset = self._clock(), 0
+    def _deliver(self, batch: list[_Group], out: torch.Tensor, slots: np.ndarray, lengths,
+                 steps: int, bad: dict) -> None:
+        """Count the steps (one vectorised update) and hand each group its rows; streams in
+        ``bad`` fail alone, their counts unchanged."""
+        taken = np.full(len(slots), steps) if lengths is None else np.asarray(lengths)
+        if bad:
+            taken[list(bad)] = 0
+        self._count[slots] += taken  # slots are distinct within a round
+        self._last[slots[taken > 0]] = self._clock()
+        after, offset = self._count[slots], 0  # (B,) a copy: later rounds do not move it
         for group in batch:
             n = len(group.streams)
             group.out = out[offset:offset + n]
             group.lengths = None if lengths is None else lengths[offset:offset + n]
-            if not bad and lengths is None:
-                steps = group.xs[0].shape[0]
-                for stream in group.streams:
-                    stream.steps += steps
-                    stream.last_used = now
-                group.steps = [stream.steps for stream in group.streams]
-            else:
-                group.steps = []
+            group.steps = after[offset:offset + n]
+            if bad:
                 positions = group.positions()
-                for j, (stream, x) in enumerate(zip(group.streams, group.xs)):
+                for j in range(n):
                     if offset + j in bad:
                         group.errors[positions[j]] = bad[offset + j]
-                    else:
-                        stream.steps += x.shape[0]
-                        stream.last_used = now
-                    group.steps.append(stream.steps)
             offset += n
 
     def _bad_rows(self, x: torch.Tensor, out: torch.Tensor, parts) -> dict[int, ValueError]:
@@ -680,7 +685,9 @@ class StreamEngine:
         slot = self._free.pop()
         for k, part in enumerate(self._pool):
             part[:, slot] = 0 if snapshot is None else snapshot.state[k]
-        stream = _Stream(stream_id, slot, 0 if snapshot is None else snapshot.steps, self._clock())
+        self._count[slot] = 0 if snapshot is None else snapshot.steps
+        self._last[slot] = self._clock()
+        stream = _Stream(stream_id, slot)
         self._streams[stream_id] = stream
         return stream
 
@@ -698,10 +705,13 @@ class StreamEngine:
         for fresh, current in zip(pool, self._pool):
             fresh[:, :old] = current
         self._pool = pool
+        self._count = np.concatenate([self._count, np.zeros(new - old, np.int64)])
+        self._last = np.concatenate([self._last, np.zeros(new - old)])
         self._free.extend(range(new - 1, old - 1, -1))
 
     def _snapshot(self, stream: _Stream) -> StreamSnapshot:
-        return StreamSnapshot(tuple(p[:, stream.slot].clone() for p in self._pool), stream.steps)
+        return StreamSnapshot(tuple(p[:, stream.slot].clone() for p in self._pool),
+                              int(self._count[stream.slot]))
 
     def _evict(self, stream: _Stream) -> StreamSnapshot:
         snapshot = self._snapshot(stream)
@@ -720,7 +730,7 @@ class StreamEngine:
         if self.idle_timeout is None:
             return []
         deadline = self._clock() - self.idle_timeout
-        idle = [s for s in self._streams.values() if s.last_used <= deadline]
+        idle = [s for s in self._streams.values() if self._last[s.slot] <= deadline]
         if idle and self._pending:
             busy = {sid for group in self._pending for sid in group.ids}
             idle = [s for s in idle if s.id not in busy]
@@ -743,11 +753,11 @@ class StreamEngine:
         device and input size, of one length within max_chunk; else None (then each is checked
         alone, for a precise error)."""
         like = self._like
-        if self.vocab_size or not xs or not all(type(x) is torch.Tensor for x in xs):
+        if self.vocab_size or not xs:
             return None
         try:
             x = torch.stack(xs)
-        except RuntimeError:
+        except (TypeError, RuntimeError):  # not all tensors, or of several shapes
             return None
         if (x.dim() == 3 and x.dtype == like.dtype and x.shape[2] == self.input_size
                 and 1 <= x.shape[1] <= self.max_chunk and x.device == like.device
