@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lstmkit.streaming import EngineFull, StreamEngine
+from tests.streaming.test_engine import hold_first_round
 from tests.tiny_models import forecaster
 
 MODEL = forecaster(torch.float64)
@@ -82,25 +83,11 @@ def ragged_batches():
         _exact(outs[sid], xs[k][:done[k]])
 
 
-def _hold_first_round(engine):
-    gate, entered = threading.Event(), threading.Event()
-    run = engine._run
-
-    def held(batch):
-        if not entered.is_set():
-            entered.set()
-            assert gate.wait(10)
-        run(batch)
-
-    engine._run = held
-    return gate, entered
-
-
 def same_id_twice():
     engine = StreamEngine(MODEL)
     (x,) = _inputs(1, 4)
     sid = engine.open()
-    gate, entered = _hold_first_round(engine)
+    gate, entered = hold_first_round(engine)
     outs = {}
     first = threading.Thread(target=lambda: outs.setdefault(0, engine.push(sid, x[:1])))
     first.start()
@@ -120,7 +107,7 @@ def forced_delay():
     engine = StreamEngine(MODEL)
     xs = _inputs(5, 3)
     ids = [engine.open() for _ in xs]
-    gate, entered = _hold_first_round(engine)
+    gate, entered = hold_first_round(engine)
     outs = {}
     threads = [threading.Thread(target=lambda k=k: outs.setdefault(k, engine.push(ids[k], xs[k])))
                for k in range(5)]

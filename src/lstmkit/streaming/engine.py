@@ -609,11 +609,15 @@ class StreamEngine:
                  steps: int, bad: dict) -> None:
         """Count the steps (one vectorised update) and hand each group its rows; streams in
         ``bad`` fail alone, their counts unchanged."""
-        taken = np.full(len(slots), steps) if lengths is None else np.asarray(lengths)
-        if bad:
-            taken[list(bad)] = 0
-        self._count[slots] += taken  # slots are distinct within a round
-        self._last[slots[taken > 0]] = self._clock()
+        if lengths is None and not bad:  # the common case: one length, all stepped
+            self._count[slots] += steps  # slots are distinct within a round
+            self._last[slots] = self._clock()
+        else:
+            taken = np.full(len(slots), steps) if lengths is None else np.asarray(lengths)
+            if bad:
+                taken[list(bad)] = 0
+            self._count[slots] += taken
+            self._last[slots[taken > 0]] = self._clock()
         after, offset = self._count[slots], 0  # (B,) a copy: later rounds do not move it
         for group in batch:
             n = len(group.streams)
