@@ -470,7 +470,8 @@ class _Batcher:
 
     async def push(self, stream_id: str, x_chunk, at: int | None = None):
         """The stream's :class:`~lstmkit.streaming.engine.Pushed`, or its own error."""
-        x = self.engine.check_chunk(x_chunk)  # a bad chunk fails here, alone
+        x = self.engine.check_chunk(x_chunk, finite=False)  # a bad chunk fails here, alone
+        # (finiteness is checked in the round, row by row, with the outputs and states)
         future = asyncio.get_running_loop().create_future()
         self.queue.append((stream_id, x, at, future))
         if self.task is None or self.task.done():
@@ -551,5 +552,7 @@ def serve(checkpoint: str | Path, config: ServerConfig = ServerConfig()) -> None
     gc.freeze()
     # Messages a little over max_request_bytes still arrive, to be answered 413; far larger
     # ones are closed by the protocol layer (1009, message too big).
+    # No per-message deflate: compressing each small reply cost about as much as computing it.
     uvicorn.run(app, host=config.host, port=config.port,
-                ws_max_size=2 * config.max_request_bytes + 4096, log_level="info")
+                ws_max_size=2 * config.max_request_bytes + 4096, ws_per_message_deflate=False,
+                log_level="info")
