@@ -23,16 +23,33 @@ import logging
 import threading
 import time
 import uuid
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from lstmkit.cells.base import state_sizes, state_tensors
 from lstmkit.models import SequenceModel
+from lstmkit.streaming.checks import as_tensor, check_id, check_model
+from lstmkit.streaming.records import (
+    ChunkTooLong,
+    EngineFull,
+    Pushed,
+    StepMismatch,
+    StreamSnapshot,
+    StreamTable,
+    UnknownStream,
+    _Call,
+    _collect,
+    _Group,
+    _Stream,
+)
 from lstmkit.streaming.stats import EngineStats
 
 log = logging.getLogger(__name__)
+
+
+__all__ = ["ChunkTooLong", "EngineFull", "Pushed", "StepMismatch", "StreamEngine",
+           "StreamSnapshot", "StreamTable", "UnknownStream"]
 
 
 # --- the family's state: the only calls into lstmkit.cells ------------------------------------
@@ -51,140 +68,6 @@ def _to_state(model: SequenceModel, parts: tuple[torch.Tensor, ...]):
 def _from_state(state) -> tuple[torch.Tensor, ...]:
     """The parts of a family's state object, in :func:`_state_shapes` order."""
     return state_tensors(state)
-
-
-# --- errors and records ---------------------------------------------------------------------
-
-class UnknownStream(KeyError):
-    """A push, reset or close named a stream that is not open."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class EngineFull(RuntimeError):
-    """Opening one more stream would pass ``max_streams``."""
-
-
-class ChunkTooLong(ValueError):
-    """A chunk has more steps than ``max_chunk``."""
-
-
-class StepMismatch(ValueError):
-    """A push said at which step it starts (``at``), and the stream is elsewhere."""
-
-
-class StreamSnapshot(NamedTuple):
-    """A stream's saved state: what eviction keeps and :meth:`StreamEngine.open` restores.
-
-    Shape: each tensor of ``state`` is (L*D, *shape), the stream's slice of the model's state.
-    """
-
-    state: tuple[torch.Tensor, ...]
-    steps: int
-
-
-class Pushed(NamedTuple):
-    """What one push did: the outputs and the stream's step count after them."""
-
-    y: torch.Tensor
-    """(T, O): the model's output after each step of the chunk."""
-    steps: int
-    """Steps the stream has taken since it was opened or reset, this chunk included."""
-
-
-class StreamTable(NamedTuple):
-    """Every stream at one moment, in bulk (what :meth:`StreamEngine.export` returns and
-    :meth:`StreamEngine.load` takes).
-
-    Shape: each tensor of ``parts`` is (L*D, N, *shape); stream ``ids[k]`` is at ``[:, k]``.
-    """
-
-    ids: list[str]
-    steps: list[int]
-    parked: list[bool]
-    parts: tuple[torch.Tensor, ...]
-
-    def snapshots(self) -> dict[str, StreamSnapshot]:
-        return {sid: StreamSnapshot(tuple(p[:, k] for p in self.parts), self.steps[k])
-                for k, sid in enumerate(self.ids)}
-
-
-class _Stream:
-    """An open stream: its id and its slot in the state pool (its step count and last use
-    are in the engine's arrays, by slot, so that a round updates them in one call)."""
-
-    __slots__ = ("id", "slot")
-
-    def __init__(self, stream_id: str, slot: int):
-        self.id, self.slot = stream_id, slot
-
-
-class _Call:
-    """One push_many or push_each: its groups, and the event its caller waits on."""
-
-    __slots__ = ("remaining", "wake", "lead", "start", "groups")
-
-    def __init__(self, groups: int):
-        self.remaining, self.start = groups, time.perf_counter()
-        self.wake = threading.Event()  # set when all are finished, or when handed the lead
-        self.lead = False
-
-    def finish(self) -> None:
-        """One group done (only the leading thread calls this)."""
-        self.remaining -= 1
-        if not self.remaining:
-            self.wake.set()
-
-
-class _Group:
-    """Up to ``max_batch`` chunks of one call, for distinct streams, stepped in one round.
-
-    A round fills ``out`` (b, T, O) with a row per stream that was stepped (``live``, positions
-    into ``ids``; None: all), ``steps`` with their counts after it, and ``errors`` (position ->
-    exception) for the others, which it did not touch.
-    """
-
-    __slots__ = ("call", "ids", "xs", "ats", "stacked", "streams", "live", "out", "lengths",
-                 "steps", "errors")
-
-    def __init__(self, call: _Call, ids: list[str], xs: list[torch.Tensor], ats,
-                 stacked: torch.Tensor | None = None):
-        self.call, self.ids, self.xs, self.ats, self.stacked = call, ids, xs, ats, stacked
-        self.streams: list[_Stream] = []
-        self.live: list[int] | None = None
-        self.out: torch.Tensor | None = None
-        self.lengths: list[int] | None = None
-        self.steps: np.ndarray | None = None  # (b,) the step counts after the round
-        self.errors: dict[int, BaseException] = {}
-
-    def positions(self) -> list[int]:
-        return list(range(len(self.ids))) if self.live is None else self.live
-
-    def fail(self, error: BaseException) -> None:
-        for k in self.positions():
-            self.errors[k] = error
-        self.live, self.streams, self.out = [], [], None
-
-    def outcomes(self, into: dict) -> None:
-        """Each stream's outcome: a :class:`Pushed` or its error."""
-        if self.out is not None:
-            rows = self.out.unbind(0)
-            lengths = self.lengths
-            for j, k in enumerate(self.positions()):
-                if k not in self.errors:
-                    y = rows[j] if lengths is None else rows[j][:lengths[j]]
-                    into[self.ids[k]] = Pushed(y, int(self.steps[j]))
-        for k, error in self.errors.items():
-            into[self.ids[k]] = error
-
-
-def _collect(groups: list[_Group]) -> dict:
-    """Each stream's outcome in ``groups``: a :class:`Pushed` or its error."""
-    outcomes = {}
-    for group in groups:
-        group.outcomes(outcomes)
-    return outcomes
 
 
 class StreamEngine:
@@ -227,7 +110,7 @@ class StreamEngine:
                  idle_timeout: float | None = None, max_parked: int | None = None,
                  max_batch: int = 1024, max_chunk: int = 4096, clock=time.monotonic,
                  journal=None):
-        _check_model(model)
+        check_model(model)
         for name, value in (("max_streams", max_streams), ("max_batch", max_batch),
                             ("max_chunk", max_chunk)):
             if not isinstance(value, int) or value < 1:
@@ -265,7 +148,7 @@ class StreamEngine:
     def open(self, stream_id: str | None = None, snapshot: StreamSnapshot | None = None) -> str:
         """Open a stream (a fresh id if None) at the zero state, or at ``snapshot``; returns its
         id. Opening a parked stream's id without a snapshot resumes it."""
-        stream_id = uuid.uuid4().hex if stream_id is None else _check_id(stream_id)
+        stream_id = uuid.uuid4().hex if stream_id is None else check_id(stream_id)
         if snapshot is not None:
             snapshot = self._check_snapshot(snapshot)
         with self._compute, self._lock:
@@ -371,7 +254,7 @@ class StreamEngine:
                 if parked or len(self._streams) >= self.max_streams:
                     self._park(sid, snapshot)
                 else:
-                    self._admit(_check_id(sid), snapshot)
+                    self._admit(check_id(sid), snapshot)
 
     # --- pushing -----------------------------------------------------------------------------
 
@@ -778,7 +661,7 @@ class StreamEngine:
                 and not x_chunk.requires_grad):
             return x_chunk  # already what a round takes (finiteness is checked in the round)
         if self.vocab_size:
-            x = _as_tensor(x_chunk, torch.int64, "x_chunk", like.device)
+            x = as_tensor(x_chunk, torch.int64, "x_chunk", like.device)
             if x.dim() == 0:
                 x = x.reshape(1)
             if x.dim() != 1:
@@ -788,7 +671,7 @@ class StreamEngine:
                 raise ValueError(f"x_chunk: expected token ids in [0, {self.vocab_size}), got "
                                  f"values in [{int(x.min())}, {int(x.max())}]")
         else:
-            x = _as_tensor(x_chunk, like.dtype, "x_chunk", like.device)
+            x = as_tensor(x_chunk, like.dtype, "x_chunk", like.device)
             size, shape = self.input_size, tuple(x.shape)
             x = x.reshape(1, -1) if x.dim() == 1 else x
             if x.dim() != 2 or x.shape[1] != size:
@@ -811,51 +694,3 @@ class StreamEngine:
         if not all(bool(torch.isfinite(t).all()) for t in state):
             raise ValueError("snapshot: expected finite values, got NaN or infinity")
         return StreamSnapshot(state, int(snapshot.steps))
-
-
-def _check_model(model) -> None:
-    if not isinstance(model, SequenceModel):
-        raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
-    if model.config.layer.bidirectional:
-        raise ValueError("model: expected a unidirectional model, got bidirectional=True (the "
-                         "reverse direction needs the whole sequence)")
-    if model.config.pooling not in ("none", "last"):
-        raise ValueError(f"model: expected pooling 'none' or 'last', got "
-                         f"{model.config.pooling!r} (it needs the whole sequence)")
-
-
-def _check_id(stream_id) -> str:
-    """Ids go into URLs, JSON replies and state files: printable text that UTF-8 can encode
-    (no lone surrogates), no "/"."""
-    if not isinstance(stream_id, str) or not 1 <= len(stream_id) <= 128:
-        raise ValueError(f"stream_id: expected a str of 1 to 128 characters, got {stream_id!r}")
-    try:
-        stream_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"stream_id: expected text UTF-8 can encode, got {stream_id!r}") from None
-    if not stream_id.isprintable() or "/" in stream_id:
-        raise ValueError(f"stream_id: expected printable characters and no '/', got "
-                         f"{stream_id!r}")
-    return stream_id
-
-
-def _as_tensor(value, dtype: torch.dtype, name: str, device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if dtype == torch.int64 and (value.dtype.is_floating_point or value.dtype == torch.bool):
-            raise TypeError(f"{name}: expected integer token ids, got {value.dtype}")
-        if value.requires_grad:
-            value = value.detach()
-        if value.dtype == dtype and value.device == device:
-            return value  # the common case, kept cheap: engines check thousands per round
-        return value.to(device=device, dtype=dtype)
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError, RecursionError) as error:
-        raise TypeError(f"{name}: expected numbers (a tensor, array or nested list), got "
-                        f"{type(value).__name__} ({error})") from None
-    if dtype == torch.int64 and not (tensor.dtype == torch.int64 or tensor.dtype == torch.int32
-                                     or tensor.dtype == torch.int16 or tensor.dtype == torch.uint8):
-        raise TypeError(f"{name}: expected integer token ids, got {tensor.dtype}")
-    if tensor.dtype == torch.bool or tensor.is_complex():
-        raise TypeError(f"{name}: expected real numbers, got {tensor.dtype}")
-    return tensor.to(device=device, dtype=dtype)
