@@ -104,20 +104,27 @@ def test_many_threads_keep_every_stream_exact():
     assert engine.stats.summary()["batch_size"]["max"] <= 8
 
 
-def test_pushes_that_arrive_during_a_round_are_batched_together():
-    model = forecaster()
-    engine = StreamEngine(model)
-    ids = [engine.open() for _ in range(4)]
+def hold_first_round(engine):
+    """Hold the engine's first round until the returned gate is set; ``entered`` is set once
+    that round has its batch."""
     gate, entered = threading.Event(), threading.Event()
     run = engine._run
 
-    def held_first_round(batch):
+    def held(batch):
         if not entered.is_set():
             entered.set()
             assert gate.wait(10)
         run(batch)
 
-    engine._run = held_first_round
+    engine._run = held
+    return gate, entered
+
+
+def test_pushes_that_arrive_during_a_round_are_batched_together():
+    model = forecaster()
+    engine = StreamEngine(model)
+    ids = [engine.open() for _ in range(4)]
+    gate, entered = hold_first_round(engine)
     threads = [threading.Thread(target=engine.push, args=(ids[0], torch.zeros(1, 3)))]
     threads[0].start()
     assert entered.wait(10)

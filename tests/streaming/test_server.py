@@ -24,7 +24,12 @@ def _client(model=None, **options):
     model = model or forecaster()
     engine = StreamEngine(model, max_streams=options.pop("max_streams", 8),
                           max_chunk=options.pop("max_chunk", 64))
-    return testclient.TestClient(create_app(engine, ServerConfig(**options))), model, engine
+    return _test_client(create_app(engine, ServerConfig(**options))), model, engine
+
+
+def _test_client(app):
+    """A client whose requests name a loopback Host, as a local client's do."""
+    return testclient.TestClient(app, base_url="http://127.0.0.1")
 
 
 def test_http_stream_outputs_equal_the_offline_model():
@@ -50,7 +55,7 @@ def test_http_stream_outputs_equal_the_offline_model():
 def test_websocket_stream_equals_the_offline_model_for_a_token_model():
     client, model, engine = _client(charlm())
     x = torch.randint(0, 11, (10,))
-    with client, client.websocket_connect("/streams/chars/ws") as ws:
+    with client, client.websocket_connect("ws://127.0.0.1/streams/chars/ws") as ws:
         ys = []
         for start in range(0, 10, 3):
             ws.send_text(json.dumps({"x": x[start:start + 3].tolist()}))
@@ -71,7 +76,7 @@ def test_websocket_stream_equals_the_offline_model_for_a_token_model():
     ({"x": [[1.0, float("nan"), 2.0]]}, 400, "expected finite values"),
     ({"x": [[1.0, float("inf"), 2.0]]}, 400, "expected finite values"),
     ({"y": 1}, 400, "expected {\"x\": chunk}"),
-    ({"x": [[0.0, 0.0, 0.0]] * 65}, 400, "expected 1 to 64 steps"),
+    ({"x": [[0.0, 0.0, 0.0]] * 65}, 413, "expected 1 to 64 steps"),
 ])
 def test_bad_pushes_fail_alone(body, status, message):
     client, model, _ = _client()
@@ -115,7 +120,7 @@ def test_websocket_refuses_a_bad_token():
     from starlette.websockets import WebSocketDisconnect
 
     with client, pytest.raises(WebSocketDisconnect):
-        with client.websocket_connect("/streams/x/ws") as ws:
+        with client.websocket_connect("ws://127.0.0.1/streams/x/ws") as ws:
             ws.receive_text()
     assert engine.streams() == []
 
@@ -125,13 +130,13 @@ def test_shutdown_saves_and_start_resumes_the_streams(tmp_path):
     state = tmp_path / "streams.safetensors"
     x = torch.randn(8, 3)
     first = StreamEngine(model)
-    with testclient.TestClient(create_app(first, ServerConfig(state_path=str(state)))) as client:
+    with _test_client(create_app(first, ServerConfig(state_path=str(state)))) as client:
         client.post("/streams", json={"id": "live"})
         head = client.post("/streams/live", json={"x": x[:5].tolist()}).json()["y"]
     snapshots, _ = load_snapshots(state)
     assert list(snapshots) == ["live"] and snapshots["live"].steps == 5
     second = StreamEngine(model)
-    with testclient.TestClient(create_app(second, ServerConfig(state_path=str(state)))) as client:
+    with _test_client(create_app(second, ServerConfig(state_path=str(state)))) as client:
         tail = client.post("/streams/live", json={"x": x[5:].tolist()}).json()["y"]
     np.testing.assert_allclose(head + tail, _offline(model, x), rtol=1e-5, atol=1e-6)
 
@@ -158,7 +163,7 @@ def test_pushes_arriving_together_are_stepped_in_one_round_and_fail_alone():
     second = asyncio.run(run(mixed))
     assert isinstance(second[1], KeyError) and isinstance(second[2], ValueError)
     for k in (0, 3):
-        torch.testing.assert_close(torch.cat([first[k], second[k]]),
+        torch.testing.assert_close(torch.cat([first[k].y, second[k].y]),
                                    torch.from_numpy(_offline(model, torch.cat([xs[k]] * 2))),
                                    rtol=1e-5, atol=1e-5)
 
@@ -167,7 +172,7 @@ def test_periodic_snapshots_while_running(tmp_path):
     state = tmp_path / "streams.safetensors"
     engine = StreamEngine(forecaster())
     config = ServerConfig(state_path=str(state), snapshot_every=0.05)
-    with testclient.TestClient(create_app(engine, config)) as client:
+    with _test_client(create_app(engine, config)) as client:
         client.post("/streams", json={"id": "s"})
         client.post("/streams/s", json={"x": [[0.1, 0.2, 0.3]] * 3})
         deadline = time.monotonic() + 10

@@ -72,6 +72,19 @@ async def _client(port, sid, x, chunks):
     return ys
 
 
+async def _oversized(port):
+    """A message a little over --max-request-bytes (1 MiB by default): a 413 reply, not a
+    protocol close."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(f"ws://127.0.0.1:{port}/streams/big/ws",
+                                  additional_headers=headers, open_timeout=20) as ws:
+        await ws.send(json.dumps({"x": [[0.5, 0.5, 0.5]] * 70_000}))  # about 1.1 MB
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        await ws.send(json.dumps({"close": True}))
+        await ws.recv()
+    return reply
+
+
 async def _all(port, xs, chunks):
     return await asyncio.gather(*(_client(port, f"c{k}", x, chunks) for k, x in enumerate(xs)))
 
@@ -91,6 +104,7 @@ def test_many_clients_then_a_restart_mid_stream_keep_every_stream_exact(tmp_path
     server = _start(checkpoint, port, state)
     try:
         head = asyncio.run(asyncio.wait_for(_all(port, xs, range(CHUNKS // 2)), 60))
+        assert asyncio.run(asyncio.wait_for(_oversized(port), 60))["status"] == 413
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
                             headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert metrics["streams"] == CLIENTS

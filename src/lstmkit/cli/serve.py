@@ -19,8 +19,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     fixed = {}
-    if args.token is None and os.environ.get("LSTMKIT_TOKEN"):
-        fixed["token"] = os.environ["LSTMKIT_TOKEN"]
+    if args.token is None and "LSTMKIT_TOKEN" in os.environ:
+        fixed["token"] = os.environ["LSTMKIT_TOKEN"]  # set but empty is an error, not "no token"
     config = build_config(ServerConfig, args, args.config, **fixed)
     from lstmkit.streaming.server import serve
 
