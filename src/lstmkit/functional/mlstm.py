@@ -1,0 +1,182 @@
+"""The mLSTM over a whole sequence in three forms that compute one function.
+
+Shapes (B batch, NH heads, T time, DK query/key size, DV value size, L chunk length,
+NC = ceil(T / L) chunks)::
+
+    q, k (B, NH, T, DK)   v (B, NH, T, DV)   i, f (B, NH, T) gate pre-activations
+    -> h (B, NH, T, DV), state (C (B, NH, DK, DV), n (B, NH, DK), m (B, NH))
+
+The step is :func:`lstmkit.cells.mlstm.step` (equations in :mod:`lstmkit.cells.mlstm`).
+Unrolled from a state (C_0, n_0, m_0), with F_t = sum_{s<=t} log f_s::
+
+    log D_ts = F_t - F_s + i~_s            (s <= t; -inf above the diagonal)
+    m_t      = max(F_t + m_0, max_s log D_ts)
+    h~_t     = (e^{F_t+m_0-m_t} C_0^T q_t s + sum_s e^{log D_ts - m_t} (q_t.k_s s) v_s)
+               / (max(|e^{F_t+m_0-m_t} n_0.q_t s + sum_s e^{log D_ts - m_t} q_t.k_s s|,
+                      e^{-m_t}) + eps)
+
+* **"parallel"** evaluates this for all t at once: quadratic in T, every exponent <= 0.
+* **"chunkwise"** splits time into chunks of L steps, runs the parallel form inside each and
+  carries (C, n, m) from chunk to chunk: the chunk's contribution to the next state is
+  ``C_k = e^{g_k + m_{k-1} - m_k} C_{k-1} + sum_s e^{a_s - m_k} k_s v_s^T`` with g_k the chunk's
+  total log forget gate and a_s = g_k - F_s + i~_s (F within the chunk). Linear in T.
+* **"recurrent"** runs the step T times.
+
+The max in m_t is exact in any order (it is a max-plus recurrence), so the three forms give the
+same m_t and differ only by rounding; a state passed in and returned makes chunks and single
+steps equal one call. T need not be a multiple of L: the last chunk is padded with steps that
+leave the state unchanged (i~ = -inf, log f = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lstmkit.cells.mlstm import FORGET_GATES, log_forget, mLSTMState, step
+
+FORMS = ("chunkwise", "parallel", "recurrent")
+
+
+def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
+          *, form: str = "chunkwise", chunk_size: int = 64, state=None,
+          return_state: bool = False, eps: float = 1e-6, forget: str = "sigmoid"):
+    """The mLSTM over a sequence, per head.
+
+    Args:
+        q, k: queries and keys (B, NH, T, DK).
+        v: values (B, NH, T, DV).
+        i, f: input and forget gate pre-activations (B, NH, T).
+        form: "chunkwise", "parallel" or "recurrent" (see the module docstring).
+        chunk_size: L, steps per chunk of the chunkwise form.
+        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None.
+        return_state: also return the state after the last step.
+        eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
+        forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
+
+    Returns:
+        h~ (B, NH, T, DV), or ``(h~, mLSTMState)`` with ``return_state``.
+
+    Examples:
+        >>> q, k, v = torch.randn(3, 2, 4, 10, 8, dtype=torch.float64).unbind(0)
+        >>> i, f = torch.randn(2, 2, 4, 10, dtype=torch.float64).unbind(0)
+        >>> h = mlstm(q, k, v, i, f, chunk_size=4)
+        >>> torch.allclose(h, mlstm(q, k, v, i, f, form="recurrent"))
+        True
+        >>> h1, s = mlstm(q[:, :, :6], k[:, :, :6], v[:, :, :6], i[..., :6], f[..., :6],
+        ...               return_state=True)
+        >>> h2 = mlstm(q[:, :, 6:], k[:, :, 6:], v[:, :, 6:], i[..., 6:], f[..., 6:], state=s)
+        >>> torch.allclose(torch.cat([h1, h2], 2), h)
+        True
+    """
+    state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    if q.shape[2] == 0:
+        h = v.new_zeros(v.shape)
+    elif form == "recurrent":
+        h, state = _recurrent(q, k, v, i, f, state, eps, forget)
+    else:
+        length = q.shape[2] if form == "parallel" else chunk_size
+        h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
+    return (h, state) if return_state else h
+
+
+def _check(q, k, v, i, f, form, chunk_size, state, forget) -> mLSTMState:
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    if forget not in FORGET_GATES:
+        raise ValueError(f"forget: expected one of {FORGET_GATES}, got {forget!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+    for name, t in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != q.dtype or t.device != q.device:
+            raise TypeError(f"{name}: expected {q.dtype} on {q.device} (q's), "
+                            f"got {t.dtype} on {t.device}")
+    if q.dim() != 4:
+        raise ValueError(f"q: expected shape (B, NH, T, DK), got {tuple(q.shape)}")
+    B, NH, T, DK = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k: expected shape {tuple(q.shape)} (q's), got {tuple(k.shape)}")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v: expected shape ({B}, {NH}, {T}, DV), got {tuple(v.shape)}")
+    for name, t in (("i", i), ("f", f)):
+        if t.shape != q.shape[:3]:
+            raise ValueError(f"{name}: expected shape ({B}, {NH}, {T}), got {tuple(t.shape)}")
+    DV = v.shape[-1]
+    if state is None:
+        return mLSTMState(q.new_zeros(B, NH, DK, DV), q.new_zeros(B, NH, DK), q.new_zeros(B, NH))
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise TypeError(f"state: expected a tuple (C, n, m), got {type(state).__name__}")
+    for name, t, shape in zip("Cnm", state, ((B, NH, DK, DV), (B, NH, DK), (B, NH))):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"state.{name}: expected shape {shape}, got {got}")
+    return mLSTMState(*state)
+
+
+def _recurrent(q, k, v, i, f, state, eps, forget):
+    hs = []
+    for t in range(q.shape[2]):
+        h, state = step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state,
+                        eps=eps, forget=forget)
+        hs.append(h)
+    return torch.stack(hs, 2), state
+
+
+def _chunkwise(q, k, v, i, f, state, L, eps, forget):
+    T = q.shape[2]
+    NC = math.ceil(T / L)
+    pad = NC * L - T
+    logf = log_forget(f, forget)
+    if pad:  # steps that leave the state unchanged: no input (i~ = -inf), no decay (log f = 0)
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        i = F.pad(i, (0, pad), value=-math.inf)
+        logf = F.pad(logf, (0, pad))
+    q, k, v = (t.unflatten(2, (NC, L)) for t in (q, k, v))  # (B, NH, NC, L, D)
+    i, logf = i.unflatten(2, (NC, L)), logf.unflatten(2, (NC, L))  # (B, NH, NC, L)
+    b = logf.cumsum(-1)  # F within each chunk
+    C_in, n_in, m_in, state = _chunk_states(k, v, i, b, state)
+    h = _chunk_outputs(q, k, v, i, b, C_in, n_in, m_in, eps)  # (B, NH, NC, L, DV)
+    return h.flatten(2, 3)[:, :, :T], state
+
+
+def _chunk_states(k, v, i, b, state):
+    """The state entering each chunk (C_in (B, NH, NC, DK, DV), n_in, m_in) and the last one."""
+    g = b[..., -1]  # (B, NH, NC) total log forget gate of each chunk
+    a = g[..., None] - b + i  # (B, NH, NC, L) log weight of step s in the chunk-end state
+    m_loc = a.amax(-1)  # (B, NH, NC)
+    # A chunk of padding only has m_loc = -inf; shift it by 0 instead (its weights are all 0).
+    shift = torch.where(torch.isinf(m_loc), torch.zeros_like(m_loc), m_loc)
+    kw = k * torch.exp(a - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
+    C_loc = kw.transpose(-2, -1) @ v  # (B, NH, NC, DK, DV)
+    n_loc = kw.sum(-2)  # (B, NH, NC, DK)
+    C, n, m = state
+    ins = []
+    for c in range(g.shape[-1]):
+        ins.append((C, n, m))
+        m_new = torch.maximum(g[..., c] + m, m_loc[..., c])
+        decay = torch.exp(g[..., c] + m - m_new)
+        gain = torch.exp(shift[..., c] - m_new)
+        C = decay[..., None, None] * C + gain[..., None, None] * C_loc[:, :, c]
+        n = decay[..., None] * n + gain[..., None] * n_loc[:, :, c]
+        m = m_new
+    C_in, n_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
+    return C_in, n_in, m_in, mLSTMState(C, n, m)
+
+
+def _chunk_outputs(q, k, v, i, b, C_in, n_in, m_in, eps):
+    L, DK = q.shape[-2], q.shape[-1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    log_d = b[..., :, None] - b[..., None, :] + i[..., None, :]  # (B, NH, NC, L, L)
+    log_d = log_d.masked_fill(~causal, -math.inf)
+    inter = b + m_in[..., None]  # (B, NH, NC, L) log weight of the entering state
+    m = torch.maximum(inter, log_d.amax(-1))  # (B, NH, NC, L)
+    qs = q * DK ** -0.5
+    w = (qs @ k.transpose(-2, -1)) * torch.exp(log_d - m[..., None])  # (B, NH, NC, L, L)
+    w_in = torch.exp(inter - m)[..., None]  # (B, NH, NC, L, 1)
+    num = w_in * (qs @ C_in) + w @ v  # (B, NH, NC, L, DV)
+    den = w_in * (qs @ n_in[..., None]) + w.sum(-1, keepdim=True)  # (B, NH, NC, L, 1)
+    return num / (torch.maximum(den.abs(), torch.exp(-m)[..., None]) + eps)
