@@ -82,6 +82,27 @@ def test_padding_chunks_leave_the_state_unchanged():
         assert_close(a, e)
 
 
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+@pytest.mark.parametrize("forget", ["sigmoid", "exp"])
+def test_lengths_stop_each_sequence(form, forget):
+    q, k, v, i, f = (t.detach() for t in inputs(12, T=11))
+    q, k, v, i, f = (t.expand(3, *t.shape[1:]).clone() for t in (q, k, v, i, f))
+    lengths = torch.tensor([11, 5, 1])
+    padded = [t.clone() for t in (q, k, v, i, f)]
+    for t in padded:
+        for b, n in enumerate(lengths):
+            t[b, :, n:] = float("nan")
+    h, state = mlstm(*padded, form=form, chunk_size=4, lengths=lengths, return_state=True,
+                     forget=forget)
+    for b, n in enumerate(lengths):
+        hb, sb = mlstm(*(t[b:b + 1, :, :n] for t in (q, k, v, i, f)), form=form, chunk_size=4,
+                       return_state=True, forget=forget)
+        assert_close(h[b:b + 1, :, :n], hb)
+        assert torch.all(h[b, :, n:] == 0)
+        for a, e in zip(state, sb):
+            assert_close(a[b:b + 1], e)
+
+
 def test_float32_is_close_to_float64_truth():
     args64 = inputs(8, T=64)
     truth = mlstm(*args64, form="recurrent")

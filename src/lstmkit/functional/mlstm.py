@@ -42,7 +42,8 @@ FORMS = ("chunkwise", "parallel", "recurrent")
 
 def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
           *, form: str = "chunkwise", chunk_size: int = 64, state=None,
-          return_state: bool = False, eps: float = 1e-6, forget: str = "sigmoid"):
+          lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,
+          forget: str = "sigmoid"):
     """The mLSTM over a sequence, per head.
 
     Args:
@@ -52,6 +53,8 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         form: "chunkwise", "parallel" or "recurrent" (see the module docstring).
         chunk_size: L, steps per chunk of the chunkwise form.
         state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None.
+        lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
+            step, and its outputs past it are zero (padding may hold anything, NaN included).
         return_state: also return the state after the last step.
         eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
@@ -72,6 +75,10 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         True
     """
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(q.shape[2])[None, :] < lengths.cpu()[:, None]).to(q.device)
+        q, k, v, i, f = _skip_padding(q, k, v, i, f, valid[:, None, :], forget)
     if q.shape[2] == 0:
         h = v.new_zeros(v.shape)
     elif form == "recurrent":
@@ -79,7 +86,18 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
     else:
         length = q.shape[2] if form == "parallel" else chunk_size
         h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
+    if valid is not None:
+        h = torch.where(valid[:, None, :, None], h, 0.0)
     return (h, state) if return_state else h
+
+
+def _skip_padding(q, k, v, i, f, valid, forget):
+    """Inputs whose padded steps leave the state unchanged: no input (i~ = -inf), no decay
+    (log f = 0), and zeros for q, k, v so that NaN in the padding reaches nothing."""
+    q, k, v = (torch.where(valid[..., None], t, 0.0) for t in (q, k, v))
+    i = torch.where(valid, i, -math.inf)
+    f = torch.where(valid, f, math.inf if forget == "sigmoid" else 0.0)
+    return q, k, v, i, f
 
 
 def _check(q, k, v, i, f, form, chunk_size, state, forget) -> mLSTMState:
