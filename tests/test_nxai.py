@@ -48,16 +48,15 @@ def test_round_trip_gives_the_same_outputs(pattern, backend):
 
 
 def test_an_nxai_model_loads_with_its_config():
-    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig,
-                       sLSTMLayerConfig, xLSTMBlockStack, xLSTMBlockStackConfig)
-    config = xLSTMBlockStackConfig(
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=2,
-                                                            dtype="float32"),
-                                     feedforward=FeedForwardConfig(proj_factor=1.3)),
+    import xlstm
+    config = xlstm.xLSTMBlockStackConfig(
+        mlstm_block=xlstm.mLSTMBlockConfig(mlstm=xlstm.mLSTMLayerConfig(num_heads=2)),
+        slstm_block=xlstm.sLSTMBlockConfig(
+            slstm=xlstm.sLSTMLayerConfig(backend="vanilla", num_heads=2, dtype="float32"),
+            feedforward=xlstm.FeedForwardConfig(proj_factor=1.3)),
         context_length=16, num_blocks=2, embedding_dim=64, slstm_at=[1])
     torch.manual_seed(0)
-    stack = xLSTMBlockStack(config).double()
+    stack = xlstm.xLSTMBlockStack(config).double()
     model = nxai.from_nxai(stack)
     assert model.config.slstm_at == (1,) and model.config.mlstm_inner == 128
     x = torch.randn(2, 16, 64, dtype=torch.float64)
