@@ -145,7 +145,7 @@ def _recurrent(q, k, v, i, f, state, eps, forget):
 
 
 def _chunkwise(q, k, v, i, f, state, L, eps, forget):
-    T = q.shape[2]
+    T, DV = q.shape[2], v.shape[-1]
     NC = math.ceil(T / L)
     pad = NC * L - T
     logf = log_forget(f, forget)
@@ -153,48 +153,49 @@ def _chunkwise(q, k, v, i, f, state, L, eps, forget):
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         i = F.pad(i, (0, pad), value=-math.inf)
         logf = F.pad(logf, (0, pad))
-    q, k, v = (t.unflatten(2, (NC, L)) for t in (q, k, v))  # (B, NH, NC, L, D)
+    # v gets a column of ones and the state's C gets n as its last column: one product then
+    # yields both the numerator (DV columns) and the normaliser (the last one).
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], -1)  # (B, NH, T', DV + 1)
+    q, k, v1 = (t.unflatten(2, (NC, L)) for t in (q, k, v1))  # (B, NH, NC, L, D)
     i, logf = i.unflatten(2, (NC, L)), logf.unflatten(2, (NC, L))  # (B, NH, NC, L)
     b = logf.cumsum(-1)  # F within each chunk
-    C_in, n_in, m_in, state = _chunk_states(k, v, i, b, state)
-    h = _chunk_outputs(q, k, v, i, b, C_in, n_in, m_in, eps)  # (B, NH, NC, L, DV)
-    return h.flatten(2, 3)[:, :, :T], state
+    # log D_ts - F_t = u_s for s <= t, so every max over s is a running max of u: O(L).
+    u = i - b  # (B, NH, NC, L)
+    u_max = u.cummax(-1).values  # (B, NH, NC, L)
+    Cn = torch.cat([state.C, state.n[..., None]], -1)  # (B, NH, DK, DV + 1)
+    Cn_in, m_in, Cn, m = _chunk_states(k, v1, u, b[..., -1], u_max[..., -1], Cn, state.m)
+    h = _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps)  # (B, NH, NC, L, DV)
+    return h.flatten(2, 3)[:, :, :T], mLSTMState(Cn[..., :DV], Cn[..., DV], m)
 
 
-def _chunk_states(k, v, i, b, state):
-    """The state entering each chunk (C_in (B, NH, NC, DK, DV), n_in, m_in) and the last one."""
-    g = b[..., -1]  # (B, NH, NC) total log forget gate of each chunk
-    a = g[..., None] - b + i  # (B, NH, NC, L) log weight of step s in the chunk-end state
-    m_loc = a.amax(-1)  # (B, NH, NC)
-    # A chunk of padding only has m_loc = -inf; shift it by 0 instead (its weights are all 0).
-    shift = torch.where(torch.isinf(m_loc), torch.zeros_like(m_loc), m_loc)
-    kw = k * torch.exp(a - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
-    C_loc = kw.transpose(-2, -1) @ v  # (B, NH, NC, DK, DV)
-    n_loc = kw.sum(-2)  # (B, NH, NC, DK)
-    C, n, m = state
+def _chunk_states(k, v1, u, g, top, Cn, m):
+    """The state entering each chunk (Cn_in (B, NH, NC, DK, DV + 1), m_in (B, NH, NC)) and the
+    last one. Cn is [C | n]; g (B, NH, NC) is each chunk's total log forget gate and top its
+    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top."""
+    # A chunk of padding only has top = -inf; shift it by 0 instead (its weights are all 0).
+    shift = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    kw = k * torch.exp(u - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
+    Cn_loc = kw.transpose(-2, -1) @ v1  # (B, NH, NC, DK, DV + 1)
     ins = []
-    for c in range(g.shape[-1]):
-        ins.append((C, n, m))
-        m_new = torch.maximum(g[..., c] + m, m_loc[..., c])
-        decay = torch.exp(g[..., c] + m - m_new)
-        gain = torch.exp(shift[..., c] - m_new)
-        C = decay[..., None, None] * C + gain[..., None, None] * C_loc[:, :, c]
-        n = decay[..., None] * n + gain[..., None] * n_loc[:, :, c]
-        m = m_new
-    C_in, n_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
-    return C_in, n_in, m_in, mLSTMState(C, n, m)
+    for g_c, top_c, shift_c, Cn_loc_c in zip(g.unbind(-1), top.unbind(-1), shift.unbind(-1),
+                                             Cn_loc.unbind(2)):
+        ins.append((Cn, m))
+        peak = torch.maximum(m, top_c)  # m_new = g + peak
+        decay = torch.exp(m - peak)[..., None, None]
+        gain = torch.exp(shift_c - peak)[..., None, None]
+        Cn, m = decay * Cn + gain * Cn_loc_c, g_c + peak
+    Cn_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
+    return Cn_in, m_in, Cn, m
 
 
-def _chunk_outputs(q, k, v, i, b, C_in, n_in, m_in, eps):
+def _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps):
     L, DK = q.shape[-2], q.shape[-1]
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    log_d = b[..., :, None] - b[..., None, :] + i[..., None, :]  # (B, NH, NC, L, L)
-    log_d = log_d.masked_fill(~causal, -math.inf)
-    inter = b + m_in[..., None]  # (B, NH, NC, L) log weight of the entering state
-    m = torch.maximum(inter, log_d.amax(-1))  # (B, NH, NC, L)
+    top = torch.maximum(m_in[..., None], u_max)  # (B, NH, NC, L): m_t = F_t + top_t
+    log_d = (u[..., None, :] - top[..., :, None]).masked_fill(~causal, -math.inf)  # (.., L, L)
     qs = q * DK ** -0.5
-    w = (qs @ k.transpose(-2, -1)) * torch.exp(log_d - m[..., None])  # (B, NH, NC, L, L)
-    w_in = torch.exp(inter - m)[..., None]  # (B, NH, NC, L, 1)
-    num = w_in * (qs @ C_in) + w @ v  # (B, NH, NC, L, DV)
-    den = w_in * (qs @ n_in[..., None]) + w.sum(-1, keepdim=True)  # (B, NH, NC, L, 1)
-    return num / (torch.maximum(den.abs(), torch.exp(-m)[..., None]) + eps)
+    w = (qs @ k.transpose(-2, -1)) * torch.exp(log_d)  # (B, NH, NC, L, L)
+    w_in = torch.exp(m_in[..., None] - top)[..., None]  # (B, NH, NC, L, 1)
+    out = (w_in * qs) @ Cn_in + w @ v1  # (B, NH, NC, L, DV + 1): numerator | normaliser
+    num, den = out[..., :-1], out[..., -1:]
+    return num / (torch.maximum(den.abs(), torch.exp(-(b + top))[..., None]) + eps)
