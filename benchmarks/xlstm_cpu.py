@@ -94,11 +94,11 @@ def slstm_peers(size):
 
 
 def layer_peers(size):
-    T, B, I, H = size
+    T, B, inputs, H = size
     torch.manual_seed(0)
-    modules = {"lstmkit.LSTM": lstmkit.LSTM(I, H), "lstmkit.sLSTM": lstmkit.sLSTM(I, H),
-               "lstmkit.mLSTM": lstmkit.mLSTM(I, H)}
-    x = torch.randn(T, B, I)
+    modules = {"lstmkit.LSTM": lstmkit.LSTM(inputs, H), "lstmkit.sLSTM": lstmkit.sLSTM(inputs, H),
+               "lstmkit.mLSTM": lstmkit.mLSTM(inputs, H)}
+    x = torch.randn(T, B, inputs)
     peers = {name: (lambda m=m: m(x)[0]) for name, m in modules.items()}
     return peers, [p for m in modules.values() for p in m.parameters()]
 

@@ -145,8 +145,8 @@ def to_nxai_state_dict(state_dict: dict, config: xLSTMConfig,
                        slstm_backend: str = "vanilla") -> dict:
     """lstmkit xLSTM's state dict -> NX-AI xLSTMBlockStack's, with the sLSTM cells in the
     internal layout of ``slstm_backend`` ("vanilla" or "cuda")."""
-    if config.input_size and config.input_size != config.embedding_dim:
-        raise ValueError(f"input_size: expected 0 or embedding_dim (NX-AI's stack has no input "
+    if config.input_size != config.embedding_dim:
+        raise ValueError(f"input_size: expected embedding_dim (NX-AI's stack has no input "
                          f"projection), got {config.input_size}")
     out = {"post_blocks_norm.weight": state_dict["post_norm.weight"] - 1}
     for b in range(config.num_blocks):

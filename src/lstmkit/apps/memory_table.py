@@ -16,7 +16,10 @@ from pathlib import Path
 
 from lstmkit import tasks
 from lstmkit.apps.memory import CELLS, INITS, MemoryConfig, run, summary
+from lstmkit.apps.memory_xlstm import XLSTM_CELLS
 from lstmkit.checkpoint import atomic_write
+
+ALL_CELLS = [*CELLS, *XLSTM_CELLS]
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class GridConfig:
     """Directory of the per-run JSON files, table.md and plot.png."""
 
     def __post_init__(self):
-        for name, known in (("tasks", tasks.TASKS), ("cells", CELLS), ("inits", INITS)):
+        for name, known in (("tasks", tasks.TASKS), ("cells", ALL_CELLS), ("inits", INITS)):
             unknown = [v for v in _split(getattr(self, name)) if v not in known]
             if unknown:
                 raise ValueError(f"{name}: expected names from {sorted(known)}, got {unknown}")
@@ -58,7 +61,9 @@ def grid(config: GridConfig, base: MemoryConfig) -> list[MemoryConfig]:
     for task in _split(config.tasks):
         for length in (lengths if tasks.takes_length(task) else [None]):
             for cell in _split(config.cells):
-                inits = ["torch"] if CELLS[cell][0] == "rnn" else _split(config.inits)
+                inits = ["torch"] if CELLS.get(cell, ("",))[0] == "rnn" else _split(config.inits)
+                if cell in XLSTM_CELLS:  # NX-AI's initialisation whatever --init says: run once
+                    inits = inits[:1]
                 for init in inits:
                     for seed in _split(config.seeds):
                         runs.append(replace(base, task=task, length=length, cell=cell,
@@ -106,7 +111,7 @@ def _groups(results):
         groups.setdefault(key, []).append(r)
     order = list(tasks.TASKS)
     return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[1][0]["lag"],
-                                                  list(CELLS).index(kv[0][2]),
+                                                  ALL_CELLS.index(kv[0][2]),
                                                   INITS.index(kv[0][3]), kv[0][4]))
 
 

@@ -52,7 +52,8 @@ class xLSTMConfig:
     slstm_at: tuple[int, ...] = ()
     """Positions (0-based) of sLSTM blocks; the others are mLSTM blocks."""
     input_size: int = 0
-    """Features of the input if not E (0: E); a linear map takes them to E."""
+    """Features of the input if not E (0: E); a linear map takes them to E. After
+    construction it is never 0: it reads E then."""
     mlstm_heads: int = 4
     """Heads of each mLSTM block."""
     mlstm_proj_factor: float = 2.0
@@ -89,6 +90,7 @@ class xLSTMConfig:
                              f"got {bad}")
         if not isinstance(self.input_size, int) or self.input_size < 0:
             raise ValueError(f"input_size: expected an int >= 0, got {self.input_size!r}")
+        object.__setattr__(self, "input_size", self.input_size or self.embedding_dim)
         if self.form not in FORMS:
             raise ValueError(f"form: expected one of {FORMS}, got {self.form!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -136,6 +138,11 @@ class xLSTMConfig:
     @property
     def output_size(self) -> int:
         return self.embedding_dim
+
+    # What SequenceModel asks of a backbone: the stack is batch-first and runs forwards only.
+    batch_first = True
+    num_directions = 1
+    bidirectional = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -352,7 +359,7 @@ class xLSTM(nn.Module):
         self.config = config
         kw = {"device": device, "dtype": dtype}
         self.proj_in = None
-        if config.input_size and config.input_size != config.embedding_dim:
+        if config.input_size != config.embedding_dim:
             self.proj_in = nn.Linear(config.input_size, config.embedding_dim, **kw)
         self.blocks = nn.ModuleList(
             (sLSTMBlock if b in config.slstm_at else mLSTMBlock)(config, b, **kw)
@@ -361,9 +368,13 @@ class xLSTM(nn.Module):
 
     @property
     def input_size(self) -> int:
-        return self.config.input_size or self.config.embedding_dim
+        return self.config.input_size
 
-    def init_state(self, batch_size: int = 1) -> tuple[BlockState, ...]:
+    def init_state(self, batch_size: int) -> tuple[BlockState, ...]:
+        """Zeros: one :class:`BlockState` per block, each tensor (B, ...)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
+            raise ValueError(f"batch_size: expected an int >= 0 (the stack takes batches only), "
+                             f"got {batch_size!r}")
         like = self.post_norm.weight
         return tuple(block.init_state(batch_size, like) for block in self.blocks)
 
