@@ -29,11 +29,18 @@ def test_scan_is_the_cell_step(seed, stabilizer, forget):
     h, state = slstm(x, r, return_state=True, stabilizer=stabilizer, forget=forget)
     cfg = sLSTMConfig(1, G // 4, num_heads=r.shape[0], forget=forget, stabilizer=stabilizer)
     s = sLSTMState(*x.new_zeros(4, B, G // 4))
+    hs = []
     for t in range(T):
         s = step(x[:, t], s, {"weight_hh": r}, cfg)
-        assert_close(h[:, t], s.h)
+        hs.append(s.h)
+    assert_close(h, torch.stack(hs, 1))
     for a, e in zip(state, s):
         assert_close(a, e)
+    # The scan's hand-written backward against autograd through the reference step.
+    ga = torch.autograd.grad(probe_loss(h, *state), (x, r))
+    ge = torch.autograd.grad(probe_loss(torch.stack(hs, 1), *s), (x, r))
+    for a, e, name in zip(ga, ge, ("x", "r")):
+        assert_close(a, e, msg=f"gradient of {name}")
 
 
 def test_stabilizers_give_the_same_outputs():
@@ -65,13 +72,25 @@ def test_lengths_stop_each_sequence():
     padded = x.clone()
     for b, n in enumerate(lengths):
         padded[b, n:] = float("nan")
+    padded.requires_grad_()
     h, state = slstm(padded, r, lengths=lengths, return_state=True)
+    # A sum of per-sequence losses: its gradients are the sums of the sequences' own.
+    loss = sum(probe_loss(h[b:b + 1, :n], *(t[b:b + 1] for t in state))
+               for b, n in enumerate(lengths))
+    d_x, d_r = torch.autograd.grad(loss, (padded, r))
+    expected_d_r = torch.zeros_like(r)
     for b, n in enumerate(lengths):
-        hb, sb = slstm(x[b:b + 1, :n], r, return_state=True)
+        xb = x[b:b + 1, :n].clone().requires_grad_()
+        hb, sb = slstm(xb, r, return_state=True)
         assert_close(h[b:b + 1, :n], hb)
         assert torch.all(h[b, n:] == 0)
         for a, e in zip(state, sb):
             assert_close(a[b:b + 1], e)
+        d_xb, d_rb = torch.autograd.grad(probe_loss(hb, *sb), (xb, r))
+        assert_close(d_x[b:b + 1, :n], d_xb)
+        assert torch.all(d_x[b, n:] == 0)
+        expected_d_r += d_rb
+    assert_close(d_r, expected_d_r)
 
 
 def test_gradcheck():
@@ -139,3 +158,15 @@ def test_matches_nxai_vanilla_slstm(seed, dtype):
         bound = 1e-5 * (1 + truth.abs().max())
         assert (h.double() - truth).abs().max() <= bound
         assert (theirs[0].double() - truth).abs().max() <= bound
+
+
+def test_empty_sequence_carries_the_state():
+    x, r = inputs(8)
+    x = x.detach()[:, :0].requires_grad_()
+    state = [torch.rand(x.shape[0], x.shape[-1] // 4, dtype=torch.float64) for _ in range(4)]
+    h, out = slstm(x, r, state=state, return_state=True)
+    assert h.shape == (x.shape[0], 0, x.shape[-1] // 4)
+    for a, e in zip(out, state):
+        assert torch.equal(a, e)
+    (h.sum() + out.h.sum()).backward()
+    assert torch.equal(r.grad, torch.zeros_like(r))
