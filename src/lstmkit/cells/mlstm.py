@@ -41,10 +41,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lstmkit.cells._heads import HeadedConfig, log_forget
+
 GATES = ("q", "k", "v", "i", "f", "o")
 """Blocks of the input projection ``weight_ih`` rows, in order."""
-
-FORGET_GATES = ("sigmoid", "exp")
 
 
 class mLSTMState(NamedTuple):
@@ -59,45 +59,16 @@ class mLSTMState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class mLSTMConfig:
-    """What one mLSTM step computes."""
+class mLSTMConfig(HeadedConfig):
+    """What one mLSTM step computes; each head has its own DK x DV = D x D matrix memory."""
 
-    input_size: int
-    """Features of each input step, I."""
-    hidden_size: int
-    """Units of h, H = NH * DV."""
-    num_heads: int = 4
-    """Heads NH; each has its own matrix memory of DK x DV = (H / NH)^2."""
-    forget: str = "sigmoid"
-    """Forget-gate activation: "sigmoid" (NX-AI, the paper's default) or "exp"."""
     eps: float = 1e-6
     """Added to the stabilised normaliser (NX-AI's place for it); 0 is the paper's form."""
-    bias: bool = True
-    """Whether the input projection has a bias."""
 
     def __post_init__(self):
-        for name in ("input_size", "hidden_size", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size: expected a multiple of num_heads={self.num_heads}, "
-                             f"got {self.hidden_size}")
-        if self.forget not in FORGET_GATES:
-            raise ValueError(f"forget: expected one of {FORGET_GATES}, got {self.forget!r}")
+        super().__post_init__()
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
             raise ValueError(f"eps: expected a float >= 0, got {self.eps!r}")
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias: expected a bool, got {type(self.bias).__name__}")
-
-    @property
-    def head_size(self) -> int:
-        """DK = DV = H / NH."""
-        return self.hidden_size // self.num_heads
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size
 
 
 def gate_sizes(cfg: mLSTMConfig) -> dict[str, int]:
@@ -138,11 +109,6 @@ def init_parameters(cfg: mLSTMConfig, params: dict[str, torch.Tensor]) -> None:
 
 def zero_state(cfg: mLSTMConfig, leading: tuple[int, ...], like: torch.Tensor) -> mLSTMState:
     return mLSTMState(*(like.new_zeros(leading + shape) for shape in state_spec(cfg).values()))
-
-
-def log_forget(f: torch.Tensor, forget: str) -> torch.Tensor:
-    """log f_t from the pre-activation f~_t."""
-    return F.logsigmoid(f) if forget == "sigmoid" else f
 
 
 def split_input(z: torch.Tensor, cfg: mLSTMConfig):

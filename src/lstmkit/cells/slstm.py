@@ -39,10 +39,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lstmkit.cells._heads import HeadedConfig, log_forget
+
 GATES = ("i", "f", "z", "o")
 """Blocks of the G*H = 4H input term and recurrent product, in order."""
 
-FORGET_GATES = ("sigmoid", "exp")
 STABILIZERS = ("nxai", "paper")
 
 
@@ -56,46 +57,17 @@ class sLSTMState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class sLSTMConfig:
-    """What one sLSTM step computes."""
+class sLSTMConfig(HeadedConfig):
+    """What one sLSTM step computes; the recurrent matrix has one (DH, 4 DH) block per head."""
 
-    input_size: int
-    """Features of each input step, I."""
-    hidden_size: int
-    """Units H = NH * DH."""
-    num_heads: int = 4
-    """Heads NH: the recurrent matrix has one (DH, 4 DH) block per head."""
-    forget: str = "sigmoid"
-    """Forget-gate activation: "sigmoid" (NX-AI's) or "exp"."""
     stabilizer: str = "nxai"
     """"nxai": NX-AI's first step and clamp (see the module docstring); "paper": the max always."""
-    bias: bool = True
-    """Whether the input term has a bias."""
 
     def __post_init__(self):
-        for name in ("input_size", "hidden_size", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size: expected a multiple of num_heads={self.num_heads}, "
-                             f"got {self.hidden_size}")
-        if self.forget not in FORGET_GATES:
-            raise ValueError(f"forget: expected one of {FORGET_GATES}, got {self.forget!r}")
+        super().__post_init__()
         if self.stabilizer not in STABILIZERS:
             raise ValueError(f"stabilizer: expected one of {STABILIZERS}, "
                              f"got {self.stabilizer!r}")
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias: expected a bool, got {type(self.bias).__name__}")
-
-    @property
-    def head_size(self) -> int:
-        """DH = H / NH."""
-        return self.hidden_size // self.num_heads
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size
 
 
 def state_spec(cfg: sLSTMConfig) -> dict[str, tuple[int, ...]]:
@@ -154,8 +126,7 @@ def pointwise(i, f, z, o, state: sLSTMState, *, forget: str = "sigmoid",
     """The gate and state update from the pre-activations i~, f~, z~, o~ (same shape as the
     state tensors)."""
     _, c, n, m = state
-    logf = F.logsigmoid(f) if forget == "sigmoid" else f
-    logfm = logf + m
+    logfm = log_forget(f, forget) + m
     m_new = torch.maximum(i, logfm)
     if stabilizer == "nxai":
         m_new = torch.where(n == 0, i, m_new)

@@ -35,7 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lstmkit.cells.mlstm import FORGET_GATES, log_forget, mLSTMState, step
+from lstmkit.cells._heads import FORGET_GATES, log_forget
+from lstmkit.cells.mlstm import mLSTMState, step
 
 FORMS = ("chunkwise", "parallel", "recurrent")
 

@@ -16,9 +16,9 @@ for all steps, so a step costs one batched product and the pointwise update.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from lstmkit.cells.slstm import FORGET_GATES, STABILIZERS, pointwise, sLSTMState
+from lstmkit.cells._heads import FORGET_GATES, log_forget
+from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
 
 
 def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
@@ -139,8 +139,7 @@ def _step_backward(pre, h, c0, n0, m0, d_new, forget, stabilizer):
     (h, c, n, m); h is the step's output (saved), the rest is recomputed."""
     dh, dc, dn, dm = d_new
     i, f, z, o = pre.chunk(4, -1)
-    logf = F.logsigmoid(f) if forget == "sigmoid" else f
-    a = logf + m0
+    a = log_forget(f, forget) + m0
     to_i = _split_ties(i, a)
     if stabilizer == "nxai":
         fresh = n0 == 0

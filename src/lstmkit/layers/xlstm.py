@@ -20,6 +20,7 @@ from torch import nn
 from lstmkit._checks import check_lengths, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
+from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
 from lstmkit.functional.mlstm import FORMS
 
@@ -45,16 +46,13 @@ class xLSTMLayerConfig:
         if not isinstance(self.cell, (slstm_cell.sLSTMConfig, mlstm_cell.mLSTMConfig)):
             raise TypeError(f"cell: expected an sLSTMConfig or mLSTMConfig, "
                             f"got {type(self.cell).__name__}")
-        if not isinstance(self.num_layers, int) or self.num_layers < 1:
-            raise ValueError(f"num_layers: expected an int >= 1, got {self.num_layers!r}")
+        require_positive_ints(self, ("num_layers", "chunk_size"))
         if not isinstance(self.batch_first, bool):
             raise TypeError(f"batch_first: expected a bool, got {type(self.batch_first).__name__}")
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1], got {self.dropout!r}")
         if self.form not in FORMS:
             raise ValueError(f"form: expected one of {FORMS}, got {self.form!r}")
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an int >= 1, got {self.chunk_size!r}")
 
     def layer_cell(self, layer: int):
         """The cell of layer ``layer``: deeper layers read H features."""

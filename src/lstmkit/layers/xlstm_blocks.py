@@ -32,6 +32,7 @@ from torch import nn
 from lstmkit._checks import check_lengths, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
+from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
 from lstmkit.functional.mlstm import FORMS
 
@@ -78,11 +79,9 @@ class xLSTMConfig:
     """Steps per chunk of the chunkwise form."""
 
     def __post_init__(self):
-        for name in ("embedding_dim", "num_blocks", "mlstm_heads", "qkv_blocksize",
-                     "slstm_heads", "conv_kernel", "round_to", "chunk_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        require_positive_ints(self, ("embedding_dim", "num_blocks", "mlstm_heads",
+                                     "qkv_blocksize", "slstm_heads", "conv_kernel", "round_to",
+                                     "chunk_size"))
         object.__setattr__(self, "slstm_at", tuple(self.slstm_at))
         bad = [p for p in self.slstm_at if not isinstance(p, int) or not 0 <= p < self.num_blocks]
         if bad:
