@@ -39,17 +39,20 @@ def reference(layer, x):
                 s = slstm_cell.step(slstm_cell.input_term(x[t], w, c), s, w, c)
                 ys.append(s.h)
             else:
-                q, kk, v, i, f, o = mlstm_cell.split_input(mlstm_cell.input_term(x[t], w, c), c)
-                h, s = mlstm_cell.step(q, kk, v, i, f, s, eps=c.eps, forget=c.forget)
-                ys.append(torch.sigmoid(o) * h.flatten(-2))
+                h, s = mlstm_cell.cell_step(mlstm_cell.input_term(x[t], w, c), s, w, c)
+                ys.append(h)
         x = torch.stack(ys)
         states.append(s)
     return x, type(states[0])(*(torch.stack(p) for p in zip(*states)))
 
 
-@pytest.mark.parametrize("kind", LAYERS)
-def test_layer_is_its_cells_reference_step(kind):
-    layer = randomise(LAYERS[kind](num_layers=2))
+CASES = [(kind, options) for kind, family in (("slstm", slstm_cell), ("mlstm", mlstm_cell))
+         for options in family.OPTION_SETS]
+
+
+@pytest.mark.parametrize("kind, options", CASES)
+def test_layer_is_its_cells_reference_step(kind, options):
+    layer = randomise(LAYERS[kind](num_layers=2, **options))
     x = torch.randn(7, 3, 3, dtype=torch.float64, requires_grad=True)
     y, state = layer(x)
     y_ref, state_ref = reference(layer, x)

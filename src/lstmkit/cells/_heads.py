@@ -44,12 +44,12 @@ class HeadedConfig:
     """Features of each input step, I."""
     hidden_size: int
     """Units of h, H = NH * D."""
+    bias: bool = True
+    """Whether the input projection has a bias (third, as in every lstmkit cell config)."""
     num_heads: int = 4
     """Heads NH, each of D = H / NH units."""
     forget: str = "sigmoid"
     """Forget-gate activation: "sigmoid" (NX-AI's, the paper's default) or "exp"."""
-    bias: bool = True
-    """Whether the input projection has a bias."""
 
     def __post_init__(self):
         check_headed(self)

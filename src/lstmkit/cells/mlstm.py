@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,11 @@ class mLSTMState(NamedTuple):
 class mLSTMConfig(HeadedConfig):
     """What one mLSTM step computes; each head has its own DK x DV = D x D matrix memory."""
 
+    family: ClassVar[str] = "mlstm"
+    """The family's key (for the family registry of lstmkit.cells)."""
+    init_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields that only change the initialisation: none."""
+
     eps: float = 1e-6
     """Added to the stabilised normaliser (NX-AI's place for it); 0 is the paper's form."""
 
@@ -75,6 +80,11 @@ def gate_sizes(cfg: mLSTMConfig) -> dict[str, int]:
     """Rows of each block of ``weight_ih``, in :data:`GATES` order."""
     H, NH = cfg.hidden_size, cfg.num_heads
     return {"q": H, "k": H, "v": H, "i": NH, "f": NH, "o": H}
+
+
+OPTION_SETS = ({}, {"forget": "exp"}, {"eps": 0.0}, {"bias": False})
+"""Options that together use every field of the config at least once (for the conformance
+table)."""
 
 
 def state_spec(cfg: mLSTMConfig) -> dict[str, tuple[int, ...]]:
@@ -138,3 +148,12 @@ def step(q, k, v, i, f, state: mLSTMState, *, eps: float = 1e-6, forget: str = "
     den = (qs * n).sum(-1, keepdim=True)  # (B, NH, 1)
     h = num / (torch.maximum(den.abs(), torch.exp(-m_new)[..., None]) + eps)
     return h, mLSTMState(C, n, m_new)
+
+
+def cell_step(z: torch.Tensor, state: mLSTMState, weights: dict[str, torch.Tensor],
+              cfg: mLSTMConfig) -> tuple[torch.Tensor, mLSTMState]:
+    """One step of the mLSTM cell from its input term z (B, G): (h_t = o_t * h~_t (B, H),
+    state). The output is not part of the state (there is no hidden-to-hidden recurrence)."""
+    q, k, v, i, f, o = split_input(z, cfg)
+    h, state = step(q, k, v, i, f, state, eps=cfg.eps, forget=cfg.forget)
+    return torch.sigmoid(o) * h.flatten(-2), state

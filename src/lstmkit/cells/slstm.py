@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,11 @@ class sLSTMState(NamedTuple):
 class sLSTMConfig(HeadedConfig):
     """What one sLSTM step computes; the recurrent matrix has one (DH, 4 DH) block per head."""
 
+    family: ClassVar[str] = "slstm"
+    """The family's key (for the family registry of lstmkit.cells)."""
+    init_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields that only change the initialisation: none."""
+
     stabilizer: str = "nxai"
     """"nxai": NX-AI's first step and clamp (see the module docstring); "paper": the max always."""
 
@@ -68,6 +73,11 @@ class sLSTMConfig(HeadedConfig):
         if self.stabilizer not in STABILIZERS:
             raise ValueError(f"stabilizer: expected one of {STABILIZERS}, "
                              f"got {self.stabilizer!r}")
+
+
+OPTION_SETS = ({}, {"forget": "exp"}, {"stabilizer": "paper"}, {"bias": False})
+"""Options that together use every field of the config at least once (for the conformance
+table)."""
 
 
 def state_spec(cfg: sLSTMConfig) -> dict[str, tuple[int, ...]]:

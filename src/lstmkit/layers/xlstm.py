@@ -183,8 +183,8 @@ class sLSTM(_xLSTMLayer):
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, forget: str = "sigmoid", stabilizer: str = "nxai",
                  device=None, dtype=None):
-        cell = slstm_cell.sLSTMConfig(input_size, hidden_size, num_heads, forget=forget,
-                                      stabilizer=stabilizer, bias=bias)
+        cell = slstm_cell.sLSTMConfig(input_size, hidden_size, bias, num_heads, forget=forget,
+                                      stabilizer=stabilizer)
         super().__init__(xLSTMLayerConfig(cell, num_layers, batch_first, dropout), device, dtype)
 
     @staticmethod
@@ -214,12 +214,13 @@ class mLSTM(_xLSTMLayer):
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, forget: str = "sigmoid", eps: float = 1e-6,
                  form: str = "chunkwise", chunk_size: int = 64, device=None, dtype=None):
-        cell = mlstm_cell.mLSTMConfig(input_size, hidden_size, num_heads, forget=forget,
-                                      eps=eps, bias=bias)
+        cell = mlstm_cell.mLSTMConfig(input_size, hidden_size, bias, num_heads, forget=forget,
+                                      eps=eps)
         config = xLSTMLayerConfig(cell, num_layers, batch_first, dropout, form, chunk_size)
         super().__init__(config, device, dtype)
 
     def _scan(self, cfg, weights, x, state, lengths):
+        # The whole sequence at once; lstmkit.cells.mlstm.cell_step is the same one step at a time.
         q, k, v, i, f, o = mlstm_cell.split_input(mlstm_cell.input_term(x, weights, cfg), cfg)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, T, NH, D) -> (B, NH, T, D)
         h, state = mlstm(q, k, v, i.transpose(1, 2), f.transpose(1, 2), form=self.config.form,

@@ -260,7 +260,7 @@ class mLSTMBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> BlockState:
         U, NH = self.config.mlstm_inner, self.config.mlstm_heads
         conv = like.new_zeros(batch, self.config.conv_kernel - 1, U)
-        cfg = mlstm_cell.mLSTMConfig(U, U, NH)
+        cfg = mlstm_cell.mLSTMConfig(U, U, num_heads=NH)
         return BlockState(conv, mlstm_cell.zero_state(cfg, (batch,), like))
 
     def forward(self, x, state: BlockState, lengths=None):
