@@ -70,11 +70,15 @@ def mlstm_peers(size):
                ("chunkwise--native_autograd", "chunkwise--native_custbw",
                 "parallel--native_autograd")}
     chunk = min(64, T)
-    peers = {"lstmkit chunkwise": lambda: mlstm(*args, chunk_size=chunk)}
+    peers = {f"lstmkit chunkwise L={chunk}": lambda: mlstm(*args, chunk_size=chunk)}
     for name, kernel in kernels.items():
         extra = {"chunk_size": chunk} if name.startswith("chunkwise") else {}
-        peers[f"NX-AI {name.split('--')[0]} {name.split('--')[1]}"] = (
-            lambda kernel=kernel, extra=extra: kernel(*args, **extra))
+        label = name.replace("--", " ") + (f" L={chunk}" if extra else "")
+        peers[f"NX-AI {label}"] = lambda kernel=kernel, extra=extra: kernel(*args, **extra)
+    if T >= 64:  # the same function with smaller chunks: less L x L work per step
+        peers["lstmkit chunkwise L=32"] = lambda: mlstm(*args, chunk_size=32)
+        peers["NX-AI chunkwise native_autograd L=32"] = (
+            lambda: kernels["chunkwise--native_autograd"](*args, chunk_size=32))
     return peers, args
 
 
