@@ -21,6 +21,10 @@ _EXPORTS = {
     "ModelConfig": "lstmkit.models",
     "SequenceModel": "lstmkit.models",
     "load": "lstmkit.checkpoint",
+    "sLSTM": "lstmkit.layers.xlstm",
+    "mLSTM": "lstmkit.layers.xlstm",
+    "xLSTM": "lstmkit.layers.xlstm_blocks",
+    "xLSTMConfig": "lstmkit.layers.xlstm_blocks",
 }
 """Public name -> the module that defines it."""
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from lstmkit.config import LayerConfig
 from lstmkit.layers import layer_from_config
+from lstmkit.layers.xlstm_blocks import xLSTM, xLSTMConfig
 
 POOLINGS = ("none", "last", "mean", "max")
 
@@ -21,8 +22,8 @@ POOLINGS = ("none", "last", "mean", "max")
 class ModelConfig:
     """Everything needed to rebuild a :class:`SequenceModel` without its weights."""
 
-    layer: LayerConfig
-    """The recurrent stack; it must be batch-first."""
+    layer: LayerConfig | xLSTMConfig
+    """The recurrent stack (an xLSTM block stack, or layers that must be batch-first)."""
     output_size: int
     """Outputs of the head: per step, or per sequence when pooled."""
     vocab_size: int = 0
@@ -32,8 +33,9 @@ class ModelConfig:
     steps."""
 
     def __post_init__(self):
-        if not isinstance(self.layer, LayerConfig):
-            raise TypeError(f"layer: expected a LayerConfig, got {type(self.layer).__name__}")
+        if not isinstance(self.layer, (LayerConfig, xLSTMConfig)):
+            raise TypeError(f"layer: expected a LayerConfig or xLSTMConfig, "
+                            f"got {type(self.layer).__name__}")
         if not self.layer.batch_first:
             raise ValueError("layer.batch_first: expected True (models are batch-first), got False")
         for name in ("output_size", "vocab_size"):
@@ -50,7 +52,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         data = dict(data)
-        return cls(layer=LayerConfig.from_dict(data.pop("layer")), **data)
+        layer = data.pop("layer")
+        backbone = xLSTMConfig if "embedding_dim" in layer else LayerConfig
+        return cls(layer=backbone.from_dict(layer), **data)
 
 
 class SequenceModel(nn.Module):
@@ -68,12 +72,13 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.config = config
         self.meta = {}
-        cell = config.layer.cell
+        xlstm = isinstance(config.layer, xLSTMConfig)
+        cell = config.layer if xlstm else config.layer.cell
         self.embedding = None
         if config.vocab_size:
             self.embedding = nn.Embedding(config.vocab_size, cell.input_size, device=device,
                                           dtype=dtype)
-        self.rnn = layer_from_config(config.layer, device, dtype)
+        self.rnn = (xLSTM if xlstm else layer_from_config)(config.layer, device, dtype)
         width = cell.output_size * config.layer.num_directions
         self.head = nn.Linear(width, config.output_size, device=device, dtype=dtype)
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lstmkit import tasks
+from lstmkit.apps.memory_xlstm import XLSTM_CELLS, build_xlstm_model
 from lstmkit.config import LayerConfig, cell_config
 from lstmkit.io import write_text
 from lstmkit.models import ModelConfig, SequenceModel
@@ -57,7 +58,8 @@ class MemoryConfig:
     task: str = "adding"
     """The task: a name from lstmkit.tasks.TASKS."""
     cell: str = "lstm"
-    """lstm, gru, rnn or an LSTM variant (see lstmkit.apps.memory.CELLS)."""
+    """lstm, gru, rnn or an LSTM variant (see lstmkit.apps.memory.CELLS), or slstm, mlstm,
+    xlstm (xLSTM block stacks, see lstmkit.apps.memory_xlstm)."""
     init: str = "chrono"
     """Gate-bias initialisation: chrono (T_max = the task's lag), forget (forget bias
     --forget-bias, input bias --input-bias; a GRU's update gate gets the forget bias) or torch
@@ -107,8 +109,9 @@ class MemoryConfig:
     def __post_init__(self):
         if self.task not in tasks.TASKS:
             raise ValueError(f"task: expected one of {sorted(tasks.TASKS)}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.cell not in CELLS and self.cell not in XLSTM_CELLS:
+            raise ValueError(f"cell: expected one of {sorted([*CELLS, *XLSTM_CELLS])}, "
+                             f"got {self.cell!r}")
         if self.init not in INITS:
             raise ValueError(f"init: expected one of {INITS}, got {self.init!r}")
         for name in ("hidden", "layers", "batch_size", "check_every"):
@@ -148,6 +151,8 @@ def parse_budget(budget: str, task: tasks.Task | None) -> int:
 
 def build_model(config: MemoryConfig, task: tasks.Task) -> tuple[SequenceModel, str]:
     """The network for ``task`` and a description of the gate initialisation it got."""
+    if config.cell in XLSTM_CELLS:
+        return build_xlstm_model(config, task)
     mode, options = CELLS[config.cell]
     options, described = _init_options(config, task, mode, dict(options))
     input_size = task.input_size if not task.vocab_size else min(task.vocab_size, 64)

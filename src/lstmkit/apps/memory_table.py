@@ -16,7 +16,10 @@ from pathlib import Path
 
 from lstmkit import tasks
 from lstmkit.apps.memory import CELLS, INITS, MemoryConfig, run, summary
+from lstmkit.apps.memory_xlstm import XLSTM_CELLS
 from lstmkit.io import atomic_write, write_text
+
+ALL_CELLS = [*CELLS, *XLSTM_CELLS]
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class GridConfig:
     """Where the plot goes (empty: plot.png in ``dir``)."""
 
     def __post_init__(self):
-        for name, known in (("tasks", tasks.TASKS), ("cells", CELLS), ("inits", INITS)):
+        for name, known in (("tasks", tasks.TASKS), ("cells", ALL_CELLS), ("inits", INITS)):
             unknown = [v for v in _split(getattr(self, name)) if v not in known]
             if unknown:
                 raise ValueError(f"{name}: expected names from {sorted(known)}, got {unknown}")
@@ -60,7 +63,9 @@ def grid(config: GridConfig, base: MemoryConfig) -> list[MemoryConfig]:
     for task in _split(config.tasks):
         for length in (lengths if tasks.takes_length(task) else [None]):
             for cell in _split(config.cells):
-                inits = ["torch"] if CELLS[cell][0] == "rnn" else _split(config.inits)
+                inits = ["torch"] if CELLS.get(cell, ("",))[0] == "rnn" else _split(config.inits)
+                if cell in XLSTM_CELLS:  # NX-AI's initialisation whatever --init says: run once
+                    inits = inits[:1]
                 for init in inits:
                     for seed in _split(config.seeds):
                         runs.append(replace(base, task=task, length=length, cell=cell,
@@ -108,7 +113,7 @@ def _groups(results):
         groups.setdefault(key, []).append(r)
     order = list(tasks.TASKS)
     return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[1][0]["lag"],
-                                                  list(CELLS).index(kv[0][2]),
+                                                  ALL_CELLS.index(kv[0][2]),
                                                   INITS.index(kv[0][3]), kv[0][4]))
 
 

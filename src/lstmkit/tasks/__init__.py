@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from lstmkit.tasks.adding import Adding1997, Multiplication1997
 from lstmkit.tasks.base import Batch, Evaluation, Task
+from lstmkit.tasks.brackets import ModularBrackets
 from lstmkit.tasks.lags import LongLag
 from lstmkit.tasks.modern import AddingModern, Copy, Modular, Parity
 from lstmkit.tasks.reber import ContinualReber, EmbeddedReber
+from lstmkit.tasks.recall import MQAR
 from lstmkit.tasks.temporal_order import TemporalOrder, TemporalOrder3
 
 TASKS = {
@@ -37,11 +39,13 @@ TASKS = {
     "copy": Copy,
     "parity": Parity,
     "modular": Modular,
+    "modular-brackets": ModularBrackets,
+    "mqar": MQAR,
 }
 """Task name -> class."""
 
 _LENGTHS = {Adding1997, Multiplication1997, LongLag, AddingModern, Copy, Parity, Modular,
-            ContinualReber}
+            ContinualReber, ModularBrackets, MQAR}
 
 
 def takes_length(name: str) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit._optional import require
-from lstmkit.checkpoint import atomic_write
+from lstmkit.io import atomic_write
 from lstmkit.tasks.audio import SAMPLE_RATE
 
 ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"

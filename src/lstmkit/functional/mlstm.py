@@ -1,0 +1,202 @@
+"""The mLSTM over a whole sequence in three forms that compute one function.
+
+Shapes (B batch, NH heads, T time, DK query/key size, DV value size, L chunk length,
+NC = ceil(T / L) chunks)::
+
+    q, k (B, NH, T, DK)   v (B, NH, T, DV)   i, f (B, NH, T) gate pre-activations
+    -> h (B, NH, T, DV), state (C (B, NH, DK, DV), n (B, NH, DK), m (B, NH))
+
+The step is :func:`lstmkit.cells.mlstm.step` (equations in :mod:`lstmkit.cells.mlstm`).
+Unrolled from a state (C_0, n_0, m_0), with F_t = sum_{s<=t} log f_s::
+
+    log D_ts = F_t - F_s + i~_s            (s <= t; -inf above the diagonal)
+    m_t      = max(F_t + m_0, max_s log D_ts)
+    h~_t     = (e^{F_t+m_0-m_t} C_0^T q_t s + sum_s e^{log D_ts - m_t} (q_t.k_s s) v_s)
+               / (max(|e^{F_t+m_0-m_t} n_0.q_t s + sum_s e^{log D_ts - m_t} q_t.k_s s|,
+                      e^{-m_t}) + eps)
+
+* **"parallel"** evaluates this for all t at once: quadratic in T, every exponent <= 0.
+* **"chunkwise"** splits time into chunks of L steps, runs the parallel form inside each and
+  carries (C, n, m) from chunk to chunk: the chunk's contribution to the next state is
+  ``C_k = e^{g_k + m_{k-1} - m_k} C_{k-1} + sum_s e^{a_s - m_k} k_s v_s^T`` with g_k the chunk's
+  total log forget gate and a_s = g_k - F_s + i~_s (F within the chunk). Linear in T.
+* **"recurrent"** runs the step T times.
+
+The max in m_t is exact in any order (it is a max-plus recurrence), so the three forms give the
+same m_t and differ only by rounding; a state passed in and returned makes chunks and single
+steps equal one call. T need not be a multiple of L: the last chunk is padded with steps that
+leave the state unchanged (i~ = -inf, log f = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lstmkit.cells._heads import FORGET_GATES, log_forget
+from lstmkit.cells.mlstm import mLSTMState, step
+
+FORMS = ("chunkwise", "parallel", "recurrent")
+
+
+def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
+          *, form: str = "chunkwise", chunk_size: int = 64, state=None,
+          lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,
+          forget: str = "sigmoid"):
+    """The mLSTM over a sequence, per head.
+
+    Args:
+        q, k: queries and keys (B, NH, T, DK).
+        v: values (B, NH, T, DV).
+        i, f: input and forget gate pre-activations (B, NH, T).
+        form: "chunkwise", "parallel" or "recurrent" (see the module docstring).
+        chunk_size: L, steps per chunk of the chunkwise form.
+        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None.
+        lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
+            step, and its outputs past it are zero (padding may hold anything, NaN included).
+        return_state: also return the state after the last step.
+        eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
+        forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
+
+    Returns:
+        h~ (B, NH, T, DV), or ``(h~, mLSTMState)`` with ``return_state``.
+
+    Examples:
+        >>> q, k, v = torch.randn(3, 2, 4, 10, 8, dtype=torch.float64).unbind(0)
+        >>> i, f = torch.randn(2, 2, 4, 10, dtype=torch.float64).unbind(0)
+        >>> h = mlstm(q, k, v, i, f, chunk_size=4)
+        >>> torch.allclose(h, mlstm(q, k, v, i, f, form="recurrent"))
+        True
+        >>> h1, s = mlstm(q[:, :, :6], k[:, :, :6], v[:, :, :6], i[..., :6], f[..., :6],
+        ...               return_state=True)
+        >>> h2 = mlstm(q[:, :, 6:], k[:, :, 6:], v[:, :, 6:], i[..., 6:], f[..., 6:], state=s)
+        >>> torch.allclose(torch.cat([h1, h2], 2), h)
+        True
+    """
+    state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(q.shape[2])[None, :] < lengths.cpu()[:, None]).to(q.device)
+        q, k, v, i, f = _skip_padding(q, k, v, i, f, valid[:, None, :], forget)
+    if q.shape[2] == 0:
+        h = v.new_zeros(v.shape)
+    elif form == "recurrent":
+        h, state = _recurrent(q, k, v, i, f, state, eps, forget)
+    else:
+        length = q.shape[2] if form == "parallel" else chunk_size
+        h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
+    if valid is not None:
+        h = torch.where(valid[:, None, :, None], h, 0.0)
+    return (h, state) if return_state else h
+
+
+def _skip_padding(q, k, v, i, f, valid, forget):
+    """Inputs whose padded steps leave the state unchanged: no input (i~ = -inf), no decay
+    (log f = 0), and zeros for q, k, v so that NaN in the padding reaches nothing."""
+    q, k, v = (torch.where(valid[..., None], t, 0.0) for t in (q, k, v))
+    i = torch.where(valid, i, -math.inf)
+    f = torch.where(valid, f, math.inf if forget == "sigmoid" else 0.0)
+    return q, k, v, i, f
+
+
+def _check(q, k, v, i, f, form, chunk_size, state, forget) -> mLSTMState:
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    if forget not in FORGET_GATES:
+        raise ValueError(f"forget: expected one of {FORGET_GATES}, got {forget!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+    for name, t in (("q", q), ("k", k), ("v", v), ("i", i), ("f", f)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != q.dtype or t.device != q.device:
+            raise TypeError(f"{name}: expected {q.dtype} on {q.device} (q's), "
+                            f"got {t.dtype} on {t.device}")
+    if q.dim() != 4:
+        raise ValueError(f"q: expected shape (B, NH, T, DK), got {tuple(q.shape)}")
+    B, NH, T, DK = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k: expected shape {tuple(q.shape)} (q's), got {tuple(k.shape)}")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v: expected shape ({B}, {NH}, {T}, DV), got {tuple(v.shape)}")
+    for name, t in (("i", i), ("f", f)):
+        if t.shape != q.shape[:3]:
+            raise ValueError(f"{name}: expected shape ({B}, {NH}, {T}), got {tuple(t.shape)}")
+    DV = v.shape[-1]
+    if state is None:
+        return mLSTMState(q.new_zeros(B, NH, DK, DV), q.new_zeros(B, NH, DK), q.new_zeros(B, NH))
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise TypeError(f"state: expected a tuple (C, n, m), got {type(state).__name__}")
+    for name, t, shape in zip("Cnm", state, ((B, NH, DK, DV), (B, NH, DK), (B, NH))):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"state.{name}: expected shape {shape}, got {got}")
+    return mLSTMState(*state)
+
+
+def _recurrent(q, k, v, i, f, state, eps, forget):
+    hs = []
+    for t in range(q.shape[2]):
+        h, state = step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state,
+                        eps=eps, forget=forget)
+        hs.append(h)
+    return torch.stack(hs, 2), state
+
+
+def _chunkwise(q, k, v, i, f, state, L, eps, forget):
+    T, DV = q.shape[2], v.shape[-1]
+    NC = math.ceil(T / L)
+    pad = NC * L - T
+    logf = log_forget(f, forget)
+    if pad:  # steps that leave the state unchanged: no input (i~ = -inf), no decay (log f = 0)
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        i = F.pad(i, (0, pad), value=-math.inf)
+        logf = F.pad(logf, (0, pad))
+    # v gets a column of ones and the state's C gets n as its last column: one product then
+    # yields both the numerator (DV columns) and the normaliser (the last one).
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], -1)  # (B, NH, T', DV + 1)
+    q, k, v1 = (t.unflatten(2, (NC, L)) for t in (q, k, v1))  # (B, NH, NC, L, D)
+    i, logf = i.unflatten(2, (NC, L)), logf.unflatten(2, (NC, L))  # (B, NH, NC, L)
+    b = logf.cumsum(-1)  # F within each chunk
+    # log D_ts - F_t = u_s for s <= t, so every max over s is a running max of u: O(L).
+    u = i - b  # (B, NH, NC, L)
+    u_max = u.cummax(-1).values  # (B, NH, NC, L)
+    Cn = torch.cat([state.C, state.n[..., None]], -1)  # (B, NH, DK, DV + 1)
+    Cn_in, m_in, Cn, m = _chunk_states(k, v1, u, b[..., -1], u_max[..., -1], Cn, state.m)
+    h = _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps)  # (B, NH, NC, L, DV)
+    return h.flatten(2, 3)[:, :, :T], mLSTMState(Cn[..., :DV], Cn[..., DV], m)
+
+
+def _chunk_states(k, v1, u, g, top, Cn, m):
+    """The state entering each chunk (Cn_in (B, NH, NC, DK, DV + 1), m_in (B, NH, NC)) and the
+    last one. Cn is [C | n]; g (B, NH, NC) is each chunk's total log forget gate and top its
+    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top."""
+    # A chunk of padding only has top = -inf; shift it by 0 instead (its weights are all 0).
+    shift = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    kw = k * torch.exp(u - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
+    Cn_loc = kw.transpose(-2, -1) @ v1  # (B, NH, NC, DK, DV + 1)
+    ins = []
+    for g_c, top_c, shift_c, Cn_loc_c in zip(g.unbind(-1), top.unbind(-1), shift.unbind(-1),
+                                             Cn_loc.unbind(2)):
+        ins.append((Cn, m))
+        peak = torch.maximum(m, top_c)  # m_new = g + peak
+        decay = torch.exp(m - peak)[..., None, None]
+        gain = torch.exp(shift_c - peak)[..., None, None]
+        Cn, m = decay * Cn + gain * Cn_loc_c, g_c + peak
+    Cn_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
+    return Cn_in, m_in, Cn, m
+
+
+def _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps):
+    L, DK = q.shape[-2], q.shape[-1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    top = torch.maximum(m_in[..., None], u_max)  # (B, NH, NC, L): m_t = F_t + top_t
+    log_d = (u[..., None, :] - top[..., :, None]).masked_fill(~causal, -math.inf)  # (.., L, L)
+    qs = q * DK ** -0.5
+    w = (qs @ k.transpose(-2, -1)) * torch.exp(log_d)  # (B, NH, NC, L, L)
+    w_in = torch.exp(m_in[..., None] - top)[..., None]  # (B, NH, NC, L, 1)
+    out = (w_in * qs) @ Cn_in + w @ v1  # (B, NH, NC, L, DV + 1): numerator | normaliser
+    num, den = out[..., :-1], out[..., -1:]
+    return num / (torch.maximum(den.abs(), torch.exp(-(b + top))[..., None]) + eps)

@@ -1,0 +1,189 @@
+"""The sLSTM over a whole sequence from its precomputed input terms.
+
+Shapes (B batch, T time, NH heads, DH units per head, H = NH * DH)::
+
+    x (B, T, 4H)  the input terms x~_t = W x_t + b, blocks i, f, z, o (each head-major)
+    r (NH, DH, 4, DH)  the block-diagonal recurrent matrix: head k maps h[k] (DH) to its
+                       4 DH gate pre-activations (NX-AI's external layout)
+    -> h (B, T, H), state (h, c, n, m) each (B, H)
+
+The step is :func:`lstmkit.cells.slstm.step` (equations and NX-AI's departures from the paper in
+:mod:`lstmkit.cells.slstm`). This scan computes the same function with the heads as a batch of
+small matrix products, (NH, B, DH) @ (NH, DH, 4 DH) per step, and the input terms laid out once
+for all steps, so a step costs one batched product and the pointwise update.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lstmkit.cells._heads import FORGET_GATES, log_forget
+from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
+
+
+def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
+          return_state: bool = False, forget: str = "sigmoid", stabilizer: str = "nxai"):
+    """The sLSTM over a sequence.
+
+    Args:
+        x: input terms (B, T, 4H).
+        r: recurrent matrix (NH, DH, 4, DH).
+        state: (h, c, n, m), each (B, H), to start from; zeros if None.
+        lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
+            step and its outputs past it are zero.
+        return_state: also return the state after the last (valid) step.
+        forget: "sigmoid" or "exp".
+        stabilizer: "nxai" or "paper" (see :mod:`lstmkit.cells.slstm`).
+
+    Returns:
+        h (B, T, H), or ``(h, sLSTMState)`` with ``return_state``.
+
+    Examples:
+        >>> x, r = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 2, 4, 2).double()
+        >>> h, s = slstm(x, r, return_state=True)
+        >>> h2 = slstm(x[:, 3:], r, state=slstm(x[:, :3], r, return_state=True)[1])
+        >>> torch.allclose(h[:, 3:], h2)
+        True
+    """
+    NH, DH = _check(x, r, forget, stabilizer)
+    B, T = x.shape[:2]
+    H = NH * DH
+    if state is None:
+        state = sLSTMState(*x.new_zeros(4, B, H))
+    elif not isinstance(state, (tuple, list)) or len(state) != 4:
+        raise TypeError(f"state: expected a tuple (h, c, n, m), got {type(state).__name__}")
+    for name, t in zip(sLSTMState._fields, state):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (B, H):
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"state.{name}: expected shape ({B}, {H}), got {got}")
+    heads = [t.reshape(B, NH, DH).transpose(0, 1) for t in state]  # (NH, B, DH)
+    xs = x.reshape(B, T, 4, NH, DH).permute(1, 3, 0, 2, 4).reshape(T, NH, B, 4 * DH)
+    keep = None
+    if lengths is not None:
+        keep = (torch.arange(T)[:, None] < lengths.cpu()[None, :]).to(x.device)[:, None, :, None]
+    hs, *final = _Scan.apply(xs, r.reshape(NH, DH, 4 * DH), *heads, keep, forget, stabilizer)
+    h = hs.permute(2, 0, 1, 3).reshape(B, T, H)  # (T, NH, B, DH) -> (B, T, H)
+    if not return_state:
+        return h
+    return h, sLSTMState(*(t.transpose(0, 1).reshape(B, H) for t in final))
+
+
+class _Scan(torch.autograd.Function):
+    """The time loop with a hand-written backward through time.
+
+    Autograd over the loop records some sixty nodes per step and spends about eight times the
+    forward's time walking them back; this backward recomputes each step's gates from the saved
+    pre-activations and states, and does the weight gradient as one product over all steps.
+    It follows :func:`lstmkit.cells.slstm.pointwise` exactly, torch's tie rules for max and
+    min included, and is tested against autograd through that step.
+
+    Shapes: xs (T, NH, B, 4 DH) input terms, weight (NH, DH, 4 DH), states (NH, B, DH),
+    keep (T, 1, B, 1) bool or None.
+    """
+
+    @staticmethod
+    def forward(ctx, xs, weight, h, c, n, m, keep, forget, stabilizer):
+        T = xs.shape[0]
+        pres, states = torch.empty_like(xs), [torch.empty((T + 1, *h.shape), dtype=h.dtype,
+                                                          device=h.device) for _ in range(4)]
+        for part, t0 in zip(states, (h, c, n, m)):
+            part[0] = t0
+        state = sLSTMState(h, c, n, m)
+        for t in range(T):
+            pres[t] = torch.baddbmm(xs[t], state.h, weight)
+            new = pointwise(*pres[t].chunk(4, -1), state, forget=forget, stabilizer=stabilizer)
+            if keep is not None:
+                new = sLSTMState(*(torch.where(keep[t], a, b) for a, b in zip(new, state)))
+            for part, value in zip(states, new):
+                part[t + 1] = value
+            state = new
+        hs = states[0][1:] if keep is None else torch.where(keep, states[0][1:], 0.0)
+        ctx.save_for_backward(weight, pres, *states, keep)
+        ctx.options = (forget, stabilizer)
+        return hs, *state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, *d_final):
+        weight, pres, H, C, N, M, keep = ctx.saved_tensors
+        forget, stabilizer = ctx.options
+        T = pres.shape[0]
+        d_state = [torch.zeros_like(H[0]) if d is None else d for d in d_final]
+        d_pres = torch.empty_like(pres)
+        weight_t = weight.transpose(1, 2)  # (NH, 4 DH, DH)
+        for t in range(T - 1, -1, -1):
+            d_new = [d_state[0] + d_hs[t], *d_state[1:]]
+            d_pre, d_prev = _step_backward(pres[t], H[t + 1], C[t], N[t], M[t], d_new, forget,
+                                           stabilizer)
+            if keep is not None:  # where, not a product: padding may hold NaN
+                d_pre = torch.where(keep[t], d_pre, 0.0)
+                d_prev = [torch.where(keep[t], a, d) for a, d in zip(d_prev, d_state)]
+            d_pres[t] = d_pre
+            d_prev[0] = d_prev[0] + torch.bmm(d_pre, weight_t)
+            d_state = d_prev
+        NH, B, DH = H.shape[1:]
+        h_prev = H[:-1].permute(1, 0, 2, 3).reshape(NH, T * B, DH)
+        d_pres_heads = d_pres.permute(1, 0, 2, 3).reshape(NH, T * B, 4 * DH)
+        d_weight = torch.bmm(h_prev.transpose(1, 2), d_pres_heads)  # (NH, DH, 4 DH)
+        return (d_pres, d_weight, *d_state, None, None, None)
+
+
+def _split_ties(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The share of max(x, y)'s gradient that goes to x, as torch.maximum gives it."""
+    return torch.where(x > y, 1.0, torch.where(x == y, 0.5, 0.0))
+
+
+def _step_backward(pre, h, c0, n0, m0, d_new, forget, stabilizer):
+    """Gradients of one step (``pointwise`` after the recurrent product) with respect to its
+    pre-activations (NH, B, 4 DH) and the previous (h: 0, c, n, m), from those of the new state
+    (h, c, n, m); h is the step's output (saved), the rest is recomputed."""
+    dh, dc, dn, dm = d_new
+    i, f, z, o = pre.chunk(4, -1)
+    a = log_forget(f, forget) + m0
+    to_i = _split_ties(i, a)
+    if stabilizer == "nxai":
+        fresh = n0 == 0
+        m = torch.where(fresh, i, torch.maximum(i, a))
+        to_i = torch.where(fresh, 1.0, to_i)
+    else:
+        m = torch.maximum(i, a)
+    e_i, e_f = torch.exp(i - m), torch.exp(a - m)
+    if stabilizer == "nxai":  # clamped at 1: the gradient passes below 1, halves at 1
+        ones = torch.ones_like(e_i)
+        i_, f_ = torch.minimum(e_i, ones), torch.minimum(e_f, ones)
+        e_i, e_f = e_i * _split_ties(ones, e_i), e_f * _split_ties(ones, e_f)
+    else:
+        i_, f_ = e_i, e_f
+    zt, ot = torch.tanh(z), torch.sigmoid(o)
+    n = f_ * n0 + i_
+    c = f_ * c0 + i_ * zt
+    d_o = dh * (c / n) * ot * (1 - ot)
+    dc = dc + dh * ot / n
+    dn = dn - dh * h / n
+    g_i = (dc * zt + dn) * e_i  # with respect to i~ - m
+    g_f = (dc * c0 + dn * n0) * e_f  # with respect to log f + m0 - m
+    d_m = dm - g_i - g_f
+    d_i = g_i + d_m * to_i
+    d_a = g_f + d_m * (1 - to_i)
+    d_f = d_a * torch.sigmoid(-f) if forget == "sigmoid" else d_a
+    d_z = dc * i_ * (1 - zt * zt)
+    d_pre = torch.cat([d_i, d_f, d_z, d_o], -1)
+    return d_pre, [torch.zeros_like(dh), dc * f_, dn * f_, d_a]
+
+
+def _check(x, r, forget, stabilizer) -> tuple[int, int]:
+    if forget not in FORGET_GATES:
+        raise ValueError(f"forget: expected one of {FORGET_GATES}, got {forget!r}")
+    if stabilizer not in STABILIZERS:
+        raise ValueError(f"stabilizer: expected one of {STABILIZERS}, got {stabilizer!r}")
+    for name, t in (("x", x), ("r", r)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if r.dim() != 4 or r.shape[2] != 4 or r.shape[1] != r.shape[3]:
+        raise ValueError(f"r: expected shape (NH, DH, 4, DH), got {tuple(r.shape)}")
+    NH, DH = r.shape[:2]
+    if x.dim() != 3 or x.shape[-1] != 4 * NH * DH:
+        raise ValueError(f"x: expected shape (B, T, {4 * NH * DH}), got {tuple(x.shape)}")
+    if x.dtype != r.dtype or x.device != r.device:
+        raise TypeError(f"x: expected {r.dtype} on {r.device} (r's), got {x.dtype} on {x.device}")
+    return NH, DH
