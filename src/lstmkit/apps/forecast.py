@@ -53,9 +53,18 @@ class ForecastConfig(TrainConfig):
     """A forecasting run: data, problem, model and training."""
 
     dataset: str = "airline"
-    """Bundled series: airline, co2, sunspots, nile, elec_equip, macrodata, lynx, uschange."""
+    """Bundled series: airline, co2, sunspots, nile, elec_equip, macrodata, lynx, uschange (one
+    model per series); or a competition: m3, m3-yearly, m3-quarterly, m3-monthly, m3-other,
+    tourism, tourism-monthly, tourism-quarterly, tourism-yearly (one global model per
+    frequency, scored on the competition's holdout)."""
     data: str | None = None
     """A CSV or Parquet file with a time column; replaces --dataset."""
+    id_column: str | None = None
+    """With --data: the column naming each series of a long-format file (one row per id and
+    time); one global model is then trained across all of them."""
+    static_covariates: str = ""
+    """With --id-column: comma-separated columns constant within a series (text is one-hot
+    encoded)."""
     time_column: str | None = None
     """With --data: the time column (None: the first column)."""
     target: str | None = None
@@ -113,15 +122,23 @@ class ForecastConfig(TrainConfig):
     not slow to a crawl on a busy machine."""
     out: str = "runs/forecast"
     """Folder for the checkpoint, metrics, forecasts and plot."""
+    seeds: int = 1
+    """Global model: train this many seeds (seed, seed+1, ...); the table shows their mean and
+    spread, and the median of their forecasts."""
+    baselines: str = "autoets,autotheta,autoarima,seasonal_naive,naive"
+    """Global model: comma-separated statsforecast baselines fitted in the same run."""
+    limit: int | None = None
+    """Global model: keep only the first this many series (quick runs)."""
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("horizon", "season", "context", "stride"):
+        for name in ("horizon", "season", "context", "stride", "limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {value!r}")
-        if self.origins < 1:
-            raise ValueError(f"origins: expected an int >= 1, got {self.origins!r}")
+        if self.origins < 1 or self.seeds < 1:
+            name = "origins" if self.origins < 1 else "seeds"
+            raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction: expected a float in (0, 1), got {self.val_fraction}")
         q = self.quantile_list
@@ -234,8 +251,13 @@ def calibrate(model, windows, layout: Layout) -> np.ndarray:
 def train(config: ForecastConfig) -> dict:
     """Train, backtest, forecast ahead; write the checkpoint, metrics, forecasts and plot.
 
-    Returns the metrics (also in ``out/metrics.json``).
+    Returns the metrics (also in ``out/metrics.json``). A competition or a long-format file
+    with ids goes to the global forecaster (``lstmkit.apps.global_runs``).
     """
+    from lstmkit.apps import global_runs
+
+    if global_runs.is_global(config):
+        return global_runs.train(config)
     data = load_series(config)
     cut = plan(config, data)
     values = data.frame.to_numpy(float)
@@ -442,6 +464,10 @@ def public(report: dict) -> dict:
 
 def format_table(report: dict) -> str:
     """The backtest metrics as aligned text, one block per target."""
+    if "parts" in report:
+        from lstmkit.apps import global_runs
+
+        return global_runs.format_table(report)
     low, high = report["interval"]
     lines = [f"{report['series']}: {len(report['origins'])} origins x {report['horizon']} steps "
              f"(from {report['origins'][0]}), season {report['season']}, context "
