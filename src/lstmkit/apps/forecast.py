@@ -486,11 +486,19 @@ def format_table(report: dict) -> str:
 
 def evaluate(model, config: ForecastConfig) -> dict:
     """Backtest a loaded model on the series ``config`` names (no training)."""
+    if model.meta.get("kind") == "global":
+        from lstmkit.apps import global_runs
+
+        return global_runs.evaluate(model, config)
     return backtest(model, load_series(config))
 
 
 def predict(model, config: ForecastConfig):
     """Forecasts after the end of the series ``config`` names, as a DataFrame."""
+    if model.meta.get("kind") == "global":
+        from lstmkit.apps import global_runs
+
+        return global_runs.predict(model, config)
     data = load_series(config)
     _check_columns(model, data)
     if future(model, data) is None:

@@ -80,7 +80,7 @@ def default_context(horizon: int, season: int) -> int:
     return max(2 * season, 2 * horizon, 8)
 
 
-def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path):
+def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str | None = None):
     """Train on ``panel`` without its last ``drop`` points; returns (model, history).
 
     The H points before those validate and calibrate; ``model.meta`` holds the spec and the
@@ -109,7 +109,7 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path):
         notes.append(f"early stopping off: {len(panel)} validation windows (one per series), "
                      f"fewer than {MIN_VAL_WINDOWS}; trained all {config.epochs} epochs")
     meta = {"app": "forecast", "kind": "global", "config": config.to_dict(),
-            "spec": spec.to_dict(), "notes": notes, "seed": seed}
+            "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part}
     task = _PanelTask(steps, val_rows, spec, config.batch_size)
     with session(training) as runtime:
         model = build_model(spec, config)

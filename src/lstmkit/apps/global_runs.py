@@ -98,7 +98,7 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
     for seed in seeds:
         started = time.perf_counter()
         model, history = gf.fit_panel(panel, config, drop, seed, out / f"seed-{seed}"
-                                      if len(seeds) > 1 else out)
+                                      if len(seeds) > 1 else out, part=panel.name)
         forecasts = gf.forecast_at(model, panel, origins)
         runs.append({"seed": seed, "forecasts": forecasts, "epochs": history.epochs,
                      "best_epoch": history.best_epoch + 1,
@@ -208,3 +208,73 @@ def _rows(rows: dict) -> str:
         seconds = f"{row['seconds']:.0f}" if "seconds" in row else "-"
         lines.append(f"  {name:34s}{smape:>14s}{mase:>16s}{ratio}{cover:>7s}{seconds:>9s}")
     return "\n".join(lines)
+
+
+def _model_set(model, config) -> tuple[Panel, int, int]:
+    part = model.meta.get("part")
+    for entry in load_sets(config):
+        if entry[0].name == part or config.data is not None:
+            return entry
+    raise ValueError(f"dataset: expected the set {part!r} the model was trained on, got "
+                     f"{config.dataset!r}")
+
+
+def evaluate(model, config) -> dict:
+    """Backtest a loaded global model on the set ``config`` names, beside the baselines."""
+    panel, count, stride = _model_set(model, config)
+    spec = gf.spec_of(model)
+    origins = gf.backtest_origins(panel, spec.horizon, count, stride)
+    forecasts = gf.forecast_at(model, panel, origins)
+    middle = len(spec.quantiles) // 2
+    scored = gf.score([f[..., middle] for f in forecasts], panel, origins, spec.horizon,
+                      spec.season)
+    rows = {MODEL: {"smape": scored["smape"], "mase": scored["mase"],
+                    "coverage": gf.coverage(forecasts, panel, origins, spec.horizon)}}
+    for name, (found, seconds) in gf.run_baselines(
+            _split(config.baselines), panel, origins, spec.horizon, spec.season).items():
+        result = gf.score(found, panel, origins, spec.horizon, spec.season)
+        rows[name] = {"smape": result["smape"], "mase": result["mase"], "seconds": seconds}
+    part = {"name": panel.name, "series": len(panel), "horizon": spec.horizon,
+            "season": spec.season, "origins": count, "context": spec.context, "rows": rows,
+            "notes": list(panel.notes), "published": PUBLISHED.get(panel.name)}
+    return {"dataset": config.data or config.dataset, "seeds": 1, "parts": [part]}
+
+
+def ahead_table(model, panel: Panel):
+    """Forecasts after the end of every series as a long DataFrame: id, time, step, quantiles.
+
+    A model that reads future covariates needs their values for the horizon: rows after each
+    series' last target with the target empty and the covariates filled in.
+    """
+    pd = __import__("pandas")
+    spec = gf.spec_of(model)
+    found = gf.ahead(model, panel)
+    if found is None:
+        raise ValueError(f"predict: expected the future covariates {list(panel.future_names)} "
+                         f"for the {spec.horizon} steps after each series' last target (rows "
+                         f"with an empty target), got fewer")
+    rows = []
+    for i, (key, f) in enumerate(zip(panel.ids, found)):
+        times = _times_after(panel, i, spec.horizon)
+        for h in range(spec.horizon):
+            row = {"id": key, "time": times[h], "step": h + 1}
+            row.update({f"q{q:g}": f[h, j] for j, q in enumerate(spec.quantiles)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _times_after(panel: Panel, i: int, horizon: int) -> list:
+    n = len(panel.values[i])
+    if panel.times is None:
+        return list(range(n, n + horizon))  # step numbers, as the competitions give none
+    pd = __import__("pandas")
+    index = panel.times[i]
+    if isinstance(index, pd.DatetimeIndex):
+        return list(pd.date_range(index[-1], periods=horizon + 1, freq=panel.freq)[1:])
+    return [index[-1] + h + 1 for h in range(horizon)]
+
+
+def predict(model, config):
+    """Forecasts after the end of the set ``config`` names, as a long DataFrame."""
+    panel, _, _ = _model_set(model, config)
+    return ahead_table(model, panel)

@@ -193,11 +193,11 @@ def _static(frame, id_column, static, ids):
     pd = require("pandas", "apps", "forecasting")
     if not static:
         return None, ()
-    first = frame.groupby(id_column, sort=True)[list(static)]
-    if (first.nunique(dropna=False) > 1).any().any():
-        column = next(c for c in static if (first[c].nunique(dropna=False) > 1).any())
-        raise ValueError(f"static covariate {column!r}: expected one value per series, got "
-                         f"several")
-    table = first.first().loc[list(ids)]
+    grouped = frame.groupby(id_column, sort=True)[list(static)]
+    varying = (grouped.nunique(dropna=False) > 1).any()
+    if varying.any():
+        raise ValueError(f"static covariate {varying.idxmax()!r}: expected one value per "
+                         f"series, got several")
+    table = grouped.first().loc[list(ids)]
     encoded = pd.get_dummies(table, dtype=float)
     return encoded.to_numpy(float), tuple(map(str, encoded.columns))
