@@ -23,6 +23,7 @@ from lstmkit.apps import global_forecast as gf
 from lstmkit.apps import global_runs
 from lstmkit.apps.trainer import MODEL_FILE
 from lstmkit.tasks import panel as panel_data
+from lstmkit.tasks.series import split_names
 
 
 class GlobalForecaster:
@@ -87,9 +88,9 @@ class GlobalForecaster:
         stored = model.meta.get("columns") or {
             "id_column": config["id_column"] or "id", "time_column": config["time_column"]
             or "time", "target": config["target"] or "y",
-            "static": global_runs._split(config["static_covariates"]),
-            "past": global_runs._split(config["past_covariates"]),
-            "future": global_runs._split(config["future_covariates"])}
+            "static": split_names(config["static_covariates"]),
+            "past": split_names(config["past_covariates"]),
+            "future": split_names(config["future_covariates"])}
         self = cls.__new__(cls)
         self.columns = {**stored, **{k: tuple(stored[k]) for k in ("static", "past", "future")}}
         from lstmkit.apps.forecast import ForecastConfig

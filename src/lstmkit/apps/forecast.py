@@ -157,7 +157,7 @@ class ForecastConfig(TrainConfig):
 
 def load_series(config: ForecastConfig):
     """The series named by ``config``: a file, else a bundled dataset."""
-    split = lambda text: tuple(c.strip() for c in (text or "").split(",") if c.strip())  # noqa
+    split = series_data.split_names
     if config.data is None:
         given = [n for n in ("time_column", "target", "past_covariates", "future_covariates",
                              "freq", "time_format") if getattr(config, n)]

@@ -54,10 +54,9 @@ class _PanelTask:
     def validate(self, model):
         output = outputs(model, self.steps, int(self.val_rows.max()) + 1)
         rows, series = torch.from_numpy(self.val_rows), torch.arange(len(self.val_rows))
-        y = self.steps.y[series, rows]
-        q = torch.tensor(self.spec.quantiles)
-        error = y.unsqueeze(-1) - output[series, rows].view(*y.shape, len(self.spec.quantiles))
-        return float(torch.maximum(q * error, (q - 1) * error).mean())
+        y = self.steps.y[series, rows][:, None]  # (N, 1, H): one origin per series
+        return float(pf.masked_pinball(output[series, rows][:, None], y, torch.ones_like(y),
+                                       self.spec))
 
 
 def outputs(model, steps: pf.Steps, end: int | None = None) -> torch.Tensor:

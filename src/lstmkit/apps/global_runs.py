@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmkit._optional import require
 from lstmkit.apps import global_forecast as gf
 from lstmkit.apps.outputs import write_csv, write_json
 from lstmkit.tasks import competitions
 from lstmkit.tasks import panel as panel_data
 from lstmkit.tasks.panel import Panel
+from lstmkit.tasks.series import split_names
 
 PUBLISHED = {
     "m3-monthly": "Theta 13.85 sMAPE on the 1,428 monthly series as published (13.94 after a "
@@ -37,10 +39,6 @@ def is_global(config) -> bool:
                                             and config.dataset in competitions.NAMES)
 
 
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in (text or "").split(",") if c.strip())
-
-
 def load_sets(config) -> list[tuple[Panel, int, int]]:
     """(panel, origins, stride) for each set ``config`` names: the full series (history and,
     for a competition, its holdout), the number of backtest origins and their spacing."""
@@ -55,8 +53,8 @@ def load_sets(config) -> list[tuple[Panel, int, int]]:
         return sets
     panel = panel_data.load_long(
         config.data, config.id_column, config.time_column, config.target,
-        static=_split(config.static_covariates), past=_split(config.past_covariates),
-        future=_split(config.future_covariates), season=config.season,
+        static=split_names(config.static_covariates), past=split_names(config.past_covariates),
+        future=split_names(config.future_covariates), season=config.season,
         horizon=config.horizon or 12, missing=config.missing, freq=config.freq,
         time_format=config.time_format)
     if config.limit:
@@ -122,7 +120,7 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
         per_series[f"{MODEL} (median of {len(runs)} seeds)"] = (
             scored["per_series_smape"], scored["per_series_mase"])
     for name, (forecasts, seconds) in gf.run_baselines(
-            _split(config.baselines), panel, origins, horizon, season).items():
+            split_names(config.baselines), panel, origins, horizon, season).items():
         scored = gf.score(forecasts, panel, origins, horizon, season)
         rows[name] = {"smape": scored["smape"], "mase": scored["mase"], "seconds": seconds}
         per_series[name] = (scored["per_series_smape"], scored["per_series_mase"])
@@ -157,7 +155,7 @@ def _overall(parts: list[dict]) -> dict:
 
 
 def _write_forecasts(path: Path, panel: Panel, origins, horizon: int, forecasts, quantiles):
-    pd = __import__("pandas")
+    pd = require("pandas", "apps", "forecasting")
     rows = []
     for key, y, f, starts in zip(panel.ids, panel.values, forecasts, origins):
         for s, o in enumerate(starts):
@@ -231,7 +229,7 @@ def evaluate(model, config) -> dict:
     rows = {MODEL: {"smape": scored["smape"], "mase": scored["mase"],
                     "coverage": gf.coverage(forecasts, panel, origins, spec.horizon)}}
     for name, (found, seconds) in gf.run_baselines(
-            _split(config.baselines), panel, origins, spec.horizon, spec.season).items():
+            split_names(config.baselines), panel, origins, spec.horizon, spec.season).items():
         result = gf.score(found, panel, origins, spec.horizon, spec.season)
         rows[name] = {"smape": result["smape"], "mase": result["mase"], "seconds": seconds}
     part = {"name": panel.name, "series": len(panel), "horizon": spec.horizon,
@@ -246,7 +244,7 @@ def ahead_table(model, panel: Panel):
     A model that reads future covariates needs their values for the horizon: rows after each
     series' last target with the target empty and the covariates filled in.
     """
-    pd = __import__("pandas")
+    pd = require("pandas", "apps", "forecasting")
     spec = gf.spec_of(model)
     found = gf.ahead(model, panel)
     if found is None:
@@ -267,7 +265,7 @@ def _times_after(panel: Panel, i: int, horizon: int) -> list:
     n = len(panel.values[i])
     if panel.times is None:
         return list(range(n, n + horizon))  # step numbers, as the competitions give none
-    pd = __import__("pandas")
+    pd = require("pandas", "apps", "forecasting")
     index = panel.times[i]
     if isinstance(index, pd.DatetimeIndex):
         return list(pd.date_range(index[-1], periods=horizon + 1, freq=panel.freq)[1:])

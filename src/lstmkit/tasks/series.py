@@ -196,6 +196,11 @@ def load_file(path: str | Path, time_column: str | None, targets: tuple[str, ...
                   horizon, notes, ahead=ahead, freq=freq)
 
 
+def split_names(text: str | None) -> tuple[str, ...]:
+    """Comma-separated column names as a tuple, blanks dropped."""
+    return tuple(c.strip() for c in (text or "").split(",") if c.strip())
+
+
 def read_table(path: str | Path):
     """A DataFrame from a ``.csv`` or ``.parquet`` file."""
     pd = require("pandas", "apps", "forecasting")
