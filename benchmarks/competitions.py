@@ -47,7 +47,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("name")
     add_options(parser, ForecastConfig)
     args = parser.parse_args(argv)
-    config = build_config(ForecastConfig, args, dataset=args.name, progress=False,
+    if args.progress is None:
+        args.progress = False  # a bar redrawn into a log is noise; --progress true still works
+    config = build_config(ForecastConfig, args, dataset=args.name,
                           out=f"runs/bench/competition-{args.name}")
     load = os.getloadavg()
     started = time.perf_counter()

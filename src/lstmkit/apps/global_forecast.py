@@ -189,13 +189,12 @@ def coverage(forecasts: list[np.ndarray], panel: Panel, origins, horizon: int) -
     return float(np.mean(inside))
 
 
-def run_baselines(names, panel: Panel, origins, horizon: int, season: int) -> dict:
-    """Each statsforecast method's forecasts at the same origins, and its seconds."""
-    out = {}
-    with baselines._one_thread():
-        for name, model in baselines.statsforecast_methods(names, season).items():
-            started = time.perf_counter()
+def run_baselines(names, panel: Panel, origins, horizon: int, season: int):
+    """(name, forecasts, seconds) of each statsforecast method at the same origins, one method
+    at a time."""
+    for name, model in baselines.statsforecast_methods(names, season).items():
+        started = time.perf_counter()
+        with baselines._one_thread():
             forecasts = [np.stack([baselines.statsforecast_forecast(model, y[:o], horizon)
                                    for o in rows]) for y, rows in zip(panel.values, origins)]
-            out[name] = (forecasts, time.perf_counter() - started)
-    return out
+        yield name, forecasts, time.perf_counter() - started

@@ -9,6 +9,7 @@ series, then over the series; "overall" pools every series of every frequency.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
     drop = horizon + stride * (count - 1)
     seeds, runs = list(range(config.seed, config.seed + config.seeds)), []
     for seed in seeds:
+        _say(config, f"{panel.name}: training seed {seed} on {len(panel)} series")
         started = time.perf_counter()
         model, history = gf.fit_panel(panel, config, drop, seed, out / f"seed-{seed}"
                                       if len(seeds) > 1 else out, part=panel.name)
@@ -119,8 +121,10 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
             "seconds": sum(r["seconds"] for r in runs)}
         per_series[f"{MODEL} (median of {len(runs)} seeds)"] = (
             scored["per_series_smape"], scored["per_series_mase"])
-    for name, (forecasts, seconds) in gf.run_baselines(
-            split_names(config.baselines), panel, origins, horizon, season).items():
+    _say(config, f"{panel.name}: fitting {config.baselines}")
+    for name, forecasts, seconds in gf.run_baselines(
+            split_names(config.baselines), panel, origins, horizon, season):
+        _say(config, f"{panel.name}: {name} took {seconds:.0f} s")
         scored = gf.score(forecasts, panel, origins, horizon, season)
         rows[name] = {"smape": scored["smape"], "mase": scored["mase"], "seconds": seconds}
         per_series[name] = (scored["per_series_smape"], scored["per_series_mase"])
@@ -132,6 +136,11 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
             "rows": rows, "per_series": per_series, "notes": notes,
             "epochs": [r["epochs"] for r in runs], "best_epochs": [r["best_epoch"] for r in runs],
             "published": PUBLISHED.get(panel.name)}
+
+
+def _say(config, text: str) -> None:
+    if config.progress:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _seed_summary(runs: list[dict]) -> dict:
@@ -228,8 +237,8 @@ def evaluate(model, config) -> dict:
                       spec.season)
     rows = {MODEL: {"smape": scored["smape"], "mase": scored["mase"],
                     "coverage": gf.coverage(forecasts, panel, origins, spec.horizon)}}
-    for name, (found, seconds) in gf.run_baselines(
-            split_names(config.baselines), panel, origins, spec.horizon, spec.season).items():
+    for name, found, seconds in gf.run_baselines(
+            split_names(config.baselines), panel, origins, spec.horizon, spec.season):
         result = gf.score(found, panel, origins, spec.horizon, spec.season)
         rows[name] = {"smape": result["smape"], "mase": result["mase"], "seconds": seconds}
     part = {"name": panel.name, "series": len(panel), "horizon": spec.horizon,
