@@ -110,7 +110,8 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
                             season))
         run["coverage"] = gf.coverage(run["forecasts"], panel, origins, horizon)
     rows[MODEL] = _seed_summary(runs)
-    per_series[MODEL] = (runs[0]["per_series_smape"], runs[0]["per_series_mase"])
+    first = MODEL if len(runs) == 1 else f"{MODEL} (seed {seeds[0]})"  # pooled overall
+    per_series[first] = (runs[0]["per_series_smape"], runs[0]["per_series_mase"])
     if len(runs) > 1:
         ensemble = [np.median(np.stack([r["forecasts"][i] for r in runs]), 0)
                     for i in range(len(panel))]
