@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,apps,onnx,serve,speech,triton,xlstm]' torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,apps,forecast,onnx,serve,speech,triton,xlstm]' torch==2.13.0
 	touch $@
 
 lint: $(STAMP)

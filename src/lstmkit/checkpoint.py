@@ -62,8 +62,12 @@ def save(path: str | Path, model: SequenceModel, **meta) -> None:
 
 
 def load(path: str | Path, device=None) -> SequenceModel:
-    """The model saved at ``path``, in evaluation mode; ``model.meta`` holds the rest of the
+    """The model saved at ``path`` (a checkpoint file, or a run folder holding
+    ``model.safetensors``), in evaluation mode; ``model.meta`` holds the rest of the
     metadata."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
     tensors, meta = load_tensors(path)
     try:
         config = ModelConfig.from_dict(meta.pop("model"))

@@ -73,8 +73,60 @@ def test_covariates_and_what_predict_needs(tmp_path):
     assert model.meta["columns"] == {"targets": ["y"], "past": ["past"], "future": ["future"]}
     assert model.config.layer.cell.input_size == 4  # y, past, future, observed flag
     assert "lstm" in report["metrics"]["y"]
-    with pytest.raises(ValueError, match="future covariates"):
+    assert model.config.pooling == "none"  # one answer per horizon step, at that step
+    with pytest.raises(ValueError, match=r"future covariates \['future'\] for the 4 steps"):
         forecast.predict(model, config)
+
+
+def _sales(path, n=120, ahead=0, seed=0):
+    """Sales driven by a random price: only a forecaster that reads the price can do well."""
+    rng = np.random.default_rng(seed)
+    price = rng.choice([1.0, 2.0, 3.0], n + ahead)
+    sales = 20 - 5 * price + 0.1 * rng.standard_normal(n + ahead)
+    sales[n:] = np.nan
+    pd.DataFrame({"t": np.arange(n + ahead), "sales": sales, "price": price}).to_csv(
+        path, index=False)
+    return path
+
+
+def test_future_covariates_help_the_backtest_and_forecast_ahead(tmp_path):
+    data = _sales(tmp_path / "s.csv", ahead=4)
+    common = {"data": str(data), "time_column": "t", "target": "sales", "horizon": 4,
+              "context": 8, "epochs": 40, "model": ModelOptions(hidden_size=16), "progress": False,
+              "origins": 4}
+    blind = forecast.train(ForecastConfig(**common, out=str(tmp_path / "blind")))
+    seeing = forecast.train(ForecastConfig(**common, future_covariates="price",
+                                           out=str(tmp_path / "seeing")))
+    # Before the fix (answer read H zero steps after the covariates) it scored worse with the
+    # price than without; here reading the price must roughly halve the error at least.
+    assert seeing["metrics"]["sales"]["lstm"]["mase"] < 0.5 * blind["metrics"]["sales"][
+        "lstm"]["mase"]
+    model = lstmkit.load(tmp_path / "seeing" / "model.safetensors")
+    ahead = forecast.predict(model, ForecastConfig(**common, future_covariates="price"))
+    assert list(ahead["step"]) == [1, 2, 3, 4] and ahead["time"].tolist() == [120, 121, 122, 123]
+    price = pd.read_csv(data)["price"].to_numpy()[120:]
+    np.testing.assert_allclose(ahead["q0.5"], 20 - 5 * price, atol=2.0)
+
+
+def test_seasonal_base_needs_a_season(tmp_path):
+    path = tmp_path / "steps.csv"
+    pd.DataFrame({"t": np.arange(60), "y": np.sin(np.arange(60))}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="expected a season > 1 for 'seasonal'"):
+        forecast.train(_config(tmp_path, path, season=None, base="seasonal"))
+
+
+def test_few_validation_windows_turn_early_stopping_off(tmp_path):
+    report = forecast.train(_config(tmp_path, _csv(tmp_path / "s.csv"), epochs=5, patience=1))
+    assert report["training"]["val_windows"] < forecast.MIN_VAL_WINDOWS
+    assert report["training"]["epochs"] == 5
+    assert any("early stopping off" in n for n in report["notes"])
+
+
+def test_intervals_are_calibrated_on_the_held_out_windows(tmp_path):
+    forecast.train(_config(tmp_path, _csv(tmp_path / "s.csv"), epochs=2))
+    model = lstmkit.load(tmp_path / "run" / "model.safetensors")
+    offsets = np.asarray(model.meta["conformal"])
+    assert offsets.shape == (4, 1, 1)  # horizon, targets, quantile pairs
 
 
 def test_evaluate_and_predict_from_the_checkpoint(tmp_path):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from lstmkit.apps import windows
 from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
 
 
@@ -67,3 +68,16 @@ def test_a_silent_model_gives_its_base(base, expected):
 def test_seasonal_base_needs_a_season_of_context():
     with pytest.raises(ValueError, match="at least one season"):
         Layout(6, 4, 1, 0, 0, (0.5,), base="seasonal", season=12)
+
+
+def test_conformal_offsets_cover_the_calibration_windows():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((50, 3, 2))  # (S, H, K)
+    median = np.zeros_like(y)
+    for spread in (0.01, 5.0):  # far too narrow, far too wide
+        q = np.stack([median - spread, median, median + spread], -1)
+        calibrated = windows.widen(q, windows.conformal_offsets(q, y, (0.1, 0.5, 0.9)))
+        inside = (y >= calibrated[..., 0]) & (y <= calibrated[..., 2])
+        assert np.all(inside.mean(0) >= 0.8)  # the finite-sample guarantee on its own windows
+        assert np.all(inside.mean(0) <= 0.8 + 2 / 50)  # and no wider than it needs
+        assert np.all(calibrated[..., 0] <= calibrated[..., 1])

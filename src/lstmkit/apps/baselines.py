@@ -98,3 +98,34 @@ def step_baselines(train: list[np.ndarray], train_y: list[np.ndarray], test: lis
         model = linear.LogisticRegression(max_iter=1000).fit(scaler.transform(a), y)
         return {"majority class": majority,
                 "logistic regression (each step alone)": model.predict(scaler.transform(b))}
+STATSFORECAST = ("autoets", "autotheta", "autoarima", "seasonal_naive", "naive")
+"""The statsforecast methods a global forecast is set against (names as in its reports)."""
+
+
+def statsforecast_methods(names, season: int) -> dict:
+    """Name -> a statsforecast model; unknown names raise with the valid ones."""
+    models = require("statsforecast.models", "forecast", "the statsforecast baselines")
+    make = {"autoets": lambda: models.AutoETS(season_length=season),
+            "autotheta": lambda: models.AutoTheta(season_length=season),
+            "autoarima": lambda: models.AutoARIMA(season_length=season),
+            "seasonal_naive": lambda: models.SeasonalNaive(season_length=season),
+            "naive": lambda: models.Naive()}
+    unknown = [n for n in names if n not in make]
+    if unknown:
+        raise ValueError(f"baselines: expected some of {list(make)}, got {unknown[0]!r}")
+    return {name: make[name]() for name in names}
+
+
+def statsforecast_forecast(model, history: np.ndarray, horizon: int) -> np.ndarray:
+    """One statsforecast model's point forecast of ``history``; seasonal naive where the
+    model cannot fit (a series shorter than its season, a constant one)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            forecast = model.forecast(y=np.asarray(history, float), h=horizon)["mean"]
+    except (ValueError, ZeroDivisionError, np.linalg.LinAlgError):
+        forecast = np.full(horizon, np.nan)
+    forecast = np.asarray(forecast, float)
+    if not np.all(np.isfinite(forecast)):
+        forecast = seasonal_naive(history, horizon, getattr(model, "season_length", 1))
+    return forecast

@@ -5,6 +5,10 @@ quantiles of every target at each of the next ``horizon`` steps (direct multi-ho
 loss). Data statistics are fitted on the training rows only, and every number reported or written
 is in the data's own units.
 
+Early stopping needs enough validation windows to mean anything: with fewer than
+``MIN_VAL_WINDOWS`` the model trains for all its epochs (a note says so) and the validation
+windows only calibrate the intervals (conformal, see ``lstmkit.apps.windows``).
+
 Backtest: rolling origin without refitting. The model is trained on the rows before the first
 origin; then, at each of ``origins`` origins ``stride`` apart, every method forecasts the next
 ``horizon`` steps from the rows before that origin, and the errors are pooled.
@@ -12,6 +16,7 @@ origin; then, at each of ``origins`` origins ``stride`` apart, every method fore
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -19,14 +24,28 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from lstmkit import checkpoint
 from lstmkit._optional import require
 from lstmkit.apps import baselines, metrics, plots
 from lstmkit.apps.model_options import ModelOptions, model_config
 from lstmkit.apps.outputs import write_csv, write_json
 from lstmkit.apps.trainer import MODEL_FILE, TrainConfig, fit, session
-from lstmkit.apps.windows import Layout, Scaler, make_windows, pinball_loss, to_units
+from lstmkit.apps.windows import (
+    Layout,
+    Scaler,
+    conformal_offsets,
+    forecast_outputs,
+    make_windows,
+    pinball_loss,
+    to_units,
+    window_quantiles,
+)
 from lstmkit.models import SequenceModel
 from lstmkit.tasks import series as series_data
+
+MIN_VAL_WINDOWS = 30
+"""Fewest validation windows for early stopping: on 11 windows (nile's) the validation loss is
+noise, and early stopping kept models of 4 to 10 epochs."""
 
 
 @dataclass(frozen=True)
@@ -34,9 +53,18 @@ class ForecastConfig(TrainConfig):
     """A forecasting run: data, problem, model and training."""
 
     dataset: str = "airline"
-    """Bundled series: airline, co2, sunspots, nile, elec_equip, macrodata, lynx, uschange."""
+    """Bundled series: airline, co2, sunspots, nile, elec_equip, macrodata, lynx, uschange (one
+    model per series); or a competition: m3, m3-yearly, m3-quarterly, m3-monthly, m3-other,
+    tourism, tourism-monthly, tourism-quarterly, tourism-yearly (one global model per
+    frequency, scored on the competition's holdout)."""
     data: str | None = None
     """A CSV or Parquet file with a time column; replaces --dataset."""
+    id_column: str | None = None
+    """With --data: the column naming each series of a long-format file (one row per id and
+    time); one global model is then trained across all of them."""
+    static_covariates: str = ""
+    """With --id-column: comma-separated columns constant within a series (text is one-hot
+    encoded)."""
     time_column: str | None = None
     """With --data: the time column (None: the first column)."""
     target: str | None = None
@@ -46,11 +74,19 @@ class ForecastConfig(TrainConfig):
     future_covariates: str = ""
     """With --data: comma-separated columns also known over the horizon."""
     missing: str = "interpolate"
-    """Missing values: interpolate (linearly), drop (the rows) or refuse (stop with an error)."""
+    """Missing values: interpolate (interior gaps, linearly; edges are never filled), drop (the
+    rows) or refuse (stop with an error)."""
     horizon: int | None = None
     """Steps to forecast (None: the dataset's usual horizon, 12 for a file)."""
     season: int | None = None
-    """Seasonal period for seasonal naive and MASE (None: the dataset's, 1 for a file)."""
+    """Seasonal period for seasonal naive, MASE and the seasonal base (None: the dataset's,
+    else the frequency's: 12 monthly, 4 quarterly, 52 weekly, 7 daily, 24 hourly, else 1)."""
+    freq: str | None = None
+    """With --data: the pandas frequency of the time grid (MS, W, D, ...); needed when dates
+    are irregular, whose absent steps then become missing values (None: inferred)."""
+    time_format: str | None = None
+    """With --data: the strftime format of the dates (e.g. %d/%m/%Y); needed when day and
+    month could be swapped (None: ISO dates, or dates readable only one way)."""
     context: int | None = None
     """Steps the model reads (None: the larger of 2 horizons and 2 seasons, at least 8)."""
     quantiles: str = "0.1,0.5,0.9"
@@ -81,15 +117,23 @@ class ForecastConfig(TrainConfig):
     out: str = "runs/forecast"
     """Folder for the checkpoint, metrics, forecasts and plot."""
     path_fields: ClassVar[tuple[str, ...]] = ("data",)
+    seeds: int = 1
+    """Global model: train this many seeds (seed, seed+1, ...); the table shows their mean and
+    spread, and the median of their forecasts."""
+    baselines: str = "autoets,autotheta,autoarima,seasonal_naive,naive"
+    """Global model: comma-separated statsforecast baselines fitted in the same run."""
+    limit: int | None = None
+    """Global model: keep only the first this many series (quick runs)."""
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("horizon", "season", "context", "stride"):
+        for name in ("horizon", "season", "context", "stride", "limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {value!r}")
-        if self.origins < 1:
-            raise ValueError(f"origins: expected an int >= 1, got {self.origins!r}")
+        if self.origins < 1 or self.seeds < 1:
+            name = "origins" if self.origins < 1 else "seeds"
+            raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction: expected a float in (0, 1), got {self.val_fraction}")
         q = self.quantile_list
@@ -108,18 +152,19 @@ class ForecastConfig(TrainConfig):
 
 def load_series(config: ForecastConfig):
     """The series named by ``config``: a file, else a bundled dataset."""
-    split = lambda text: tuple(c.strip() for c in (text or "").split(",") if c.strip())  # noqa
+    split = series_data.split_names
     if config.data is None:
-        given = [n for n in ("time_column", "target", "past_covariates", "future_covariates")
-                 if getattr(config, n)]
+        given = [n for n in ("time_column", "target", "past_covariates", "future_covariates",
+                             "freq", "time_format") if getattr(config, n)]
         if given:
             raise ValueError(f"{given[0]}: expected only with --data (the roles of a bundled "
                              f"dataset's columns are fixed), got it with --dataset")
         return series_data.load_dataset(config.dataset, config.missing)
     return series_data.load_file(config.data, config.time_column, split(config.target),
                                  split(config.past_covariates), split(config.future_covariates),
-                                 config.missing, season=config.season or 1,
-                                 horizon=config.horizon or 12)
+                                 config.missing, season=config.season,
+                                 horizon=config.horizon or 12, freq=config.freq,
+                                 time_format=config.time_format)
 
 
 @dataclass(frozen=True)
@@ -153,9 +198,13 @@ def plan(config: ForecastConfig, data) -> Plan:
         raise ValueError(f"series too short: {n} points; a context of {context}, a horizon of "
                          f"{horizon} and {config.origins} backtest origins {stride} apart need "
                          f"at least about {need}; lower --context, --horizon or --origins")
+    base = config.base or data.base
+    if base == "seasonal" and season == 1:
+        raise ValueError("base: expected a season > 1 for 'seasonal', got a season of 1 (give "
+                         "--season, or use dates of a calendar frequency)")
     layout = Layout(context, horizon, len(data.targets), len(data.past_covariates),
                     len(data.future_covariates), config.quantile_list, config.window_norm,
-                    config.base or data.base, season)
+                    base, season)
     return Plan(layout, season, train, origins[-n_val:], backtest)
 
 
@@ -171,24 +220,38 @@ class _Task:
 
     def loss(self, model, batch, carry):
         x, y = batch
-        return pinball_loss(model(x)[0], y, self.layout), None
+        return pinball_loss(forecast_outputs(model, x, self.layout), y, self.layout), None
 
     def validate(self, model):
         device = next(model.parameters()).device
-        output = model(self.val.x.to(device))[0]
+        output = forecast_outputs(model, self.val.x.to(device), self.layout)
         return float(pinball_loss(output, self.val.y.to(device), self.layout))
 
 
 def build_model(layout: Layout, config: ForecastConfig) -> SequenceModel:
-    return SequenceModel(model_config(config.model, layout.input_size, layout.output_size,
-                                      pooling="last"))
+    pooling = "none" if layout.per_step else "last"
+    return SequenceModel(model_config(config.model, layout.input_size, layout.head_size,
+                                      pooling=pooling))
+
+
+def calibrate(model, windows, layout: Layout) -> np.ndarray:
+    """Conformal offsets (H, K, Q//2) from held-out ``windows``, in window units."""
+    with torch.no_grad():
+        q = window_quantiles(forecast_outputs(model, windows.x, layout), windows, layout)
+    actual = (windows.y + windows.base).numpy().astype(float)
+    return conformal_offsets(q, actual, layout.quantiles)
 
 
 def train(config: ForecastConfig) -> dict:
     """Train, backtest, forecast ahead; write the checkpoint, metrics, forecasts and plot.
 
-    Returns the metrics (also in ``out/metrics.json``).
+    Returns the metrics (also in ``out/metrics.json``). A competition or a long-format file
+    with ids goes to the global forecaster (``lstmkit.apps.global_runs``).
     """
+    from lstmkit.apps import global_runs
+
+    if global_runs.is_global(config):
+        return global_runs.train(config)
     data = load_series(config)
     cut = plan(config, data)
     values = data.frame.to_numpy(float)
@@ -197,13 +260,21 @@ def train(config: ForecastConfig) -> dict:
     task = _Task(make_windows(scaled, cut.train, cut.layout),
                  make_windows(scaled, cut.val, cut.layout), cut.layout, config.batch_size)
     meta = _meta(config, data, cut, scaler)
+    training = config
+    if len(cut.val) < MIN_VAL_WINDOWS and config.patience:
+        training = dataclasses.replace(config, patience=0)
+        meta["notes"] = [f"early stopping off: {len(cut.val)} validation windows, fewer than "
+                         f"{MIN_VAL_WINDOWS}; trained all {config.epochs} epochs"]
     with session(config) as runtime:
         model = build_model(cut.layout, config)
-        history = fit(model, task, config, meta, runtime)
+        history = fit(model, task, training, meta, runtime)
         if not runtime.is_main:
             return {}
     model.cpu().eval()
+    meta["conformal"] = calibrate(model, task.val, cut.layout).tolist()
     model.meta = meta
+    checkpoint.save(Path(config.out) / MODEL_FILE, model, **meta,
+                    training={"epochs": history.epochs, "best_epoch": history.best_epoch})
     report = backtest(model, data)
     report["training"] = {"seconds": round(history.seconds, 1),
                           "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
@@ -230,6 +301,11 @@ def _restore(model) -> tuple[Layout, Scaler]:
     return layout, Scaler.from_dict(meta["scaler"])
 
 
+def _offsets(model) -> np.ndarray | None:
+    stored = model.meta.get("conformal")
+    return None if stored is None else np.asarray(stored, float)
+
+
 def _check_columns(model, data) -> None:
     columns = model.meta["columns"]
     expected = tuple(columns["targets"] + columns["past"] + columns["future"])
@@ -241,9 +317,22 @@ def _check_columns(model, data) -> None:
 def model_forecast(model, data, origins: np.ndarray) -> np.ndarray:
     """The model's quantile forecasts at ``origins``, in data units: (S, H, K, Q)."""
     layout, scaler = _restore(model)
-    windows = make_windows(scaler.transform(data.frame.to_numpy(float)), origins, layout)
+    windows = make_windows(scaler.transform(_with_ahead(data, layout)), origins, layout)
     with torch.no_grad():
-        return to_units(model(windows.x)[0], windows, scaler, layout)
+        output = forecast_outputs(model, windows.x, layout)
+        return to_units(output, windows, scaler, layout, _offsets(model))
+
+
+def _with_ahead(data, layout: Layout) -> np.ndarray:
+    """The data's values (N, C), followed, when the model reads future covariates, by the
+    horizon's known future covariates (zeros in the other columns, which a window over the
+    horizon never reads)."""
+    values = data.frame.to_numpy(float)
+    if not layout.future or data.ahead is None:
+        return values
+    ahead = np.zeros((min(len(data.ahead), layout.horizon), values.shape[1]))
+    ahead[:, -layout.future:] = data.ahead.to_numpy(float)[:len(ahead)]
+    return np.concatenate([values, ahead])
 
 
 def backtest(model, data, origins: np.ndarray | None = None) -> dict:
@@ -266,7 +355,8 @@ def backtest(model, data, origins: np.ndarray | None = None) -> dict:
         forecasts[name] = _baseline(method, values, origins, layout, season)
     per_target = {target: _score(forecasts, values, origins, layout, season, k)
                   for k, target in enumerate(data.targets)}
-    return {"series": data.name, "notes": list(data.notes), "horizon": layout.horizon,
+    notes = list(data.notes) + list(model.meta.get("notes", []))
+    return {"series": data.name, "notes": notes, "horizon": layout.horizon,
             "season": season, "context": layout.context,
             "origins": [str(data.frame.index[o]) for o in origins],
             "train_points": int(model.meta.get("first_origin", origins[0])),
@@ -305,9 +395,10 @@ def _score(forecasts, values, origins, layout: Layout, season: int, k: int) -> d
 
 def future(model, data) -> np.ndarray | None:
     """Quantile forecasts after the end of the series (H, K, Q), or None when the model needs
-    future covariates that the data does not have."""
+    future covariates over the horizon that the data does not give (rows after the last
+    target with the future covariates filled in)."""
     layout, _ = _restore(model)
-    if layout.future:
+    if layout.future and (data.ahead is None or len(data.ahead) < layout.horizon):
         return None
     return model_forecast(model, data, np.array([len(data.frame)]))[0]
 
@@ -366,6 +457,10 @@ def public(report: dict) -> dict:
 
 def format_table(report: dict) -> str:
     """The backtest metrics as aligned text, one block per target."""
+    if "parts" in report:
+        from lstmkit.apps import global_runs
+
+        return global_runs.format_table(report)
     low, high = report["interval"]
     lines = [f"{report['series']}: {len(report['origins'])} origins x {report['horizon']} steps "
              f"(from {report['origins'][0]}), season {report['season']}, context "
@@ -384,14 +479,25 @@ def format_table(report: dict) -> str:
 
 def evaluate(model, config: ForecastConfig) -> dict:
     """Backtest a loaded model on the series ``config`` names (no training)."""
+    if model.meta.get("kind") == "global":
+        from lstmkit.apps import global_runs
+
+        return global_runs.evaluate(model, config)
     return backtest(model, load_series(config))
 
 
 def predict(model, config: ForecastConfig):
     """Forecasts after the end of the series ``config`` names, as a DataFrame."""
+    if model.meta.get("kind") == "global":
+        from lstmkit.apps import global_runs
+
+        return global_runs.predict(model, config)
     data = load_series(config)
     _check_columns(model, data)
     if future(model, data) is None:
-        raise ValueError("predict: expected a model without future covariates (their values "
-                         "over the horizon are not in the data)")
+        layout, _ = _restore(model)
+        given = 0 if data.ahead is None else len(data.ahead)
+        raise ValueError(f"predict: expected the future covariates "
+                         f"{list(data.future_covariates)} for the {layout.horizon} steps after "
+                         f"the last target (rows with an empty target), got {given}")
     return forecast_table(model, data, None)

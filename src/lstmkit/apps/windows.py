@@ -15,9 +15,18 @@ With ``base`` "naive" or "seasonal", the model answers the difference from that 
 (the last value, or the last season repeated) instead of the values themselves: a skip connection
 that starts training from the baseline, in the spirit of hybrids such as ES-RNN.
 
-With future covariates the window grows by H steps that carry those covariates and zeros
-elsewhere, plus a column that says which steps are observed; the model reads the whole window and
-answers from its last step: a direct multi-horizon forecast.
+Without future covariates the model reads the context and answers every horizon step at once
+from its last step (a direct multi-horizon forecast). With future covariates the window grows by
+H steps that carry those covariates and zeros elsewhere, plus a column that says which steps are
+observed, and the model answers each horizon step at that step: the forecast for ``o + h`` is
+read right after the network has seen the covariates of ``o + h``, instead of from the window's
+end, H steps of zeros later (that design made a price-driven series worse with its price than
+without it).
+
+Intervals are calibrated on held-out windows by conformalized quantile regression (Romano et
+al. 2019): each pair of quantiles (q, 1 - q) is widened (or narrowed) by the empirical
+quantile of the held-out errors ``max(lower - y, y - upper)`` at level ``(1 - a)(1 + 1/n)``,
+separately per horizon step and target, in window units.
 """
 
 from __future__ import annotations
@@ -94,6 +103,16 @@ class Layout:
     def steps(self) -> int:
         return self.context + (self.horizon if self.future else 0)
 
+    @property
+    def per_step(self) -> bool:
+        """Whether the model answers each horizon step at that step (future covariates)."""
+        return self.future > 0
+
+    @property
+    def head_size(self) -> int:
+        """Outputs of the model's head: per step, or for the whole horizon at the end."""
+        return self.targets * len(self.quantiles) * (1 if self.per_step else self.horizon)
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -146,7 +165,54 @@ def _base(context: np.ndarray, layout: Layout) -> np.ndarray:
 
 def quantile_outputs(output: torch.Tensor, layout: Layout) -> torch.Tensor:
     """(S, H*K*Q) head output -> (S, H, K, Q)."""
-    return output.view(-1, layout.horizon, layout.targets, len(layout.quantiles))
+    return output.reshape(-1, layout.horizon, layout.targets, len(layout.quantiles))
+
+
+def forecast_outputs(model, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """The model's answer for windows ``x`` (S, steps, I), as (S, H*K*Q)."""
+    output = model(x)[0]
+    if layout.per_step:
+        output = output[:, layout.context:]  # (S, H, K*Q): one answer per horizon step
+    return output.reshape(len(x), -1)
+
+
+def conformal_offsets(q: np.ndarray, y: np.ndarray, quantiles) -> np.ndarray:
+    """How much to widen each quantile pair so that held-out windows are covered.
+
+    Args:
+        q: (S, H, K, Q) sorted quantile forecasts of the held-out windows.
+        y: (S, H, K) their actual values, in the same units.
+        quantiles: the Q levels, ascending and symmetric around 0.5.
+
+    Returns:
+        (H, K, Q // 2) offsets: pair j is (quantiles[j], quantiles[-1 - j]).
+
+    Examples:
+        >>> q = np.array([[[[0.0, 1.0, 2.0]]], [[[0.0, 1.0, 2.0]]]])  # (2, 1, 1, 3)
+        >>> conformal_offsets(q, np.array([[[3.0]], [[1.0]]]), (0.1, 0.5, 0.9))[..., 0]
+        array([[1.]])
+    """
+    n, pairs = len(q), len(quantiles) // 2
+    out = np.zeros(q.shape[1:3] + (pairs,))
+    for j in range(pairs):
+        alpha = 1 - (quantiles[-1 - j] - quantiles[j])
+        error = np.maximum(q[..., j] - y, y - q[..., -1 - j])  # (S, H, K)
+        level = min(1.0, np.ceil((n + 1) * (1 - alpha)) / n)
+        out[..., j] = np.quantile(error, level, axis=0, method="higher")
+    return out
+
+
+def widen(q: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+    """(S, H, K, Q) sorted quantiles with each pair moved apart by ``offsets`` (H, K, Q//2);
+    the pair never crosses the median."""
+    if offsets is None:
+        return q
+    q = q.copy()
+    for j in range(offsets.shape[-1]):
+        middle = q[..., q.shape[-1] // 2]
+        q[..., j] = np.minimum(q[..., j] - offsets[..., j], middle)
+        q[..., -1 - j] = np.maximum(q[..., -1 - j] + offsets[..., j], middle)
+    return q
 
 
 def pinball_loss(output: torch.Tensor, y: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -156,14 +222,20 @@ def pinball_loss(output: torch.Tensor, y: torch.Tensor, layout: Layout) -> torch
     return torch.maximum(q * error, (q - 1) * error).mean()
 
 
-def to_units(output: torch.Tensor, windows: Windows, scaler: Scaler, layout: Layout
-             ) -> np.ndarray:
-    """Outputs back in the data's units, quantiles sorted so that they never cross.
+def window_quantiles(output: torch.Tensor, windows: Windows, layout: Layout) -> np.ndarray:
+    """Outputs in window units, the base added and the quantiles sorted: (S, H, K, Q)."""
+    q = quantile_outputs(output, layout).sort(-1).values + windows.base[..., None]
+    return q.detach().cpu().numpy().astype(float)
+
+
+def to_units(output: torch.Tensor, windows: Windows, scaler: Scaler, layout: Layout,
+             offsets: np.ndarray | None = None) -> np.ndarray:
+    """Outputs back in the data's units, quantiles sorted so that they never cross, intervals
+    widened by the conformal ``offsets`` when given.
 
     Shape: (S, H*K*Q) -> (S, H, K, Q).
     """
-    q = quantile_outputs(output, layout).sort(-1).values + windows.base[..., None]
-    q = q * windows.spread[:, None, :, None] + windows.level[:, None, :, None]
-    q = q.detach().cpu().numpy().astype(float)
+    q = widen(window_quantiles(output, windows, layout), offsets)
+    q = q * windows.spread[:, None, :, None].numpy() + windows.level[:, None, :, None].numpy()
     k = layout.targets
     return q * scaler.std[:k, None] + scaler.mean[:k, None]
