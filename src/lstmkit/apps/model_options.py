@@ -33,7 +33,7 @@ class ModelOptions:
     zoneout: float = 0.0
     """Probability that a unit keeps its previous value at a step (training)."""
     backend: str = "auto"
-    """Kernel that runs the recurrence: auto, cpu, native, triton or reference."""
+    """Kernel that runs the recurrence: auto, cpu, native, triton, xlstm or reference."""
     bias: bool = True
     """Whether the cells have biases."""
     proj_size: int = 0
