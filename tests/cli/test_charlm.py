@@ -43,3 +43,19 @@ def test_predict_refuses_an_option_the_app_does_not_read(run, capsys):
         capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(run)]) == 0
     assert capsys.readouterr().out.startswith("And ")
+
+
+@pytest.mark.parametrize("cell, option, value", [("slstm", "stabilizer", "paper"),
+                                                 ("mlstm", "num_heads", 2)])
+def test_an_xlstm_family_trains_and_samples(tmp_path, capsys, cell, option, value):
+    """Any registered family is a --model.cell, its own options are --model.* options."""
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 100)
+    out = tmp_path / "run"
+    assert main(["charlm", "--text", str(text), "--out", str(out), *TINY, "--model.cell", cell,
+                 f"--model.{option.replace('_', '-')}", str(value)]) == 0
+    cfg = lstmkit.load(out / "model.safetensors").config.layer.cell
+    assert cfg.family == cell and getattr(cfg, option) == value
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out), "--temperature", "0", "--length", "10"]) == 0
+    assert capsys.readouterr().out.startswith("And ")

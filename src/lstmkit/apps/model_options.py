@@ -19,7 +19,7 @@ class ModelOptions:
     """The recurrent stack: cell family, size, regularisation, variants and backend."""
 
     cell: str = "lstm"
-    """Cell family: lstm, gru or rnn."""
+    """Cell family: lstm, gru, rnn, slstm or mlstm (any registered family)."""
     hidden_size: int = 64
     """Units per layer and direction."""
     num_layers: int = 1
@@ -33,7 +33,7 @@ class ModelOptions:
     zoneout: float = 0.0
     """Probability that a unit keeps its previous value at a step (training)."""
     backend: str = "auto"
-    """Kernel that runs the recurrence: auto, cpu, native, triton or reference."""
+    """Kernel that runs the recurrence: auto, cpu, native, triton, xlstm or reference."""
     bias: bool = True
     """Whether the cells have biases."""
     proj_size: int = 0
@@ -68,6 +68,14 @@ class ModelOptions:
     """lstm: initial input-gate bias (None: torch's initialisation)."""
     chrono: int | None = None
     """lstm: chrono initialisation for dependencies up to this many steps (None: none)."""
+    num_heads: int = 4
+    """slstm, mlstm: heads, each of hidden_size / num_heads units."""
+    forget: str = "sigmoid"
+    """slstm, mlstm: forget-gate activation, sigmoid or exp."""
+    stabilizer: str = "nxai"
+    """slstm: nxai (NX-AI's first step and clamp) or paper (the max at every step)."""
+    eps: float = 1e-6
+    """mlstm: added to the stabilised normaliser (0: the paper's form)."""
 
     def __post_init__(self):
         from lstmkit.cells import FAMILIES

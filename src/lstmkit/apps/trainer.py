@@ -353,14 +353,16 @@ def _global_mean(loss: torch.Tensor, runtime: Runtime) -> float:
 
 
 def detach(carry):
-    """``carry`` cut from the graph: a tensor, an LSTMState or a tuple of them, or None."""
+    """``carry`` cut from the graph: a tensor, a family's state (a NamedTuple: LSTMState,
+    sLSTMState, ...) or a tuple of them, or None."""
     if carry is None:
         return None
     if isinstance(carry, torch.Tensor):
         return carry.detach()
     if hasattr(carry, "detach"):
         return carry.detach()
-    return type(carry)(detach(c) for c in carry)
+    parts = [detach(c) for c in carry]
+    return type(carry)(*parts) if hasattr(carry, "_fields") else type(carry)(parts)
 
 
 def _shown(loss: float, unit: tuple[str, float]) -> str:

@@ -37,7 +37,7 @@ def family_of(key: str | CellConfig) -> Family:
     return FAMILIES[name]
 
 
-_MODULES = ("lstm", "gru", "rnn")
+_MODULES = ("lstm", "gru", "rnn", "slstm", "mlstm")
 """The families lstmkit ships: a new one is its module ``cells/<key>.py`` and a word here."""
 for _name in _MODULES:
     register(importlib.import_module(f"lstmkit.cells.{_name}").FAMILY)

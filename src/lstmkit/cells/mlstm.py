@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit.cells._heads import HeadedConfig, log_forget
+from lstmkit.cells.base import Family
 
 GATES = ("q", "k", "v", "i", "f", "o")
 """Blocks of the input projection ``weight_ih`` rows, in order."""
@@ -157,3 +158,12 @@ def cell_step(z: torch.Tensor, state: mLSTMState, weights: dict[str, torch.Tenso
     q, k, v, i, f, o = split_input(z, cfg)
     h, state = step(q, k, v, i, f, state, eps=cfg.eps, forget=cfg.forget)
     return torch.sigmoid(o) * h.flatten(-2), state
+
+
+FAMILY = Family(
+    key="mlstm", config=mLSTMConfig, gates=GATES, state=state_spec, make_state=mLSTMState,
+    parameters=parameter_spec, init=init_parameters, input=input_term, step=cell_step,
+    torch=None, onnx=None, step_output=True, option_sets=OPTION_SETS)
+"""The mLSTM in the family registry: its output h_t is no part of its state (C, n, m), so
+``step_output``; the layer, the reference backend, the streaming engine and the conformance
+table run its :func:`cell_step`; export and the NumPy runtime refuse it."""

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit.cells._heads import HeadedConfig, log_forget
+from lstmkit.cells.base import Family
 
 GATES = ("i", "f", "z", "o")
 """Blocks of the G*H = 4H input term and recurrent product, in order."""
@@ -155,3 +156,11 @@ def step(x_term: torch.Tensor, state: sLSTMState, weights: dict[str, torch.Tenso
     """One step from the input term x~_t (B, 4H): the reference every scan is tested against."""
     pre = x_term + recurrent_term(state.h, weights["weight_hh"])
     return pointwise(*pre.chunk(4, -1), state, forget=cfg.forget, stabilizer=cfg.stabilizer)
+
+
+FAMILY = Family(
+    key="slstm", config=sLSTMConfig, gates=GATES, state=state_spec, make_state=sLSTMState,
+    parameters=parameter_spec, init=init_parameters, input=input_term, step=step,
+    torch=None, onnx=None, option_sets=OPTION_SETS)
+"""The sLSTM in the family registry: the layer, the reference backend, the streaming engine and
+the conformance table run its :func:`step`; export and the NumPy runtime refuse it."""

@@ -27,6 +27,7 @@ _MODULES = {
     "cpu": "lstmkit.kernels.cpu",
     "native": "lstmkit.kernels.native",
     "triton": "lstmkit.kernels.triton",
+    "xlstm": "lstmkit.kernels.xlstm",
     "reference": "lstmkit.kernels.reference",
 }
 """Backend name -> module; "auto" tries them in this order."""

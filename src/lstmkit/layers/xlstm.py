@@ -3,7 +3,9 @@ streaming and a typed state.
 
 Each layer k computes the family's input term from its input (``weight_ih_l{k}``, bias) for all
 steps at once and then its recurrence (:func:`lstmkit.functional.slstm`,
-:func:`lstmkit.functional.mlstm`); dropout sits between layers in training, as in torch.nn.
+:func:`lstmkit.functional.mlstm`, through the xlstm backend's scans); dropout sits between layers
+in training, as in torch.nn. The same families also run in a generic
+:class:`~lstmkit.layers.RecurrentLayer` (``layer_from_config``), with every layer feature.
 An mLSTM layer's output is ``h_t = o_t * h~_t`` with its output gate o_t = sigmoid(W_o x_t + b_o)
 (the paper's cell); the residual blocks with projections, convolution and norms are in
 :mod:`lstmkit.layers.xlstm_blocks`.
@@ -21,8 +23,8 @@ from lstmkit._checks import check_lengths, check_steps, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
-from lstmkit.functional import mlstm, slstm
 from lstmkit.functional.mlstm import FORMS
+from lstmkit.kernels.xlstm import mlstm_scan, slstm_scan
 
 
 @dataclass(frozen=True)
@@ -188,11 +190,7 @@ class sLSTM(_xLSTMLayer):
                                       stabilizer=stabilizer)
         super().__init__(xLSTMLayerConfig(cell, num_layers, batch_first, dropout), device, dtype)
 
-    @staticmethod
-    def _scan(cfg, weights, x, state, lengths):
-        term = slstm_cell.input_term(x, weights, cfg)  # (B, T, 4H)
-        return slstm(term, weights["weight_hh"], state=state, lengths=lengths, return_state=True,
-                     forget=cfg.forget, stabilizer=cfg.stabilizer)
+    _scan = staticmethod(slstm_scan)
 
 
 class mLSTM(_xLSTMLayer):
@@ -221,10 +219,5 @@ class mLSTM(_xLSTMLayer):
         super().__init__(config, device, dtype)
 
     def _scan(self, cfg, weights, x, state, lengths):
-        # The whole sequence at once; lstmkit.cells.mlstm.cell_step is the same one step at a time.
-        q, k, v, i, f, o = mlstm_cell.split_input(mlstm_cell.input_term(x, weights, cfg), cfg)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, T, NH, D) -> (B, NH, T, D)
-        h, state = mlstm(q, k, v, i.transpose(1, 2), f.transpose(1, 2), form=self.config.form,
-                         chunk_size=self.config.chunk_size, state=state, lengths=lengths,
-                         return_state=True, eps=cfg.eps, forget=cfg.forget)
-        return torch.sigmoid(o) * h.transpose(1, 2).flatten(2), state  # (B, T, H)
+        return mlstm_scan(cfg, weights, x, state, lengths, self.config.form,
+                          self.config.chunk_size)
