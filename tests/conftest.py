@@ -23,3 +23,10 @@ def _seeded():
 def backend(request) -> str:
     """Each backend that runs torch.nn's configurations."""
     return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that run torch.compile or torch.export go last: once dynamo has traced a frame,
+    calls into Triton's interpreter in the same process fail ("Cannot call @triton.jit'd outside
+    of the scope of a kernel"), and the Triton tests run under that interpreter."""
+    items.sort(key=lambda item: item.get_closest_marker("compiles") is not None)

@@ -91,8 +91,8 @@ class RecurrentLayer(nn.Module):
         """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
         like = self.weight_ih_l0
         device = torch.device(device or like.device)
-        return kernels.resolve(self.config.backend, self.config, device, dtype or like.dtype,
-                               self.training)
+        return kernels.get(kernels.resolve_name(self.config.backend, self.config, device,
+                                                dtype or like.dtype, self.training))
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """Run the whole sequence.
