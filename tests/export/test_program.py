@@ -14,8 +14,6 @@ from lstmkit.config import LayerConfig
 from lstmkit.kernels.cpu import _build
 from lstmkit.models import ModelConfig, SequenceModel
 
-pytestmark = pytest.mark.compiles
-
 
 @pytest.mark.parametrize(("family", "options", "backend"), [
     ("lstm", {}, "native"), ("gru", {}, "native"), ("lstm", {"peephole": True}, "cpu"),

@@ -3,8 +3,7 @@ kernels/cpu) keep the graph whole and symbolic in T and B.
 
 Compiled with "aot_eager" (dynamo, then AOT autograd's forward and backward graphs, run eagerly):
 the part that must not break. Inductor is left to benchmarks/compile.py: its C++ compile costs
-tens of seconds, and importing it patches Triton so that the Triton interpreter's tests after it
-fail in the same process.
+tens of seconds.
 Everything in float64, so that compiled and eager agree to float64's tolerance on any CPU.
 Shapes avoid sizes 0 and 1, which dynamic shapes specialise on by design (see SHAPES).
 """
@@ -19,8 +18,6 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import lstmkit
 from lstmkit.kernels.cpu import _build
-
-pytestmark = pytest.mark.compiles
 
 SHAPES = ((5, 6), (7, 8), (9, 5))
 """(T, B): one graph must serve them all. None equals a fixed size (I=3, H=4, P=2): dynamo's
@@ -144,3 +141,15 @@ def test_opcheck_native_stack(cls, options):
     torch.library.opcheck(native.stack_op, (text, x, hx, flat, None, False, None))
     lengths = torch.tensor([5, 3])
     torch.library.opcheck(native.stack_op, (text, x, hx, flat, lengths, False, None))
+
+
+def test_torchscript_refuses_with_the_reason_and_the_alternatives():
+    from lstmkit.config import LayerConfig
+    from lstmkit.models import ModelConfig, SequenceModel
+
+    model = SequenceModel(ModelConfig(LayerConfig(lstmkit.cell_config("lstm", 3, 4),
+                                                  batch_first=True), output_size=2))
+    for module in (lstmkit.GRU(3, 4), model):
+        with pytest.raises(NotImplementedError, match="torch.export.export"):
+            torch.jit.script(module)
+    torch.jit.script(lstmkit.LSTM(3, 4).to_torch())  # the way the message names

@@ -66,10 +66,35 @@ def _options(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[fl
     return (",".join(ints), list(ints.values())), (",".join(reals), list(reals.values()))
 
 
+class _Scan(torch.autograd.Function):
+    """One layer and direction; the masks ride along as constants (they need no gradient)."""
+
+    @staticmethod
+    def forward(ctx, key: str, options: tuple, masks: tuple, names: tuple, x, *tensors):
+        states = len(tensors) - len(names)
+        state, weights = tensors[:states], dict(zip(names, tensors[states:]))
+        out = _build.ops().scan_forward(key, x, state, weights, *masks, *options, True)
+        ctx.spec = key, options, masks, names, states
+        ctx.save_for_backward(x, *tensors[states:], *out[1 + states:])
+        return tuple(out[:1 + states])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        key, options, masks, names, states = ctx.spec
+        x, *rest = ctx.saved_tensors
+        weights, saved = dict(zip(names, rest[:len(names)])), rest[len(names):]
+        out = _build.ops().scan_backward(key, x, [g.contiguous() for g in grads], saved,
+                                         weights, *masks, *options, list(names),
+                                         ctx.needs_input_grad[4])
+        return (None, None, None, None, *out)
+
+
 # The kernels as torch.library custom operators, so that torch.compile and torch.export see one
 # opaque node per layer and direction, with shapes from the fake kernels below (symbolic in T and
 # B: one graph for every length and batch) instead of tracing into the C++ call. Names cross as
-# comma-joined strings: a custom op's schema has no list of strings.
+# comma-joined strings: a custom op's schema has no list of strings. Eager calls keep _Scan
+# above (the same C++ calls, without the custom op's Python dispatch per layer and direction).
 
 
 def _named(names: str, values) -> dict:
@@ -180,9 +205,20 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
     weights = [w[name].contiguous() for name in names]
     zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
     save = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *state, *weights])
-    y, *final = scan_op(family.key, x.contiguous(), state, ",".join(names), weights, lengths,
-                        masks.hidden, zoneout, int_names, ints, real_names, reals, save)
-    final = final[:len(state)]
+    x = x.contiguous()
+    if torch.compiler.is_compiling():
+        y, *final = scan_op(family.key, x, state, ",".join(names), weights, lengths,
+                            masks.hidden, zoneout, int_names, ints, real_names, reals, save)
+        final = final[:len(state)]
+    else:
+        ints, reals = _named(int_names, ints), _named(real_names, reals)
+        constants = (lengths, masks.hidden, zoneout)
+        if save:
+            y, *final = _Scan.apply(family.key, (ints, reals), constants, names, x, *state,
+                                    *weights)
+        else:
+            y, *final = _build.ops().scan_forward(family.key, x, state, dict(zip(names, weights)),
+                                                  *constants, ints, reals, False)
     return y, family.make_state(*final)
 
 
