@@ -1,7 +1,15 @@
 """Fixtures shared by the whole suite."""
 
+import os
+
 import pytest
 import torch
+
+# Triton reads TRITON_INTERPRET when it is first imported, and torch.library's custom operators
+# (the cpu and native backends register theirs on import) import torch._dynamo, which imports
+# Triton: set it before any test module is collected, not only in the Triton tests' conftest.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # --doctest-modules runs the package's examples; the tests' helper modules have none, and
 # collecting them would import them a second time as tests.<name> beside <name> (the
@@ -23,3 +31,4 @@ def _seeded():
 def backend(request) -> str:
     """Each backend that runs torch.nn's configurations."""
     return request.param
+

@@ -26,7 +26,18 @@ def register(family: Family) -> Family:
         raise ValueError(f"family: expected its config's family to be {family.key!r}, "
                          f"got {family.config.family!r}")
     FAMILIES[family.key] = family
+    _serializable(family.make_state)
     return family
+
+
+def _serializable(state_type) -> None:
+    """Let torch.export save a program whose outputs hold a family's NamedTuple state."""
+    from torch.utils import _pytree
+
+    if (isinstance(state_type, type) and issubclass(state_type, tuple)
+            and state_type not in _pytree.SUPPORTED_SERIALIZED_TYPES):
+        name = f"{state_type.__module__}.{state_type.__qualname__}"
+        _pytree._register_namedtuple(state_type, serialized_type_name=name)
 
 
 def family_of(key: str | CellConfig) -> Family:

@@ -42,7 +42,12 @@ def get(name: str) -> Backend:
     """The backend called ``name``."""
     if name not in _MODULES:
         raise ValueError(f"backend: expected one of {('auto',) + names()}, got {name!r}")
-    return importlib.import_module(_MODULES[name]).BACKEND
+    if name not in _LOADED:  # torch.compile cannot trace an import: it finds them loaded
+        _LOADED[name] = importlib.import_module(_MODULES[name]).BACKEND
+    return _LOADED[name]
+
+
+_LOADED: dict[str, Backend] = {}
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,7 +71,17 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
     raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
 
 
-__all__ = ["Backend", "Declaration", "StepMasks", "explain", "get", "names", "resolve"]
+@torch.compiler.assume_constant_result
+def resolve_name(name: str, config: LayerConfig, device: torch.device, dtype: torch.dtype,
+                 training: bool) -> str:
+    """``resolve(...).name``. torch.compile runs it once while tracing and keeps the result as
+    a constant (the layer's config is fixed, and its mode, device and dtype are guarded), instead
+    of tracing the declarations and their reasons."""
+    return resolve(name, config, device, dtype, training).name
+
+
+__all__ = ["Backend", "Declaration", "StepMasks", "explain", "get", "names", "resolve",
+           "resolve_name"]
 
 
 def _auto_reason(backend: Backend, config, device, dtype, training) -> str | None:

@@ -8,10 +8,16 @@ lstmkit layer gives torch.nn's numbers bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import operator
+
 import torch
+from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit.cells import FAMILIES
+from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration
@@ -25,8 +31,14 @@ def _flat(weights) -> list[torch.Tensor]:
 
 def stack(family: Family, config: LayerConfig, weights, x, state, lengths, training):
     """The whole stack (see :mod:`lstmkit.kernels.contract`)."""
-    call = _Call(family, config, weights, training)
-    hx = state_tensors(state)
+    if torch.compiler.is_compiling():
+        return _compiled(family, config, _flat(weights), x, state_tensors(state), lengths,
+                         training)
+    return _stack(family, config, _flat(weights), x, state_tensors(state), lengths, training)
+
+
+def _stack(family: Family, config: LayerConfig, flat, x, hx, lengths, training):
+    call = _Call(family, config, flat, training)
     if lengths is None:
         return call.dense(x, hx)
     if config.bidirectional:  # the reverse pass starts at each sequence's own end
@@ -52,10 +64,10 @@ def stack(family: Family, config: LayerConfig, weights, x, state, lengths, train
 class _Call:
     """One configuration's torch op with its fixed arguments, run densely or packed."""
 
-    def __init__(self, family: Family, config: LayerConfig, weights, training: bool):
+    def __init__(self, family: Family, config: LayerConfig, flat, training: bool):
         self.op, self.family = family.torch.op(config.cell), family
         self.tuple_state = len(family.state(config.cell)) > 1  # torch.lstm takes [h, c]
-        self.args = (_flat(weights), config.cell.bias, config.num_layers, config.dropout,
+        self.args = (list(flat), config.cell.bias, config.num_layers, config.dropout,
                      training, config.bidirectional)
 
     def _hx(self, hx):
@@ -73,6 +85,113 @@ class _Call:
         out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, unorder),
                                      total_length=x.shape[0])
         return out, self.family.make_state(*(h.index_select(1, unorder) for h in final))
+
+
+# Under torch.compile and torch.export the stack is one custom operator: dynamo cannot trace
+# torch.nn's RNN machinery, and tracing torch.lstm itself decomposes it into one node per time
+# step (a graph per length). The op is opaque, its fake kernel gives shapes symbolic in T and B,
+# and its backward runs torch's own (recomputing the forward under autograd, since a custom op
+# keeps no graph). Eager calls never go through it: they stay torch.nn's numbers and speed.
+
+
+def _compiled(family: Family, config: LayerConfig, flat, x, hx, lengths, training):
+    seed = None
+    if training and config.dropout and config.num_layers > 1:  # the backward redraws the same
+        seed = torch.randint(0, 2**62, (), dtype=torch.int64)
+    y, *final = stack_op(_text(config), x, list(hx), list(flat), lengths,
+                         training, seed)
+    return y, family.make_state(*final)
+
+
+@torch.compiler.assume_constant_result  # a constant of the traced layer, not traced
+def _text(config: LayerConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _config(text: str) -> tuple[Family, LayerConfig]:
+    config = LayerConfig.from_dict(json.loads(text))
+    return family_of(config.cell), config
+
+
+def _seeded(seed: Tensor | None, device: torch.device):
+    """Inter-layer dropout drawn from ``seed``, so that the backward's recomputation draws the
+    forward's masks; the global generator is left as it was."""
+    if seed is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    on_cpu = device.type == "cpu"  # fork_rng always forks the CPU's generator
+    stack.enter_context(torch.random.fork_rng(devices=[] if on_cpu else [device],
+                                              device_type="cuda" if on_cpu else device.type))
+    generator = torch.default_generator if on_cpu else torch.cuda
+    generator.manual_seed(int(seed))
+    return stack
+
+
+@torch.library.custom_op("lstmkit::native_stack", mutates_args=())
+def stack_op(config: str, x: Tensor, hx: list[Tensor], weights: list[Tensor],
+             lengths: Tensor | None, training: bool, seed: Tensor | None) -> list[Tensor]:
+    """The stack of the layer config ``config`` (its JSON): ``[y, *final_state]``; weights
+    in torch.nn's ``_flat_weights`` order."""
+    family, layer = _config(config)
+    with _seeded(seed, x.device):
+        y, state = _stack(family, layer, weights, x, tuple(hx), lengths, training)
+    return [y, *state_tensors(state)]
+
+
+@stack_op.register_fake
+def _(config, x, hx, weights, lengths, training, seed):
+    _, layer = _config(config)
+    steps, batch = x.shape[:2]  # x (T, B, I); h (L*D, B, P)
+    y = x.new_empty(steps, batch, layer.num_directions * hx[0].shape[-1])
+    return [y, *(h.new_empty(h.shape) for h in hx)]
+
+
+@torch.library.custom_op("lstmkit::native_stack_backward", mutates_args=())
+def stack_backward_op(config: str, x: Tensor, hx: list[Tensor], weights: list[Tensor],
+                      lengths: Tensor | None, training: bool, seed: Tensor | None,
+                      grads: list[Tensor]) -> list[Tensor]:
+    """``[dx, *dhx, *dweights]`` given the gradients of ``stack_op``'s outputs."""
+    family, layer = _config(config)
+    inputs = [t.detach().requires_grad_() for t in (x, *hx, *weights)]
+    states = len(hx)
+    # A custom op's kernel runs below autograd (its dispatch keys excluded); the recomputation
+    # needs them back to record a graph.
+    keys = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
+    with torch._C._ForceDispatchKeyGuard(keys[0], keys[1] - _AUTOGRAD), \
+            torch.enable_grad(), _seeded(seed, x.device):
+        y, state = _stack(family, layer, inputs[1 + states:], inputs[0],
+                          tuple(inputs[1:1 + states]), lengths, training)
+        got = torch.autograd.grad([y, *state_tensors(state)], inputs, grads, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs)]
+
+
+_AUTOGRAD = functools.reduce(operator.or_, (
+    torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+    for key in ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")))
+
+
+@stack_backward_op.register_fake
+def _(config, x, hx, weights, lengths, training, seed, grads):
+    return [t.new_empty(t.shape) for t in (x, *hx, *weights)]
+
+
+def _setup_context(ctx, inputs, output):
+    config, x, hx, weights, lengths, training, seed = inputs
+    ctx.spec = config, training, len(hx)
+    ctx.save_for_backward(x, lengths, seed, *hx, *weights)
+
+
+def _backward(ctx, grads):
+    config, training, states = ctx.spec
+    x, lengths, seed, *rest = ctx.saved_tensors
+    hx, weights = rest[:states], rest[states:]
+    out = stack_backward_op(config, x, hx, weights, lengths, training, seed,
+                            [g.contiguous() for g in grads])
+    return None, out[0], out[1:1 + states], out[1 + states:], None, None, None
+
+
+stack_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 DECLARATION = Declaration(

@@ -59,6 +59,15 @@ class RecurrentLayer(nn.Module):
     bidirectional = property(lambda self: self.config.bidirectional)
     proj_size = property(lambda self: getattr(self.config.cell, "proj_size", 0))
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule first: say why not, rather than fail
+        # deep in TorchScript's compiler on the first property(lambda) above.
+        raise NotImplementedError(
+            "torch.jit.script: lstmkit layers are not scriptable (TorchScript cannot compile "
+            "their family and backend dispatch in Python); use torch.export.export or "
+            "torch.compile, which both take dynamic batch and time, or, for a configuration "
+            "torch.nn computes, script layer.to_torch()")
+
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
         suffix = _suffix(layer, direction)
         return {name: getattr(self, name + suffix)
@@ -91,8 +100,8 @@ class RecurrentLayer(nn.Module):
         """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
         like = self.weight_ih_l0
         device = torch.device(device or like.device)
-        return kernels.resolve(self.config.backend, self.config, device, dtype or like.dtype,
-                               self.training)
+        return kernels.get(kernels.resolve_name(self.config.backend, self.config, device,
+                                                dtype or like.dtype, self.training))
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """Run the whole sequence.

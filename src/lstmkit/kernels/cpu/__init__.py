@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from torch import Tensor
 
 from lstmkit.activations import CODES
 from lstmkit.cells.base import ANY, Family, state_tensors
@@ -49,7 +50,7 @@ DECLARATION = Declaration(
 
 
 @functools.lru_cache(maxsize=64)
-def _options(cfg: CellConfig) -> tuple[dict[str, int], dict[str, float]]:
+def _options(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[float]]]:
     """The config's fields as ops.cpp reads them, by name: flags and sizes as ints, activation
     names (the RNN's nonlinearity too) as generated.h's codes, floats as reals; None absent."""
     ints, reals = {}, {}
@@ -62,7 +63,7 @@ def _options(cfg: CellConfig) -> tuple[dict[str, int], dict[str, float]]:
             ints[name] = int(value)
         else:
             reals[name] = float(value)
-    return ints, reals
+    return (",".join(ints), list(ints.values())), (",".join(reals), list(reals.values()))
 
 
 class _Scan(torch.autograd.Function):
@@ -89,24 +90,135 @@ class _Scan(torch.autograd.Function):
         return (None, None, None, None, *out)
 
 
+# The kernels as torch.library custom operators, so that torch.compile and torch.export see one
+# opaque node per layer and direction, with shapes from the fake kernels below (symbolic in T and
+# B: one graph for every length and batch) instead of tracing into the C++ call. Names cross as
+# comma-joined strings: a custom op's schema has no list of strings. Eager calls keep _Scan
+# above (the same C++ calls, without the custom op's Python dispatch per layer and direction).
+
+
+def _named(names: str, values) -> dict:
+    return dict(zip(names.split(","), values)) if names else {}
+
+
+@torch.library.custom_op("lstmkit::cpu_scan", mutates_args=())
+def scan_op(family: str, x: Tensor, state: list[Tensor], names: str, weights: list[Tensor],
+            lengths: Tensor | None, hidden: Tensor | None, zoneout: list[Tensor],
+            int_names: str, ints: list[int], real_names: str, reals: list[float],
+            save: bool) -> list[Tensor]:
+    """One layer and direction: ``[y, *final_state, *saved]`` (saved only with ``save``, what
+    :func:`scan_backward_op` reads)."""
+    return _build.ops().scan_forward(family, x, state, _named(names, weights), lengths, hidden,
+                                     zoneout, _named(int_names, ints), _named(real_names, reals),
+                                     save)
+
+
+@scan_op.register_fake
+def _(family, x, state, names, weights, lengths, hidden, zoneout, int_names, ints, real_names,
+      reals, save):
+    steps, batch = x.shape[:2]  # x (T, B, I)
+    out = [x.new_empty(steps, batch, state[0].shape[1]), *(s.new_empty(s.shape) for s in state)]
+    return out + (_saved_like(family, x, state, _named(names, weights)) if save else [])
+
+
+def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Tensor]:
+    """Empty tensors shaped as what the forward kernel saves (lstm.h, gru.h, rnn.h)."""
+    steps, batch = x.shape[:2]
+    new = x.new_empty
+    if family == "lstm":
+        gates, hidden, output = w["weight_ih"].shape[0], state[1].shape[1], state[0].shape[1]
+        saved = [new(steps, batch, gates), new(steps + 1, batch, output),  # A, Hs
+                 new(steps + 1, batch, hidden), new(steps, batch, hidden)]  # Cs, Cn
+        if "weight_ln_ih" in w:  # Xih, Rih, Xhh, Rhh, Sc
+            saved += [new(steps, batch, gates), new(steps, batch), new(steps, batch, gates),
+                      new(steps, batch), new(steps, batch, 2)]
+        return saved
+    hidden = state[0].shape[1]
+    if family == "gru":  # Gt, Hs, Rn
+        return [new(steps, batch, 3 * hidden), new(steps + 1, batch, hidden),
+                new(steps, batch, hidden)]
+    return [new(steps, batch, hidden), new(steps + 1, batch, hidden)]  # rnn: A, Hs
+
+
+@torch.library.custom_op("lstmkit::cpu_scan_backward", mutates_args=())
+def scan_backward_op(family: str, x: Tensor, grads: list[Tensor], saved: list[Tensor],
+                     names: str, weights: list[Tensor], lengths: Tensor | None,
+                     hidden: Tensor | None, zoneout: list[Tensor], int_names: str,
+                     ints: list[int], real_names: str, reals: list[float],
+                     need_dx: bool) -> list[Tensor]:
+    """The gradients ``[dx, *dstate, *dweights]`` given those of ``[y, *final_state]``; dx is
+    empty (0,) without ``need_dx``."""
+    out = _build.ops().scan_backward(family, x, grads, saved, _named(names, weights), lengths,
+                                     hidden, zoneout, _named(int_names, ints),
+                                     _named(real_names, reals), names.split(","), need_dx)
+    return [x.new_empty(0) if out[0] is None else out[0], *out[1:]]
+
+
+@scan_backward_op.register_fake
+def _(family, x, grads, saved, names, weights, lengths, hidden, zoneout, int_names, ints,
+      real_names, reals, need_dx):
+    dx = x.new_empty(x.shape) if need_dx else x.new_empty(0)
+    return [dx, *(g.new_empty(g.shape) for g in grads[1:]),
+            *(w.new_empty(w.shape) for w in weights)]
+
+
+def _setup_context(ctx, inputs, output):
+    (family, x, state, names, weights, lengths, hidden, zoneout, int_names, ints, real_names,
+     reals, save) = inputs
+    ctx.spec = family, len(state), names, int_names, ints, real_names, reals, len(zoneout)
+    ctx.save_for_backward(x, lengths, hidden, *zoneout, *state, *weights,
+                          *output[1 + len(state):])
+
+
+def _backward(ctx, grads):
+    family, states, names, int_names, ints, real_names, reals, zoneouts = ctx.spec
+    x, lengths, hidden, *rest = ctx.saved_tensors
+    zoneout, rest = rest[:zoneouts], rest[zoneouts:]
+    count = len(names.split(","))
+    state, weights, saved = rest[:states], rest[states:states + count], rest[states + count:]
+    if not saved:  # called without save (scan does not): run the forward again to get them
+        saved = scan_op(family, x, state, names, weights, lengths, hidden, zoneout, int_names,
+                        ints, real_names, reals, True)[1 + states:]
+    grads = [g.contiguous() for g in grads[:1 + states]]  # the saved outputs get none
+    need_dx = ctx.needs_input_grad[1]
+    out = scan_backward_op(family, x, grads, saved, names, weights, lengths, hidden, zoneout,
+                           int_names, ints, real_names, reals, need_dx)
+    # One entry per input, shaped as it: torch.library reads an empty list as a list of
+    # tensors (it wants [] back) and a list of numbers as one leaf (None).
+    return (None, out[0] if need_dx else None, out[1:1 + states], None, out[1 + states:],
+            None, None, [None] * zoneouts, None, None if ints else [], None,
+            None if reals else [], None)
+
+
+scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengths,
          masks: StepMasks):
     """One layer in one direction, as :func:`lstmkit.kernels.reference.scan` computes it.
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     """
-    options = _options(cfg)
+    (int_names, ints), (real_names, reals) = _options(cfg)
     state = [t.contiguous() for t in state_tensors(state)]
     names = tuple(name for name, t in w.items() if t is not None)
     weights = [w[name].contiguous() for name in names]
     zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
-    constants = (lengths, masks.hidden, zoneout)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *state, *weights])
     x = x.contiguous()
-    if torch.is_grad_enabled() and any(t.requires_grad for t in [x, *state, *weights]):
-        y, *final = _Scan.apply(family.key, options, constants, names, x, *state, *weights)
+    if torch.compiler.is_compiling():
+        y, *final = scan_op(family.key, x, state, ",".join(names), weights, lengths,
+                            masks.hidden, zoneout, int_names, ints, real_names, reals, save)
+        final = final[:len(state)]
     else:
-        y, *final = _build.ops().scan_forward(family.key, x, state, dict(zip(names, weights)),
-                                              *constants, *options, False)
+        ints, reals = _named(int_names, ints), _named(real_names, reals)
+        constants = (lengths, masks.hidden, zoneout)
+        if save:
+            y, *final = _Scan.apply(family.key, (ints, reals), constants, names, x, *state,
+                                    *weights)
+        else:
+            y, *final = _build.ops().scan_forward(family.key, x, state, dict(zip(names, weights)),
+                                                  *constants, ints, reals, False)
     return y, family.make_state(*final)
 
 

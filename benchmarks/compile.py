@@ -1,0 +1,115 @@
+"""Compile time: lstmkit layers against torch.nn.LSTM under torch.compile, side by side.
+
+For each layer and compiler backend: whether ``torch.compile(layer, fullgraph=True,
+dynamic=True)`` compiles at all, the time of the first compiled forward and backward (the
+compile) minus an eager one, and the graphs dynamo made after a second (T, B). torch.nn.LSTM
+fails fullgraph, so it is also timed without it (its graph breaks counted). Then writes its
+section of docs/benchmarks.md (between the ``compile`` markers) with the machine named.
+
+    PYTHONPATH=src python benchmarks/compile.py           # aot_eager and inductor (minutes)
+    PYTHONPATH=src python benchmarks/compile.py --quick   # aot_eager only, no docs written
+
+One thread; inductor's on-disk caches go to a fresh temporary folder, so every compile is cold.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lstmkit-inductor-")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
+
+import lstmkit  # noqa: E402
+
+T, B, I, H = 50, 8, 32, 64  # noqa: E741 (the shape legend)
+SECOND = (70, 12)
+"""A second (T, B): a dynamic graph serves it without recompiling."""
+
+
+def layers() -> dict[str, torch.nn.Module]:
+    return {
+        "torch.nn.LSTM": torch.nn.LSTM(I, H),
+        "lstmkit LSTM (auto: native)": lstmkit.LSTM(I, H),
+        "lstmkit LSTM peephole (auto: cpu)": lstmkit.LSTM(I, H, peephole=True),
+        "lstmkit GRU (auto: native)": lstmkit.GRU(I, H),
+    }
+
+
+def _step(module, steps: int, batch: int) -> None:
+    x = torch.randn(steps, batch, I, requires_grad=True)
+    y, _ = module(x)
+    y.sum().backward()
+
+
+def measure(name: str, layer, backend: str, fullgraph: bool) -> dict:
+    torch._dynamo.reset()
+    _step(layer, T, B)  # builds the cpu kernels, warms eager
+    start = time.perf_counter()
+    _step(layer, T, B)
+    eager = time.perf_counter() - start
+    counter = CompileCounterWithBackend(backend)
+    compiled = torch.compile(layer, backend=counter, fullgraph=fullgraph, dynamic=True)
+    start = time.perf_counter()
+    try:
+        _step(compiled, T, B)
+    except Exception as error:  # noqa: BLE001 (the failure is the result)
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:90]}"}
+    seconds = time.perf_counter() - start - eager
+    first = counter.frame_count
+    _step(compiled, *SECOND)
+    return {"seconds": seconds, "graphs": first, "recompiles": counter.frame_count - first}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="aot_eager only; no docs written")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    backends = ["aot_eager"] if args.quick else ["aot_eager", "inductor"]
+    for backend in backends:  # one-time imports and warm-up, so that no row pays them
+        torch.compile(lambda x: x.sin() + 1, backend=backend, dynamic=True)(torch.randn(3, 5))
+    rows = []
+    for name, layer in layers().items():
+        for backend in backends:
+            for fullgraph in (True, False) if name.startswith("torch.nn") else (True,):
+                result = measure(name, layer, backend, fullgraph)
+                rows.append((name, backend, fullgraph, result))
+                print(name, backend, f"fullgraph={fullgraph}", result, flush=True)
+    table = ["| layer | compiler | fullgraph | compile (s) | graphs | recompiles at a new (T, B) |",
+             "|---|---|---|---:|---:|---:|"]
+    for name, backend, fullgraph, r in rows:
+        if "error" in r:
+            table.append(f"| {name} | {backend} | {fullgraph} | fails: {r['error']} | | |")
+        else:
+            table.append(f"| {name} | {backend} | {fullgraph} | {r['seconds']:.2f} | "
+                         f"{r['graphs']} | {r['recompiles']} |")
+    text = "\n".join([
+        "## torch.compile (benchmarks/compile.py)", "",
+        f"Machine: {machine()}. One thread; cold inductor caches. T={T}, B={B}, I={I}, H={H}; "
+        f"compile = first compiled forward+backward minus an eager one; dynamic=True, then a "
+        f"second call at (T, B) = {SECOND}.", "", *table, "",
+        "Seconds are single cold compiles: on a shared machine they move between runs (one row "
+        "by several times), so read which rows compile, in how many graphs and whether a new "
+        "shape recompiles, before reading ratios. "
+        "graphs: frames dynamo compiled on the first call (lstmkit's count includes one "
+        "empty frame). torch.nn.LSTM cannot be compiled with fullgraph (dynamo refuses "
+        "torch.nn's RNN modules); without it dynamo compiles nothing (0 graphs) and it runs "
+        "eagerly. lstmkit's layers are one "
+        "graph around one custom operator per layer (kernels/native.py, kernels/cpu), so the "
+        "compile does not grow with T and a new T or B reuses the graph.",
+    ])
+    print(text)
+    if not args.quick:
+        write_section("compile", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""torch.export of a SequenceModel with dynamic batch and time, on the native and cpu backends:
+the program equals eager at other sizes, and after a save/load round trip."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from tolerances import assert_close
+
+import lstmkit
+from lstmkit.config import LayerConfig
+from lstmkit.kernels.cpu import _build
+from lstmkit.models import ModelConfig, SequenceModel
+
+
+@pytest.mark.parametrize(("family", "options", "backend"), [
+    ("lstm", {}, "native"), ("gru", {}, "native"), ("lstm", {"peephole": True}, "cpu"),
+    ("lstm", {"layer_norm": True, "proj_size": 2}, "cpu"), ("gru", {"reset_after": False}, "cpu")])
+def test_exported_program_equals_eager_at_new_sizes(family, options, backend):
+    cell = lstmkit.cell_config(family, 3, 4, **options)
+    model = SequenceModel(ModelConfig(LayerConfig(cell, batch_first=True), output_size=2),
+                          dtype=torch.float64).eval()
+    if (chosen := model.rnn.backend().name) != backend:
+        pytest.fail(f"expected 'auto' to take {backend}, got {chosen}")
+    if backend == "cpu" and (reason := _build.problem()):
+        pytest.skip(f"the cpu backend {reason}")
+    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
+    program = torch.export.export(model, (torch.randn(5, 7, 3, dtype=torch.float64),),
+                                  dynamic_shapes={"x": dims})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer)
+    for batch, steps in ((6, 9), (2, 3), (8, 2)):
+        x = torch.randn(batch, steps, 3, dtype=torch.float64)
+        with torch.no_grad():
+            expected = model(x)
+            for run in (program.module(), loaded.module()):
+                got = run(x)
+                assert_close(got[0], expected[0], torch.float64)
+                for g, e in zip(lstmkit.cells.base.state_tensors(got[1]),
+                                lstmkit.cells.base.state_tensors(expected[1])):
+                    assert_close(g, e, torch.float64)

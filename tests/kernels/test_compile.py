@@ -1,0 +1,155 @@
+"""torch.compile over lstmkit layers: the backends' custom operators (kernels/native.py,
+kernels/cpu) keep the graph whole and symbolic in T and B.
+
+Compiled with "aot_eager" (dynamo, then AOT autograd's forward and backward graphs, run eagerly):
+the part that must not break. Inductor is left to benchmarks/compile.py: its C++ compile costs
+tens of seconds.
+Everything in float64, so that compiled and eager agree to float64's tolerance on any CPU.
+Shapes avoid sizes 0 and 1, which dynamic shapes specialise on by design (see SHAPES).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import parts, probe_loss
+from tolerances import assert_close
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import lstmkit
+from lstmkit.kernels.cpu import _build
+
+SHAPES = ((5, 6), (7, 8), (9, 5))
+"""(T, B): one graph must serve them all. None equals a fixed size (I=3, H=4, P=2): dynamo's
+duck sizing gives equal sizes one symbol, and a fixed size would then pin T or B to it."""
+
+CASES = {
+    "lstm": (lstmkit.LSTM, {}),
+    "lstm 2 layers bidirectional": (lstmkit.LSTM, {"num_layers": 2, "bidirectional": True}),
+    "lstm proj": (lstmkit.LSTM, {"proj_size": 2}),
+    "gru": (lstmkit.GRU, {}),
+    "rnn relu": (lstmkit.RNN, {"nonlinearity": "relu"}),
+    "lstm peephole": (lstmkit.LSTM, {"peephole": True}),
+    "lstm layer_norm proj bidirectional": (lstmkit.LSTM, {"layer_norm": True, "proj_size": 2,
+                                                          "bidirectional": True}),
+    "lstm cell_clip coupled zoneout": (lstmkit.LSTM, {"cell_clip": 0.5, "coupled": True,
+                                                      "zoneout": 0.2}),
+    "gru reset before, 2 layers": (lstmkit.GRU, {"reset_after": False, "num_layers": 2}),
+    "rnn cpu": (lstmkit.RNN, {"backend": "cpu"}),
+}
+"""Plain configurations ("auto" takes native) and variants ("auto" takes cpu)."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Every layer is a new graph of the one code object RecurrentLayer.forward: forget the
+    earlier tests' (dynamo keeps 8 per code object)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _layer(name: str, training: bool = False):
+    cls, options = CASES[name]
+    backend = options.get("backend", "auto")
+    layer = cls(3, 4, dtype=torch.float64, **options).train(training)
+    if layer.backend().name == "cpu" and (reason := _build.problem()):
+        pytest.skip(f"the cpu backend {reason}")
+    return layer, backend
+
+
+def _run(layer, x):
+    """[y, state tensors..., gradients of the input and every parameter]."""
+    x = x.detach().requires_grad_()
+    y, state = layer(x)
+    grads = torch.autograd.grad(probe_loss(y, *parts(state)), [x, *layer.parameters()])
+    return [y, *parts(state), *grads]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_one_graph_for_every_length_and_batch(name):
+    layer, _ = _layer(name)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=counter, fullgraph=True, dynamic=True)
+    graphs = []
+    for steps, batch in SHAPES:  # fullgraph: a graph break raises
+        x = torch.randn(steps, batch, 3, dtype=torch.float64)
+        for got, expected in zip(_run(compiled, x), _run(layer, x)):
+            assert_close(got, expected, torch.float64)
+        graphs.append(counter.frame_count)
+    assert graphs[0] == graphs[-1], f"recompiled: frames after each shape {graphs}"
+
+
+def test_training_with_dropout_between_layers_gives_the_gradient_of_its_own_draw():
+    """The compiled native op redraws the forward's dropout masks in its backward: the
+    gradient is the one of the function it computed (checked by finite differences)."""
+    layer = lstmkit.LSTM(2, 3, num_layers=2, dropout=0.5, dtype=torch.float64).train()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    y, _ = compiled(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    step = torch.zeros_like(x)
+    step[1, 0, 1] = 1e-6
+    torch.manual_seed(0)
+    up = compiled(x.detach() + step)[0].sum()
+    torch.manual_seed(0)
+    down = compiled(x.detach() - step)[0].sum()
+    assert abs((up - down).item() / 2e-6 - grad[1, 0, 1].item()) < 1e-6
+
+
+def _cpu_scan_args(family: str, save: bool, **options):
+    """A call of lstmkit::cpu_scan as the cpu backend makes it, on a tiny layer."""
+    from lstmkit.kernels import cpu
+
+    cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[family]
+    layer = cls(3, 4, dtype=torch.float64, backend="cpu", **options)
+    weights = layer.cell_weights()[0][0]
+    names = [n for n, t in weights.items() if t is not None]
+    state = [torch.randn(2, s[-1], dtype=torch.float64)
+             for s in layer.family.state_shapes(layer.config.cell)]
+    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    return (family, x, [s.requires_grad_() for s in state], ",".join(names),
+            [weights[n].detach().clone().requires_grad_() for n in names], None, None, [],
+            int_names, ints, real_names, reals, save)
+
+
+@pytest.mark.parametrize(("family", "options"), [
+    ("lstm", {}), ("lstm", {"layer_norm": True, "proj_size": 2, "peephole": True}),
+    ("gru", {"reset_after": False}), ("rnn", {"nonlinearity": "relu"})])
+def test_opcheck_cpu_scan(family, options):
+    if reason := _build.problem():
+        pytest.skip(f"the cpu backend {reason}")
+    from lstmkit.kernels import cpu
+
+    for save in (True, False):
+        torch.library.opcheck(cpu.scan_op, _cpu_scan_args(family, save, **options))
+
+
+@pytest.mark.parametrize(("cls", "options"), [
+    (lstmkit.LSTM, {"num_layers": 2, "bidirectional": True}), (lstmkit.LSTM, {"proj_size": 2}),
+    (lstmkit.GRU, {}), (lstmkit.RNN, {"nonlinearity": "relu"})])
+def test_opcheck_native_stack(cls, options):
+    from lstmkit.kernels import native
+
+    layer = cls(3, 4, dtype=torch.float64, **options)
+    flat = [t.detach().clone().requires_grad_() for t in native._flat(layer.cell_weights())]
+    hx = [s.normal_().requires_grad_() for s in parts(layer.init_state(2))]
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    text = native._text(layer.config)
+    torch.library.opcheck(native.stack_op, (text, x, hx, flat, None, False, None))
+    lengths = torch.tensor([5, 3])
+    torch.library.opcheck(native.stack_op, (text, x, hx, flat, lengths, False, None))
+
+
+def test_torchscript_refuses_with_the_reason_and_the_alternatives():
+    from lstmkit.config import LayerConfig
+    from lstmkit.models import ModelConfig, SequenceModel
+
+    model = SequenceModel(ModelConfig(LayerConfig(lstmkit.cell_config("lstm", 3, 4),
+                                                  batch_first=True), output_size=2))
+    for module in (lstmkit.GRU(3, 4), model):
+        with pytest.raises(NotImplementedError, match="torch.export.export"):
+            torch.jit.script(module)
+    torch.jit.script(lstmkit.LSTM(3, 4).to_torch())  # the way the message names
