@@ -7,8 +7,6 @@ from pathlib import Path
 
 from lstmkit.io import atomic_write, write_text
 
-__all__ = ["write_csv", "write_json", "write_table", "write_text"]
-
 
 def write_json(path: str | Path, data: dict) -> None:
     """``data`` as indented JSON; values JSON lacks (timestamps) are written as text."""

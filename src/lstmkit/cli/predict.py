@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from lstmkit.apps.outputs import write_table, write_text
+    from lstmkit.apps.outputs import write_table
+    from lstmkit.io import write_text
 
     config = config_from(args)
     model, app = load_checkpoint(config.checkpoint)
