@@ -1,7 +1,8 @@
 """Files written whole or not at all: a crash or a kill mid-write leaves the previous file.
 
-Every file lstmkit writes (checkpoints, exports, tables, plots, stream snapshots) goes through
-:func:`atomic_write`.
+Every result lstmkit writes (checkpoints, exports, tables, plots, stream snapshots, corpus
+caches) goes through :func:`atomic_write`; only the example data sets of
+:mod:`lstmkit.tasks.examples`, which a rerun makes again, are written directly.
 """
 
 from __future__ import annotations
