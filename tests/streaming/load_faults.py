@@ -122,11 +122,11 @@ class Client:
             if roll < 0.08:
                 await self.bad(http)
             elif roll < 0.11:
-                await self.call(http, "POST", f"/streams/{self.sid}/reset")
+                await self.call(http, "POST", f"/streams/{self.sid}/reset", to_zero=True)
                 self.pos, self.figures.resets = 0, self.figures.resets + 1
             elif roll < 0.13:
-                await self.call(http, "DELETE", f"/streams/{self.sid}")
-                await self.call(http, "POST", "/streams", json={"id": self.sid})
+                await self.call(http, "DELETE", f"/streams/{self.sid}", to_zero=True)
+                await self.call(http, "POST", "/streams", json={"id": self.sid}, to_zero=True)
                 self.pos = 0
                 self.figures.deletes, self.figures.opens = (self.figures.deletes + 1,
                                                             self.figures.opens + 1)
@@ -179,8 +179,13 @@ class Client:
         self.figures.lost_steps += max(0, self.pos - steps)
         self.pos = steps
 
-    async def call(self, http, method: str, url: str, **kwargs):
-        """The reply; None after a transport error (then once the server is back, resynced)."""
+    async def call(self, http, method: str, url: str, to_zero: bool = False, **kwargs):
+        """The reply; None after a transport error (then once the server is back, resynced).
+
+        ``to_zero``: the request itself sends the stream back to step 0 (a reset, a delete and
+        reopen), so after a fault that hit it the server may rightly be at 0: the request was
+        applied, not acknowledged steps lost. Any other count below the acknowledged one is a
+        loss."""
         import httpx
 
         try:
@@ -199,7 +204,8 @@ class Client:
             steps = reply.json()["steps"] if reply.status_code == 200 else 0
             if reply.status_code == 404:
                 await http.post("/streams", json={"id": self.sid})
-            self.figures.lost_steps += max(0, self.pos - steps)
+            if not (to_zero and steps == 0):
+                self.figures.lost_steps += max(0, self.pos - steps)
             self.pos = steps
             return None
 
