@@ -56,6 +56,12 @@ def check_lengths(lengths, batch: int, steps: int, device: torch.device) -> torc
     lengths = lengths.to("cpu", torch.int64)
     if batch == 0:
         return lengths
+    if torch.compiler.is_compiling():
+        # The values are data: a compiled graph (or an exported program) checks them when it
+        # runs, where a Python comparison would have to guard on them at trace time.
+        torch._assert_async((lengths >= 1).all() & (lengths <= steps).all(),
+                            "lengths: expected values in 1..T (the time steps given)")
+        return lengths
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1 or high > steps:
         raise ValueError(f"lengths: expected values in 1..{steps} (the time steps given), "

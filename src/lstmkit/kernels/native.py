@@ -21,6 +21,7 @@ from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration
+from lstmkit.kernels.transforms import through_ops, transformable
 
 
 def _flat(weights) -> list[torch.Tensor]:
@@ -31,7 +32,7 @@ def _flat(weights) -> list[torch.Tensor]:
 
 def stack(family: Family, config: LayerConfig, weights, x, state, lengths, training):
     """The whole stack (see :mod:`lstmkit.kernels.contract`)."""
-    if torch.compiler.is_compiling():
+    if through_ops():
         return _compiled(family, config, _flat(weights), x, state_tensors(state), lengths,
                          training)
     return _stack(family, config, _flat(weights), x, state_tensors(state), lengths, training)
@@ -98,7 +99,7 @@ def _compiled(family: Family, config: LayerConfig, flat, x, hx, lengths, trainin
     seed = None
     if training and config.dropout and config.num_layers > 1:  # the backward redraws the same
         seed = torch.randint(0, 2**62, (), dtype=torch.int64)
-    y, *final = stack_op(_text(config), x, list(hx), list(flat), lengths,
+    y, *final = _stack_call(_text(config), x, list(hx), list(flat), lengths,
                          training, seed)
     return y, family.make_state(*final)
 
@@ -192,6 +193,7 @@ def _backward(ctx, grads):
 
 
 stack_op.register_autograd(_backward, setup_context=_setup_context)
+_stack_call = transformable(stack_op, _setup_context, _backward, stack_backward_op)
 
 
 DECLARATION = Declaration(

@@ -29,6 +29,7 @@ from lstmkit.cells.base import ANY, Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
+from lstmkit.kernels.transforms import through_ops, transformable
 
 KERNEL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
                 "leaky_relu", "identity")
@@ -191,6 +192,7 @@ def _backward(ctx, grads):
 
 
 scan_op.register_autograd(_backward, setup_context=_setup_context)
+_scan_call = transformable(scan_op, _setup_context, _backward, scan_backward_op)
 
 
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengths,
@@ -206,8 +208,8 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
     zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
     save = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *state, *weights])
     x = x.contiguous()
-    if torch.compiler.is_compiling():
-        y, *final = scan_op(family.key, x, state, ",".join(names), weights, lengths,
+    if through_ops():
+        y, *final = _scan_call(family.key, x, state, ",".join(names), weights, lengths,
                             masks.hidden, zoneout, int_names, ints, real_names, reals, save)
         final = final[:len(state)]
     else:

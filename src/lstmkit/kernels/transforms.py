@@ -1,0 +1,105 @@
+"""torch.func transforms (vmap, grad, jacrev...) over the backends' custom operators.
+
+A fused kernel is opaque to functorch: eager calls (an autograd Function without
+``setup_context``, or torch's own op, which has no batching rule) refuse a transform. Under one,
+the backends call their torch.library operators instead (as under torch.compile), whose
+registered autograd composes with ``grad``, and whose vmap rule below runs the kernel once per
+vmapped index and stacks the results: exact for any in_dims, weights included (an ensemble over
+stacked parameters), at the cost of one kernel call per index.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+
+def through_ops() -> bool:
+    """Whether a backend must call its custom operator: under torch.compile or torch.export
+    (an opaque node), or under a torch.func transform (functorch's rules)."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _select(arg, dim, index: int):
+    if dim is None:
+        return arg
+    if isinstance(arg, (list, tuple)):  # a list of tensors: one dim (or None) per element
+        return [a if d is None else a.select(d, index) for a, d in zip(arg, dim)]
+    return arg.select(dim, index)
+
+
+def register_looped_vmap(op) -> None:
+    """Give ``op`` (returning a list of tensors) a vmap rule that loops over the vmapped
+    index."""
+
+    def rule(info, in_dims, *args):
+        runs = [op(*(_select(a, d, index) for a, d in zip(args, in_dims)))
+                for index in range(info.batch_size)]
+        out = [torch.stack(parts) for parts in zip(*runs)]
+        return out, [0] * len(out)
+
+    torch.library.register_vmap(op, rule)
+
+
+class _Counted:
+    """The autograd context as a registered backward reads it: ``needs_input_grad`` per
+    argument of the operator (the flat Function below sees one entry per leaf)."""
+
+    def __init__(self, ctx, needs: tuple[bool, ...]):
+        self._ctx, self.needs_input_grad = ctx, needs
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+class _Differentiable(torch.autograd.Function):
+    """A custom operator with its registered setup_context and backward, as a Function that
+    functorch can transform: its arguments flattened (a Function tracks only tensors passed
+    directly), and its vmap rule generated from the operators' own (the forward and backward
+    call the operators, which have one)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(op, setup, backward, tree, *leaves):
+        return tuple(op(*tree_unflatten(list(leaves), tree)))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        op, setup, backward, tree, *leaves = inputs
+        ctx.lstmkit_rule = backward, tree
+        setup(ctx, tuple(tree_unflatten(leaves, tree)), list(output))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        backward, tree = ctx.lstmkit_rule
+        needs = tree_unflatten(list(ctx.needs_input_grad[4:]), tree)
+        per_arg = [any(tree_flatten(n)[0]) for n in needs]
+        with torch.no_grad():  # once differentiable, as the registered backwards are
+            grads_in = backward(_Counted(ctx, tuple(per_arg)), list(grads))
+        flat = []
+        for arg, grad in zip(tree.children(), grads_in):  # one gradient entry per argument
+            leaves = arg.num_leaves
+            if isinstance(grad, (list, tuple)) and len(grad) == leaves:
+                flat.extend(grad)
+            else:
+                flat.extend([grad] * leaves if leaves == 1 else [None] * leaves)
+        return (None, None, None, None, *flat)
+
+
+def transformable(op, setup_context, backward, backward_op):
+    """``op`` (a custom operator with the ``setup_context``/``backward`` pair registered on it,
+    whose backward calls ``backward_op``) made ready for torch.func: both operators get the
+    looped vmap rule, and the returned callable (called as ``op``) goes through a Function
+    functorch can differentiate while a transform is active. (torch.library's own autograd
+    wrapper for operators with tensor lists has no ``setup_context``: functorch refuses it.)"""
+    register_looped_vmap(op)
+    register_looped_vmap(backward_op)
+
+    def call(*args):
+        if not torch._C._are_functorch_transforms_active():
+            return op(*args)
+        leaves, tree = tree_flatten(list(args))
+        return list(_Differentiable.apply(op, setup_context, backward, tree, *leaves))
+
+    return call
