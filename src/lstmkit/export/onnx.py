@@ -58,7 +58,16 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
 
 def uses_native_operator(cell: CellConfig, zoneout: float) -> bool:
     """Whether ONNX's LSTM/GRU/RNN operator computes this cell (else a Scan does)."""
-    return not zoneout and uncovered(cell, family_of(cell).onnx.options) is None
+    mapping = family_of(cell).onnx
+    return (mapping.operator is not None and not zoneout
+            and uncovered(cell, mapping.options) is None)
+
+
+def _rows(g, valid: str, rank: int) -> str:
+    """valid (B, 1) shaped to broadcast over a state (B, ...) of ``rank`` trailing axes."""
+    if rank <= 1:
+        return valid
+    return g.op("Unsqueeze", valid, g.const(np.arange(2, rank + 1)))
 
 
 class _Graph:
@@ -216,24 +225,28 @@ class _Exporter:
         if reverse:
             x = g.op("ReverseSequence", x, self.lens, batch_axis=1, time_axis=0)
         body = _Graph(self.onnx, prefix=g.name("body") + "/")
-        outer = {name: g.const(a.T if name in ("weight_ih", "weight_hh", "weight_hr") else a,
-                               name) for name, a in w.items()}
+        mapping = self.family.onnx
+        arrays = mapping.arrays(cell, w) if mapping.arrays else {
+            name: a.T if a.ndim == 2 else a for name, a in w.items()}
+        outer = {name: g.const(a, name) for name, a in arrays.items()}
         state_in = [body.name(f"s{k}") for k in range(len(s0))]
         x_t, m_t = body.name("x_t"), body.name("m_t")
-        new = self.family.onnx.step(body, cell, outer, state_in, x_t)
+        new = mapping.step(body, cell, outer, state_in, x_t)
+        out, new = new if self.family.step_output else (None, new)
         z = self.layer.zoneout
         if z:  # evaluation: the expectation of zoneout's mask
             new = [body.op("Add", body.op("Mul", prev, body.const(np.float32(z))),
                            body.op("Mul", cur, body.const(np.float32(1 - z))))
                    for prev, cur in zip(state_in, new)]
-        valid = body.op("Cast", m_t, to=tp.BOOL)
-        state_out = [body.op("Where", valid, cur, prev) for prev, cur in zip(state_in, new)]
-        y_t = body.op("Mul", state_out[0], m_t)
+        valid = body.op("Cast", m_t, to=tp.BOOL)  # (B, 1)
         ranks = [len(shape) for shape in self.family.state_shapes(cell)] + [1, 1]
+        state_out = [body.op("Where", _rows(body, valid, rank), cur, prev)
+                     for prev, cur, rank in zip(state_in, new, ranks)]
+        y_t = body.op("Mul", state_out[0] if out is None else out, m_t)
         info = [helper.make_tensor_value_info(n, tp.FLOAT, [None] * (1 + rank))  # each (B, ...)
                 for n, rank in zip((*state_in, x_t, m_t), ranks)]
         out_info = [helper.make_tensor_value_info(n, tp.FLOAT, [None] * (1 + rank))
-                    for n, rank in zip((*state_out, y_t), ranks[:len(state_out)] + [ranks[0]])]
+                    for n, rank in zip((*state_out, y_t), ranks[:len(state_out)] + [1])]
         graph = helper.make_graph(body.nodes, body.prefix + "step", info, out_info,
                                   body.initializers)
         *finals, y = g.op("Scan", *s0, x, self._mask(), outputs=len(s0) + 1, body=graph,
