@@ -118,8 +118,8 @@ def test_refuses_what_it_has_no_step_for():
     with pytest.raises(ValueError, match=r"runtime: gate_activation='gelu' has no NumPy function"):
         family({**cell, "gate_activation": "gelu"})  # an activation added to lstmkit later
     with pytest.raises(ValueError, match=r"runtime: expected a cell family with a NumPy step "
-                                         r"\(lstm, gru, rnn\), got 'slstm'"):
-        family({**cell, "family": "slstm"})
+                                         r"\(lstm, gru, rnn, slstm, mlstm\), got 'mgu'"):
+        family({**cell, "family": "mgu"})
 
 
 def test_format_1_files_still_load(tmp_path):
