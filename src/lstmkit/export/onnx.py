@@ -3,7 +3,9 @@
 Each layer becomes ONNX's own LSTM, GRU or RNN operator where its configuration maps onto one
 (peepholes, coupled gates as ``input_forget``, ``cell_clip`` as ``clip``, the activations,
 bidirectional, variable lengths through ``sequence_lens``, initial states), and a Scan over one
-step otherwise (layer norm, projection, a removed gate, zoneout). The graph is sequence-first
+step otherwise (layer norm, projection, a removed gate, zoneout, and every sLSTM and mLSTM
+layer, which no ONNX operator computes). An xLSTM block stack is exported by
+:mod:`lstmkit.export.onnx_xlstm`. The graph is sequence-first
 inside (ONNX Runtime rejects ``layout=1``) and batch-first at its edges, like the model.
 
 Graph inputs: ``input`` (batch, time, I) floats or (batch, time) int64 token ids; ``lengths``
@@ -28,6 +30,7 @@ from lstmkit.cells.base import uncovered
 from lstmkit.config import CellConfig
 from lstmkit.export.gates import order, permute
 from lstmkit.io import atomic_write
+from lstmkit.layers.xlstm_blocks import xLSTMConfig
 from lstmkit.models import SequenceModel
 
 OPSET = 17
@@ -46,11 +49,14 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
     onnx = require("onnx", "onnx", "ONNX export")
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
-    family = family_of(model.config.layer.cell)
-    if family.onnx is None:
-        raise ValueError(f"model: the {family.key!r} family has no ONNX mapping, so it cannot be "
-                         "exported to ONNX")
-    proto = _Exporter(model, onnx, lengths, initial_state).build()
+    if isinstance(model.config.layer, xLSTMConfig):  # a block stack, not a layer of a family
+        from lstmkit.export.onnx_xlstm import xLSTMExporter as exporter
+    else:
+        family, exporter = family_of(model.config.layer.cell), _Exporter
+        if family.onnx is None:
+            raise ValueError(f"model: the {family.key!r} family has no ONNX mapping, so it cannot "
+                             "be exported to ONNX")
+    proto = exporter(model, onnx, lengths, initial_state).build()
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(proto, tmp))
     return proto
