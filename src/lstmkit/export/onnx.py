@@ -121,8 +121,8 @@ class _Exporter:
     def __init__(self, model: SequenceModel, onnx, lengths: bool, initial_state: bool):
         self.model, self.onnx = model, onnx
         self.config, self.layer = model.config, model.config.layer
-        self.cell = self.layer.cell
-        self.family = family_of(self.cell)
+        self.cell = getattr(self.layer, "cell", None)  # an xLSTM block stack has none
+        self.family = None if self.cell is None else family_of(self.cell)
         self.with_lengths, self.with_state = lengths, initial_state
         self.g = _Graph(onnx)
         self.arrays = {k: v.detach().cpu().float().numpy()
@@ -132,21 +132,11 @@ class _Exporter:
         helper, tp = self.onnx.helper, self.onnx.TensorProto
         g, layer, cell = self.g, self.layer, self.cell
         directions = layer.num_directions
-        if self.config.vocab_size:
-            inputs = [helper.make_tensor_value_info("input", tp.INT64, ["batch", "time"])]
-            x = g.op("Gather", g.const(self.arrays["embedding.weight"], "embedding"), "input")
-        else:
-            inputs = [helper.make_tensor_value_info("input", tp.FLOAT,
-                                                    ["batch", "time", cell.input_size])]
-            x = "input"
+        inputs, x = self._input(cell.input_size)
         x = g.op("Transpose", x, perm=[1, 0, 2])  # (T, B, I)
         shape = g.op("Shape", x)
         self.steps, self.batch = (g.op("Gather", shape, g.const(np.array([k]))) for k in (0, 1))
-        if self.with_lengths:
-            inputs.append(helper.make_tensor_value_info("lengths", tp.INT64, ["batch"]))
-            self.lens = "lengths"
-        else:
-            self.lens = g.op("Expand", self.steps, self.batch)  # (B,) all full length
+        inputs += self._lengths()
         self.lens32 = g.op("Cast", self.lens, to=tp.INT32)
         spec = self.family.state(cell)
         state_names = tuple(f"{name}0" for name in spec)
@@ -172,6 +162,26 @@ class _Exporter:
         graph = helper.make_graph(g.nodes, "lstmkit", inputs, outputs, g.initializers)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                  producer_name="lstmkit")
+
+    def _input(self, width: int):
+        """The graph's ``input`` ((B, T, width) floats, or (B, T) token ids and the embedding):
+        ([its value info], x (B, T, I))."""
+        helper, tp, g = self.onnx.helper, self.onnx.TensorProto, self.g
+        if self.config.vocab_size:
+            info = helper.make_tensor_value_info("input", tp.INT64, ["batch", "time"])
+            return [info], g.op("Gather", g.const(self.arrays["embedding.weight"], "embedding"),
+                                "input")
+        return [helper.make_tensor_value_info("input", tp.FLOAT, ["batch", "time", width])], "input"
+
+    def _lengths(self) -> list:
+        """Sets ``lens`` (B,): the ``lengths`` input (its value info returned), or every
+        sequence full length (``steps`` and ``batch`` set first)."""
+        if not self.with_lengths:
+            self.lens = self.g.op("Expand", self.steps, self.batch)  # (B,) all full length
+            return []
+        self.lens = "lengths"
+        return [self.onnx.helper.make_tensor_value_info("lengths", self.onnx.TensorProto.INT64,
+                                                        ["batch"])]
 
     # --- one layer ---------------------------------------------------------------------------
 

@@ -54,31 +54,13 @@ def state_names(model) -> list[tuple[str, tuple[int, ...]]]:
 class xLSTMExporter(_Exporter):
     """The graph of a SequenceModel with an xLSTM block stack (see the module docstring)."""
 
-    def __init__(self, model, onnx, lengths: bool, initial_state: bool):
-        self.model, self.onnx = model, onnx
-        self.config, self.layer = model.config, model.config.layer
-        self.with_lengths, self.with_state = lengths, initial_state
-        self.g = _Graph(onnx)
-        self.arrays = {k: v.detach().cpu().float().numpy()
-                       for k, v in model.state_dict().items()}
-
     def build(self):
         helper, tp = self.onnx.helper, self.onnx.TensorProto
         g, layer = self.g, self.layer
-        if self.config.vocab_size:
-            inputs = [helper.make_tensor_value_info("input", tp.INT64, ["batch", "time"])]
-            x = g.op("Gather", g.const(self.arrays["embedding.weight"], "embedding"), "input")
-        else:
-            inputs = [helper.make_tensor_value_info("input", tp.FLOAT,
-                                                    ["batch", "time", layer.input_size])]
-            x = "input"
+        inputs, x = self._input(layer.input_size)  # batch-first throughout
         shape = g.op("Shape", x)
         self.batch, self.steps = (g.op("Gather", shape, g.const(np.array([k]))) for k in (0, 1))
-        if self.with_lengths:
-            inputs.append(helper.make_tensor_value_info("lengths", tp.INT64, ["batch"]))
-            self.lens = "lengths"
-        else:
-            self.lens = g.op("Expand", self.steps, self.batch)
+        inputs += self._lengths()
         self.valid = g.op("Transpose", self._mask(), perm=[1, 0, 2])  # (B, T, 1) float
         valid = g.op("Cast", self.valid, to=tp.BOOL)
         x = g.op("Where", valid, x, g.const(np.float32(0.0)))  # NaN in padding reaches nothing
