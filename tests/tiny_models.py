@@ -58,3 +58,24 @@ ZOO = {
                                          bidirectional=True),
 }
 """Name -> a model factory covering the families, variants, directions and poolings."""
+
+
+def xlstm_stack(dtype=torch.float32, seed: int = 0, **options) -> SequenceModel:
+    """A SequenceModel with an xLSTM block stack (an mLSTM block, then an sLSTM block), every
+    weight moved off its initialisation (which zeroes the recurrent and gate weights)."""
+    from lstmkit.layers.xlstm_blocks import xLSTMConfig
+
+    stack = xLSTMConfig.from_pattern(8, "mLSTM:sLSTM 1:1", 2, input_size=3, round_to=4,
+                                     mlstm_heads=2, slstm_heads=2, qkv_blocksize=2)
+    torch.manual_seed(seed)
+    model = SequenceModel(ModelConfig(stack, options.pop("output_size", 2), **options),
+                          dtype=dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def xlstm_charlm() -> SequenceModel:
+    """A character model with an xLSTM backbone, as ``lstmkit charlm`` would save one."""
+    return xlstm_stack(output_size=11, vocab_size=11)

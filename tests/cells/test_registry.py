@@ -106,7 +106,7 @@ def test_checkpoint_engine_export_and_runtime(tmp_path):
         export_onnx(model, tmp_path / "m.onnx")
     export_runtime(model, tmp_path / "m.npz")
     with pytest.raises(ValueError, match=r"runtime: expected a cell family with a NumPy step "
-                                         r"\(lstm, gru, rnn\), got 'outer_test'"):
+                                         r"\(lstm, gru, rnn, slstm, mlstm\), got 'outer_test'"):
         lstmkit.runtime.load(tmp_path / "m.npz")
 
 

@@ -47,3 +47,27 @@ def test_export_errors_are_one_line(tmp_path, capsys):
 def test_serve_rejects_bad_options(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "m.safetensors"), "--port", "70000"]) == 2
     assert "port: expected 0..65535" in capsys.readouterr().err
+
+
+def test_export_of_an_xlstm_checkpoint(tmp_path, capsys):
+    """`lstmkit export` on a checkpoint with an xLSTM backbone: both files, equal to the model,
+    the graph's state inputs named per block."""
+    from lstmkit.tasks.text import Vocabulary
+    from tests.tiny_models import xlstm_charlm
+
+    model = xlstm_charlm()
+    save(tmp_path / "m.safetensors", model, app="charlm", vocab=Vocabulary("abcdefghij").chars)
+    code = main(["export", str(tmp_path / "m.safetensors"), "--onnx", str(tmp_path / "m.onnx"),
+                 "--runtime", str(tmp_path / "m.npz")])
+    assert code == 0 and capsys.readouterr().out.count("wrote") == 2
+    x, lengths = torch.randint(0, 11, (2, 7)), torch.tensor([7, 3])
+    with torch.no_grad():
+        want = model(x, lengths=lengths)[0].numpy()
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    zeros = {i.name: np.zeros([2, *i.shape[1:]], np.float32) for i in session.get_inputs()[2:]}
+    assert sorted(zeros)[:2] == ["b0_C0", "b0_conv0"]
+    got = session.run(["output"], {"input": x.numpy(), "lengths": lengths.numpy(), **zeros})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    runtime = lstmkit.runtime.load(tmp_path / "m.npz")
+    np.testing.assert_allclose(runtime.forward(x.numpy(), lengths=lengths.numpy())[0], want,
+                               rtol=1e-5, atol=1e-6)

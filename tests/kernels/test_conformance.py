@@ -10,6 +10,10 @@ loss (:func:`support.probe_loss`) with respect to the input, the initial state a
 parameter, with variable lengths; then running in chunks and step by step must equal one call.
 A configuration a backend does not declare is skipped with the backend's own reason, never run.
 
+The ONNX graphs also run step by step with their state passed back in, which must equal one
+call. xLSTM block stacks (:data:`STACKS`) are no family but a SequenceModel backbone: they run
+through the export, the runtime (in one call and step by step) and the engine the same way.
+
 Triton runs under its CPU interpreter where there is no GPU (slow: the sizes are tiny).
 """
 
@@ -18,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 if not torch.cuda.is_available():  # before the Triton kernels are first imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -360,3 +366,190 @@ def test_stream_engine_conforms(key, options, feature):
         assert_conforms(torch.cat(outputs[sid]), exact[b], None, torch.float64,
                         reduction(model.config.layer), f"engine stream {b}")
 
+
+
+def _session(path):
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_steps(session, x: np.ndarray, state: list[np.ndarray], names: list[str]):
+    """The graph run one step at a time from ``state``, each call's final state passed back in:
+    (outputs (B, T, O) or the last call's (B, O) when pooled, the final state)."""
+    ys = []
+    for t in range(x.shape[1]):
+        feed = {"input": x[:, t:t + 1], "lengths": np.ones(x.shape[0], np.int64),
+                **{f"{n}0": s for n, s in zip(names, state)}}
+        y, *state = session.run(None, feed)
+        ys.append(y)
+    return (np.concatenate(ys, 1) if ys[0].ndim == 3 else ys[-1]), state
+
+
+@pytest.mark.parametrize("key, options, feature", [c for c in MODEL_CASES
+                                                    if c.values[2] != "stacked"])
+def test_onnx_steps_equal_one_call(key, options, feature, tmp_path):
+    """The graph's state out, fed back in, continues the sequence: steps equal one call."""
+    pytest.importorskip("onnxruntime")
+    from lstmkit.export.onnx import export_onnx
+
+    model32 = make_model(key, options, feature, DTYPE)
+    family = model32.rnn.family
+    if family.onnx is None:
+        pytest.skip(f"the {key!r} family has no ONNX mapping (refused: "
+                    "test_onnx_export_conforms)")
+    export_onnx(model32, tmp_path / "m.onnx")
+    x, state = model_inputs(model32)
+    names = list(family.state_names(model32.config.layer.cell))
+    y, final = _onnx_steps(_session(tmp_path / "m.onnx"), x.numpy(), [s.numpy() for s in state],
+                           names)
+    got = {"output": y, **{f"final {k}": t for k, t in enumerate(final)}}
+    exact = model_run(make_model(key, options, feature, torch.float64, like=model32), x, state,
+                      None)
+    rounded = model_run(model32, x, state, None)
+    for part in exact:
+        assert_conforms(torch.from_numpy(got[part]), exact[part], rounded[part], DTYPE,
+                        reduction(model32.config.layer), f"onnx steps: {part}")
+
+
+# --- xLSTM block stacks (not a family: a SequenceModel backbone) through the same three ------
+
+STACKS = {  # name -> (xLSTMConfig.from_pattern arguments, ModelConfig options)
+    "mLSTM:sLSTM": (("mLSTM:sLSTM 1:1", 2), {}),
+    "sLSTM:mLSTM-bias-tokens-last": (("mLSTM:sLSTM 1:1", 2, {"slstm_at": (0,), "bias": True}),
+                                     {"vocab_size": 6, "pooling": "last"}),
+}
+STACK_SIZES = {"input_size": IN, "round_to": 4, "mlstm_heads": 2, "slstm_heads": 2,
+               "qkv_blocksize": 2, "conv_kernel": 3, "chunk_size": 2}
+
+
+def make_stack(name: str, dtype: torch.dtype, like=None):
+    """A SequenceModel with an xLSTM stack of case ``name``, every parameter moved off its
+    initialisation (which zeroes the recurrent and gate weights), in evaluation mode."""
+    from lstmkit.layers.xlstm_blocks import xLSTMConfig
+    from lstmkit.models import ModelConfig, SequenceModel
+
+    (pattern, blocks, *more), options = STACKS[name]
+    config = xLSTMConfig.from_pattern(8, pattern, blocks, **STACK_SIZES)
+    if more:
+        config = dataclasses.replace(config, **more[0])
+    torch.manual_seed(0)
+    model = SequenceModel(ModelConfig(config, output_size=2, **options), dtype=dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    if like is not None:
+        model.load_state_dict({k: v.to(dtype) for k, v in like.state_dict().items()})
+    return model.eval()
+
+
+def stack_inputs(model):
+    """x (B, T, I) floats or (B, T) ids, and the initial state's leaves (B, ...), float32."""
+    gen = torch.Generator().manual_seed(3)
+    vocab = model.config.vocab_size
+    x = (torch.randint(0, vocab, (B, T), generator=gen) if vocab
+         else torch.randn(B, T, IN, generator=gen))
+    leaves = [0.5 * torch.randn(t.shape, generator=gen)
+              for t in tree_flatten(model.rnn.init_state(B))[0]]
+    return x, leaves
+
+
+@torch.no_grad()
+def stack_run(model, x, leaves, lengths):
+    """Name -> tensor: the output and the final state's leaves."""
+    like = model.head.weight
+    x = x if model.config.vocab_size else x.to(like)
+    spec = tree_flatten(model.rnn.init_state(B))[1]
+    y, final = model(x, tree_unflatten([t.to(like) for t in leaves], spec), lengths=lengths)
+    return {"output": y, **{f"final {k}": t for k, t in enumerate(tree_flatten(final)[0])}}
+
+
+def stack_reduction(model) -> int:
+    """The longest sum behind an element, as :func:`reduction`: every step's products over
+    the blocks' widths."""
+    c = model.config.layer
+    return T * B * (c.input_size + 3 * c.mlstm_inner + 4 * c.embedding_dim) * c.num_blocks
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_stack_onnx_export_conforms(name, tmp_path):
+    """With lengths and an initial state in one call, and step by step with the state passed
+    back in."""
+    pytest.importorskip("onnxruntime")
+    from lstmkit.export.onnx import export_onnx
+    from lstmkit.export.onnx_xlstm import state_names
+
+    model32 = make_stack(name, DTYPE)
+    export_onnx(model32, tmp_path / "m.onnx")
+    session = _session(tmp_path / "m.onnx")
+    x, leaves = stack_inputs(model32)
+    names = [n for n, _ in state_names(model32)]
+    feed = {"input": x.numpy(), "lengths": LENGTHS.numpy(),
+            **{f"{n}0": s.numpy() for n, s in zip(names, leaves)}}
+    runs = {"one call": (session.run(None, feed), LENGTHS)}
+    y, final = _onnx_steps(session, x.numpy(), [s.numpy() for s in leaves], names)
+    runs["steps"] = ([y, *final], None)  # pooled: the last step's output, the whole sequence's
+    exact64 = make_stack(name, torch.float64, like=model32)
+    for how, (outputs, lengths) in runs.items():
+        exact = stack_run(exact64, x, leaves, lengths)
+        rounded = stack_run(model32, x, leaves, lengths)
+        for part, value in zip(exact, outputs):
+            assert_conforms(torch.from_numpy(value), exact[part], rounded[part], DTYPE,
+                            stack_reduction(model32), f"onnx {how}: {part}")
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_stack_numpy_runtime_conforms(name, tmp_path):
+    """Whole sequences with lengths and an initial state, and step by step."""
+    import lstmkit.runtime
+    from lstmkit.export.runtime import export_runtime
+
+    model = make_stack(name, torch.float64)
+    export_runtime(model, tmp_path / "m.npz")
+    runtime = lstmkit.runtime.load(tmp_path / "m.npz")
+    x, leaves = stack_inputs(model)
+    spec = tree_flatten(model.rnn.init_state(B))[1]
+    state = tree_unflatten([t.double().numpy() for t in leaves], spec)
+    y, final = runtime.forward(x.numpy() if model.config.vocab_size else x.double().numpy(),
+                               state, lengths=LENGTHS.numpy())
+    ys, s = [], state
+    for t in range(T):
+        y_t, s = runtime.step(x[:, t].numpy() if model.config.vocab_size
+                              else x[:, t].double().numpy(), s)
+        ys.append(y_t)
+    stepped = np.stack(ys, 1) if model.config.pooling == "none" else ys[-1]
+    for how, (output, last, lengths) in {"one call": (y, final, LENGTHS),
+                                         "steps": (stepped, s, None)}.items():
+        exact = stack_run(model, x, leaves, lengths)
+        got = [output, *tree_flatten(last)[0]]
+        assert len(got) == len(exact)
+        for part, value in zip(exact, got):
+            assert_conforms(torch.from_numpy(value), exact[part], None, torch.float64,
+                            stack_reduction(model), f"runtime {how}: {part}")
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_stack_stream_engine_conforms(name):
+    """Streams pushed in uneven chunks, batched together, equal each stream in one call: the
+    convolution windows and cell states carried between chunks."""
+    from lstmkit.streaming import StreamEngine
+
+    model = make_stack(name, torch.float64)
+    engine = StreamEngine(model)
+    x, _ = stack_inputs(model)
+    x = x if model.config.vocab_size else x.double()
+    streams = [engine.open() for _ in range(B)]
+    cuts = [(0, 2, 5), (0, 1, 4, 5), (0, 3, 5)]
+    outputs = {sid: [] for sid in streams}
+    for chunk in range(3):
+        pending = {sid: x[b, c[chunk]:c[chunk + 1]]
+                   for b, (sid, c) in enumerate(zip(streams, cuts)) if chunk + 1 < len(c)}
+        for sid, y in engine.push_many(pending).items():
+            outputs[sid].append(y)
+    with torch.no_grad():
+        features = x if model.embedding is None else model.embedding(x)
+        exact = model.head(model.rnn(features)[0])  # (B, T, O): the output after each step
+    for b, sid in enumerate(streams):
+        assert_conforms(torch.cat(outputs[sid]), exact[b], None, torch.float64,
+                        stack_reduction(model), f"engine stream {b}")

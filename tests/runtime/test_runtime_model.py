@@ -8,7 +8,7 @@ import torch
 import lstmkit.runtime
 from lstmkit import cell_config
 from lstmkit.export import export_runtime
-from tests.tiny_models import ZOO, forecaster, make_model
+from tests.tiny_models import ZOO, forecaster, make_model, xlstm_stack
 
 
 def _inputs(model, batch, steps, seed=0):
@@ -80,18 +80,20 @@ def test_stepper_state_round_trips_and_resets(tmp_path):
     np.testing.assert_allclose(tail, full[0, 2:], rtol=1e-5, atol=1e-6)
 
 
-def test_imports_and_runs_without_torch(tmp_path):
-    export_runtime(forecaster(), tmp_path / "m.npz")
+@pytest.mark.parametrize("factory", [forecaster, xlstm_stack])
+def test_imports_and_runs_without_torch(factory, tmp_path):
+    model = factory()
+    export_runtime(model, tmp_path / "m.npz")
     code = ("import sys; sys.modules['torch'] = None\n"
             "import numpy as np, lstmkit.runtime\n"
             f"m = lstmkit.runtime.load({str(tmp_path / 'm.npz')!r})\n"
-            "y, _ = m.forward(np.zeros((2, 4, 3), np.float32))\n"
+            "y, _ = m.forward(np.zeros((2, 4, 3), np.float32), lengths=[4, 2])\n"
             "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
             "print(y.shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env={"PYTHONPATH": ":".join(sys.path)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(2, 4, 1)"
+    assert out.stdout.strip() == f"(2, 4, {model.config.output_size})"
 
 
 def test_bad_files_and_inputs_say_so(tmp_path):
@@ -118,8 +120,8 @@ def test_refuses_what_it_has_no_step_for():
     with pytest.raises(ValueError, match=r"runtime: gate_activation='gelu' has no NumPy function"):
         family({**cell, "gate_activation": "gelu"})  # an activation added to lstmkit later
     with pytest.raises(ValueError, match=r"runtime: expected a cell family with a NumPy step "
-                                         r"\(lstm, gru, rnn\), got 'slstm'"):
-        family({**cell, "family": "slstm"})
+                                         r"\(lstm, gru, rnn, slstm, mlstm\), got 'mgu'"):
+        family({**cell, "family": "mgu"})
 
 
 def test_format_1_files_still_load(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +17,16 @@ FORGET_GATES = ("sigmoid", "exp")
 def log_forget(f: torch.Tensor, forget: str) -> torch.Tensor:
     """log f_t from the pre-activation f~_t."""
     return F.logsigmoid(f) if forget == "sigmoid" else f
+
+
+def onnx_log_forget(body, f: str, forget: str) -> str:
+    """log f_t from f~_t in an ONNX graph: log sigmoid(f~) = min(f~, 0) - log(1 + exp(-|f~|)),
+    which neither overflows nor loses the tail, or f~ itself."""
+    if forget != "sigmoid":
+        return f
+    tail = body.op("Log", body.op("Add", body.const(np.float32(1.0)),
+                                  body.op("Exp", body.op("Neg", body.op("Abs", f)))))
+    return body.op("Sub", body.op("Min", f, body.const(np.float32(0.0))), tail)
 
 
 def require_positive_ints(config, names) -> None:

@@ -70,8 +70,9 @@ class TorchEquivalent:
 class OnnxMapping:
     """How a family's layer becomes ONNX's own recurrent operator, or a Scan over its step."""
 
-    operator: str
-    """ONNX's operator ("LSTM", "GRU", "RNN")."""
+    operator: str | None
+    """ONNX's operator ("LSTM", "GRU", "RNN"); None for a family that none computes (every
+    layer becomes a Scan)."""
     gates: tuple[str, ...]
     """ONNX's order of the gate blocks, in the family's gate names."""
     options: Options
@@ -79,11 +80,15 @@ class OnnxMapping:
     attributes: Callable[[CellConfig, int], dict]
     """(cfg, directions) -> the operator's attributes beyond hidden_size and direction."""
     step: Callable
-    """(body, cfg, w, state names, x_t) -> new state names: one step in a Scan body, built with
+    """(body, cfg, w, state names, x_t) -> new state names (with the family's ``step_output``:
+    (h_t's name, new state names)): one step in a Scan body, built with
     ``body.op``/``body.const``/``body.act``/``body.gate_term``/``body.split``; ``w`` maps a
-    parameter name to the body's name of it (matrices transposed)."""
+    parameter name to the body's name of it (as ``arrays`` gives it)."""
     extra_inputs: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
     """Operator inputs after the initial state: (parameter, its block order, ONNX's order)."""
+    arrays: Callable | None = None
+    """(cfg, parameters as NumPy arrays by name) -> the arrays a Scan step reads, by name; None:
+    the parameters with their matrices (2-D) transposed."""
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,12 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstmkit.cells._heads import HeadedConfig, log_forget
-from lstmkit.cells.base import Family
+from lstmkit.cells._heads import HeadedConfig, log_forget, onnx_log_forget
+from lstmkit.cells.base import Family, OnnxMapping
 
 GATES = ("q", "k", "v", "i", "f", "o")
 """Blocks of the input projection ``weight_ih`` rows, in order."""
@@ -160,10 +161,52 @@ def cell_step(z: torch.Tensor, state: mLSTMState, weights: dict[str, torch.Tenso
     return torch.sigmoid(o) * h.flatten(-2), state
 
 
+def onnx_recurrence(body, q: str, k: str, v: str, i: str, f: str, state: list[str], *,
+                    eps: float, forget: str, head_size: int) -> tuple[str, list[str]]:
+    """:func:`step` in an ONNX graph: q, k, v (B, NH, D), i, f (B, NH) -> (h~ (B, NH, D),
+    the names of (C, n, m))."""
+    C, n, m = state
+    last = body.const(np.array([-1]))
+    logf = onnx_log_forget(body, f, forget)
+    m_new = body.op("Max", body.op("Add", logf, m), i)  # (B, NH)
+    f_ = body.op("Unsqueeze", body.op("Exp", body.op("Sub", body.op("Add", logf, m), m_new)),
+                 last)  # (B, NH, 1)
+    i_ = body.op("Unsqueeze", body.op("Exp", body.op("Sub", i, m_new)), last)
+    kv = body.op("Mul", body.op("Unsqueeze", k, last),
+                 body.op("Unsqueeze", v, body.const(np.array([-2]))))  # (B, NH, DK, DV)
+    C = body.op("Add", body.op("Mul", body.op("Unsqueeze", f_, last), C),
+                body.op("Mul", body.op("Unsqueeze", i_, last), kv))
+    n = body.op("Add", body.op("Mul", f_, n), body.op("Mul", i_, k))
+    qs = body.op("Mul", q, body.const(np.float32(head_size ** -0.5)))
+    num = body.op("MatMul", body.op("Unsqueeze", qs, body.const(np.array([-2]))), C)
+    num = body.op("Squeeze", num, body.const(np.array([-2])))  # (B, NH, DV)
+    den = body.op("ReduceSum", body.op("Mul", qs, n), last, keepdims=1)  # (B, NH, 1)
+    floor = body.op("Unsqueeze", body.op("Exp", body.op("Neg", m_new)), last)
+    den = body.op("Add", body.op("Max", body.op("Abs", den), floor), body.const(np.float32(eps)))
+    return body.op("Div", num, den), [C, n, m_new]
+
+
+def onnx_step(body, cfg: mLSTMConfig, w: dict, state: list[str], x: str):
+    """One step in an ONNX Scan body (see :class:`~lstmkit.cells.base.OnnxMapping`):
+    (h_t = o_t * h~_t (B, H), the names of (C, n, m))."""
+    z = body.gate_term(x, w["weight_ih"], w.get("bias_ih"))
+    sizes = list(gate_sizes(cfg).values())
+    q, k, v, i, f, o = body.op("Split", z, body.const(np.array(sizes)), axis=-1, outputs=6)
+    heads = body.const(np.array([0, cfg.num_heads, cfg.head_size]))
+    q, k, v = (body.op("Reshape", t, heads) for t in (q, k, v))  # (B, NH, D)
+    h, state = onnx_recurrence(body, q, k, v, i, f, state, eps=cfg.eps, forget=cfg.forget,
+                               head_size=cfg.head_size)
+    h = body.op("Reshape", h, body.const(np.array([0, cfg.hidden_size])))
+    return body.op("Mul", body.op("Sigmoid", o), h), state
+
+
 FAMILY = Family(
     key="mlstm", config=mLSTMConfig, gates=GATES, state=state_spec, make_state=mLSTMState,
     parameters=parameter_spec, init=init_parameters, input=input_term, step=cell_step,
-    torch=None, onnx=None, step_output=True, option_sets=OPTION_SETS)
+    torch=None, step_output=True, option_sets=OPTION_SETS,
+    onnx=OnnxMapping(operator=None, gates=GATES, options={}, attributes=lambda cfg, d: {},
+                     step=onnx_step))
 """The mLSTM in the family registry: its output h_t is no part of its state (C, n, m), so
 ``step_output``; the layer, the reference backend, the streaming engine and the conformance
-table run its :func:`cell_step`; export and the NumPy runtime refuse it."""
+table run its :func:`cell_step`; ONNX export is a Scan over :func:`onnx_step` (no ONNX operator
+computes it); the NumPy runtime's step is in :mod:`lstmkit.runtime.xlstm`."""

@@ -36,11 +36,12 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstmkit.cells._heads import HeadedConfig, log_forget
-from lstmkit.cells.base import Family
+from lstmkit.cells._heads import HeadedConfig, log_forget, onnx_log_forget
+from lstmkit.cells.base import Family, OnnxMapping
 
 GATES = ("i", "f", "z", "o")
 """Blocks of the G*H = 4H input term and recurrent product, in order."""
@@ -158,9 +159,53 @@ def step(x_term: torch.Tensor, state: sLSTMState, weights: dict[str, torch.Tenso
     return pointwise(*pre.chunk(4, -1), state, forget=cfg.forget, stabilizer=cfg.stabilizer)
 
 
+def dense_recurrent(weight_hh: np.ndarray) -> np.ndarray:
+    """The block-diagonal R (NH, DH, 4, DH) as one matrix (H, 4H) with ``h @ R`` equal to
+    :func:`recurrent_term`: row k DH + d, column g H + k DH + e holds R[k, d, g, e]."""
+    NH, D = weight_hh.shape[:2]
+    dense = np.zeros((NH, D, 4, NH, D), weight_hh.dtype)
+    for k in range(NH):
+        dense[k, :, :, k] = weight_hh[k]
+    return dense.reshape(NH * D, 4 * NH * D)
+
+
+def onnx_pointwise(body, pre: str, state: list[str], cfg) -> list[str]:
+    """:func:`pointwise` in an ONNX graph: pre (B, 4H) -> the names of (h, c, n, m)."""
+    _, c, n, m = state
+    i, f, z, o = body.split(pre, 4, cfg.hidden_size)
+    logfm = body.op("Add", onnx_log_forget(body, f, cfg.forget), m)
+    m_new = body.op("Max", i, logfm)
+    if cfg.stabilizer == "nxai":
+        m_new = body.op("Where", body.op("Equal", n, body.const(np.float32(0.0))), i, m_new)
+    i_, f_ = (body.op("Exp", body.op("Sub", a, m_new)) for a in (i, logfm))
+    if cfg.stabilizer == "nxai":
+        one = body.const(np.float32(1.0))
+        i_, f_ = body.op("Min", i_, one), body.op("Min", f_, one)
+    c = body.op("Add", body.op("Mul", f_, c), body.op("Mul", i_, body.op("Tanh", z)))
+    n = body.op("Add", body.op("Mul", f_, n), i_)
+    h = body.op("Div", body.op("Mul", body.op("Sigmoid", o), c), n)
+    return [h, c, n, m_new]
+
+
+def onnx_step(body, cfg: sLSTMConfig, w: dict, state: list[str], x: str) -> list[str]:
+    """One step in an ONNX Scan body (see :class:`~lstmkit.cells.base.OnnxMapping`)."""
+    pre = body.op("Add", body.gate_term(x, w["weight_ih"], w.get("bias")),
+                  body.op("MatMul", state[0], w["weight_hh"]))
+    return onnx_pointwise(body, pre, state, cfg)
+
+
+def onnx_arrays(cfg: sLSTMConfig, w: dict) -> dict:
+    """What :func:`onnx_step` reads: W^T (I, 4H), R as one matrix (H, 4H), the bias."""
+    arrays = {"weight_ih": w["weight_ih"].T, "weight_hh": dense_recurrent(w["weight_hh"])}
+    return {**arrays, **({"bias": w["bias"]} if "bias" in w else {})}
+
+
 FAMILY = Family(
     key="slstm", config=sLSTMConfig, gates=GATES, state=state_spec, make_state=sLSTMState,
     parameters=parameter_spec, init=init_parameters, input=input_term, step=step,
-    torch=None, onnx=None, option_sets=OPTION_SETS)
+    torch=None, option_sets=OPTION_SETS,
+    onnx=OnnxMapping(operator=None, gates=GATES, options={}, attributes=lambda cfg, d: {},
+                     step=onnx_step, arrays=onnx_arrays))
 """The sLSTM in the family registry: the layer, the reference backend, the streaming engine and
-the conformance table run its :func:`step`; export and the NumPy runtime refuse it."""
+the conformance table run its :func:`step`; ONNX export is a Scan over :func:`onnx_step` (no
+ONNX operator computes it); the NumPy runtime's step is in :mod:`lstmkit.runtime.xlstm`."""

@@ -3,7 +3,9 @@
 Each layer becomes ONNX's own LSTM, GRU or RNN operator where its configuration maps onto one
 (peepholes, coupled gates as ``input_forget``, ``cell_clip`` as ``clip``, the activations,
 bidirectional, variable lengths through ``sequence_lens``, initial states), and a Scan over one
-step otherwise (layer norm, projection, a removed gate, zoneout). The graph is sequence-first
+step otherwise (layer norm, projection, a removed gate, zoneout, and every sLSTM and mLSTM
+layer, which no ONNX operator computes). An xLSTM block stack is exported by
+:mod:`lstmkit.export.onnx_xlstm`. The graph is sequence-first
 inside (ONNX Runtime rejects ``layout=1``) and batch-first at its edges, like the model.
 
 Graph inputs: ``input`` (batch, time, I) floats or (batch, time) int64 token ids; ``lengths``
@@ -28,6 +30,7 @@ from lstmkit.cells.base import uncovered
 from lstmkit.config import CellConfig
 from lstmkit.export.gates import order, permute
 from lstmkit.io import atomic_write
+from lstmkit.layers.xlstm_blocks import xLSTMConfig
 from lstmkit.models import SequenceModel
 
 OPSET = 17
@@ -46,11 +49,14 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
     onnx = require("onnx", "onnx", "ONNX export")
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
-    family = family_of(model.config.layer.cell)
-    if family.onnx is None:
-        raise ValueError(f"model: the {family.key!r} family has no ONNX mapping, so it cannot be "
-                         "exported to ONNX")
-    proto = _Exporter(model, onnx, lengths, initial_state).build()
+    if isinstance(model.config.layer, xLSTMConfig):  # a block stack, not a layer of a family
+        from lstmkit.export.onnx_xlstm import xLSTMExporter as exporter
+    else:
+        family, exporter = family_of(model.config.layer.cell), _Exporter
+        if family.onnx is None:
+            raise ValueError(f"model: the {family.key!r} family has no ONNX mapping, so it cannot "
+                             "be exported to ONNX")
+    proto = exporter(model, onnx, lengths, initial_state).build()
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(proto, tmp))
     return proto
@@ -58,7 +64,16 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
 
 def uses_native_operator(cell: CellConfig, zoneout: float) -> bool:
     """Whether ONNX's LSTM/GRU/RNN operator computes this cell (else a Scan does)."""
-    return not zoneout and uncovered(cell, family_of(cell).onnx.options) is None
+    mapping = family_of(cell).onnx
+    return (mapping.operator is not None and not zoneout
+            and uncovered(cell, mapping.options) is None)
+
+
+def _rows(g, valid: str, rank: int) -> str:
+    """valid (B, 1) shaped to broadcast over a state (B, ...) of ``rank`` trailing axes."""
+    if rank <= 1:
+        return valid
+    return g.op("Unsqueeze", valid, g.const(np.arange(2, rank + 1)))
 
 
 class _Graph:
@@ -106,8 +121,8 @@ class _Exporter:
     def __init__(self, model: SequenceModel, onnx, lengths: bool, initial_state: bool):
         self.model, self.onnx = model, onnx
         self.config, self.layer = model.config, model.config.layer
-        self.cell = self.layer.cell
-        self.family = family_of(self.cell)
+        self.cell = getattr(self.layer, "cell", None)  # an xLSTM block stack has none
+        self.family = None if self.cell is None else family_of(self.cell)
         self.with_lengths, self.with_state = lengths, initial_state
         self.g = _Graph(onnx)
         self.arrays = {k: v.detach().cpu().float().numpy()
@@ -117,21 +132,11 @@ class _Exporter:
         helper, tp = self.onnx.helper, self.onnx.TensorProto
         g, layer, cell = self.g, self.layer, self.cell
         directions = layer.num_directions
-        if self.config.vocab_size:
-            inputs = [helper.make_tensor_value_info("input", tp.INT64, ["batch", "time"])]
-            x = g.op("Gather", g.const(self.arrays["embedding.weight"], "embedding"), "input")
-        else:
-            inputs = [helper.make_tensor_value_info("input", tp.FLOAT,
-                                                    ["batch", "time", cell.input_size])]
-            x = "input"
+        inputs, x = self._input(cell.input_size)
         x = g.op("Transpose", x, perm=[1, 0, 2])  # (T, B, I)
         shape = g.op("Shape", x)
         self.steps, self.batch = (g.op("Gather", shape, g.const(np.array([k]))) for k in (0, 1))
-        if self.with_lengths:
-            inputs.append(helper.make_tensor_value_info("lengths", tp.INT64, ["batch"]))
-            self.lens = "lengths"
-        else:
-            self.lens = g.op("Expand", self.steps, self.batch)  # (B,) all full length
+        inputs += self._lengths()
         self.lens32 = g.op("Cast", self.lens, to=tp.INT32)
         spec = self.family.state(cell)
         state_names = tuple(f"{name}0" for name in spec)
@@ -157,6 +162,26 @@ class _Exporter:
         graph = helper.make_graph(g.nodes, "lstmkit", inputs, outputs, g.initializers)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                  producer_name="lstmkit")
+
+    def _input(self, width: int):
+        """The graph's ``input`` ((B, T, width) floats, or (B, T) token ids and the embedding):
+        ([its value info], x (B, T, I))."""
+        helper, tp, g = self.onnx.helper, self.onnx.TensorProto, self.g
+        if self.config.vocab_size:
+            info = helper.make_tensor_value_info("input", tp.INT64, ["batch", "time"])
+            return [info], g.op("Gather", g.const(self.arrays["embedding.weight"], "embedding"),
+                                "input")
+        return [helper.make_tensor_value_info("input", tp.FLOAT, ["batch", "time", width])], "input"
+
+    def _lengths(self) -> list:
+        """Sets ``lens`` (B,): the ``lengths`` input (its value info returned), or every
+        sequence full length (``steps`` and ``batch`` set first)."""
+        if not self.with_lengths:
+            self.lens = self.g.op("Expand", self.steps, self.batch)  # (B,) all full length
+            return []
+        self.lens = "lengths"
+        return [self.onnx.helper.make_tensor_value_info("lengths", self.onnx.TensorProto.INT64,
+                                                        ["batch"])]
 
     # --- one layer ---------------------------------------------------------------------------
 
@@ -216,24 +241,28 @@ class _Exporter:
         if reverse:
             x = g.op("ReverseSequence", x, self.lens, batch_axis=1, time_axis=0)
         body = _Graph(self.onnx, prefix=g.name("body") + "/")
-        outer = {name: g.const(a.T if name in ("weight_ih", "weight_hh", "weight_hr") else a,
-                               name) for name, a in w.items()}
+        mapping = self.family.onnx
+        arrays = mapping.arrays(cell, w) if mapping.arrays else {
+            name: a.T if a.ndim == 2 else a for name, a in w.items()}
+        outer = {name: g.const(a, name) for name, a in arrays.items()}
         state_in = [body.name(f"s{k}") for k in range(len(s0))]
         x_t, m_t = body.name("x_t"), body.name("m_t")
-        new = self.family.onnx.step(body, cell, outer, state_in, x_t)
+        new = mapping.step(body, cell, outer, state_in, x_t)
+        out, new = new if self.family.step_output else (None, new)
         z = self.layer.zoneout
         if z:  # evaluation: the expectation of zoneout's mask
             new = [body.op("Add", body.op("Mul", prev, body.const(np.float32(z))),
                            body.op("Mul", cur, body.const(np.float32(1 - z))))
                    for prev, cur in zip(state_in, new)]
-        valid = body.op("Cast", m_t, to=tp.BOOL)
-        state_out = [body.op("Where", valid, cur, prev) for prev, cur in zip(state_in, new)]
-        y_t = body.op("Mul", state_out[0], m_t)
+        valid = body.op("Cast", m_t, to=tp.BOOL)  # (B, 1)
         ranks = [len(shape) for shape in self.family.state_shapes(cell)] + [1, 1]
+        state_out = [body.op("Where", _rows(body, valid, rank), cur, prev)
+                     for prev, cur, rank in zip(state_in, new, ranks)]
+        y_t = body.op("Mul", state_out[0] if out is None else out, m_t)
         info = [helper.make_tensor_value_info(n, tp.FLOAT, [None] * (1 + rank))  # each (B, ...)
                 for n, rank in zip((*state_in, x_t, m_t), ranks)]
         out_info = [helper.make_tensor_value_info(n, tp.FLOAT, [None] * (1 + rank))
-                    for n, rank in zip((*state_out, y_t), ranks[:len(state_out)] + [ranks[0]])]
+                    for n, rank in zip((*state_out, y_t), ranks[:len(state_out)] + [1])]
         graph = helper.make_graph(body.nodes, body.prefix + "step", info, out_info,
                                   body.initializers)
         *finals, y = g.op("Scan", *s0, x, self._mask(), outputs=len(s0) + 1, body=graph,

@@ -3,8 +3,9 @@ their docstrings), written again so that this package runs without torch.
 
 Weights are a dict of arrays named as lstmkit's (``weight_ih``, ``bias_hh``, ``weight_peephole``,
 ...); ``cfg`` is the cell config as the JSON dict :meth:`lstmkit.config.CellConfig.to_dict`
-saves. :data:`FAMILIES` holds the families this runtime knows, by key: a model of any other
-family is refused (:func:`family`).
+saves. :data:`FAMILIES` holds the families this runtime knows, by key (the xLSTM families'
+steps are in :mod:`lstmkit.runtime.xlstm`): a model of any other family is refused
+(:func:`family`).
 
 Legend: B batch, I input, H hidden, P output (proj_size or H), G gates.
 """
@@ -120,6 +121,9 @@ class RuntimeFamily(NamedTuple):
     """cfg -> the trailing shape of each state array; the first is h."""
     refuses: Callable[[dict], str | None] = lambda cfg: None
     """cfg -> why this runtime cannot compute it (an activation it has no function for)."""
+    output: Callable[[dict], int] | None = None
+    """cfg -> the width of h_t for a family whose step returns ``(h_t, state)`` (its output is
+    no part of its state: xLSTM's mLSTM); None: the step returns the state, h first."""
 
 
 def _lstm_state(cfg: dict) -> tuple[tuple[int, ...], ...]:
@@ -156,3 +160,19 @@ def family(cfg: dict) -> RuntimeFamily:
 def state_shapes(cfg: dict) -> tuple[tuple[int, ...], ...]:
     """The trailing shape of each state array of a cell config dict."""
     return family(cfg).state(cfg)
+
+
+def output_width(cfg: dict) -> int:
+    """The width of a cell's output h_t (what the next layer and the head read)."""
+    runtime = family(cfg)
+    return runtime.state(cfg)[0][0] if runtime.output is None else runtime.output(cfg)
+
+
+def _register_xlstm() -> None:
+    # At the end, in a function: lstmkit.runtime.xlstm builds on this module's helpers.
+    from lstmkit.runtime.xlstm import FAMILIES as XLSTM
+
+    FAMILIES.update(XLSTM)
+
+
+_register_xlstm()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.runtime.cells import cell_input, family, state_shapes
+from lstmkit.runtime.cells import cell_input, family, output_width, state_shapes
 
 FORMAT = "lstmkit.runtime/2"
 FORMATS = ("lstmkit.runtime/1", FORMAT)
@@ -46,6 +46,10 @@ def load(path: str | Path) -> Model:
         cell = dict(config["layer"]["cell"])
         cell["family"] = cell.pop("mode")
         config = {**config, "layer": {**config["layer"], "cell": cell}}
+    if "embedding_dim" in config["layer"]:  # an xLSTM block stack
+        from lstmkit.runtime.xlstm import xLSTMModel
+
+        return xLSTMModel(config, arrays, header.get("meta", {}))
     return Model(config, arrays, header.get("meta", {}))
 
 
@@ -79,8 +83,7 @@ class Model:
     def layer_cell(self, layer: int) -> dict:
         if layer == 0:
             return self.cell
-        (width,) = state_shapes(self.cell)[0]
-        return {**self.cell, "input_size": width * self.directions}
+        return {**self.cell, "input_size": output_width(self.cell) * self.directions}
 
     def init_state(self, batch: int = 1):
         """Zeros, as torch.nn's: (L*D, B, size) per state array."""
@@ -151,19 +154,20 @@ class Model:
         return x, _as_state(state)
 
     def _scan(self, cfg, w, x, state, valid):
-        step, z = self.family.step, self.zoneout
+        step, z, apart = self.family.step, self.zoneout, self.family.output is not None
         gx = cell_input(x, w, cfg)  # (T, B, G*H)
         outputs = []
         for t in range(x.shape[0]):
-            new = step(gx[t], state, w, cfg)
+            out, new = step(gx[t], state, w, cfg) if apart else (None, step(gx[t], state, w, cfg))
             if z:
                 new = tuple(z * prev + (1.0 - z) * cur for prev, cur in zip(state, new))
             if valid is not None:
                 new = tuple(np.where(_rows(valid[t], cur), cur, prev)
                             for prev, cur in zip(state, new))
-                outputs.append(new[0] * _rows(valid[t], new[0]))
+                out = new[0] if out is None else out
+                outputs.append(out * _rows(valid[t], out))
             else:
-                outputs.append(new[0])
+                outputs.append(new[0] if out is None else out)
             state = new
         return np.stack(outputs), state
 

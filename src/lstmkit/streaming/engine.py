@@ -12,7 +12,8 @@ waiting caller.
 The model's own ``forward`` does the work (any configuration, any backend), so a stream's outputs
 equal running that stream alone through the model, up to float rounding of the batched products.
 
-Legend: S slots (stream capacity), B streams in a round, T steps, F features, L*D state layers.
+Legend: S slots (stream capacity), B streams in a round, T steps, F features, A the leading axis
+of a state part (L*D layers of a layer stack, 1 for a block stack).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import uuid
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lstmkit.cells.base import state_tensors
+from lstmkit.layers import RecurrentLayer
 from lstmkit.models import SequenceModel
 from lstmkit.streaming.checks import as_tensor, check_id, check_model
 from lstmkit.streaming.records import (
@@ -52,22 +55,43 @@ __all__ = ["ChunkTooLong", "EngineFull", "Pushed", "StepMismatch", "StreamEngine
            "StreamSnapshot", "StreamTable", "UnknownStream"]
 
 
-# --- the family's state: the only calls into lstmkit.cells ------------------------------------
+# --- the model's state: the only place that knows its structure ------------------------------
 
-def _state_shapes(model: SequenceModel) -> tuple[tuple[int, ...], ...]:
-    """Trailing shape of each part of one stream's state in one layer: ((P,), (H,)) for an
-    LSTM's (h, c), ((H,),) for a GRU's h; any rank (an mLSTM's matrix memory is (NH, DK, DV))."""
-    return tuple(model.rnn.family.state_shapes(model.rnn.config.cell))
+class _StateLayout:
+    """How one model's state sits in the engine's pool: a tuple of parts, each (A, S, *shape)
+    with the streams on axis 1, and the conversions to and from the state the model takes.
 
+    A :class:`~lstmkit.layers.RecurrentLayer` backbone (any registered family) has one part per
+    state tensor of its family, each (L*D, B, *shape): ((P,), (H,)) for an LSTM's (h, c),
+    (NH, DK, DV) for an mLSTM's matrix memory. Any other backbone (an
+    :class:`~lstmkit.layers.xlstm_blocks.xLSTM` block stack: per block its convolution window
+    and its cell's state) gives its state as a tree of tuples of tensors (B, ...), as its
+    ``init_state(batch)`` makes it; each leaf becomes a part (1, B, ...). Nothing here names a
+    family: the structure comes from the model.
+    """
 
-def _to_state(model: SequenceModel, parts: tuple[torch.Tensor, ...]):
-    """The family's state object from its parts, each (L*D, B, *shape)."""
-    return model.rnn.family.make_state(*parts)
+    def __init__(self, model: SequenceModel):
+        rnn = model.rnn
+        if isinstance(rnn, RecurrentLayer):
+            self.family, self._spec = rnn.family, None
+            layers = rnn.num_layers * rnn.config.num_directions
+            self.shapes = tuple((layers,) + shape
+                                for shape in rnn.family.state_shapes(rnn.config.cell))
+        else:
+            leaves, self._spec = tree_flatten(rnn.init_state(1))
+            self.family, self.shapes = None, tuple((1,) + tuple(t.shape[1:]) for t in leaves)
 
+    def to_state(self, parts: tuple[torch.Tensor, ...]):
+        """The model's state from the pool's parts (each (A, B, *shape))."""
+        if self.family is not None:
+            return self.family.make_state(*parts)
+        return tree_unflatten([p[0] for p in parts], self._spec)
 
-def _from_state(state) -> tuple[torch.Tensor, ...]:
-    """The parts of a family's state object, in :func:`_state_shapes` order."""
-    return state_tensors(state)
+    def from_state(self, state) -> tuple[torch.Tensor, ...]:
+        """The parts of the model's state, in :attr:`shapes` order."""
+        if self.family is not None:
+            return state_tensors(state)
+        return tuple(t.unsqueeze(0) for t in tree_flatten(state)[0])
 
 
 class StreamEngine:
@@ -125,10 +149,9 @@ class StreamEngine:
         config = model.config
         # Plain attributes, not properties: they are read for every chunk of every round.
         self.vocab_size = config.vocab_size  # > 0: one token id per step
-        self.input_size = 0 if config.vocab_size else config.layer.cell.input_size
+        self.input_size = 0 if config.vocab_size else model.rnn.input_size
         self.output_size = config.output_size
-        self._layers = config.layer.num_layers * (2 if config.layer.bidirectional else 1)
-        self._shapes = _state_shapes(model)
+        self._layout = _StateLayout(model)
         # Lock order: _compute (rounds and anything that writes state slots), then _lock (the
         # tables and the queue, held only briefly).
         self._compute = threading.Lock()
@@ -138,7 +161,7 @@ class StreamEngine:
         self._parked: collections.OrderedDict[str, StreamSnapshot] = collections.OrderedDict()
         self._pending: collections.deque[_Group] = collections.deque()
         self._free: list[int] = []
-        self._pool: tuple[torch.Tensor, ...] = self._new_pool(0)  # each (L*D, S, *shape)
+        self._pool: tuple[torch.Tensor, ...] = self._new_pool(0)  # each (A, S, *shape)
         self._count = np.zeros(0, np.int64)  # (S,) steps of the stream in each slot
         self._last = np.zeros(0)  # (S,) the clock at its last push
         self.stats = EngineStats()
@@ -469,11 +492,11 @@ class StreamEngine:
         slots = array.array("q", [stream.slot for stream in streams])
         index = torch.frombuffer(slots, dtype=torch.int64).to(self._like.device)  # (B,)
         model = self.model
-        state = _to_state(model, tuple(p.index_select(1, index) for p in self._pool))
+        state = self._layout.to_state(tuple(p.index_select(1, index) for p in self._pool))
         features = x if model.embedding is None else model.embedding(x)
         y, state = model.rnn(features, state, lengths=None if same else torch.tensor(lengths))
         out = model.head(y)  # (B, T, O)
-        new = _from_state(state)  # each (L*D, B, *shape)
+        new = self._layout.from_state(state)  # each (A, B, *shape)
         bad = self._bad_rows(x, out, new)
         if bad:
             keep = [b for b in range(len(streams)) if b not in bad]
@@ -524,7 +547,7 @@ class StreamEngine:
             return {}
         rows = out.shape[0]  # then row by row (a sum of finite values may overflow alone)
         ok = torch.isfinite(out).reshape(rows, -1).all(1)  # (B,)
-        for part in parts:  # (L*D, B, *shape)
+        for part in parts:  # (A, B, *shape)
             ok &= torch.isfinite(part).reshape(part.shape[0], rows, -1).all(2).all(0)
         finite_x = None
         if not self.vocab_size:
@@ -582,8 +605,8 @@ class StreamEngine:
         # Normal tensors even if made under inference_mode: pushes from threads outside it
         # update them in place.
         with torch.inference_mode(False):
-            return tuple(self._like.new_zeros((self._layers, capacity) + shape)
-                         for shape in self._shapes)
+            return tuple(self._like.new_zeros(shape[:1] + (capacity,) + shape[1:])
+                         for shape in self._layout.shapes)
 
     def _grow(self) -> None:
         old = self._pool[0].shape[1]
@@ -686,7 +709,7 @@ class StreamEngine:
     def _check_snapshot(self, snapshot: StreamSnapshot) -> StreamSnapshot:
         if not isinstance(snapshot, StreamSnapshot):
             raise TypeError(f"snapshot: expected a StreamSnapshot, got {type(snapshot).__name__}")
-        expected = tuple((self._layers,) + shape for shape in self._shapes)
+        expected = self._layout.shapes
         got = tuple(tuple(t.shape) for t in snapshot.state)
         if got != expected:
             raise ValueError(f"snapshot: expected state shapes {expected}, got {got}")

@@ -33,7 +33,8 @@ class StepMismatch(ValueError):
 class StreamSnapshot(NamedTuple):
     """A stream's saved state: what eviction keeps and :meth:`StreamEngine.open` restores.
 
-    Shape: each tensor of ``state`` is (L*D, *shape), the stream's slice of the model's state.
+    Shape: each tensor of ``state`` is (A, *shape), the stream's slice of one part of the
+    model's state (A = L*D for a layer stack, 1 for each leaf of an xLSTM block stack's).
     """
 
     state: tuple[torch.Tensor, ...]
@@ -53,7 +54,8 @@ class StreamTable(NamedTuple):
     """Every stream at one moment, in bulk (what :meth:`StreamEngine.export` returns and
     :meth:`StreamEngine.load` takes).
 
-    Shape: each tensor of ``parts`` is (L*D, N, *shape); stream ``ids[k]`` is at ``[:, k]``.
+    Shape: each tensor of ``parts`` is (A, N, *shape) (A as in :class:`StreamSnapshot`);
+    stream ``ids[k]`` is at ``[:, k]``.
     """
 
     ids: list[str]
