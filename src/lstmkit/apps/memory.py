@@ -72,9 +72,9 @@ class MemoryConfig:
     input_bias: float = -3.0
     """Initial input-gate bias with --init forget."""
     length: int | None = None
-    """T (adding, multiplication, copy), q (long-lag-2c), the longest training length (parity,
-    modular) or the chunk of truncated backpropagation (reber-continual); none: the task's
-    default."""
+    """T (adding, multiplication, copy), q (long-lag-2c), the longest training length (the
+    length-generalisation tasks), the number of pairs (mqar) or the chunk of truncated
+    backpropagation (reber-continual); none: the task's default."""
     distractors: int | None = None
     """p, the distractor symbols of long-lag-2c; none: p = q."""
     hidden: int = 32
