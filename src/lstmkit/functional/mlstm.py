@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
+from lstmkit.functional._precision import check_state_dtype, compute_dtype
 
 FORMS = ("chunkwise", "parallel", "recurrent")
 
@@ -53,7 +54,8 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         i, f: input and forget gate pre-activations (B, NH, T).
         form: "chunkwise", "parallel" or "recurrent" (see the module docstring).
         chunk_size: L, steps per chunk of the chunkwise form.
-        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None.
+        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None. In float32
+            for bfloat16 or float16 inputs, else in their dtype.
         lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
             step, and its outputs past it are zero (padding may hold anything, NaN included).
         return_state: also return the state after the last step.
@@ -61,7 +63,9 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
 
     Returns:
-        h~ (B, NH, T, DV), or ``(h~, mLSTMState)`` with ``return_state``.
+        h~ (B, NH, T, DV) in the inputs' dtype, or ``(h~, mLSTMState)`` with ``return_state``.
+        bfloat16 and float16 inputs are computed in float32 and their state is float32
+        (:mod:`lstmkit.functional._precision`).
 
     Examples:
         >>> q, k, v = torch.randn(3, 2, 4, 10, 8, dtype=torch.float64).unbind(0)
@@ -75,7 +79,9 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         >>> torch.allclose(torch.cat([h1, h2], 2), h)
         True
     """
+    dtype = q.dtype
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    q, k, v, i, f = (t.to(compute_dtype(dtype)) for t in (q, k, v, i, f))
     valid = None
     if lengths is not None:
         valid = (torch.arange(q.shape[2])[None, :] < lengths.cpu()[:, None]).to(q.device)
@@ -89,6 +95,7 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
     if valid is not None:
         h = torch.where(valid[:, None, :, None], h, 0.0)
+    h = h.to(dtype)
     return (h, state) if return_state else h
 
 
@@ -126,14 +133,18 @@ def _check(q, k, v, i, f, form, chunk_size, state, forget) -> mLSTMState:
             raise ValueError(f"{name}: expected shape ({B}, {NH}, {T}), got {tuple(t.shape)}")
     DV = v.shape[-1]
     if state is None:
-        return mLSTMState(q.new_zeros(B, NH, DK, DV), q.new_zeros(B, NH, DK), q.new_zeros(B, NH))
+        like = q.new_empty(0, dtype=compute_dtype(q.dtype))
+        return mLSTMState(like.new_zeros(B, NH, DK, DV), like.new_zeros(B, NH, DK),
+                          like.new_zeros(B, NH))
     if not isinstance(state, (tuple, list)) or len(state) != 3:
         raise TypeError(f"state: expected a tuple (C, n, m), got {type(state).__name__}")
     for name, t, shape in zip("Cnm", state, ((B, NH, DK, DV), (B, NH, DK), (B, NH))):
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"state.{name}: expected shape {shape}, got {got}")
-    return mLSTMState(*state)
+    state = mLSTMState(*state)
+    check_state_dtype("state", state, q.dtype)
+    return state
 
 
 def _recurrent(q, k, v, i, f, state, eps, forget):
