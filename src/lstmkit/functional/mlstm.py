@@ -183,21 +183,34 @@ def _chunkwise(q, k, v, i, f, state, L, eps, forget):
 def _chunk_states(k, v1, u, g, top, Cn, m):
     """The state entering each chunk (Cn_in (B, NH, NC, DK, DV + 1), m_in (B, NH, NC)) and the
     last one. Cn is [C | n]; g (B, NH, NC) is each chunk's total log forget gate and top its
-    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top."""
+    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top.
+
+    The chunk-to-chunk recurrence ``m_c = g_c + max(m_{c-1}, top_c)``, ``Cn_c = e^{m_{c-1} -
+    m_c + g_c} Cn_{c-1} + e^{top_c - m_c + g_c} Cn_loc_c`` unrolls, with G_c = g_1 + ... + g_c
+    and e_c = top_c - G_{c-1}, to ``m_c = G_c + M_c``, ``M_c = max(m_0, e_1, ..., e_c)`` (a
+    running max) and ``Cn_c = e^{m_0 - M_c} Cn_0 + sum_{j<=c} e^{e_j - M_c} Cn_loc_j``: one
+    NC x NC product instead of a loop over the chunks. Every exponent is <= 0. The
+    exponents subtract sums over the whole sequence, so they are formed in float64: the
+    tensors are (B, NH, NC) small, and float32 would lose digits of G at long T."""
     # A chunk of padding only has top = -inf; shift it by 0 instead (its weights are all 0).
-    shift = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    finite = torch.isfinite(top)
+    shift = torch.where(finite, top, torch.zeros_like(top))
     kw = k * torch.exp(u - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
     Cn_loc = kw.transpose(-2, -1) @ v1  # (B, NH, NC, DK, DV + 1)
-    ins = []
-    for g_c, top_c, shift_c, Cn_loc_c in zip(g.unbind(-1), top.unbind(-1), shift.unbind(-1),
-                                             Cn_loc.unbind(2)):
-        ins.append((Cn, m))
-        peak = torch.maximum(m, top_c)  # m_new = g + peak
-        decay = torch.exp(m - peak)[..., None, None]
-        gain = torch.exp(shift_c - peak)[..., None, None]
-        Cn, m = decay * Cn + gain * Cn_loc_c, g_c + peak
-    Cn_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
-    return Cn_in, m_in, Cn, m
+    g64, top64, m64 = g.double(), top.double(), m.double()
+    G = torch.cumsum(g64, -1)  # (B, NH, NC)
+    e = top64 - (G - g64)  # (B, NH, NC); -inf for a chunk of padding
+    M = torch.maximum(e.cummax(-1).values, m64[..., None])  # (B, NH, NC): after chunk c
+    upto = torch.ones(e.shape[-1], e.shape[-1], dtype=torch.bool, device=e.device).tril()
+    logits = (e[..., None, :] - M[..., :, None]).masked_fill(~upto, -math.inf)
+    weights = torch.exp(logits).to(Cn.dtype)  # (B, NH, NC, NC): chunk j into the state after c
+    keep = torch.exp(m64[..., None] - M).to(Cn.dtype)  # (B, NH, NC)
+    flat = Cn_loc.flatten(-2)  # (B, NH, NC, DK * (DV + 1))
+    after = (weights @ flat).unflatten(-1, Cn.shape[-2:]) + keep[..., None, None] * Cn[:, :, None]
+    m_after = (G + M).to(m.dtype)  # (B, NH, NC)
+    states = torch.cat([Cn[:, :, None], after], 2)  # (B, NH, NC + 1, DK, DV + 1)
+    ms = torch.cat([m[..., None], m_after], -1)  # (B, NH, NC + 1)
+    return states[:, :, :-1], ms[..., :-1], states[:, :, -1], ms[..., -1]
 
 
 def _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps):
