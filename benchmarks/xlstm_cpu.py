@@ -36,7 +36,7 @@ from cpu_kernels import medians_ms, peak_mib
 import lstmkit
 from lstmkit.functional import mlstm, slstm
 
-MLSTM_SIZES = [(2, 4, 512, 64), (8, 4, 256, 32)]
+MLSTM_SIZES = [(2, 4, 512, 64), (8, 4, 256, 32), (1, 4, 2048, 64)]
 """(B, NH, T, D)"""
 SLSTM_SIZES = [(16, 256, 128, 4), (1, 256, 256, 4)]
 """(B, T, H, NH)"""

@@ -1,6 +1,7 @@
 """``--model.cell xlstm``: every application trains an xLSTM block stack as its backbone, and
 the checkpoint alone rebuilds it (its config says which block sits where)."""
 
+import json
 import math
 
 import numpy as np
@@ -110,3 +111,29 @@ def test_the_reverse_stack_reads_each_sequence_backwards_within_its_length():
     assert model.reverse.post_norm.weight.grad is not None
     with pytest.raises(ValueError, match="step: expected a unidirectional stack"):
         model.step(x[:, 0])
+
+
+def test_memory_takes_the_model_options(tmp_path, capsys):
+    """``lstmkit memory`` builds the network from --model.* as the other apps do."""
+    assert main(["memory", "parity", "--model.cell", "gru", "--model.num-layers", "2",
+                 "--model.hidden-size", "8", "--budget", "64", "--check-every", "64",
+                 "--out", str(tmp_path)]) == 0
+    assert "gru (model options), init as the model options set it, hidden 8" in \
+        capsys.readouterr().out
+    result = json.loads((tmp_path / "parity-model-gru-s0.json").read_text())
+    assert result["config"]["model"]["num_layers"] == 2
+    assert main(["memory", "parity", "--model.cell", "gru", "--hidden", "8"]) == 2
+    assert "hidden: expected the default with model options" in capsys.readouterr().err
+
+
+def test_the_memory_grid_runs_model_options_once_per_task(tmp_path):
+    from lstmkit.apps.memory import MemoryConfig
+    from lstmkit.apps.memory_table import GridConfig, grid, markdown_table, run_grid
+
+    base = MemoryConfig(model=ModelOptions(cell="lstm", hidden_size=8), budget="64",
+                        check_every=64, quiet=True)
+    config = GridConfig(tasks="parity,even-pairs", dir=str(tmp_path), plot="")
+    runs = grid(config, base)
+    assert [r.task for r in runs] == ["parity", "even-pairs"]
+    table = markdown_table(run_grid(config, base))
+    assert "| lstm (model options) | model options | 8, lr 0.01 |" in table
