@@ -1,5 +1,8 @@
 """How closely lstmkit's mLSTM and sLSTM agree with NX-AI's implementations: the largest absolute
-differences of outputs and gradients, in float64 and (against float64 truth) in float32.
+differences of outputs and gradients, in float64 and (against float64 truth) in float32,
+bfloat16 and float16. The 16-bit rows measure against float64 computed from the same 16-bit
+inputs (the kernel's own error, outputs rounded once), and against the float64 truth of the
+unrounded float64 inputs (what a user of 16-bit inputs gets in all).
 
     PYTHONPATH=src python benchmarks/xlstm_agreement.py
 
@@ -26,7 +29,8 @@ def largest(a, b) -> str:
 
 
 def grads(out, inputs):
-    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=out.dtype)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(9),
+                         dtype=torch.float64).to(out.dtype)  # the same values in every dtype
     return torch.autograd.grad((out * weight).sum(), inputs)
 
 
@@ -110,11 +114,43 @@ def slstm_rows() -> list[str]:
     return rows
 
 
+def half_rows() -> list[str]:
+    """lstmkit's chunkwise mLSTM and sLSTM with 16-bit inputs (float32 state and arithmetic),
+    and mlstm_kernels' chunkwise native kernel on the same inputs (16-bit arithmetic)."""
+    rows = []
+    g = torch.Generator().manual_seed(1)
+    H = 64
+    slstm_args = [torch.randn(B, T, 4 * H, generator=g, dtype=torch.float64),
+                  0.2 * torch.randn(4, H // 4, 4, H // 4, generator=g, dtype=torch.float64)]
+    peers = {"mLSTM, lstmkit chunkwise": (lambda a: mlstm(*a), mlstm_inputs(torch.float64)),
+             "mLSTM, mlstm_kernels chunkwise--native_autograd": (
+                 lambda a: get_mlstm_kernel("chunkwise--native_autograd")(*a, chunk_size=64),
+                 mlstm_inputs(torch.float64)),
+             "sLSTM, lstmkit": (lambda a: slstm(*a), [t.requires_grad_() for t in slstm_args])}
+    for dtype in (torch.bfloat16, torch.float16):
+        for name, (fn, x64) in peers.items():
+            low = [t.detach().to(dtype).requires_grad_() for t in x64]
+            same = [t.detach().double().requires_grad_() for t in low]
+            truth = mlstm(*same) if name.startswith("mLSTM") else slstm(*same)
+            out = fn(low)
+            pairs = list(zip(grads(out, low), grads(truth, same)))
+            worst = max(float(largest(a, b)) for a, b in pairs)
+            top = max(float(b.abs().max()) for _, b in pairs)
+            full = mlstm(*x64) if name.startswith("mLSTM") else slstm(*x64)
+            kind = str(dtype)[6:]
+            rows.append(f"| {name}, {kind} inputs vs float64 of the same inputs | {kind} | "
+                        f"{largest(out, truth)} of max {float(truth.detach().abs().max()):.2g} | "
+                        f"{worst:.1e} of max {top:.2g} |")
+            rows.append(f"| {name}, {kind} inputs vs float64 truth of the float64 inputs | "
+                        f"{kind} | {largest(out, full)} | |")
+    return rows
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print(f"B={B}, NH={NH}, T={T}, D={D} (sLSTM: H=64, 4 heads); largest absolute differences\n")
     print("| comparison | dtype | outputs | gradients |\n|---|---|---:|---:|")
-    for row in mlstm_rows() + slstm_rows():
+    for row in mlstm_rows() + slstm_rows() + half_rows():
         print(row)
 
 

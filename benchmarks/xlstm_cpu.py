@@ -26,6 +26,7 @@ during one training step (torch profiler).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -36,7 +37,7 @@ from cpu_kernels import medians_ms, peak_mib
 import lstmkit
 from lstmkit.functional import mlstm, slstm
 
-MLSTM_SIZES = [(2, 4, 512, 64), (8, 4, 256, 32)]
+MLSTM_SIZES = [(2, 4, 512, 64), (8, 4, 256, 32), (1, 4, 2048, 64)]
 """(B, NH, T, D)"""
 SLSTM_SIZES = [(16, 256, 128, 4), (1, 256, 256, 4)]
 """(B, T, H, NH)"""
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per timing round")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     plans = [("mLSTM kernel", mlstm_peers, MLSTM_SIZES, [(1, 2, 64, 16)],
               "B={}, NH={}, T={}, D={}"),
              ("sLSTM scan", slstm_peers, SLSTM_SIZES, [(2, 16, 16, 4)], "B={}, T={}, H={}, NH={}"),
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
                   f"mlstm_kernels 2.0.6; float32. Ratios to the first row (below 1 is faster). "
                   f"`PYTHONPATH=src python benchmarks/xlstm_cpu.py` "
                   f"({time.perf_counter() - start:.0f} s, on a machine shared with other "
-                  f"jobs: ratios are steadier than times).\n")
+                  f"jobs: load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+                  f"the end; ratios are steadier than times).\n")
         _report.write_section("xlstm", header + "\n" + "\n".join(sections))
     return 0
 

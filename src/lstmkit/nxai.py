@@ -145,6 +145,9 @@ def to_nxai_state_dict(state_dict: dict, config: xLSTMConfig,
                        slstm_backend: str = "vanilla") -> dict:
     """lstmkit xLSTM's state dict -> NX-AI xLSTMBlockStack's, with the sLSTM cells in the
     internal layout of ``slstm_backend`` ("vanilla" or "cuda")."""
+    if config.bidirectional:
+        raise ValueError("bidirectional: expected False (NX-AI's stack reads forwards only), "
+                         "got True")
     if config.input_size != config.embedding_dim:
         raise ValueError(f"input_size: expected embedding_dim (NX-AI's stack has no input "
                          f"projection), got {config.input_size}")

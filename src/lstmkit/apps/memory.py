@@ -19,6 +19,7 @@ import torch
 
 from lstmkit import tasks
 from lstmkit.apps.memory_xlstm import XLSTM_CELLS, build_xlstm_model
+from lstmkit.apps.model_options import XLSTM, ModelOptions, model_config
 from lstmkit.config import LayerConfig, cell_config
 from lstmkit.io import write_text
 from lstmkit.models import ModelConfig, SequenceModel
@@ -72,9 +73,9 @@ class MemoryConfig:
     input_bias: float = -3.0
     """Initial input-gate bias with --init forget."""
     length: int | None = None
-    """T (adding, multiplication, copy), q (long-lag-2c), the longest training length (parity,
-    modular) or the chunk of truncated backpropagation (reber-continual); none: the task's
-    default."""
+    """T (adding, multiplication, copy), q (long-lag-2c), the longest training length (the
+    length-generalisation tasks), the number of pairs (mqar) or the chunk of truncated
+    backpropagation (reber-continual); none: the task's default."""
     distractors: int | None = None
     """p, the distractor symbols of long-lag-2c; none: p = q."""
     hidden: int = 32
@@ -105,6 +106,10 @@ class MemoryConfig:
     """Directory of the result JSON."""
     quiet: bool = False
     """No progress bar or summary."""
+    model: ModelOptions | None = None
+    """The network as the other applications' --model.* options describe it (any cell family
+    and its variants, or an xlstm block stack); when given, it replaces cell, hidden, layers,
+    backend and the gate initialisation options, which must keep their defaults."""
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
@@ -120,6 +125,13 @@ class MemoryConfig:
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive float, got {self.lr}")
         parse_budget(self.budget, None)
+        if self.model is not None:
+            clash = [n for n in _NETWORK_FIELDS
+                     if getattr(self, n) != MemoryConfig.__dataclass_fields__[n].default]
+            if clash:
+                raise ValueError(f"{', '.join(clash)}: expected the default with model options "
+                                 f"(they describe the network), got "
+                                 f"{', '.join(repr(getattr(self, n)) for n in clash)}")
 
     def make_task(self) -> tasks.Task:
         return tasks.make(self.task, self.length, self.distractors, self.seed)
@@ -128,7 +140,21 @@ class MemoryConfig:
     def name(self) -> str:
         """The result file's stem: what distinguishes runs in a grid."""
         length = "" if self.length is None else f"-L{self.length}"
-        return f"{self.task}{length}-{self.cell}-{self.init}-s{self.seed}"
+        network = f"{self.cell}-{self.init}" if self.model is None else f"model-{self.model.cell}"
+        return f"{self.task}{length}-{network}-s{self.seed}"
+
+
+_NETWORK_FIELDS = ("cell", "init", "forget_bias", "input_bias", "hidden", "layers", "backend")
+"""What model options replace."""
+
+
+def network_label(cfg: dict) -> tuple[str, str, int]:
+    """(cell, init, units) of a result's config, for tables and summaries."""
+    model = cfg.get("model")
+    if model:
+        return f"{model['cell']} (model options)", "model options", model["hidden_size"]
+    fields = MemoryConfig.__dataclass_fields__
+    return tuple(cfg.get(n, fields[n].default) for n in ("cell", "init", "hidden"))
 
 
 def parse_budget(budget: str, task: tasks.Task | None) -> int:
@@ -151,6 +177,12 @@ def parse_budget(budget: str, task: tasks.Task | None) -> int:
 
 def build_model(config: MemoryConfig, task: tasks.Task) -> tuple[SequenceModel, str]:
     """The network for ``task`` and a description of the gate initialisation it got."""
+    if config.model is not None:
+        options = config.model
+        width = options.hidden_size if options.cell == XLSTM else min(task.vocab_size, 64)
+        input_size = width if task.vocab_size else task.input_size
+        return SequenceModel(model_config(options, input_size, task.output_size, task.vocab_size,
+                                          task.pooling)), "as the model options set it"
     if config.cell in XLSTM_CELLS:
         return build_xlstm_model(config, task)
     mode, options = CELLS[config.cell]
@@ -318,8 +350,8 @@ def summary(result: dict) -> str:
                 f"({result['cpu_seconds']:.1f} s of CPU; stopped: {result['stopped']})")
     baseline = test["baseline_loss"]
     base = f", blind predictor {baseline:.4g}" if baseline is not None else ""
-    cfg = result["config"]
-    return (f"{head}\n  {cfg['cell']}, init {result['init']}, hidden {cfg['hidden']}; test: "
+    cell, _, units = network_label(result["config"])
+    return (f"{head}\n  {cell}, init {result['init']}, hidden {units}; test: "
             f"{test['wrong']:,} of {test['total']:,} wrong, loss {test['loss']:.4g}{base}")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lstmkit import tasks
-from lstmkit.apps.memory import CELLS, INITS, MemoryConfig, run, summary
+from lstmkit.apps.memory import CELLS, INITS, MemoryConfig, network_label, run, summary
 from lstmkit.apps.memory_xlstm import XLSTM_CELLS
 from lstmkit.io import atomic_write, write_text
 
@@ -62,10 +62,11 @@ def grid(config: GridConfig, base: MemoryConfig) -> list[MemoryConfig]:
     lengths = [int(v) for v in _split(config.lengths)] or [None]
     for task in _split(config.tasks):
         for length in (lengths if tasks.takes_length(task) else [None]):
-            for cell in _split(config.cells):
+            # Model options describe the one network: the grid runs only tasks and seeds.
+            for cell in _split(config.cells) if base.model is None else [base.cell]:
                 inits = ["torch"] if CELLS.get(cell, ("",))[0] == "rnn" else _split(config.inits)
-                if cell in XLSTM_CELLS:  # NX-AI's initialisation whatever --init says: run once
-                    inits = inits[:1]
+                if cell in XLSTM_CELLS or base.model is not None:  # run once
+                    inits = inits[:1] if base.model is None else [base.init]
                 for init in inits:
                     for seed in _split(config.seeds):
                         runs.append(replace(base, task=task, length=length, cell=cell,
@@ -101,7 +102,8 @@ def load_results(directory) -> list[dict]:
 def _network(cfg: dict) -> str:
     """Hidden units, learning rate and batch: runs that differ in them are different rows."""
     defaults = MemoryConfig()
-    hidden, lr, batch = (cfg.get(k, getattr(defaults, k)) for k in ("hidden", "lr", "batch_size"))
+    lr, batch = (cfg.get(k, getattr(defaults, k)) for k in ("lr", "batch_size"))
+    hidden = network_label(cfg)[2]
     return f"{hidden}, lr {lr:g}" + (f", batch {batch}" if batch != defaults.batch_size else "")
 
 
@@ -109,12 +111,14 @@ def _groups(results):
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         cfg = r["config"]
-        key = (cfg["task"], r["task"], cfg["cell"], cfg["init"], _network(cfg))
+        cell, init, _ = network_label(cfg)
+        key = (cfg["task"], r["task"], cell, init, _network(cfg))
         groups.setdefault(key, []).append(r)
-    order = list(tasks.TASKS)
-    return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[1][0]["lag"],
-                                                  ALL_CELLS.index(kv[0][2]),
-                                                  INITS.index(kv[0][3]), kv[0][4]))
+    order, cells, inits = list(tasks.TASKS), ALL_CELLS, list(INITS)
+    return sorted(groups.items(), key=lambda kv: (
+        order.index(kv[0][0]), kv[1][0]["lag"],
+        cells.index(kv[0][2]) if kv[0][2] in cells else len(cells), kv[0][2],
+        inits.index(kv[0][3]) if kv[0][3] in inits else len(inits), kv[0][4]))
 
 
 def markdown_table(results: list[dict]) -> str:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
+from lstmkit.functional._precision import check_state_dtype, compute_dtype
 
 FORMS = ("chunkwise", "parallel", "recurrent")
 
@@ -53,7 +54,8 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         i, f: input and forget gate pre-activations (B, NH, T).
         form: "chunkwise", "parallel" or "recurrent" (see the module docstring).
         chunk_size: L, steps per chunk of the chunkwise form.
-        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None.
+        state: (C, n, m) to start from; zeros (m = 0, as NX-AI's kernels) if None. In float32
+            for bfloat16 or float16 inputs, else in their dtype.
         lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
             step, and its outputs past it are zero (padding may hold anything, NaN included).
         return_state: also return the state after the last step.
@@ -61,7 +63,9 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
 
     Returns:
-        h~ (B, NH, T, DV), or ``(h~, mLSTMState)`` with ``return_state``.
+        h~ (B, NH, T, DV) in the inputs' dtype, or ``(h~, mLSTMState)`` with ``return_state``.
+        bfloat16 and float16 inputs are computed in float32 and their state is float32
+        (:mod:`lstmkit.functional._precision`).
 
     Examples:
         >>> q, k, v = torch.randn(3, 2, 4, 10, 8, dtype=torch.float64).unbind(0)
@@ -75,7 +79,9 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         >>> torch.allclose(torch.cat([h1, h2], 2), h)
         True
     """
+    dtype = q.dtype
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    q, k, v, i, f = (t.to(compute_dtype(dtype)) for t in (q, k, v, i, f))
     valid = None
     if lengths is not None:
         valid = (torch.arange(q.shape[2])[None, :] < lengths.cpu()[:, None]).to(q.device)
@@ -89,6 +95,7 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
     if valid is not None:
         h = torch.where(valid[:, None, :, None], h, 0.0)
+    h = h.to(dtype)
     return (h, state) if return_state else h
 
 
@@ -126,14 +133,18 @@ def _check(q, k, v, i, f, form, chunk_size, state, forget) -> mLSTMState:
             raise ValueError(f"{name}: expected shape ({B}, {NH}, {T}), got {tuple(t.shape)}")
     DV = v.shape[-1]
     if state is None:
-        return mLSTMState(q.new_zeros(B, NH, DK, DV), q.new_zeros(B, NH, DK), q.new_zeros(B, NH))
+        like = q.new_empty(0, dtype=compute_dtype(q.dtype))
+        return mLSTMState(like.new_zeros(B, NH, DK, DV), like.new_zeros(B, NH, DK),
+                          like.new_zeros(B, NH))
     if not isinstance(state, (tuple, list)) or len(state) != 3:
         raise TypeError(f"state: expected a tuple (C, n, m), got {type(state).__name__}")
     for name, t, shape in zip("Cnm", state, ((B, NH, DK, DV), (B, NH, DK), (B, NH))):
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"state.{name}: expected shape {shape}, got {got}")
-    return mLSTMState(*state)
+    state = mLSTMState(*state)
+    check_state_dtype("state", state, q.dtype)
+    return state
 
 
 def _recurrent(q, k, v, i, f, state, eps, forget):
@@ -172,21 +183,34 @@ def _chunkwise(q, k, v, i, f, state, L, eps, forget):
 def _chunk_states(k, v1, u, g, top, Cn, m):
     """The state entering each chunk (Cn_in (B, NH, NC, DK, DV + 1), m_in (B, NH, NC)) and the
     last one. Cn is [C | n]; g (B, NH, NC) is each chunk's total log forget gate and top its
-    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top."""
+    largest u, so step s enters the chunk-end state with log weight g + u_s, at most g + top.
+
+    The chunk-to-chunk recurrence ``m_c = g_c + max(m_{c-1}, top_c)``, ``Cn_c = e^{m_{c-1} -
+    m_c + g_c} Cn_{c-1} + e^{top_c - m_c + g_c} Cn_loc_c`` unrolls, with G_c = g_1 + ... + g_c
+    and e_c = top_c - G_{c-1}, to ``m_c = G_c + M_c``, ``M_c = max(m_0, e_1, ..., e_c)`` (a
+    running max) and ``Cn_c = e^{m_0 - M_c} Cn_0 + sum_{j<=c} e^{e_j - M_c} Cn_loc_j``: one
+    NC x NC product instead of a loop over the chunks. Every exponent is <= 0. The
+    exponents subtract sums over the whole sequence, so they are formed in float64: the
+    tensors are (B, NH, NC) small, and float32 would lose digits of G at long T."""
     # A chunk of padding only has top = -inf; shift it by 0 instead (its weights are all 0).
-    shift = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    finite = torch.isfinite(top)
+    shift = torch.where(finite, top, torch.zeros_like(top))
     kw = k * torch.exp(u - shift[..., None])[..., None]  # (B, NH, NC, L, DK)
     Cn_loc = kw.transpose(-2, -1) @ v1  # (B, NH, NC, DK, DV + 1)
-    ins = []
-    for g_c, top_c, shift_c, Cn_loc_c in zip(g.unbind(-1), top.unbind(-1), shift.unbind(-1),
-                                             Cn_loc.unbind(2)):
-        ins.append((Cn, m))
-        peak = torch.maximum(m, top_c)  # m_new = g + peak
-        decay = torch.exp(m - peak)[..., None, None]
-        gain = torch.exp(shift_c - peak)[..., None, None]
-        Cn, m = decay * Cn + gain * Cn_loc_c, g_c + peak
-    Cn_in, m_in = (torch.stack(parts, 2) for parts in zip(*ins))
-    return Cn_in, m_in, Cn, m
+    g64, top64, m64 = g.double(), top.double(), m.double()
+    G = torch.cumsum(g64, -1)  # (B, NH, NC)
+    e = top64 - (G - g64)  # (B, NH, NC); -inf for a chunk of padding
+    M = torch.maximum(e.cummax(-1).values, m64[..., None])  # (B, NH, NC): after chunk c
+    upto = torch.ones(e.shape[-1], e.shape[-1], dtype=torch.bool, device=e.device).tril()
+    logits = (e[..., None, :] - M[..., :, None]).masked_fill(~upto, -math.inf)
+    weights = torch.exp(logits).to(Cn.dtype)  # (B, NH, NC, NC): chunk j into the state after c
+    keep = torch.exp(m64[..., None] - M).to(Cn.dtype)  # (B, NH, NC)
+    flat = Cn_loc.flatten(-2)  # (B, NH, NC, DK * (DV + 1))
+    after = (weights @ flat).unflatten(-1, Cn.shape[-2:]) + keep[..., None, None] * Cn[:, :, None]
+    m_after = (G + M).to(m.dtype)  # (B, NH, NC)
+    states = torch.cat([Cn[:, :, None], after], 2)  # (B, NH, NC + 1, DK, DV + 1)
+    ms = torch.cat([m[..., None], m_after], -1)  # (B, NH, NC + 1)
+    return states[:, :, :-1], ms[..., :-1], states[:, :, -1], ms[..., -1]
 
 
 def _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps):

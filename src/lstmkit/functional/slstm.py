@@ -19,6 +19,7 @@ import torch
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
+from lstmkit.functional._precision import check_state_dtype, compute_dtype
 
 
 def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
@@ -28,7 +29,8 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
     Args:
         x: input terms (B, T, 4H).
         r: recurrent matrix (NH, DH, 4, DH).
-        state: (h, c, n, m), each (B, H), to start from; zeros if None.
+        state: (h, c, n, m), each (B, H), to start from; zeros if None. In float32 for
+            bfloat16 or float16 inputs, else in their dtype.
         lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
             step and its outputs past it are zero.
         return_state: also return the state after the last (valid) step.
@@ -36,7 +38,9 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
         stabilizer: "nxai" or "paper" (see :mod:`lstmkit.cells.slstm`).
 
     Returns:
-        h (B, T, H), or ``(h, sLSTMState)`` with ``return_state``.
+        h (B, T, H) in the inputs' dtype, or ``(h, sLSTMState)`` with ``return_state``.
+        bfloat16 and float16 inputs are computed in float32 and their state is float32
+        (:mod:`lstmkit.functional._precision`).
 
     Examples:
         >>> x, r = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 2, 4, 2).double()
@@ -48,6 +52,8 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
     NH, DH = _check(x, r, forget, stabilizer)
     B, T = x.shape[:2]
     H = NH * DH
+    dtype = x.dtype
+    x, r = x.to(compute_dtype(dtype)), r.to(compute_dtype(dtype))
     if state is None:
         state = sLSTMState(*x.new_zeros(4, B, H))
     elif not isinstance(state, (tuple, list)) or len(state) != 4:
@@ -56,13 +62,14 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != (B, H):
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"state.{name}: expected shape ({B}, {H}), got {got}")
+    check_state_dtype("state", sLSTMState(*state), dtype)
     heads = [t.reshape(B, NH, DH).transpose(0, 1) for t in state]  # (NH, B, DH)
     xs = x.reshape(B, T, 4, NH, DH).permute(1, 3, 0, 2, 4).reshape(T, NH, B, 4 * DH)
     keep = None
     if lengths is not None:
         keep = (torch.arange(T)[:, None] < lengths.cpu()[None, :]).to(x.device)[:, None, :, None]
     hs, *final = _Scan.apply(xs, r.reshape(NH, DH, 4 * DH), *heads, keep, forget, stabilizer)
-    h = hs.permute(2, 0, 1, 3).reshape(B, T, H)  # (T, NH, B, DH) -> (B, T, H)
+    h = hs.permute(2, 0, 1, 3).reshape(B, T, H).to(dtype)  # (T, NH, B, DH) -> (B, T, H)
     if not return_state:
         return h
     return h, sLSTMState(*(t.transpose(0, 1).reshape(B, H) for t in final))

@@ -7,6 +7,11 @@ small products per step with a hand-written backward pass, the mLSTM's
 a chunk (the mLSTM has no hidden-to-hidden recurrence). The lstmkit.sLSTM and lstmkit.mLSTM
 layers call the same two functions.
 
+bfloat16 and float16 layers run with float32 state and arithmetic within a call (the scans'
+own rule, see :mod:`lstmkit.functional._precision`). A layer's state is in its parameters'
+dtype (the layers' contract), so the final state is rounded to it on the way out and raised to
+float32 on the way in; lstmkit.functional keeps it in float32 across calls.
+
 Neither scan takes step masks, so the backend declares no zoneout and no recurrent dropout
 (the reference runs those); stacking, direction and inter-layer dropout come from the layer.
 """
@@ -20,6 +25,7 @@ from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import FORGET_GATES
 from lstmkit.cells.base import ANY, Family
 from lstmkit.config import CellConfig
+from lstmkit.functional._precision import compute_dtype
 from lstmkit.functional.mlstm import mlstm
 from lstmkit.functional.slstm import slstm
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
@@ -52,8 +58,10 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
          lengths: torch.Tensor | None, masks: StepMasks):
     """One layer in one direction, time-major: x (T, B, I) -> (y (T, B, H), state). ``masks``
     are empty: the declaration has neither zoneout nor recurrent dropout."""
+    if state is not None:
+        state = type(state)(*(t.to(compute_dtype(x.dtype)) for t in state))
     y, final = _SCANS[family.key](cfg, w, x.transpose(0, 1), state, lengths)
-    return y.transpose(0, 1), family.make_state(*final)
+    return y.transpose(0, 1), family.make_state(*(t.to(x.dtype) for t in final))
 
 
 _HEADED = {"bias": (True, False), "num_heads": ANY, "forget": FORGET_GATES}
@@ -61,5 +69,5 @@ _HEADED = {"bias": (True, False), "num_heads": ANY, "forget": FORGET_GATES}
 BACKEND = Backend(name="xlstm", declaration=Declaration(
     families={"slstm": {**_HEADED, "stabilizer": slstm_cell.STABILIZERS},
               "mlstm": {**_HEADED, "eps": ANY}},
-    dtypes=(torch.float32, torch.float64), devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.float64, torch.bfloat16, torch.float16), devices=("cpu", "cuda"),
     features=frozenset({"lengths"})), scan=scan)

@@ -35,6 +35,7 @@ from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
 from lstmkit.functional.mlstm import FORMS
+from lstmkit.layers.stack import reverse, reverse_index
 
 
 def round_up(value: float, multiple: int) -> int:
@@ -77,6 +78,9 @@ class xLSTMConfig:
     """The mLSTM form (all compute the same function)."""
     chunk_size: int = 64
     """Steps per chunk of the chunkwise form."""
+    bidirectional: bool = False
+    """A second stack of the same blocks reads each sequence backwards (within its length);
+    outputs are [forward | reverse], 2 E wide. Whole sequences only: no ``step``."""
 
     def __post_init__(self):
         require_positive_ints(self, ("embedding_dim", "num_blocks", "mlstm_heads",
@@ -94,6 +98,8 @@ class xLSTMConfig:
             raise ValueError(f"form: expected one of {FORMS}, got {self.form!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise ValueError(f"bidirectional: expected a bool, got {self.bidirectional!r}")
         if self.slstm_at and self.embedding_dim % self.slstm_heads:
             raise ValueError(f"embedding_dim: expected a multiple of slstm_heads="
                              f"{self.slstm_heads}, got {self.embedding_dim}")
@@ -138,10 +144,12 @@ class xLSTMConfig:
     def output_size(self) -> int:
         return self.embedding_dim
 
-    # What SequenceModel asks of a backbone: the stack is batch-first and runs forwards only.
+    # What SequenceModel asks of a backbone: the stack is batch-first.
     batch_first = True
-    num_directions = 1
-    bidirectional = False
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -343,8 +351,9 @@ class sLSTMBlock(nn.Module):
 class xLSTM(nn.Module):
     """A stack of mLSTM and sLSTM blocks with a final LayerNorm; batch-first.
 
-    ``forward(x (B, T, I), state=None, lengths=None) -> (y (B, T, E), state)``; the state is a
-    tuple with one :class:`BlockState` per block.
+    ``forward(x (B, T, I), state=None, lengths=None) -> (y (B, T, D * E), state)``; the state is
+    a tuple with one :class:`BlockState` per block (and, if bidirectional, then one per block of
+    the reverse stack; D = 2).
 
     Examples:
         >>> model = xLSTM(xLSTMConfig.from_pattern(32, "mLSTM:sLSTM 1:1", 2, input_size=3))
@@ -364,6 +373,10 @@ class xLSTM(nn.Module):
             (sLSTMBlock if b in config.slstm_at else mLSTMBlock)(config, b, **kw)
             for b in range(config.num_blocks))
         self.post_norm = nn.LayerNorm(config.embedding_dim, bias=False, **kw)
+        self.reverse = None
+        if config.bidirectional:
+            from dataclasses import replace
+            self.reverse = xLSTM(replace(config, bidirectional=False), **kw)
 
     @property
     def input_size(self) -> int:
@@ -375,7 +388,8 @@ class xLSTM(nn.Module):
             raise ValueError(f"batch_size: expected an int >= 0 (the stack takes batches only), "
                              f"got {batch_size!r}")
         like = self.post_norm.weight
-        return tuple(block.init_state(batch_size, like) for block in self.blocks)
+        own = tuple(block.init_state(batch_size, like) for block in self.blocks)
+        return own if self.reverse is None else own + self.reverse.init_state(batch_size)
 
     def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
         check_tensor("input", x, self.post_norm.weight)
@@ -390,21 +404,38 @@ class xLSTM(nn.Module):
             x = torch.where(valid[..., None], x, 0.0)
         if state is None:
             state = self.init_state(B)
-        elif not isinstance(state, (tuple, list)) or len(state) != len(self.blocks):
-            raise TypeError(f"state: expected a tuple of {len(self.blocks)} block states, "
+        blocks = len(self.blocks) * self.config.num_directions
+        if not isinstance(state, (tuple, list)) or len(state) != blocks:
+            raise TypeError(f"state: expected a tuple of {blocks} block states, "
                             f"got {type(state).__name__}")
+        if self.reverse is None:
+            y, finals = self._run(x, state, lengths)
+        else:  # the reverse stack reads each sequence backwards within its own length
+            n = len(self.blocks)
+            index = reverse_index(None if lengths is None else lengths.cpu(), T, x.device)
+            y, finals = self._run(x, state[:n], lengths)
+            flip = reverse(x.transpose(0, 1), index).transpose(0, 1)  # (B, T, I)
+            y_r, theirs = self.reverse._run(flip, state[n:], lengths)
+            y = torch.cat([y, reverse(y_r.transpose(0, 1), index).transpose(0, 1)], -1)
+            finals += theirs
+        if lengths is not None:
+            y = torch.where(valid[..., None], y, 0.0)
+        return y, finals
+
+    def _run(self, x, state, lengths):
+        """One direction: x (B, T, I) -> (y (B, T, E), the blocks' final states)."""
         if self.proj_in is not None:
             x = self.proj_in(x)
         finals = []
         for block, s in zip(self.blocks, state):
             x, s = block(x, s, lengths)
             finals.append(s)
-        y = self.post_norm(x)
-        if lengths is not None:
-            y = torch.where(valid[..., None], y, 0.0)
-        return y, tuple(finals)
+        return self.post_norm(x), tuple(finals)
 
     def step(self, x_t: torch.Tensor, state=None):
         """One step: x_t (B, I) -> (y_t (B, E), state)."""
+        if self.reverse is not None:
+            raise ValueError("step: expected a unidirectional stack, got bidirectional=True "
+                             "(the reverse direction needs the whole sequence)")
         y, state = self.forward(x_t.unsqueeze(1), state)
         return y.squeeze(1), state

@@ -21,6 +21,13 @@ from __future__ import annotations
 from lstmkit.tasks.adding import Adding1997, Multiplication1997
 from lstmkit.tasks.base import Batch, Evaluation, Task
 from lstmkit.tasks.brackets import ModularBrackets
+from lstmkit.tasks.chomsky import (
+    BucketSort,
+    CycleNavigation,
+    EvenPairs,
+    ReverseString,
+    StackManipulation,
+)
 from lstmkit.tasks.lags import LongLag
 from lstmkit.tasks.modern import AddingModern, Copy, Modular, Parity
 from lstmkit.tasks.reber import ContinualReber, EmbeddedReber
@@ -40,12 +47,18 @@ TASKS = {
     "parity": Parity,
     "modular": Modular,
     "modular-brackets": ModularBrackets,
+    "even-pairs": EvenPairs,
+    "cycle-navigation": CycleNavigation,
+    "reverse-string": ReverseString,
+    "stack-manipulation": StackManipulation,
+    "bucket-sort": BucketSort,
     "mqar": MQAR,
 }
 """Task name -> class."""
 
 _LENGTHS = {Adding1997, Multiplication1997, LongLag, AddingModern, Copy, Parity, Modular,
-            ContinualReber, ModularBrackets, MQAR}
+            ContinualReber, ModularBrackets, EvenPairs, CycleNavigation, ReverseString,
+            StackManipulation, BucketSort, MQAR}
 
 
 def takes_length(name: str) -> bool:
@@ -61,8 +74,9 @@ def make(name: str, length: int | None = None, distractors: int | None = None,
     Args:
         name: a key of :data:`TASKS`.
         length: T for the adding, multiplication and copy problems, q for long-lag-2c, the
-            longest training length for parity and modular, the chunk (truncation length) of
-            reber-continual; None: the task's default. Tasks of fixed length reject it.
+            longest training length for the length-generalisation tasks, the number of pairs
+            of mqar, the chunk (truncation length) of reber-continual; None: the task's
+            default. Tasks of fixed length reject it.
         distractors: p for long-lag-2c (None: p = q); other tasks reject it.
         seed: fixes the training and test sets of tasks that have fixed ones (reber).
     """

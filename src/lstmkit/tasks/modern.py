@@ -144,15 +144,20 @@ class _Generalisation(Classification):
 
     @torch.no_grad()
     def evaluate(self, model, n, generator, batch_size=256):
-        wrong, loss = 0, 0.0
+        wrong, total, loss = 0, 0, 0.0
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             lengths = uniform_ints(self.length + 1, TEST_MAX_LENGTH, size, generator)
             batch = self.draw(lengths, generator)
             out, _ = model(batch.x, lengths=batch.lengths)
             wrong += int(self.wrong(out, batch).sum())
+            total += self.scored(batch)
             loss += float(self.loss(out, batch)) * size
-        return Evaluation(wrong, n, loss / n)
+        return Evaluation(wrong, total, loss / n)
+
+    def scored(self, batch: Batch) -> int:
+        """What a test counts: sequences here, output tokens for the string-to-string tasks."""
+        return len(batch.x)
 
 
 @dataclass(frozen=True)
