@@ -1,8 +1,9 @@
 """Dynamic quantisation: recurrent layers with int8 weight matrices, for inference.
 
 :func:`quantize_dynamic` returns a copy of a model whose recurrent layers hold their weight
-matrices (``weight_ih``, ``weight_hh`` and the projection ``weight_hr``) as int8 with one float32
-scale per output row (per output channel), symmetric:
+matrices (``weight_ih``, ``weight_hh`` and the projection ``weight_hr``, where they are 2-D: sLSTM's
+block-diagonal recurrent weight stays float32) as int8 with one float32 scale per output row
+(per output channel), symmetric:
 
     s_n = max_k |W[n, k]| / 127,    q[n, k] = round(W[n, k] / s_n) in [-127, 127]
 
@@ -72,9 +73,9 @@ def dequantized(w: dict, dtype: torch.dtype = torch.float32) -> dict:
     out = {name: t for name, t in w.items()
            if not (name.endswith("_scale") and name[:-len("_scale")] in MATRICES)}
     for name in MATRICES:
-        if name in w:
+        if name + "_scale" in w:
             out[name] = dequantize_weight(w[name], w[name + "_scale"]).to(dtype)
-    return {name: t if name in MATRICES else t.to(dtype) for name, t in out.items()}
+    return {name: t.to(dtype) for name, t in out.items()}
 
 
 REFERENCE = Backend(name="reference", declaration=Declaration(families=ANY),
@@ -114,7 +115,7 @@ class QuantizedLayer(RecurrentLayer):
             for d, params in enumerate(row):
                 for name, p in params.items():
                     full = name + _suffix(k, d)
-                    if name in MATRICES:
+                    if name in MATRICES and p.dim() == 2:
                         q, scale = quantize_weight(p)
                         self.register_buffer(full, q)
                         self.register_buffer(full + "_scale", scale.to(p.device))
@@ -133,7 +134,7 @@ class QuantizedLayer(RecurrentLayer):
         out = {}
         for name in self.family.parameters(self.config.layer_cell(layer)):
             out[name] = getattr(self, name + suffix)
-            if name in MATRICES:
+            if hasattr(self, name + suffix + "_scale"):
                 out[name + "_scale"] = getattr(self, name + suffix + "_scale")
         return out
 
@@ -170,7 +171,8 @@ class QuantizedLayer(RecurrentLayer):
                                   "torch.ao.quantization.quantize_dynamic quantises torch's own")
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", int8 weights (per output row), backend={self.quant_backend!r}"
+        return (super().extra_repr()
+                + f", int8 weights (per output row), backend={self.quant_backend!r}")
 
 
 def quantize_dynamic(model: nn.Module, backend: str = "auto") -> nn.Module:

@@ -19,7 +19,7 @@ from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig
 from lstmkit.kernels.contract import Backend, StepMasks
 from lstmkit.kernels.cpu import DECLARATION as FLOAT_DECLARATION
-from lstmkit.kernels.cpu import _build, _options, _named, _zoneout
+from lstmkit.kernels.cpu import _build, _named, _options, _zoneout
 
 MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 """The tensors stored as int8 (each with ``<name>_scale``); every other one stays float32."""
