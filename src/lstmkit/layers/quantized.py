@@ -25,11 +25,13 @@ device); ``"auto"`` takes the first that computes the layer.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
 
 from lstmkit.cells.base import ANY
+from lstmkit.config import LayerConfig
 from lstmkit.kernels import reference
 from lstmkit.kernels.contract import Backend, Declaration
 from lstmkit.layers.base import RecurrentLayer, _suffix
@@ -90,6 +92,22 @@ def _backend(name: str) -> Backend:
     return quant.BACKEND
 
 
+@functools.lru_cache(maxsize=256)
+def resolve(name: str, config: LayerConfig, device: torch.device,
+            dtype: torch.dtype) -> Backend:
+    """The int8 backend called ``name``, or for "auto" the first of cpu and reference that
+    computes ``config`` here (cached: a layer asks on every call)."""
+    names = ("cpu", "reference") if name == "auto" else (name,)
+    reasons = []
+    for candidate in names:
+        backend = _backend(candidate)
+        reason = backend.supports(config, device, dtype, training=False)
+        if reason is None:
+            return backend
+        reasons.append(f"{candidate}: {reason}")
+    raise ValueError(f"backend {name!r} cannot run this int8 layer: " + "; ".join(reasons))
+
+
 class QuantizedLayer(RecurrentLayer):
     """A recurrent layer with int8 weight matrices (see the module docstring), for inference.
 
@@ -146,17 +164,7 @@ class QuantizedLayer(RecurrentLayer):
         """The int8 backend that runs this layer (``backend`` as given, or the first of cpu and
         reference that computes it)."""
         device = torch.device(device or self._like.device)
-        dtype = dtype or self._like.dtype
-        names = ("cpu", "reference") if self.quant_backend == "auto" else (self.quant_backend,)
-        reasons = []
-        for name in names:
-            backend = _backend(name)
-            reason = backend.supports(self.config, device, dtype, training=False)
-            if reason is None:
-                return backend
-            reasons.append(f"{name}: {reason}")
-        raise ValueError(f"backend {self.quant_backend!r} cannot run this int8 layer: "
-                         + "; ".join(reasons))
+        return resolve(self.quant_backend, self.config, device, dtype or self._like.dtype)
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """As :meth:`RecurrentLayer.forward`, with the int8 weights; evaluation mode only."""

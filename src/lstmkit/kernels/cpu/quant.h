@@ -30,76 +30,77 @@ struct QuantMatrix {
   QuantMatrix rows_from(int64_t n, int64_t K) const { return {q + n * K, scale + n}; }
 };
 
-// c (W) = a (K) @ b (K, W) for one row and one int8 panel, accumulated in registers.
-template <int W>
-LSTMKIT_INLINE void int8_panel_row(const float* a, const int8_t* b, int64_t K, float* acc) {
-  float sum[W] = {};
-  for (int64_t k = 0; k < K; ++k) {
-    const float ak = a[k];
-    const int8_t* bk = b + k * W;
-    for (int j = 0; j < W; ++j) sum[j] += ak * static_cast<float>(bk[j]);
+// out[n] = a (K) . q[n] (K) for rows n0..n1 of an int8 matrix (N, K) in its own row-major
+// layout, four rows at a time: the four sums share each load of a and stay in vector lanes
+// ("omp simd reduction"), and no packed copy is made per call.
+LSTMKIT_INLINE void int8_row_dots(const float* a, const int8_t* q, int64_t K, int64_t n0,
+                                  int64_t n1, float* out) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const int8_t *q0 = q + n * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t k = 0; k < K; ++k) {
+      s0 += a[k] * static_cast<float>(q0[k]);
+      s1 += a[k] * static_cast<float>(q1[k]);
+      s2 += a[k] * static_cast<float>(q2[k]);
+      s3 += a[k] * static_cast<float>(q3[k]);
+    }
+    out[n] = s0;
+    out[n + 1] = s1;
+    out[n + 2] = s2;
+    out[n + 3] = s3;
   }
-  std::copy(sum, sum + W, acc);
+  for (; n < n1; ++n) {
+    const int8_t* qn = q + n * K;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < K; ++k) sum += a[k] * static_cast<float>(qn[k]);
+    out[n] = sum;
+  }
 }
 
 // The right operand B = W^T (K, N) of repeated products, W given as a QuantMatrix (N, K).
 class QuantOperand {
  public:
-  static constexpr int64_t kPanel = 64, kStreamRows = 4;
+  static constexpr int64_t kStreamRows = 4;
 
   // rows: the most rows a product with it will have, which picks the path.
   QuantOperand(QuantMatrix w, int64_t K, int64_t N, int64_t rows, const at::TensorOptions& o)
-      : K_(K), N_(N), scale_(w.scale), stream_(rows <= kStreamRows) {
-    if (!w.q) return;
-    if (!stream_) {  // dequantise once, then the float path packs it
-      Tensor dense = at::empty({N, K}, o);
-      float* d = dense.data_ptr<float>();
-      at::parallel_for(0, N, row_grain(K), [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n)
-          for (int64_t k = 0; k < K; ++k) d[n * K + k] = w.scale[n] * static_cast<float>(w.q[n * K + k]);
-      });
-      dense_.emplace(d, K, N, true, o);
-      return;
-    }
-    // Column panels of B as (K, 64) int8 blocks, the last one padded with zero columns.
-    const int64_t panels = (N + kPanel - 1) / kPanel;
-    packed_ = at::zeros({panels * K * kPanel}, o.dtype(at::kChar));
-    int8_t* p = packed_.data_ptr<int8_t>();
-    for (int64_t n = 0; n < N; ++n) {
-      int8_t* panel = p + n / kPanel * K * kPanel + n % kPanel;
-      for (int64_t k = 0; k < K; ++k) panel[k * kPanel] = w.q[n * K + k];
-    }
+      : w_(w), K_(K), N_(N), stream_(rows <= kStreamRows) {
+    if (!w.q || stream_) return;
+    Tensor dense = at::empty({N, K}, o);  // dequantised once, then packed by the float path
+    float* d = dense.data_ptr<float>();
+    at::parallel_for(0, N, row_grain(K), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t k = 0; k < K; ++k) d[n * K + k] = w.scale[n] * static_cast<float>(w.q[n * K + k]);
+    });
+    dense_.emplace(d, K, N, true, o);
   }
 
   // c (M, N) = a (M, K) @ B + beta c, beta 0 or 1; lda and ldc are row strides.
   void times(int64_t M, const float* a, int64_t lda, float beta, float* c, int64_t ldc) const {
     if (!stream_ || M > kStreamRows) {
-      TORCH_CHECK(dense_, "lstmkit_cpu: a product of ", M, " rows on an operand packed for ",
+      TORCH_CHECK(dense_, "lstmkit_cpu: a product of ", M, " rows on an operand made for ",
                   kStreamRows, " or fewer");
       return dense_->times(M, a, lda, beta, c, ldc);
     }
-    const int64_t panels = (N_ + kPanel - 1) / kPanel;
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, K_ * kPanel * M));
-    at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
-      float acc[kPanel];
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t n0 = p * kPanel, width = std::min(kPanel, N_ - n0);
-        const int8_t* panel = packed_.data_ptr<int8_t>() + p * K_ * kPanel;
-        for (int64_t m = 0; m < M; ++m) {
-          int8_panel_row<kPanel>(a + m * lda, panel, K_, acc);
-          float* cm = c + m * ldc + n0;
-          for (int64_t j = 0; j < width; ++j)
-            cm[j] = (beta != 0.0f ? cm[j] : 0.0f) + scale_[n0 + j] * acc[j];
-        }
+    const int64_t grain = std::max<int64_t>(64, (int64_t(1) << 18) / std::max<int64_t>(1, K_));
+    at::parallel_for(0, N_, grain, [&](int64_t n0, int64_t n1) {
+      std::vector<float> dots(N_);
+      for (int64_t m = 0; m < M; ++m) {
+        int8_row_dots(a + m * lda, w_.q, K_, n0, n1, dots.data());
+        float* cm = c + m * ldc;
+        for (int64_t n = n0; n < n1; ++n)
+          cm[n] = (beta != 0.0f ? cm[n] : 0.0f) + w_.scale[n] * dots[n];
       }
     });
   }
 
  private:
+  QuantMatrix w_;
   int64_t K_, N_;
-  const float* scale_;
   bool stream_;
-  Tensor packed_;
   std::optional<RightOperand<float>> dense_;
 };
 
