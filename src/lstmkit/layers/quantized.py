@@ -15,7 +15,7 @@ product stay float32 (the activations are not quantised dynamically, unlike torc
 quantised LSTM, which rounds each product's input to uint8 with one scale per tensor), so the
 error is the weights' rounding alone. Biases, peepholes, layer-norm gains, and a model's
 embedding and head stay float32. The saving is memory (a quarter of the matrices' bytes) and,
-at small batch, the bytes each step reads.
+for a single step of a stream, the bytes it reads (docs/benchmarks.md has the speed).
 
 Backends: ``"cpu"`` runs ``kernels/cpu/quant.h`` (the LSTM with every variant, the GRU and the
 RNN, float32); ``"reference"`` dequantises and runs the reference scan (any family, dtype and

@@ -7,10 +7,12 @@
 // quantised (no int8 x int8 product: this targets AVX2 machines without VNNI as well, and keeps
 // the error to the weights' rounding alone).
 //
-// How: a product with few rows (a step at batch <= kStreamRows) streams the int8 matrix once,
-// widening each weight to float in registers and applying the row scales at the end, so it
-// reads a quarter of the float kernel's bytes; a product with more rows is compute-bound, and
-// runs brgemm on the matrix dequantised once per call (RightOperand, matmul.h).
+// How: a call whose products with a matrix total at most kStreamRows rows (a step or two of one
+// stream) dots the int8 rows in place, widening each weight to float in registers and applying
+// the row scales at the end: it reads a quarter of the float kernel's bytes and packs nothing.
+// A call with more rows dequantises the matrix once and runs the float kernel's products
+// (RightOperand, matmul.h): on AVX2 the widening costs three instructions per eight weights
+// where a float product takes one, so past a few rows one dequantisation is cheaper.
 //
 // Shapes (legend in common.h): q (N, K) int8 row-major, scale (N) for a weight W (N, K); the
 // scans' tensors as in lstm.h, gru.h, rnn.h. Inference only: nothing is saved for a backward
@@ -65,7 +67,7 @@ class QuantOperand {
  public:
   static constexpr int64_t kStreamRows = 4;
 
-  // rows: the most rows a product with it will have, which picks the path.
+  // rows: the rows all of the call's products with it add up to, which picks the path.
   QuantOperand(QuantMatrix w, int64_t K, int64_t N, int64_t rows, const at::TensorOptions& o)
       : w_(w), K_(K), N_(N), stream_(rows <= kStreamRows) {
     if (!w.q || stream_) return;
@@ -133,8 +135,8 @@ inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const
   float *pnew = ptr(hnew), *pXih = ptr(Xih), *pRih = ptr(Rih);
   std::copy(ptr(h0), ptr(h0) + B * P, pH);
   std::copy(ptr(c0), ptr(c0) + B * H, pC);
-  const QuantOperand w_ih(qw.w_ih, I, G, chunk * B, o), w_hh(qw.w_hh, P, G, B, o);
-  const QuantOperand w_hr(qw.w_hr, H, P, B, o);
+  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o), w_hh(qw.w_hh, P, G, T * B, o);
+  const QuantOperand w_hr(qw.w_hr, H, P, T * B, o);
 
   for (int64_t t = 0; t < T; ++t) {
     const int64_t s = t % 2, s1 = (t + 1) % 2;
@@ -190,10 +192,11 @@ inline std::vector<Tensor> quant_gru_forward(int64_t T, int64_t B, int64_t I, in
   float *pA = A.data_ptr<float>(), *pH = Hs.data_ptr<float>(), *pgh = gh.data_ptr<float>();
   float *pnew = hnew.data_ptr<float>(), *pg = gates.data_ptr<float>(), *prn = rn.data_ptr<float>();
   std::copy(h0.data_ptr<float>(), h0.data_ptr<float>() + B * H, pH);
-  const QuantOperand w_ih(qw.w_ih, I, G, chunk * B, o);
+  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o);
   // reset-after: all three recurrent terms in one product; reset-before: r and z, then n.
-  const QuantOperand w_hh(qw.w_hh, H, reset_after ? G : 2 * H, B, o);
-  const QuantOperand w_hn(reset_after ? QuantMatrix{} : qw.w_hh.rows_from(2 * H, H), H, H, B, o);
+  const QuantOperand w_hh(qw.w_hh, H, reset_after ? G : 2 * H, T * B, o);
+  const QuantOperand w_hn(reset_after ? QuantMatrix{} : qw.w_hh.rows_from(2 * H, H), H, H, T * B,
+                          o);
   const float* b_hn = w.b_hh + 2 * H;
   for (int64_t t = 0; t < T; ++t) {
     float* a = pA + t % chunk * B * G;
@@ -236,7 +239,7 @@ inline std::vector<Tensor> quant_rnn_forward(int64_t T, int64_t B, int64_t I, in
   Tensor y = at::empty({T, B, H}, o), A = at::empty({chunk, B, H}, o), Hs = at::empty({2, B, H}, o);
   float *pA = A.data_ptr<float>(), *pH = Hs.data_ptr<float>();
   std::copy(h0.data_ptr<float>(), h0.data_ptr<float>() + B * H, pH);
-  const QuantOperand w_ih(qw.w_ih, I, H, chunk * B, o), w_hh(qw.w_hh, H, H, B, o);
+  const QuantOperand w_ih(qw.w_ih, I, H, T * B, o), w_hh(qw.w_hh, H, H, T * B, o);
   for (int64_t t = 0; t < T; ++t) {
     float* a = pA + t % chunk * B * H;  // becomes the new h in place
     if (t % chunk == 0) {

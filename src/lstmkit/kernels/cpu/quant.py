@@ -2,9 +2,10 @@
 scale per output row, float32 activations and state.
 
 Each layer and direction is one call into ``quant_ops.h``'s op; it computes, up to float32
-rounding, the float scan of the dequantised weights (``scale[:, None] * q``). A step at batch
-<= 4 streams the int8 matrices (a quarter of the float kernel's bytes); larger products run the
-float kernel's brgemm on the matrices dequantised once per call. Inference only: no gradient,
+rounding, the float scan of the dequantised weights (``scale[:, None] * q``). A call of at
+most 4 rows in all (T * B: a step or two of a stream) dots the int8 rows in place (a quarter of
+the float kernel's bytes, nothing packed); a larger one dequantises each matrix once and runs
+the float kernel's products. Inference only: no gradient,
 no recurrent-dropout mask; zoneout enters as its expectation (evaluation) and lengths as in
 the float scans.
 """
