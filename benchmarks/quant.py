@@ -273,6 +273,27 @@ def apps(root: Path) -> str:
     return "\n".join(lines)
 
 
+NOTES = """### Reading the numbers
+
+- What each int8 peer computes differs. lstmkit quantises the weights only (int8 per output row,
+  float32 activations: the float model of the dequantised weights) and keeps the head float;
+  torch.ao and ONNX Runtime also round each product's input to uint8 at run time and multiply
+  in integers (fbgemm's and MLAS's u8 x s8 kernels), head included; ONNX Runtime's weights
+  have 7 bits (see lstmkit/export/quantize.py for why).
+- lstmkit's int8 kernel dots the int8 rows in place for a call of at most 4 rows (T * B), so
+  a stream's step reads a quarter of the float weights' bytes and packs nothing, where the
+  float kernel packs its weights on every call; longer calls dequantise each matrix once and run
+  the float products, so they cost about what float does. On AVX2 without VNNI, widening int8
+  to float costs three instructions per eight weights, which is why weight-only int8 does not
+  beat float products where they are compute-bound; integer products (ONNX Runtime's) do.
+- Every lstmkit row goes through the layer's Python path (checks, dispatch), which at batch 1
+  costs more than the products; the NumPy runtime computes int8 files in float32 (NumPy has no
+  int8 product), so it is not a row here.
+- Under heavy load a row out of order with its neighbours (a smaller size slower than a larger
+  one) is a burst that hit that peer's loops; compare ratios across columns, not single cells.
+"""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["speed", "apps"])
@@ -287,7 +308,8 @@ def main(argv=None) -> int:
     text = (f"## Int8 inference (benchmarks/quant.py)\n\nMachine: {_report.machine()}. One "
             f"thread everywhere; best of 7 timed loops, the peers taking turns. Other engineers' "
             f"processes shared the 2 cores (load average {load:.1f} at the start), so absolute "
-            f"numbers are noisy; the ratios come from one run.\n\n{table}\n\n{proj}.\n")
+            f"numbers are noisy; the ratios come from one run.\n\n{table}\n\n{proj}.\n\n"
+            f"{NOTES}")
     print(text)
     _report.write_section("quant", text)
     return 0
