@@ -21,6 +21,7 @@ _EXPORTS = {
     "ModelConfig": "lstmkit.models",
     "SequenceModel": "lstmkit.models",
     "load": "lstmkit.checkpoint",
+    "quantize_dynamic": "lstmkit.layers.quantized",
     "sLSTM": "lstmkit.layers.xlstm",
     "mLSTM": "lstmkit.layers.xlstm",
     "xLSTM": "lstmkit.layers.xlstm_blocks",

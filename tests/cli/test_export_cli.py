@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+import lstmkit
 import lstmkit.runtime
 from lstmkit.checkpoint import save
 from lstmkit.cli import main
@@ -34,6 +35,25 @@ def test_export_round_trips_through_onnxruntime_and_the_numpy_runtime(factory, t
     assert runtime.meta == {"note": "kept"}
     np.testing.assert_allclose(runtime.forward(x.numpy(), lengths=lengths.numpy())[0], want,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_export_int8(tmp_path, capsys):
+    model = forecaster()
+    save(tmp_path / "m.safetensors", model)
+    code = main(["export", str(tmp_path / "m.safetensors"), "--int8", "--onnx",
+                 str(tmp_path / "q.onnx"), "--runtime", str(tmp_path / "q.npz")])
+    assert code == 0 and "wrote" in capsys.readouterr().out
+    import onnx
+
+    used = {node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert "DynamicQuantizeLSTM" in used and "LSTM" not in used
+    with np.load(tmp_path / "q.npz") as archive:
+        assert archive["rnn.weight_ih_l0"].dtype == np.int8
+    x = torch.randn(2, 7, model.config.layer.cell.input_size)
+    with torch.no_grad():
+        want = lstmkit.quantize_dynamic(model, backend="reference")(x)[0].numpy()
+    got = lstmkit.runtime.load(tmp_path / "q.npz").forward(x.numpy())[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):

@@ -68,3 +68,21 @@ def test_a_layer_outside_a_sequence_model_is_refused_saying_why(tmp_path):
     with pytest.raises(TypeError, match="expected an lstmkit SequenceModel, got sLSTM"):
         export_onnx(sLSTM(3, 8, num_heads=2), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bidirectional_stacks_are_refused_by_onnx_and_the_runtime(tmp_path):
+    import dataclasses
+
+    from tiny_models import xlstm_stack
+
+    from lstmkit.export.onnx import export_onnx
+    from lstmkit.export.runtime import export_runtime
+    from lstmkit.models import ModelConfig, SequenceModel
+
+    stack = dataclasses.replace(xlstm_stack().config.layer, bidirectional=True)
+    model = SequenceModel(ModelConfig(stack, 2)).eval()
+    with pytest.raises(ValueError, match="bidirectional xLSTM stack cannot be exported"):
+        export_onnx(model, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="runs unidirectional xLSTM stacks"):
+        export_runtime(model, tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())

@@ -37,7 +37,7 @@ OPSET = 17
 
 
 def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
-                initial_state: bool = True):
+                initial_state: bool = True, native_operators: bool = True):
     """Write ``model`` to ``path`` as an ONNX model; returns the ModelProto.
 
     Args:
@@ -45,18 +45,24 @@ def export_onnx(model: SequenceModel, path: str | Path, *, lengths: bool = True,
         path: the .onnx file, written atomically.
         lengths: give the graph a ``lengths`` input (else every sequence is full length).
         initial_state: give the graph ``h0``/``c0`` inputs (else they are zeros).
+        native_operators: use ONNX's LSTM/GRU/RNN operators where they compute a layer (else
+            a Scan for every layer, whose matrix products graph tools can rewrite: see
+            lstmkit.export.quantize).
     """
     onnx = require("onnx", "onnx", "ONNX export")
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
     if isinstance(model.config.layer, xLSTMConfig):  # a block stack, not a layer of a family
         from lstmkit.export.onnx_xlstm import xLSTMExporter as exporter
+        if model.config.layer.bidirectional:
+            raise ValueError("model: a bidirectional xLSTM stack cannot be exported to ONNX yet "
+                             "(the exporter writes the forward stack only)")
     else:
         family, exporter = family_of(model.config.layer.cell), _Exporter
         if family.onnx is None:
             raise ValueError(f"model: the {family.key!r} family has no ONNX mapping, so it cannot "
                              "be exported to ONNX")
-    proto = exporter(model, onnx, lengths, initial_state).build()
+    proto = exporter(model, onnx, lengths, initial_state, native_operators).build()
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(proto, tmp))
     return proto
@@ -118,8 +124,9 @@ class _Graph:
 
 
 class _Exporter:
-    def __init__(self, model: SequenceModel, onnx, lengths: bool, initial_state: bool):
-        self.model, self.onnx = model, onnx
+    def __init__(self, model: SequenceModel, onnx, lengths: bool, initial_state: bool,
+                 native_operators: bool = True):
+        self.model, self.onnx, self.native_operators = model, onnx, native_operators
         self.config, self.layer = model.config, model.config.layer
         self.cell = getattr(self.layer, "cell", None)  # an xLSTM block stack has none
         self.family = None if self.cell is None else family_of(self.cell)
@@ -203,7 +210,7 @@ class _Exporter:
 
     def _layer(self, k: int, x: str, state_names, shapes):
         cell, directions = self.layer.layer_cell(k), self.layer.num_directions
-        if uses_native_operator(cell, self.layer.zoneout):
+        if self.native_operators and uses_native_operator(cell, self.layer.zoneout):
             initial = self._initial(state_names, shapes, k * directions, (k + 1) * directions)
             return self._native(cell, k, x, initial)
         outputs, finals = [], [[] for _ in state_names]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit.io import atomic_write
+from lstmkit.layers.xlstm_blocks import xLSTMConfig
 from lstmkit.models import SequenceModel
 from lstmkit.runtime.model import CONFIG_KEY, FORMAT
 
@@ -19,6 +20,9 @@ def export_runtime(model: SequenceModel, path: str | Path) -> None:
     """Write ``model`` (and its checkpoint metadata, if any) for :func:`lstmkit.runtime.load`."""
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected an lstmkit SequenceModel, got {type(model).__name__}")
+    if isinstance(model.config.layer, xLSTMConfig) and model.config.layer.bidirectional:
+        raise ValueError("model: the NumPy runtime runs unidirectional xLSTM stacks, got "
+                         "bidirectional=True")
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     header = {"format": FORMAT, "model": model.config.to_dict(),
               "meta": getattr(model, "meta", {})}

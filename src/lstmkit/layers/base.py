@@ -68,6 +68,12 @@ class RecurrentLayer(nn.Module):
             "torch.compile, which both take dynamic batch and time, or, for a configuration "
             "torch.nn computes, script layer.to_torch()")
 
+    @property
+    def _like(self) -> torch.Tensor:
+        """A tensor of the dtype and device that inputs and states must have (a subclass whose
+        weights are not of the activations' dtype, lstmkit.layers.quantized's, names another)."""
+        return self.weight_ih_l0
+
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
         suffix = _suffix(layer, direction)
         return {name: getattr(self, name + suffix)
@@ -94,11 +100,11 @@ class RecurrentLayer(nn.Module):
         check_batch_size(batch_size)
         leading = (self.num_layers * self.config.num_directions,)
         leading += () if batch_size is None else (batch_size,)
-        return zero_state(self.family, self.config.cell, leading, self.weight_ih_l0)
+        return zero_state(self.family, self.config.cell, leading, self._like)
 
     def backend(self, device=None, dtype=None):
         """The backend that runs this layer on ``device`` / ``dtype`` in the current mode."""
-        like = self.weight_ih_l0
+        like = self._like
         device = torch.device(device or like.device)
         return kernels.get(kernels.resolve_name(self.config.backend, self.config, device,
                                                 dtype or like.dtype, self.training))
@@ -125,7 +131,7 @@ class RecurrentLayer(nn.Module):
                 raise ValueError("lengths: expected None with a PackedSequence (it has its own), "
                                  "got a tensor")
             return self._forward_packed(input, hx)
-        like = self.weight_ih_l0
+        like = self._like
         check_tensor("input", input, like)
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             raise ValueError(f"input: expected shape (T, B, {self.input_size}), "
@@ -154,10 +160,10 @@ class RecurrentLayer(nn.Module):
     def _initial_state(self, hx, batch: int, batched: bool):
         leading = (self.num_layers * self.config.num_directions, batch)
         if hx is None:
-            return zero_state(self.family, self.config.cell, leading, self.weight_ih_l0)
+            return zero_state(self.family, self.config.cell, leading, self._like)
         if batched:
-            return check_state(self.family, self.config.cell, hx, leading, self.weight_ih_l0, "hx")
-        state = check_state(self.family, self.config.cell, hx, leading[:1], self.weight_ih_l0, "hx")
+            return check_state(self.family, self.config.cell, hx, leading, self._like, "hx")
+        state = check_state(self.family, self.config.cell, hx, leading[:1], self._like, "hx")
         return self.family.make_state(*(s.unsqueeze(1) for s in state_tensors(state)))
 
     def _forward_packed(self, packed: PackedSequence, hx):
@@ -180,7 +186,7 @@ class RecurrentLayer(nn.Module):
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
-        check_tensor("x_t", x_t, self.weight_ih_l0)
+        check_tensor("x_t", x_t, self._like)
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")

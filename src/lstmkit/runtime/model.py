@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit.runtime.cells import cell_input, family, output_width, state_shapes
+from lstmkit.runtime.quant import dequantize_arrays
 
 FORMAT = "lstmkit.runtime/2"
 FORMATS = ("lstmkit.runtime/1", FORMAT)
@@ -58,7 +59,8 @@ class Model:
 
     Args:
         config: ``ModelConfig.to_dict()``.
-        arrays: the model's ``state_dict`` as arrays, same names.
+        arrays: the model's ``state_dict`` as arrays, same names; int8 matrices with their
+            ``_scale`` (lstmkit.runtime.quant) are dequantised here.
         meta: what the checkpoint carried besides the config.
 
     Shape: x (B, T, I) floats or (B, T) token ids -> (B, T, O), or (B, O) when pooled; the state
@@ -67,6 +69,7 @@ class Model:
 
     def __init__(self, config: dict, arrays: dict[str, np.ndarray], meta: dict | None = None):
         self.config, self.meta = config, meta or {}
+        arrays = dequantize_arrays(arrays)
         layer = config["layer"]
         self.cell, self.num_layers = layer["cell"], layer["num_layers"]
         self.family = family(self.cell)  # refuses a family without a NumPy step

@@ -226,6 +226,9 @@ class xLSTMModel(Model):
     def __init__(self, config: dict, arrays: dict[str, np.ndarray], meta: dict | None = None):
         self.config, self.meta = config, meta or {}
         self.layer = layer = config["layer"]
+        if layer.get("bidirectional"):  # the runtime steps the forward stack only
+            raise ValueError("model: the NumPy runtime runs unidirectional xLSTM stacks, got "
+                             "bidirectional=True")
         # The base class's input check reads ``cell``; a stack has no cell family, so the
         # single-stream stepper steps through :meth:`step`.
         self.cell = {"family": None, "input_size": layer["input_size"]}

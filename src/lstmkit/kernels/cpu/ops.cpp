@@ -176,3 +176,6 @@ TORCH_LIBRARY(lstmkit_cpu, m) {
   m.def("scan_forward", &lstmkit::scan_forward);
   m.def("scan_backward", &lstmkit::scan_backward);
 }
+
+// Int8 inference (dynamic quantisation's weights): quant_ops.h registers its op.
+#include "quant_ops.h"

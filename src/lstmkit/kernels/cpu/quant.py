@@ -1,0 +1,50 @@
+"""The cpu backend's int8 inference scans (``quant.h``): int8 weight matrices with one float32
+scale per output row, float32 activations and state.
+
+Each layer and direction is one call into ``quant_ops.h``'s op; it computes, up to float32
+rounding, the float scan of the dequantised weights (``scale[:, None] * q``). A call of at
+most 4 rows in all (T * B: a step or two of a stream) dots the int8 rows in place (a quarter of
+the float kernel's bytes, nothing packed); a larger one dequantises each matrix once and runs
+the float kernel's products. Inference only: no gradient,
+no recurrent-dropout mask; zoneout enters as its expectation (evaluation) and lengths as in
+the float scans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from lstmkit.cells.base import Family, state_tensors
+from lstmkit.config import CellConfig
+from lstmkit.kernels.contract import Backend, StepMasks
+from lstmkit.kernels.cpu import DECLARATION as FLOAT_DECLARATION
+from lstmkit.kernels.cpu import _build, _named, _options, _zoneout
+
+MATRICES = ("weight_ih", "weight_hh", "weight_hr")
+"""The tensors stored as int8 (each with ``<name>_scale``); every other one stays float32."""
+
+DECLARATION = dataclasses.replace(FLOAT_DECLARATION, dtypes=(torch.float32,))
+"""The float kernel's families and options, in float32 (the activations' dtype)."""
+
+
+def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengths,
+         masks: StepMasks):
+    """One layer in one direction with int8 matrices ``w[name]`` and their ``w[name + "_scale"]``.
+
+    Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
+    """
+    if masks.hidden is not None:
+        raise ValueError("int8 scan: expected no recurrent-dropout mask (inference only), got one")
+    (int_names, ints), (real_names, reals) = _options(cfg)
+    state = [t.contiguous() for t in state_tensors(state)]
+    weights = {name: t.contiguous() for name, t in w.items() if t is not None}
+    zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
+    y, *final = _build.ops().quant_scan_forward(family.key, x.contiguous(), state, weights,
+                                                lengths, zoneout, _named(int_names, ints),
+                                                _named(real_names, reals))
+    return y, family.make_state(*final)
+
+
+BACKEND = Backend(name="cpu", declaration=DECLARATION, scan=scan, auto_devices=("cpu",))

@@ -1,0 +1,78 @@
+// The int8 scans (quant.h) as torch ops, torch.ops.lstmkit_cpu.quant_scan_forward. Included at
+// the end of ops.cpp, whose helpers (ordered, lstm_options, make_masks, option) it uses, so the
+// weights and options cross from Python by name exactly as for the float scans: the float
+// tensors under their own names, each int8 matrix under its name (weight_ih, weight_hh,
+// weight_hr) with its row scales as "<name>_scale".
+#pragma once
+
+#include "quant.h"
+
+namespace lstmkit {
+namespace {
+
+const std::vector<std::string> kQuantMatrices = {"weight_ih", "weight_hh", "weight_hr"};
+
+// One layer, one direction, evaluation only. Returns (y, final state tensors...).
+std::vector<Tensor> quant_scan_forward(const std::string& family, const Tensor& x,
+                                       at::TensorList state, const Named& weights,
+                                       const OptTensor& lengths, at::TensorList zoneout,
+                                       const Ints& options, const Reals& reals) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.is_contiguous() &&
+                  x.scalar_type() == at::kFloat,
+              "lstmkit_cpu: expected a contiguous (T, B, I) float32 CPU input");
+  Named floats;
+  QuantMatrix q[3];
+  for (const auto& entry : weights) {
+    const std::string& name = entry.key();
+    const Tensor& t = entry.value();
+    const auto at = std::find(kQuantMatrices.begin(), kQuantMatrices.end(), name);
+    const bool scale = name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0;
+    if (at == kQuantMatrices.end() && !scale) {
+      floats.insert(name, t);
+      continue;
+    }
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == (scale ? at::kFloat : at::kChar),
+                "lstmkit_cpu: expected '", name, "' contiguous in ", scale ? "float32" : "int8");
+    if (scale) continue;
+    const std::string scale_name = name + "_scale";
+    TORCH_CHECK(weights.contains(scale_name), "lstmkit_cpu: expected '", scale_name, "'");
+    const Tensor& s = weights.at(scale_name);
+    TORCH_CHECK(s.dim() == 1 && s.size(0) == t.size(0), "lstmkit_cpu: expected one scale per row of '",
+                name, "'");
+    q[at - kQuantMatrices.begin()] = {t.data_ptr<int8_t>(), s.data_ptr<float>()};
+  }
+  TORCH_CHECK(q[0].q && q[1].q, "lstmkit_cpu: expected int8 weight_ih and weight_hh");
+  // ordered() wants both matrices; the float scans' structs get none (they are not read).
+  const Tensor none = at::empty({0}, x.options());
+  floats.insert("weight_ih", none);
+  floats.insert("weight_hh", none);
+  check(x, state, floats);
+  auto w = ordered(floats, names_of(family));
+  const int64_t G = weights.at("weight_hh").size(0);
+  for (int k : {2, 3}) {  // ordered() sized absent biases from the empty weight_hh
+    if (!floats.contains(k == 2 ? "bias_ih" : "bias_hh")) w[k] = at::zeros({G}, x.options());
+  }
+  w[0] = w[1] = OptTensor();
+  const QuantWeights qw{q[0], q[1], q[2]};
+  const auto masks = make_masks<float>(lengths, OptTensor(), zoneout);
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
+  if (family == "lstm") {
+    const LSTMScan<float> cell{T, B, I, state[1].size(1), P, lstm_weights<float>(w),
+                               lstm_options(options, reals), masks, false};
+    return quant_lstm_forward(cell, qw, x, state[0], state[1]);
+  }
+  const auto plain = plain_weights<float>(w);
+  if (family == "gru") {
+    return quant_gru_forward(T, B, I, P, plain, qw, option(options, "reset_after") != 0, masks, x,
+                             state[0]);
+  }
+  return quant_rnn_forward(T, B, I, P, plain, qw, option(options, "nonlinearity") == kRelu, masks,
+                           x, state[0]);
+}
+
+}  // namespace
+}  // namespace lstmkit
+
+TORCH_LIBRARY_FRAGMENT(lstmkit_cpu, m) {
+  m.def("quant_scan_forward", &lstmkit::quant_scan_forward);
+}

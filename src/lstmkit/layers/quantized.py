@@ -1,0 +1,222 @@
+"""Dynamic quantisation: recurrent layers with int8 weight matrices, for inference.
+
+:func:`quantize_dynamic` returns a copy of a model whose recurrent layers hold their weight
+matrices (``weight_ih``, ``weight_hh`` and the projection ``weight_hr``, where they are 2-D: sLSTM's
+block-diagonal recurrent weight stays float32) as int8 with one float32 scale per output row
+(per output channel), symmetric:
+
+    s_n = max_k |W[n, k]| / 127,    q[n, k] = round(W[n, k] / s_n) in [-127, 127]
+
+where W (N, K) is a weight, n an output row (a gate unit), so that |W - s q| <= s / 2 everywhere.
+
+What a quantised layer computes: the float32 layer with the dequantised weights ``s[:, None] *
+q``, nothing else. Only the weights are quantised: inputs, states and the other operand of every
+product stay float32 (the activations are not quantised dynamically, unlike torch.ao's
+quantised LSTM, which rounds each product's input to uint8 with one scale per tensor), so the
+error is the weights' rounding alone. Biases, peepholes, layer-norm gains, and a model's
+embedding and head stay float32. The saving is memory (a quarter of the matrices' bytes) and,
+for a single step of a stream, the bytes it reads (docs/benchmarks.md has the speed).
+
+Backends: ``"cpu"`` runs ``kernels/cpu/quant.h`` (the LSTM with every variant, the GRU and the
+RNN, float32); ``"reference"`` dequantises and runs the reference scan (any family, dtype and
+device); ``"auto"`` takes the first that computes the layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+
+from lstmkit.cells.base import ANY
+from lstmkit.config import LayerConfig
+from lstmkit.kernels import reference
+from lstmkit.kernels.contract import Backend, Declaration
+from lstmkit.layers.base import RecurrentLayer, _suffix
+
+MATRICES = ("weight_ih", "weight_hh", "weight_hr")
+"""The tensors stored as int8; each has a ``<name>_scale`` (N,) beside it."""
+BACKENDS = ("auto", "cpu", "reference")
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output row.
+
+    Shape: weight (N, K) -> (q (N, K) int8, scale (N,) float32); an all-zero row gets scale 1.
+
+    Examples:
+        >>> q, s = quantize_weight(torch.tensor([[0.5, -1.0], [2.0, 0.0]]))
+        >>> q.tolist(), s.mul(127).tolist()
+        ([[64, -127], [127, 0]], [1.0, 2.0])
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight: expected a matrix (N, K), got shape {tuple(weight.shape)}")
+    w = weight.detach().float()
+    amax = w.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale[:, None] * q`` in float32: the weight a quantised layer computes with."""
+    return scale[:, None] * q.float()
+
+
+def _dequantized_scan(family, cfg, w, x, state, lengths, masks):
+    """The specification: the reference scan of the dequantised weights."""
+    return reference.scan(family, cfg, dequantized(w, x.dtype), x, state, lengths, masks)
+
+
+def dequantized(w: dict, dtype: torch.dtype = torch.float32) -> dict:
+    """A cell's tensors with each int8 matrix replaced by its dequantised weight, in ``dtype``."""
+    out = {name: t for name, t in w.items()
+           if not (name.endswith("_scale") and name[:-len("_scale")] in MATRICES)}
+    for name in MATRICES:
+        if name + "_scale" in w:
+            out[name] = dequantize_weight(w[name], w[name + "_scale"]).to(dtype)
+    return {name: t.to(dtype) for name, t in out.items()}
+
+
+REFERENCE = Backend(name="reference", declaration=Declaration(families=ANY),
+                    scan=_dequantized_scan)
+
+
+def _backend(name: str) -> Backend:
+    if name == "reference":
+        return REFERENCE
+    from lstmkit.kernels.cpu import quant
+
+    return quant.BACKEND
+
+
+@functools.lru_cache(maxsize=256)
+def resolve(name: str, config: LayerConfig, device: torch.device,
+            dtype: torch.dtype) -> Backend:
+    """The int8 backend called ``name``, or for "auto" the first of cpu and reference that
+    computes ``config`` here (cached: a layer asks on every call)."""
+    names = ("cpu", "reference") if name == "auto" else (name,)
+    reasons = []
+    for candidate in names:
+        backend = _backend(candidate)
+        reason = backend.supports(config, device, dtype, training=False)
+        if reason is None:
+            return backend
+        reasons.append(f"{candidate}: {reason}")
+    raise ValueError(f"backend {name!r} cannot run this int8 layer: " + "; ".join(reasons))
+
+
+class QuantizedLayer(RecurrentLayer):
+    """A recurrent layer with int8 weight matrices (see the module docstring), for inference.
+
+    It takes and returns what the float layer does (shapes, states, ``lengths``, ``step``) in
+    float32, and holds buffers, not parameters: ``weight_ih_l0`` is int8, ``weight_ih_l0_scale``
+    its row scales; the other tensors keep their names and float32. Calling it in training mode
+    raises: there is no gradient to train with.
+
+    Args:
+        layer: the float layer to quantise (its weights are read, not kept).
+        backend: "auto", "cpu" or "reference" (see the module docstring).
+    """
+
+    def __init__(self, layer: RecurrentLayer, backend: str = "auto"):
+        if not isinstance(layer, RecurrentLayer) or isinstance(layer, QuantizedLayer):
+            raise TypeError(f"layer: expected a float lstmkit RecurrentLayer, got "
+                            f"{type(layer).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        nn.Module.__init__(self)
+        self.config, self.family, self.quant_backend = layer.config, layer.family, backend
+        for k, row in enumerate(layer.cell_weights()):
+            for d, params in enumerate(row):
+                for name, p in params.items():
+                    full = name + _suffix(k, d)
+                    if name in MATRICES and p.dim() == 2:
+                        q, scale = quantize_weight(p)
+                        self.register_buffer(full, q)
+                        self.register_buffer(full + "_scale", scale.to(p.device))
+                    else:
+                        self.register_buffer(full, p.detach().float().clone())
+        self.eval()
+        if backend != "auto":
+            self.backend()
+
+    @property
+    def _like(self) -> torch.Tensor:
+        return self.weight_ih_l0_scale
+
+    def _cell_parameters(self, layer: int, direction: int) -> dict[str, torch.Tensor]:
+        suffix = _suffix(layer, direction)
+        out = {}
+        for name in self.family.parameters(self.config.layer_cell(layer)):
+            out[name] = getattr(self, name + suffix)
+            if hasattr(self, name + suffix + "_scale"):
+                out[name + "_scale"] = getattr(self, name + suffix + "_scale")
+        return out
+
+    def reset_parameters(self) -> None:
+        raise NotImplementedError("reset_parameters: a quantised layer has fixed int8 weights; "
+                                  "quantise a freshly initialised float layer instead")
+
+    def backend(self, device=None, dtype=None) -> Backend:
+        """The int8 backend that runs this layer (``backend`` as given, or the first of cpu and
+        reference that computes it)."""
+        device = torch.device(device or self._like.device)
+        return resolve(self.quant_backend, self.config, device, dtype or self._like.dtype)
+
+    def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
+        """As :meth:`RecurrentLayer.forward`, with the int8 weights; evaluation mode only."""
+        if self.training:
+            raise RuntimeError("int8 layer: expected evaluation mode (quantised layers are for "
+                               "inference; call .eval()), got training mode")
+        with torch.no_grad():
+            return super().forward(input, hx, lengths)
+
+    def to_torch(self):
+        raise NotImplementedError("to_torch: torch.nn has no int8 layer of lstmkit's form; "
+                                  "torch.ao.quantization.quantize_dynamic quantises torch's own")
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr()
+                + f", int8 weights (per output row), backend={self.quant_backend!r}")
+
+
+def quantize_dynamic(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """A copy of ``model`` in evaluation mode with every lstmkit recurrent layer quantised.
+
+    Args:
+        model: an lstmkit layer, or a module holding them (a SequenceModel); it is not changed.
+        backend: the int8 layers' backend: "auto", "cpu" or "reference".
+
+    Returns:
+        The copy: each :class:`~lstmkit.layers.base.RecurrentLayer` in it replaced by a
+        :class:`QuantizedLayer` (other modules, the embedding and the head among them, stay
+        float).
+
+    Examples:
+        >>> import lstmkit
+        >>> layer = lstmkit.LSTM(4, 8, peephole=True)
+        >>> int8 = lstmkit.quantize_dynamic(layer, backend="reference")
+        >>> int8.weight_hh_l0.dtype, int8.weight_hh_l0_scale.shape
+        (torch.int8, torch.Size([32]))
+        >>> y, (h, c) = int8(torch.randn(5, 2, 4))
+        >>> tuple(y.shape)
+        (5, 2, 8)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, RecurrentLayer) and not isinstance(model, QuantizedLayer):
+        return QuantizedLayer(model, backend)
+    model = copy.deepcopy(model).eval()
+    found = [name for name, m in model.named_modules()
+             if isinstance(m, RecurrentLayer) and not isinstance(m, QuantizedLayer)]
+    if not found:
+        raise ValueError(f"model: expected an lstmkit recurrent layer inside, found none in "
+                         f"{type(model).__name__}")
+    for name in found:
+        parent, _, attr = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, attr, QuantizedLayer(getattr(owner, attr), backend))
+    return model
