@@ -49,9 +49,48 @@ def _least(meta: dict) -> int:
     return f.n_fft + (f.subsample - 1) * f.hop
 
 
-class _Stream:
-    def __init__(self, features: audio.FeatureStream):
-        self.features, self.frames, self.labels, self.shown = features, [], [], 0
+class AudioStream:
+    """One stream's audio side: its :class:`~lstmkit.tasks.audio.FeatureStream`, the samples
+    fed so far and the frame log-probabilities the model gave for them (the recurrent state lives
+    in the engine). Shared by :class:`Transcriber` and the served speech adapter
+    (:mod:`lstmkit.streaming.speech`)."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.features = audio.FeatureStream(audio.FeatureConfig(**meta["features"]),
+                                            np.array(meta["mean"]), np.array(meta["var"]))
+        self.samples, self.steps, self.frames, self.labels, self.shown = 0, 0, [], [], 0
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """Float samples (N,) -> the model steps they complete, (S, F) float32 (S may be 0)."""
+        steps = self.features.push(samples)
+        self.samples += len(samples)
+        return steps
+
+    def take(self, logits: torch.Tensor) -> str:
+        """Record the model's (S, V) outputs for the last fed steps; returns the words that
+        became certain with them (each followed by a space), or ""."""
+        frames = logits.log_softmax(-1).numpy()
+        self.frames.append(frames)
+        self.labels.extend(frames.argmax(-1).tolist())
+        self.steps += len(frames)
+        finished = self.certain()
+        new, self.shown = finished[self.shown:], max(self.shown, len(finished))
+        return new
+
+    def certain(self) -> str:
+        """The words of the best path so far that are finished (followed by a space): appending
+        labels never changes them."""
+        text = ctc.collapse(self.labels, self.meta["alphabet"])
+        words = text[:text.rfind(" ")].split() if " " in text else []
+        return "".join(w + " " for w in words)
+
+    def final(self, decoder: str | None = None) -> str:
+        """The checkpoint's decoder over every frame: the offline decode of the same audio."""
+        if not self.frames:
+            raise ValueError(f"audio: expected at least {_least(self.meta)} samples, got "
+                             f"{self.samples}")
+        return decode(np.concatenate(self.frames), self.meta, decoder)
 
 
 class Transcriber:
@@ -71,39 +110,27 @@ class Transcriber:
         self.meta = _check(model)
         self.engine = StreamEngine(model) if engine is None else engine
         self.decoder = decoder
-        self._config = audio.FeatureConfig(**self.meta["features"])
-        self._mean, self._var = np.array(self.meta["mean"]), np.array(self.meta["var"])
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, AudioStream] = {}
 
     def open(self) -> str:
         sid = self.engine.open()
-        self._streams[sid] = _Stream(audio.FeatureStream(self._config, self._mean, self._var))
+        self._streams[sid] = AudioStream(self.meta)
         return sid
 
     def push(self, sid: str, samples: np.ndarray) -> str:
         """Feed float samples; returns the words that became certain with them (each followed
         by a space), or "" when none did."""
         stream = self._streams[sid]
-        steps = stream.features.push(samples)
-        if len(steps):
-            logits = self.engine.push(sid, torch.from_numpy(steps))  # (S, V)
-            frames = logits.log_softmax(-1).numpy()
-            stream.frames.append(frames)
-            stream.labels.extend(frames.argmax(-1).tolist())
-        text = ctc.collapse(stream.labels, self.meta["alphabet"])
-        # Words followed by a space are finished; appending labels never changes them.
-        words = text[:text.rfind(" ")].split() if " " in text else []
-        finished = "".join(w + " " for w in words)
-        new, stream.shown = finished[stream.shown:], max(stream.shown, len(finished))
-        return new
+        steps = stream.feed(samples)
+        if not len(steps):
+            return ""
+        return stream.take(self.engine.push(sid, torch.from_numpy(steps)))  # (S, V)
 
     def close(self, sid: str) -> str:
         """The final transcript of the stream; the stream is closed."""
         stream = self._streams.pop(sid)
         self.engine.close(sid)
-        if not stream.frames:
-            raise ValueError(f"audio: expected at least {_least(self.meta)} samples, got fewer")
-        return decode(np.concatenate(stream.frames), self.meta, self.decoder)
+        return stream.final(self.decoder)
 
 
 def chunks(samples: np.ndarray, chunk_ms: int):
