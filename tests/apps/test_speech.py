@@ -131,6 +131,8 @@ def test_cli_stream_and_offline(run, cache, tmp_path, capsys):
     model = lstmkit.load(out / "offline" / "model.safetensors")
     from lstmkit.apps.transcriber import transcribe_offline
     assert offline_text == transcribe_offline(model, speech.corpora.read_wav(wav))
+    assert main(["transcribe", "--stream", str(out / "offline"), str(wav)]) == 2
+    assert "got the offline (bidirectional) one: use the run's stream/" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(run, tmp_path, capsys):

@@ -147,7 +147,7 @@ def test_a_wrong_at_a_lost_front_end_and_the_offline_model_are_refused():
         assert client.delete("/streams/short").json() == {"id": "short", "text": "",
                                                            "samples": 100}
     model.meta = {**model.meta, "kind": "offline"}
-    with pytest.raises(ValueError, match="serve the run's stream/ checkpoint"):
+    with pytest.raises(ValueError, match="use the run's stream/ checkpoint"):
         for_model(model)
 
 
@@ -156,8 +156,8 @@ def test_the_real_server_over_loopback(tmp_path):
     from tests.streaming.test_server_loopback import TOKEN, _free_port, _start, _stop
 
     model = speech_model("beam")
-    checkpoint = tmp_path / "stream.safetensors"
-    save(checkpoint, model, **model.meta)
+    (tmp_path / "run" / "stream").mkdir(parents=True)  # served as a transcribe run folder
+    save(tmp_path / "run" / "stream" / "model.safetensors", model, **model.meta)
     voices = [audio(seed=k) for k in range(3)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -177,7 +177,7 @@ def test_the_real_server_over_loopback(tmp_path):
         return await asyncio.gather(*(speak(port, k) for k in range(len(voices))))
 
     port = _free_port()
-    server = _start(checkpoint, port, tmp_path / "streams.safetensors")
+    server = _start(tmp_path / "run", port, tmp_path / "streams.safetensors")
     try:
         finals = asyncio.run(asyncio.wait_for(everyone(port), 120))
         reply = httpx.post(f"http://127.0.0.1:{port}/streams/v0", headers=headers, timeout=10,

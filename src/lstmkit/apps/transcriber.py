@@ -32,6 +32,14 @@ def _check(model) -> dict:
     return meta
 
 
+def check_streaming(meta: dict) -> dict:
+    """``meta`` if it is a streaming checkpoint's, else the ValueError a user should see."""
+    if meta.get("kind") == "offline":
+        raise ValueError("checkpoint: expected a streaming (unidirectional) transcribe model, "
+                         "got the offline (bidirectional) one: use the run's stream/ checkpoint")
+    return meta
+
+
 def transcribe_offline(model, samples: np.ndarray, decoder: str | None = None) -> str:
     """The transcript of float audio (N,) at :data:`SAMPLE_RATE`, all of it at once."""
     meta = _check(model)
@@ -107,7 +115,7 @@ class Transcriber:
     """
 
     def __init__(self, model, engine: StreamEngine | None = None, decoder: str | None = None):
-        self.meta = _check(model)
+        self.meta = check_streaming(_check(model))
         self.engine = StreamEngine(model) if engine is None else engine
         self.decoder = decoder
         self._streams: dict[str, AudioStream] = {}

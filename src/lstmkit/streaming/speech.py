@@ -106,13 +106,9 @@ class SpeechAdapter:
     """
 
     def __init__(self, meta: dict):
-        from lstmkit.apps.transcriber import AudioStream
+        from lstmkit.apps.transcriber import AudioStream, check_streaming
 
-        if meta.get("kind") == "offline":
-            raise ValueError("checkpoint: expected a streaming (unidirectional) transcribe model, "
-                             "got the offline (bidirectional) one: serve the run's stream/ "
-                             "checkpoint")
-        self.meta, self._new = meta, AudioStream
+        self.meta, self._new = check_streaming(meta), AudioStream
         self._streams: dict = {}  # id -> AudioStream, from the first push to close or reset
         self._locks: dict[str, asyncio.Lock] = {}
 
