@@ -148,27 +148,35 @@ def chunks(samples: np.ndarray, chunk_ms: int):
 
 def measure_streaming(model, corpus: Corpus, utterances: int, chunk_ms: int = 100) -> dict:
     """Stream the first ``utterances`` of ``corpus`` in ``chunk_ms`` chunks: real-time factor
-    (processing seconds per audio second) and mean time per chunk, in wall-clock and in this
-    process's CPU time (the two part on a loaded machine), and how many final transcripts equal
-    the offline decode."""
+    (processing seconds per audio second) and time per chunk, in wall-clock and in this
+    process's CPU time (the two part on a loaded machine), the wall-clock latency of a chunk
+    (median, 95th percentile, worst) and of the final decode at the end of an utterance, and how
+    many final transcripts equal the offline decode."""
     transcriber = Transcriber(model)
-    busy, cpu, pushes, seconds, equal = 0.0, 0.0, 0, 0.0, 0
+    busy, cpu, seconds, equal, latencies, finals = 0.0, 0.0, 0.0, 0, [], []
     count = min(utterances, len(corpus))
     for i in range(count):
         samples = corpus.float_audio(i)
-        tick, tock = time.perf_counter(), time.process_time()
+        tock = time.process_time()
         sid = transcriber.open()
         for chunk in chunks(samples, chunk_ms):
+            tick = time.perf_counter()
             transcriber.push(sid, chunk)
-            pushes += 1
+            latencies.append(time.perf_counter() - tick)
+        tick = time.perf_counter()
         final = transcriber.close(sid)
-        busy += time.perf_counter() - tick
+        finals.append(time.perf_counter() - tick)
         cpu += time.process_time() - tock
         seconds += len(samples) / SAMPLE_RATE
         equal += final == transcribe_offline(model, samples)
+    busy = sum(latencies) + sum(finals)
+    ms = 1000 * np.array(latencies or [0.0])
     return {"utterances": count, "chunk_ms": chunk_ms, "audio_seconds": round(seconds, 1),
             "real_time_factor": busy / max(seconds, 1e-9),
             "cpu_real_time_factor": cpu / max(seconds, 1e-9),
-            "ms_per_chunk": 1000 * busy / max(pushes, 1),
-            "cpu_ms_per_chunk": 1000 * cpu / max(pushes, 1), "equal_to_offline": equal,
-            "threads": torch.get_num_threads()}
+            "ms_per_chunk": 1000 * busy / max(len(latencies), 1),
+            "cpu_ms_per_chunk": 1000 * cpu / max(len(latencies), 1),
+            "chunk_ms_p50": float(np.percentile(ms, 50)),
+            "chunk_ms_p95": float(np.percentile(ms, 95)), "chunk_ms_max": float(ms.max()),
+            "final_ms_mean": 1000 * float(np.mean(finals or [0.0])),
+            "equal_to_offline": equal, "threads": torch.get_num_threads()}
