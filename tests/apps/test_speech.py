@@ -175,3 +175,23 @@ def test_trains_on_a_folder_of_wavs(cache, tmp_path):
     splits = {s: report["corpus"][s]["utterances"] for s in ("train", "val", "test")}
     assert sum(splits.values()) == len(corpus) and min(splits.values()) >= 1
     assert set(report["test_voices"]) <= set(corpus.speakers)
+
+
+def test_the_documented_commands_parse():
+    """Every ``lstmkit transcribe`` and ``lstmkit serve`` line of README.md and docs/speech.md
+    is a command the CLI accepts (README once said --backend, which is --model.backend)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from lstmkit.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    lines = [line.split("#")[0] for name in ("README.md", "docs/speech.md")
+             for line in (root / name).read_text().splitlines()
+             if re.match(r"\s*lstmkit (transcribe|serve) ", line)]
+    assert len(lines) >= 6
+    parser = build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[1:])  # argparse exits (SystemExit) if not
+        assert args.command in ("transcribe", "serve"), line
