@@ -123,7 +123,13 @@ def test_cli_stream_and_offline(run, cache, tmp_path, capsys):
     samples = speech.load_corpus(_config(cache, tmp_path))["test"].float_audio(1)
     wav = tmp_path / "u.wav"
     speech.corpora.write_wav(wav, samples)
-    assert main(["transcribe", "--stream", str(out), str(wav), "--chunk-ms", "50"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # --stream runs with --threads (default 1), as --train does, not torch's default
+        assert main(["transcribe", "--stream", str(out), str(wav), "--chunk-ms", "50"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "final: " in printed and "(equal)" in printed and "real-time factor" in printed
     assert main(["transcribe", "--checkpoint", str(out), str(wav)]) == 0

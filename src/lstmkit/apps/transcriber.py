@@ -46,13 +46,15 @@ def transcribe_offline(model, samples: np.ndarray, decoder: str | None = None) -
     x = audio.features(samples, audio.FeatureConfig(**meta["features"]), np.array(meta["mean"]),
                        np.array(meta["var"]))
     if not len(x):
-        raise ValueError(f"audio: expected at least {_least(meta)} samples, got {len(samples)}")
+        raise ValueError(f"audio: expected at least {least_samples(meta)} samples, got "
+                         f"{len(samples)}")
     with torch.no_grad():
         logits, _ = model(torch.from_numpy(x)[None])
     return decode(logits[0].log_softmax(-1).numpy(), meta, decoder)
 
 
-def _least(meta: dict) -> int:
+def least_samples(meta: dict) -> int:
+    """Samples a checkpoint needs for one model step (one stack of ``subsample`` frames)."""
     f = audio.FeatureConfig(**meta["features"])
     return f.n_fft + (f.subsample - 1) * f.hop
 
@@ -96,7 +98,7 @@ class AudioStream:
     def final(self, decoder: str | None = None) -> str:
         """The checkpoint's decoder over every frame: the offline decode of the same audio."""
         if not self.frames:
-            raise ValueError(f"audio: expected at least {_least(self.meta)} samples, got "
+            raise ValueError(f"audio: expected at least {least_samples(self.meta)} samples, got "
                              f"{self.samples}")
         return decode(np.concatenate(self.frames), self.meta, decoder)
 
