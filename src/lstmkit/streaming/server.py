@@ -14,8 +14,10 @@ token is set)::
                                    opens the stream if needed; {"close": true} closes it
 
 A chunk is (T, I) floats, or (T,) token ids for a token model (through the application's adapter,
-if the checkpoint has one: raw values in, data units out). ``at`` is the step count the stream
-must be at, else 409: a client resending after a crash cannot apply a chunk twice. A bad request
+if the checkpoint has one: raw values in, data units out; a speech checkpoint takes audio
+samples and answers words, and closing its stream answers the final transcript:
+:mod:`lstmkit.streaming.speech`). ``at`` is the step count the stream must be at, else 409: a
+client resending after a crash cannot apply a chunk twice. A bad request
 gets an error for itself alone (``{"error": message}`` with 400, 401, 403, 404, 409, 413, 415 or
 429; on a WebSocket the same object with ``"status"`` as a message, the connection kept),
 never touching another stream. Every stream's state is saved to ``state_path`` on shutdown and
