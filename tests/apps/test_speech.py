@@ -123,7 +123,13 @@ def test_cli_stream_and_offline(run, cache, tmp_path, capsys):
     samples = speech.load_corpus(_config(cache, tmp_path))["test"].float_audio(1)
     wav = tmp_path / "u.wav"
     speech.corpora.write_wav(wav, samples)
-    assert main(["transcribe", "--stream", str(out), str(wav), "--chunk-ms", "50"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # --stream runs with --threads (default 1), as --train does, not torch's default
+        assert main(["transcribe", "--stream", str(out), str(wav), "--chunk-ms", "50"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "final: " in printed and "(equal)" in printed and "real-time factor" in printed
     assert main(["transcribe", "--checkpoint", str(out), str(wav)]) == 0
@@ -131,6 +137,8 @@ def test_cli_stream_and_offline(run, cache, tmp_path, capsys):
     model = lstmkit.load(out / "offline" / "model.safetensors")
     from lstmkit.apps.transcriber import transcribe_offline
     assert offline_text == transcribe_offline(model, speech.corpora.read_wav(wav))
+    assert main(["transcribe", "--stream", str(out / "offline"), str(wav)]) == 2
+    assert "got the offline (bidirectional) one: use the run's stream/" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(run, tmp_path, capsys):
@@ -173,3 +181,23 @@ def test_trains_on_a_folder_of_wavs(cache, tmp_path):
     splits = {s: report["corpus"][s]["utterances"] for s in ("train", "val", "test")}
     assert sum(splits.values()) == len(corpus) and min(splits.values()) >= 1
     assert set(report["test_voices"]) <= set(corpus.speakers)
+
+
+def test_the_documented_commands_parse():
+    """Every ``lstmkit transcribe`` and ``lstmkit serve`` line of README.md and docs/speech.md
+    is a command the CLI accepts (README once said --backend, which is --model.backend)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from lstmkit.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    lines = [line.split("#")[0] for name in ("README.md", "docs/speech.md")
+             for line in (root / name).read_text().splitlines()
+             if re.match(r"\s*lstmkit (transcribe|serve) ", line)]
+    assert len(lines) >= 6
+    parser = build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[1:])  # argparse exits (SystemExit) if not
+        assert args.command in ("transcribe", "serve"), line

@@ -82,10 +82,34 @@ def test_read_wav_refuses_bad_files(tmp_path):
     with pytest.raises(ValueError, match="at least 8000 Hz .* got 4000 Hz"):
         speech.read_wav(_wav(tmp_path / "r.wav", rate=4000))
     (tmp_path / "t.wav").write_text("not a wav")
-    with pytest.raises(ValueError, match="expected a PCM WAV file"):
+    with pytest.raises(ValueError, match="expected a WAV file of PCM or float samples"):
         speech.read_wav(tmp_path / "t.wav")
     with pytest.raises(FileNotFoundError, match="no such file"):
         speech.read_wav(tmp_path / "missing.wav")
+    (tmp_path / "z.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty file .*z.wav"):
+        speech.read_wav(tmp_path / "z.wav")
+
+
+def test_read_wav_takes_float_and_24_bit_files_and_refuses_non_finite_ones(tmp_path):
+    wavfile = pytest.importorskip("scipy.io.wavfile")
+    pcm = speech.read_wav(_wav(tmp_path / "a.wav"))  # 16-bit PCM, read by the wave module
+    wavfile.write(tmp_path / "f.wav", 16_000, pcm.astype(np.float32))
+    np.testing.assert_array_equal(speech.read_wav(tmp_path / "f.wav"), pcm)
+    wavfile.write(tmp_path / "d.wav", 16_000, pcm.astype(np.float64))
+    np.testing.assert_array_equal(speech.read_wav(tmp_path / "d.wav"), pcm)
+    # 24-bit PCM (wave refuses it): the same samples shifted left by 8 bits
+    import struct
+    ints = np.round(pcm.astype(np.float64) * 32768).astype(np.int64) << 8
+    data = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints)
+    header = (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, 1, 16_000, 48_000, 3, 24) + b"data"
+              + struct.pack("<I", len(data)))
+    (tmp_path / "t.wav").write_bytes(header + data)
+    np.testing.assert_array_equal(speech.read_wav(tmp_path / "t.wav"), pcm)
+    wavfile.write(tmp_path / "n.wav", 16_000, np.array([0.1, np.nan] * 800, np.float32))
+    with pytest.raises(ValueError, match="expected finite samples"):
+        speech.read_wav(tmp_path / "n.wav")
 
 
 def _folder(tmp_path, lines):
@@ -114,5 +138,13 @@ def test_folder_errors_name_the_line(tmp_path):
     with pytest.raises(ValueError, match="line 1: expected a transcript, got an empty one"):
         speech.folder(_folder(tmp_path, ["u0.wav\t ", "u1.wav\ttwo", "u2.wav\tthree",
                                          "u3.wav\tfour"]))
-    with pytest.raises(FileNotFoundError, match="expected a transcript file"):
+    with pytest.raises(FileNotFoundError, match="expected a folder of WAV files .* got "
+                                                "nothing"):
         speech.folder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="got a file"):
+        speech.folder(tmp_path / "u0.wav")
+    with pytest.raises(FileNotFoundError, match="expected the WAV file .*u9.wav that"):
+        speech.folder(_folder(tmp_path, [f"u{k}.wav\tone" for k in (0, 1, 2, 3, 9)]))
+    (tmp_path / "transcripts.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="expected a transcript file"):
+        speech.folder(tmp_path)

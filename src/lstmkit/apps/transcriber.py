@@ -32,26 +32,75 @@ def _check(model) -> dict:
     return meta
 
 
+def check_streaming(meta: dict) -> dict:
+    """``meta`` if it is a streaming checkpoint's, else the ValueError a user should see."""
+    if meta.get("kind") == "offline":
+        raise ValueError("checkpoint: expected a streaming (unidirectional) transcribe model, "
+                         "got the offline (bidirectional) one: use the run's stream/ checkpoint")
+    return meta
+
+
 def transcribe_offline(model, samples: np.ndarray, decoder: str | None = None) -> str:
     """The transcript of float audio (N,) at :data:`SAMPLE_RATE`, all of it at once."""
     meta = _check(model)
     x = audio.features(samples, audio.FeatureConfig(**meta["features"]), np.array(meta["mean"]),
                        np.array(meta["var"]))
     if not len(x):
-        raise ValueError(f"audio: expected at least {_least(meta)} samples, got {len(samples)}")
+        raise ValueError(f"audio: expected at least {least_samples(meta)} samples, got "
+                         f"{len(samples)}")
     with torch.no_grad():
         logits, _ = model(torch.from_numpy(x)[None])
     return decode(logits[0].log_softmax(-1).numpy(), meta, decoder)
 
 
-def _least(meta: dict) -> int:
+def least_samples(meta: dict) -> int:
+    """Samples a checkpoint needs for one model step (one stack of ``subsample`` frames)."""
     f = audio.FeatureConfig(**meta["features"])
     return f.n_fft + (f.subsample - 1) * f.hop
 
 
-class _Stream:
-    def __init__(self, features: audio.FeatureStream):
-        self.features, self.frames, self.labels, self.shown = features, [], [], 0
+class AudioStream:
+    """One stream's audio side: its :class:`~lstmkit.tasks.audio.FeatureStream`, the samples
+    fed so far and the frame log-probabilities the model gave for them (the recurrent state lives
+    in the engine). Shared by :class:`Transcriber` and the served speech adapter
+    (:mod:`lstmkit.streaming.speech`)."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.features = audio.FeatureStream(audio.FeatureConfig(**meta["features"]),
+                                            np.array(meta["mean"]), np.array(meta["var"]))
+        self.samples, self.steps, self.frames, self.labels, self.shown = 0, 0, [], [], 0
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """Float samples (N,) -> the model steps they complete, (S, F) float32 (S may be 0)."""
+        steps = self.features.push(samples)
+        self.samples += len(samples)
+        return steps
+
+    def take(self, logits: torch.Tensor) -> str:
+        """Record the model's (S, V) outputs for the last fed steps; returns the words that
+        became certain with them (each followed by a space), or ""."""
+        frames = logits.log_softmax(-1).numpy()
+        self.frames.append(frames)
+        self.labels.extend(frames.argmax(-1).tolist())
+        self.steps += len(frames)
+        finished = self.certain()
+        new, self.shown = finished[self.shown:], max(self.shown, len(finished))
+        return new
+
+    def certain(self) -> str:
+        """The words of the best path so far that are finished (followed by a space): appending
+        labels never changes them."""
+        text = ctc.collapse(self.labels, self.meta["alphabet"])
+        words = text[:text.rfind(" ")].split() if " " in text else []
+        return "".join(w + " " for w in words)
+
+    def final(self, decoder: str | None = None) -> str:
+        """The checkpoint's decoder over every frame: the offline decode of the same audio."""
+        if not self.frames:
+            raise ValueError(f"audio: expected at least {least_samples(self.meta)} samples, got "
+                             f"{self.samples}")
+        return decode(np.concatenate(self.frames), self.meta, decoder)
 
 
 class Transcriber:
@@ -68,42 +117,30 @@ class Transcriber:
     """
 
     def __init__(self, model, engine: StreamEngine | None = None, decoder: str | None = None):
-        self.meta = _check(model)
+        self.meta = check_streaming(_check(model))
         self.engine = StreamEngine(model) if engine is None else engine
         self.decoder = decoder
-        self._config = audio.FeatureConfig(**self.meta["features"])
-        self._mean, self._var = np.array(self.meta["mean"]), np.array(self.meta["var"])
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, AudioStream] = {}
 
     def open(self) -> str:
         sid = self.engine.open()
-        self._streams[sid] = _Stream(audio.FeatureStream(self._config, self._mean, self._var))
+        self._streams[sid] = AudioStream(self.meta)
         return sid
 
     def push(self, sid: str, samples: np.ndarray) -> str:
         """Feed float samples; returns the words that became certain with them (each followed
         by a space), or "" when none did."""
         stream = self._streams[sid]
-        steps = stream.features.push(samples)
-        if len(steps):
-            logits = self.engine.push(sid, torch.from_numpy(steps))  # (S, V)
-            frames = logits.log_softmax(-1).numpy()
-            stream.frames.append(frames)
-            stream.labels.extend(frames.argmax(-1).tolist())
-        text = ctc.collapse(stream.labels, self.meta["alphabet"])
-        # Words followed by a space are finished; appending labels never changes them.
-        words = text[:text.rfind(" ")].split() if " " in text else []
-        finished = "".join(w + " " for w in words)
-        new, stream.shown = finished[stream.shown:], max(stream.shown, len(finished))
-        return new
+        steps = stream.feed(samples)
+        if not len(steps):
+            return ""
+        return stream.take(self.engine.push(sid, torch.from_numpy(steps)))  # (S, V)
 
     def close(self, sid: str) -> str:
         """The final transcript of the stream; the stream is closed."""
         stream = self._streams.pop(sid)
         self.engine.close(sid)
-        if not stream.frames:
-            raise ValueError(f"audio: expected at least {_least(self.meta)} samples, got fewer")
-        return decode(np.concatenate(stream.frames), self.meta, self.decoder)
+        return stream.final(self.decoder)
 
 
 def chunks(samples: np.ndarray, chunk_ms: int):
@@ -113,27 +150,35 @@ def chunks(samples: np.ndarray, chunk_ms: int):
 
 def measure_streaming(model, corpus: Corpus, utterances: int, chunk_ms: int = 100) -> dict:
     """Stream the first ``utterances`` of ``corpus`` in ``chunk_ms`` chunks: real-time factor
-    (processing seconds per audio second) and mean time per chunk, in wall-clock and in this
-    process's CPU time (the two part on a loaded machine), and how many final transcripts equal
-    the offline decode."""
+    (processing seconds per audio second) and time per chunk, in wall-clock and in this
+    process's CPU time (the two part on a loaded machine), the wall-clock latency of a chunk
+    (median, 95th percentile, worst) and of the final decode at the end of an utterance, and how
+    many final transcripts equal the offline decode."""
     transcriber = Transcriber(model)
-    busy, cpu, pushes, seconds, equal = 0.0, 0.0, 0, 0.0, 0
+    busy, cpu, seconds, equal, latencies, finals = 0.0, 0.0, 0.0, 0, [], []
     count = min(utterances, len(corpus))
     for i in range(count):
         samples = corpus.float_audio(i)
-        tick, tock = time.perf_counter(), time.process_time()
+        tock = time.process_time()
         sid = transcriber.open()
         for chunk in chunks(samples, chunk_ms):
+            tick = time.perf_counter()
             transcriber.push(sid, chunk)
-            pushes += 1
+            latencies.append(time.perf_counter() - tick)
+        tick = time.perf_counter()
         final = transcriber.close(sid)
-        busy += time.perf_counter() - tick
+        finals.append(time.perf_counter() - tick)
         cpu += time.process_time() - tock
         seconds += len(samples) / SAMPLE_RATE
         equal += final == transcribe_offline(model, samples)
+    busy = sum(latencies) + sum(finals)
+    ms = 1000 * np.array(latencies or [0.0])
     return {"utterances": count, "chunk_ms": chunk_ms, "audio_seconds": round(seconds, 1),
             "real_time_factor": busy / max(seconds, 1e-9),
             "cpu_real_time_factor": cpu / max(seconds, 1e-9),
-            "ms_per_chunk": 1000 * busy / max(pushes, 1),
-            "cpu_ms_per_chunk": 1000 * cpu / max(pushes, 1), "equal_to_offline": equal,
-            "threads": torch.get_num_threads()}
+            "ms_per_chunk": 1000 * busy / max(len(latencies), 1),
+            "cpu_ms_per_chunk": 1000 * cpu / max(len(latencies), 1),
+            "chunk_ms_p50": float(np.percentile(ms, 50)),
+            "chunk_ms_p95": float(np.percentile(ms, 95)), "chunk_ms_max": float(ms.max()),
+            "final_ms_mean": 1000 * float(np.mean(finals or [0.0])),
+            "equal_to_offline": equal, "threads": torch.get_num_threads()}

@@ -4,7 +4,9 @@ data's units, never the model's internal scaling.
 
 Each adapter has ``encode(stream_id, x) -> chunk`` (what the engine takes) and ``decode(
 stream_id, pushed) -> JSON-ready reply``. An application whose processing a stream cannot
-reproduce is refused with the reason; a checkpoint without an application is served raw.
+reproduce is refused with the reason; a checkpoint without an application is served raw. An
+adapter that keeps state of its own per stream (speech: the audio front end) has ``bind``,
+``push``, ``close`` and ``reset`` instead (:mod:`lstmkit.streaming.speech`).
 """
 
 from __future__ import annotations
@@ -63,7 +65,13 @@ class ClassAdapter:
                 "label": [self.classes[k] for k in probs.argmax(-1).tolist()]}
 
 
-ADAPTERS = {"charlm": CharAdapter, "classify": ClassAdapter}
+def _speech(meta: dict):
+    from lstmkit.streaming.speech import SpeechAdapter  # numpy/torch audio code, loaded late
+
+    return SpeechAdapter(meta)
+
+
+ADAPTERS = {"charlm": CharAdapter, "classify": ClassAdapter, "transcribe": _speech}
 """Application name (``meta["app"]``) -> its served adapter."""
 
 REFUSED = {

@@ -14,8 +14,10 @@ token is set)::
                                    opens the stream if needed; {"close": true} closes it
 
 A chunk is (T, I) floats, or (T,) token ids for a token model (through the application's adapter,
-if the checkpoint has one: raw values in, data units out). ``at`` is the step count the stream
-must be at, else 409: a client resending after a crash cannot apply a chunk twice. A bad request
+if the checkpoint has one: raw values in, data units out; a speech checkpoint takes audio
+samples and answers words, and closing its stream answers the final transcript:
+:mod:`lstmkit.streaming.speech`). ``at`` is the step count the stream must be at, else 409: a
+client resending after a crash cannot apply a chunk twice. A bad request
 gets an error for itself alone (``{"error": message}`` with 400, 401, 403, 404, 409, 413, 415 or
 429; on a WebSocket the same object with ``"status"`` as a message, the connection kept),
 never touching another stream. Every stream's state is saved to ``state_path`` on shutdown and
@@ -230,6 +232,11 @@ class _Server:
         self.threads = anyio.CapacityLimiter(min(config.max_streams, 1024))
         self._to_thread = anyio.to_thread.run_sync
         self.batcher = _Batcher(engine, self.call)
+        # An adapter with per-stream state of its own takes the streams' pushes, resets and
+        # closes (lstmkit.streaming.speech).
+        self.stateful = hasattr(adapter, "bind")
+        if self.stateful:
+            adapter.bind(engine, self.batcher.push, self.call)
         self.identity = model_identity(engine.model)
         self._saving = threading.Lock()
         self._generation = 0  # the journal generation a state file saved now continues at
@@ -385,12 +392,23 @@ class _Server:
         return 200, await self._push(request.path_params["id"], await self.body(request))
 
     async def reset(self, request):
-        await self.call(self.engine.reset, request.path_params["id"])
-        return 200, {"id": request.path_params["id"]}
+        stream_id = request.path_params["id"]
+        if self.stateful:
+            await self.adapter.reset(stream_id)
+        else:
+            await self.call(self.engine.reset, stream_id)
+        return 200, {"id": stream_id}
 
     async def close(self, request):
-        await self.call(self.engine.close, request.path_params["id"])
-        return 200, {"id": request.path_params["id"]}
+        return 200, {"id": request.path_params["id"],
+                     **await self._close(request.path_params["id"])}
+
+    async def _close(self, stream_id: str) -> dict:
+        """Close a stream; what a stateful adapter answers for it (speech: the transcript)."""
+        if self.stateful:
+            return await self.adapter.close(stream_id)
+        await self.call(self.engine.close, stream_id)
+        return {}
 
     async def _push(self, stream_id: str, body: dict) -> dict:
         if "x" not in body:
@@ -398,6 +416,8 @@ class _Server:
         at = body.get("at")
         if at is not None and (type(at) is not int or at < 0):
             raise ValueError(f"at: expected a step count (an int >= 0), got {at!r}")
+        if self.stateful:
+            return await self.adapter.push(stream_id, body, at)
         x = body["x"] if self.adapter is None else self.adapter.encode(stream_id, body["x"])
         pushed = await self.batcher.push(stream_id, x, at)
         if self.adapter is None:
@@ -438,8 +458,7 @@ class _Server:
                 raise HTTPError(413, f"message: expected at most {limit} bytes, got more")
             body = _parse(text.encode("utf-8", "surrogatepass"))
             if body.get("close"):
-                await self.call(self.engine.close, stream_id)
-                return {"closed": stream_id}
+                return {"closed": stream_id, **await self._close(stream_id)}
             if "x" not in body:
                 raise ValueError("message: expected {\"x\": chunk} or {\"close\": true}, "
                                  "got neither")

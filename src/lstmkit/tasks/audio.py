@@ -23,6 +23,7 @@ equals :func:`features` on the whole audio. Legend: N samples, T frames, M mels,
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +169,12 @@ class FeatureStream:
         steps = stack(pending, c.subsample)
         self._pending = pending[len(steps) * c.subsample:]
         return steps
+
+    def copy(self) -> FeatureStream:
+        """A copy that :meth:`push` on either leaves the other unchanged (push replaces the
+        arrays it keeps and never writes into them, so sharing them is safe): a caller keeps
+        one to go back to if what it does with the steps fails."""
+        return copy.copy(self)
 
 
 def _running(frames: np.ndarray, count: float, total: np.ndarray, square: np.ndarray):

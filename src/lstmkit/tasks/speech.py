@@ -338,32 +338,60 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def read_wav(path: str | Path) -> np.ndarray:
-    """A PCM WAV file as float samples (N,) at :data:`SAMPLE_RATE`, channels averaged, other
-    rates resampled; an empty, silent or unreadable file raises ValueError saying which."""
+    """A WAV file (8-, 16-, 24- or 32-bit PCM, or 32- or 64-bit float) as float samples (N,) at
+    :data:`SAMPLE_RATE`, channels averaged, other rates resampled; an empty, silent or unreadable
+    file raises ValueError saying which."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"wav: no such file: {path}")
+    if not path.stat().st_size:
+        raise ValueError(f"wav: expected audio, got an empty file {path} (0 bytes)")
+    rate, samples = _read_pcm(path)
+    if rate < 8000:
+        raise ValueError(f"wav: expected a sample rate of at least 8000 Hz (speech needs the "
+                         f"band up to 4 kHz), got {rate} Hz in {path}")
+    if not samples.size:
+        raise ValueError(f"wav: expected audio, got an empty file {path}")
+    if not np.isfinite(samples).all():
+        raise ValueError(f"wav: expected finite samples, got NaN or infinity in {path}")
+    audio = resample(samples.mean(1), rate)
+    if float(np.sqrt(np.mean(audio ** 2))) < SILENCE_RMS:
+        raise ValueError(f"wav: expected speech, got silence in {path} (RMS below "
+                         f"{SILENCE_RMS} of full scale)")
+    return audio.astype(np.float32)
+
+
+def _read_pcm(path: Path) -> tuple[int, np.ndarray]:
+    """(rate, float samples (N, channels) in [-1, 1]): the standard library's reader for the
+    common PCM widths, SciPy's for float and 24-bit files (which ``wave`` refuses)."""
     try:
         with wave.open(str(path), "rb") as f:
             rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
             raw = f.readframes(f.getnframes())
     except (wave.Error, EOFError) as error:
-        raise ValueError(f"wav: expected a PCM WAV file, {path} is not one ({error})") from None
-    if width not in (1, 2, 4):
-        raise ValueError(f"wav: expected 8-, 16- or 32-bit PCM, got {8 * width}-bit in {path}")
-    if rate < 8000:
-        raise ValueError(f"wav: expected a sample rate of at least 8000 Hz (speech needs the "
-                         f"band up to 4 kHz), got {rate} Hz in {path}")
-    if not raw:
-        raise ValueError(f"wav: expected audio, got an empty file {path}")
-    dtype, scale, offset = {1: (np.uint8, 128.0, 128.0), 2: (np.int16, 32768.0, 0.0),
-                            4: (np.int32, 2.0 ** 31, 0.0)}[width]
-    samples = (np.frombuffer(raw, dtype).astype(np.float64) - offset) / scale
-    audio = resample(samples.reshape(-1, channels).mean(1), rate)
-    if float(np.sqrt(np.mean(audio ** 2))) < SILENCE_RMS:
-        raise ValueError(f"wav: expected speech, got silence in {path} (RMS below "
-                         f"{SILENCE_RMS} of full scale)")
-    return audio.astype(np.float32)
+        reason = str(error) or "a truncated header"
+    else:
+        if width in (1, 2, 4):
+            dtype, scale, offset = {1: (np.uint8, 128.0, 128.0), 2: (np.int16, 32768.0, 0.0),
+                                    4: (np.int32, 2.0 ** 31, 0.0)}[width]
+            samples = (np.frombuffer(raw, dtype).astype(np.float64) - offset) / scale
+            return rate, samples.reshape(-1, channels)
+        reason = f"{8 * width}-bit samples"
+    wavfile = require("scipy.io.wavfile", "speech", "reading float or 24-bit WAV files")
+    try:
+        rate, data = wavfile.read(str(path))
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"wav: expected a WAV file of PCM or float samples, {path} is not one "
+                         f"({reason}; {error})") from None
+    data = data.reshape(len(data), -1)
+    if data.dtype.kind == "f":
+        return rate, data.astype(np.float64)
+    if data.dtype.kind in "iu" and data.dtype.itemsize in (1, 2, 4):
+        info = np.iinfo(data.dtype)
+        offset = (info.max + 1) // 2 if data.dtype.kind == "u" else 0
+        return rate, (data.astype(np.float64) - offset) / (info.max + 1 - offset)
+    raise ValueError(f"wav: expected 8-, 16-, 24- or 32-bit PCM or float samples, got "
+                     f"{data.dtype} in {path}")
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
@@ -398,6 +426,9 @@ def folder(path: str | Path, val_share: float = 0.1, test_share: float = 0.2,
     names them, else by utterance; {"train", "val", "test"}."""
     path = Path(path)
     listing = path / "transcripts.txt"
+    if not path.is_dir():
+        raise FileNotFoundError(f"data: expected a folder of WAV files and transcripts.txt, got "
+                                f"{'a file' if path.exists() else 'nothing'} at {path}")
     if not listing.is_file():
         raise FileNotFoundError(f"data: expected a transcript file {listing}, found none")
     rows = []
@@ -427,6 +458,9 @@ def folder(path: str | Path, val_share: float = 0.1, test_share: float = 0.2,
                 for i, s in enumerate(order)}
     out = {name: Corpus([], [], []) for name in ("train", "val", "test")}
     for name, speaker, text in rows:
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"data: expected the WAV file {path / name} that "
+                                    f"{listing} lists, found none")
         audio = read_wav(path / name)
         corpus = out[split_of[speaker]]
         corpus.audio.append(np.clip(np.round(audio * 32768), -32768, 32767).astype(np.int16))
