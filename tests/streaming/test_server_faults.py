@@ -226,6 +226,8 @@ def test_unsafe_configurations_are_refused():
     ServerConfig(host="0.0.0.0", token="t")
     ServerConfig(host="0.0.0.0", insecure=True)
     ServerConfig(host="::1")
+    with pytest.raises(ValueError, match="threads: expected at least 1, got 0"):
+        ServerConfig(threads=0)
 
 
 def test_without_a_token_host_origin_and_content_type_are_checked():

@@ -101,7 +101,14 @@ class ServerConfig:
     changes reach the operating system before the replies); a power loss may lose the last
     moments. "fsync": nothing acknowledged even on power loss (one disk flush per round)."""
 
+    threads: int = 1
+    """Torch threads for the engine's rounds: one by default, since the small products of a
+    round gain nothing from more and lose about 10x to their synchronisation on a shared
+    machine (docs/speech.md)."""
+
     def __post_init__(self):
+        if self.threads < 1:
+            raise ValueError(f"threads: expected at least 1, got {self.threads}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0..65535, got {self.port}")
         for name in ("max_streams", "max_request_bytes", "max_chunk"):
@@ -558,6 +565,9 @@ def serve(checkpoint: str | Path, config: ServerConfig = ServerConfig()) -> None
 
     uvicorn = require("uvicorn", "serve", "lstmkit serve")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    import torch
+
+    torch.set_num_threads(config.threads)
     model = load(checkpoint)
     adapter = for_model(model)
     if config.state_path is None:
