@@ -72,3 +72,12 @@ def test_sigterm_stops_with_one_line_and_restores_the_handler(monkeypatch, capsy
     assert code == 143
     assert capsys.readouterr().err == "lstmkit env: terminated\n"
     assert issubclass(lstmkit.cli.Terminated, KeyboardInterrupt)  # training saves as on Ctrl-C
+
+
+@pytest.mark.parametrize("command", sorted(lstmkit.cli._COMMANDS))
+def test_every_command_prints_its_help(command, capsys):
+    """Before: forecast's --help raised TypeError (a '%d/%m/%Y' in an option's help)."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    assert "usage: lstmkit" in capsys.readouterr().out

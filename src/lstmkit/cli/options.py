@@ -83,7 +83,9 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
         group.add_argument(*names, dest=f"{prefix}{field.name}", default=None,
                            type=_optional(parse) if optional else parse,
                            metavar=item.__name__.upper(),
-                           help=f"{docs.get(field.name, '')} (default: {default})", **flag)
+                           # argparse %-formats help: a literal % (a date format) is doubled
+                           help=f"{docs.get(field.name, '')} (default: {default})"
+                           .replace("%", "%%"), **flag)
 
 
 def _default(field):
