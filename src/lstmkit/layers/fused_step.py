@@ -34,7 +34,7 @@ def weights(layer, x_t: torch.Tensor, state, head: nn.Module | None = None) -> t
     plan = layer.__dict__.get("_fused_step")
     if plan is None:
         plan = layer.__dict__["_fused_step"] = _Plan(layer)
-    if plan.reason is not None or x_t.dtype != torch.float32 or x_t.device.type != "cpu":
+    if plan.reason is not None or x_t.dtype != torch.float32 or not x_t.is_cpu:
         return None
     if x_t.dim() == 2 and x_t.shape[0] > MAX_ROWS or torch.compiler.is_compiling():
         return None
@@ -85,7 +85,7 @@ def _state_ok(state, shape: tuple) -> bool:
     h, c = state
     return (type(h) is torch.Tensor and type(c) is torch.Tensor and h.shape == shape
             and c.shape == shape and h.dtype == c.dtype == torch.float32
-            and h.device.type == c.device.type == "cpu")
+            and h.is_cpu and c.is_cpu)
 
 
 def _plain_linear(head: nn.Module) -> bool:
