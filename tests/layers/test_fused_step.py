@@ -39,7 +39,7 @@ def test_steps_equal_the_float64_sequence(backend, batched):
     exact.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
     x = torch.randn(T, B, IN) if batched else torch.randn(T, IN)
     with torch.no_grad():
-        assert fused_step.weights(layer, x[0], None) is not None
+        assert fused_step.step(layer, x[0], None) is not None
         y, (h, c) = steps(layer, x)
         want, (want_h, want_c) = exact(x.double())
     reduction = T * (IN + 2 * H) * 2
@@ -65,15 +65,18 @@ def test_where_it_does_not_apply():
     torch.manual_seed(0)
     x = torch.randn(B, IN)
     plain = lstmkit.LSTM(IN, H)
-    assert fused_step.weights(plain, x, None) is None  # a gradient is wanted
+    assert fused_step.step(plain, x, None) is None  # a gradient is wanted
     with torch.no_grad():
-        assert fused_step.weights(plain, torch.randn(fused_step.MAX_ROWS + 1, IN), None) is None
+        assert fused_step.step(plain, x, None) is not None
+        assert fused_step.step(plain, torch.randn(fused_step.MAX_ROWS + 1, IN), None) is None
         for layer in (lstmkit.LSTM(IN, H, backend="native"), lstmkit.LSTM(IN, H, peephole=True),
                       lstmkit.LSTM(IN, H, proj_size=2), lstmkit.GRU(IN, H),
                       lstmkit.LSTM(IN, H, num_layers=2, dropout=0.5).train()):
-            assert fused_step.weights(layer, x, None) is None, layer
+            assert fused_step.step(layer, x, None) is None, layer
         double = lstmkit.LSTM(IN, H, dtype=torch.float64)
-        assert fused_step.weights(double, x.double(), None) is None
+        assert fused_step.step(double, x.double(), None) is None
+        plain.double()  # the parameters' dtype changed after a fused step
+        assert fused_step.step(plain, x, None) is None
 
 
 def test_gradients_flow_where_one_is_wanted():
@@ -89,11 +92,11 @@ def test_bad_inputs_are_refused_as_before():
     x = torch.randn(B, IN)
     state = layer.init_state(B)
     with torch.no_grad():
-        with pytest.raises(ValueError, match=r"state.h: expected shape \(2, 2, 5\), got"):
+        with pytest.raises(ValueError, match=r"hx.h: expected shape \(2, 2, 5\), got"):
             layer.step(x, (state.h[:1], state.c))
-        with pytest.raises(TypeError, match="state.c: expected dtype torch.float32"):
+        with pytest.raises(TypeError, match="hx.c: expected dtype torch.float32"):
             layer.step(x, (state.h, state.c.double()))
-        with pytest.raises(TypeError, match=r"state: expected a tuple \(h, c\)"):
+        with pytest.raises(TypeError, match=r"hx: expected a tuple \(h, c\)"):
             layer.step(x, state.h)
         with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):
             layer.step(torch.randn(B, IN + 1), state)

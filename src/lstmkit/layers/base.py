@@ -188,6 +188,9 @@ class RecurrentLayer(nn.Module):
     def step_with_head(self, x_t: torch.Tensor, state=None, head: nn.Module | None = None):
         """:meth:`step`, then ``head`` on its output: ``(head(y_t), state)``. The fused step
         applies a plain ``nn.Linear`` head in the same call (:meth:`SequenceModel.step`)."""
+        fused = fused_step.step(self, x_t, state, head)
+        if fused is not None:
+            return fused
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
@@ -195,9 +198,6 @@ class RecurrentLayer(nn.Module):
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")
-        fused = fused_step.weights(self, x_t, state, head)
-        if fused is not None:
-            return fused_step.run(self, fused, x_t, state, head)
         x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
         y, state = self.forward(x, state)
         y = y.squeeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
