@@ -280,7 +280,7 @@ def report(results: dict, seconds: float, stat: str = "median") -> str:
         by_size.setdefault(size, {})[label] = result
     threads = torch.get_num_threads()
     parts = [f"## CPU kernels, {threads} thread{'s' * (threads > 1)} (benchmarks/cpu_kernels.py "
-             f"--threads {threads})", "",
+             f"--threads {threads}{' --clock cpu' if 'CPU-time' in stat else ''})", "",
              f"Machine: {machine()}. Run time {seconds:.0f} s; load average "
              f"{os.getloadavg()[0]:.1f} at the end (other engineers' jobs shared the cores: "
              "times are inflated, ratios less so, each cell's peers interleaved).", "",
