@@ -27,6 +27,25 @@ def machine(*extra: str) -> str:
     return ", ".join(parts)
 
 
+KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+"""The /proc/cpuinfo flags the CPU kernels' speed depends on (vector width, FMA, 16-bit and
+int8 dot products)."""
+
+
+def cpu_flags() -> str:
+    """Which of :data:`KERNEL_FLAGS` this CPU has, as "avx2 fma f16c (no avx512f, ...)"."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "flags unknown"
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    present = [f for f in KERNEL_FLAGS if f in have]
+    absent = [f for f in KERNEL_FLAGS if f not in have]
+    return " ".join(present) + (f" (no {', '.join(absent)})" if absent else "")
+
+
 def write_section(name: str, text: str) -> None:
     """Replace the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of
     docs/benchmarks.md with ``text`` (appending it if absent), atomically."""

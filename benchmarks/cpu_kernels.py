@@ -14,7 +14,9 @@ gradients), in a pass after the timings.
     PYTHONPATH=src python benchmarks/cpu_kernels.py            # full run, a few minutes
     PYTHONPATH=src python benchmarks/cpu_kernels.py --quick    # smoke run, prints only
 
-The full run writes its section of docs/benchmarks.md (between the ``cpu-kernels`` markers).
+The full run writes its section of docs/benchmarks.md, one per thread count (``cpu-kernels`` for
+one thread, ``cpu-kernels-2-threads`` for two), naming the CPU and the flags the kernels' speed
+depends on (AVX2, AVX-512, their 16-bit and int8 forms).
 Timings are medians of interleaved repeats; other processes on the machine inflate numbers
 more than ratios, but a quiet machine is what the published table should come from.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -85,7 +88,7 @@ QUICK_CELLS = ["LSTM", "LSTM layer norm", "GRU"]
 
 
 def machine() -> str:
-    return _report.machine(f"{torch.get_num_threads()} threads")
+    return _report.machine(f"{torch.get_num_threads()} threads; CPU flags {_report.cpu_flags()}")
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -108,22 +111,29 @@ def peak_mib(fn) -> float:
     return max(e["args"]["Total Allocated"] - before for e in events) / 2**20
 
 
-def medians_ms(fns: dict, budget: float, min_reps: int, max_reps: int) -> dict[str, float]:
-    """Median milliseconds per call of each function, timed in interleaved rounds (one call of
-    each per round) until the slowest has ``min_reps`` calls and the round budget is spent."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""How a call is timed: wall-clock, or the CPU time of this process (all its threads), which a
+loaded machine's preemption does not inflate (its cache misses still do)."""
+
+
+def medians_ms(fns: dict, budget: float, min_reps: int, max_reps: int,
+               stat=statistics.median, clock=time.perf_counter) -> dict[str, float]:
+    """Median (or ``stat``) milliseconds per call of each function, timed in interleaved rounds
+    (one call of each per round) until the slowest has ``min_reps`` calls and the round budget
+    is spent."""
     for fn in fns.values():  # warm up: first-use builds, caches, allocator
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     while True:
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
         reps = len(next(iter(times.values())))
         if reps >= max_reps or (reps >= min_reps and time.perf_counter() - start > budget):
             break
-    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+    return {name: stat(ts) * 1e3 for name, ts in times.items()}
 
 
 def _train_step(module, x, grad_out):
@@ -178,16 +188,17 @@ def _data(size, peers: dict):
     return x, torch.randn(steps, batch, out_size)
 
 
-def measure(cell: Cell, size, budget: float, baselines: dict) -> dict:
+def measure(cell: Cell, size, budget: float, baselines: dict, stat=statistics.median,
+            clock=time.perf_counter) -> dict:
     """Median times (ms) of every peer for one cell at one size, training and inference."""
     peers = peers_of(cell, size, baselines)
     x, grad_out = _data(size, peers)
     steps, batch, _, hidden = size
     slow_reps = 2 if steps * batch * hidden >= 1_000_000 else 3
     train = medians_ms({n: _train_step(m.train(), x, grad_out) for n, m in peers.items()},
-                       budget, slow_reps, 50)
+                       budget, slow_reps, 50, stat, clock)
     infer = medians_ms({n: _infer_step(m.eval(), x) for n, m in peers.items()}, budget,
-                       slow_reps, 50)
+                       slow_reps, 50, stat, clock)
     return {"train": train, "infer": infer}
 
 
@@ -261,15 +272,19 @@ def targets(results: dict) -> list[str]:
     return lines
 
 
-def report(results: dict, seconds: float) -> str:
+def report(results: dict, seconds: float, stat: str = "median") -> str:
     peers = sorted({p for r in results.values() for p in r["train"] if p != "torch.nn"},
                    key=backends().index)
     by_size: dict = {}
     for (label, size), result in results.items():
         by_size.setdefault(size, {})[label] = result
-    parts = ["## CPU kernels (benchmarks/cpu_kernels.py)", "",
-             f"Machine: {machine()}. Run time {seconds:.0f} s.", "",
-             "Each cell: median milliseconds of torch.nn's layer (for a variant, torch.nn's "
+    threads = torch.get_num_threads()
+    parts = [f"## CPU kernels, {threads} thread{'s' * (threads > 1)} (benchmarks/cpu_kernels.py "
+             f"--threads {threads}{' --clock cpu' if 'CPU-time' in stat else ''})", "",
+             f"Machine: {machine()}. Run time {seconds:.0f} s; load average "
+             f"{os.getloadavg()[0]:.1f} at the end (other engineers' jobs shared the cores: "
+             "times are inflated, ratios less so, each cell's peers interleaved).", "",
+             f"Each cell: {stat} milliseconds of torch.nn's layer (for a variant, torch.nn's "
              "plain layer of the family, with the projection where the variant has one), then "
              "each lstmkit backend's time as a ratio to it (below 1 is faster; - where the "
              "backend does not run the cell). Training is forward + backward in training mode, "
@@ -282,8 +297,10 @@ def report(results: dict, seconds: float) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_section(text: str) -> None:
-    _report.write_section("cpu-kernels", text)
+def write_section(text: str, threads: int) -> None:
+    """One section per thread count: ``cpu-kernels`` (one thread), ``cpu-kernels-2-threads``."""
+    _report.write_section("cpu-kernels" if threads == 1 else f"cpu-kernels-{threads}-threads",
+                          text)
 
 
 def main(argv=None) -> int:
@@ -295,6 +312,13 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timing per cell and mode (default 0.4, quick 0.1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--best", action="store_true",
+                        help="each peer's fastest call instead of its median: on a machine "
+                             "that other jobs load, the call least preempted")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall-clock time, or this process's CPU time (robust to other "
+                             "jobs preempting it; with two threads it counts OpenMP's "
+                             "spin-waits too)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -305,16 +329,19 @@ def main(argv=None) -> int:
     start, results, baselines = time.perf_counter(), {}, {}
     for size in sizes:
         for cell in cells:
-            results[cell.label, size] = measure(cell, size, budget, baselines)
+            results[cell.label, size] = measure(cell, size, budget, baselines,
+                                                min if args.best else statistics.median,
+                                                CLOCKS[args.clock])
             print(progress(cell.label, size, results[cell.label, size]), flush=True)
     for size in sizes:
         for cell in cells:
             results[cell.label, size]["memory"] = measure_memory(cell, size, baselines)
-    text = report(results, time.perf_counter() - start)
+    stat = ("fastest" if args.best else "median") + ("" if args.clock == "wall" else " CPU-time")
+    text = report(results, time.perf_counter() - start, stat)
     print()
     print(text)
     if not (args.quick or args.no_write):
-        write_section(text)
+        write_section(text, torch.get_num_threads())
         print(f"wrote {ROOT / 'docs' / 'benchmarks.md'}")
     return 0
 

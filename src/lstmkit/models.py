@@ -13,6 +13,7 @@ from torch import nn
 
 from lstmkit.config import LayerConfig
 from lstmkit.layers import layer_from_config
+from lstmkit.layers.base import RecurrentLayer
 from lstmkit.layers.xlstm_blocks import xLSTM, xLSTMConfig
 
 POOLINGS = ("none", "last", "mean", "max")
@@ -123,5 +124,8 @@ class SequenceModel(nn.Module):
         if self.config.pooling in ("mean", "max"):
             raise ValueError(f"step: expected pooling 'none' or 'last', got "
                              f"{self.config.pooling!r} (it needs the whole sequence)")
-        y, state = self.rnn.step(self._features(x_t), state)
+        x = self._features(x_t)
+        if isinstance(self.rnn, RecurrentLayer):  # its fused step applies the head in one call
+            return self.rnn.step_with_head(x, state, self.head)
+        y, state = self.rnn.step(x, state)
         return self.head(y), state

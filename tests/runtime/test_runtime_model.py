@@ -143,3 +143,34 @@ def test_format_1_files_still_load(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
     new, old = (lstmkit.runtime.load(tmp_path / f"{n}.npz") for n in ("new", "old"))
     np.testing.assert_array_equal(old.forward(x)[0], new.forward(x)[0])
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_compiled_stepper_is_near_the_float64_step(precision, tmp_path):
+    from lstmkit.kernels.cpu import _build, step
+
+    if _build.problem() is not None:
+        pytest.skip(f"the cpu backend {_build.problem()}")
+    model = forecaster()
+    stepper = _exported(model, tmp_path).stepper(precision)
+    export_runtime(model.double(), tmp_path / "m64.npz")
+    truth = lstmkit.runtime.load(tmp_path / "m64.npz").stepper()
+    xs = np.random.default_rng(0).standard_normal((6, 3))
+    # float32: rounding only; float16: each weight off by up to 2^-11 of itself (the bound
+    # of tests/kernels/cpu/test_step.py, loosely, over a few steps and the head)
+    allowed = 1e-5 if precision == "float32" else 50 * step.WEIGHT_ERROR["float16"]
+    for x in xs:
+        got, want = stepper(x.astype(np.float32)), truth(x)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=allowed)
+    for a, b in zip(stepper.state, truth.state):
+        np.testing.assert_allclose(a, b, rtol=0, atol=allowed)
+
+
+def test_stepper_precision_is_checked(tmp_path):
+    runtime = _exported(forecaster(), tmp_path)
+    with pytest.raises(ValueError, match="precision: expected None or one of"):
+        runtime.stepper("bfloat16")
+    variant = _exported(ZOO["variant"](), tmp_path)
+    with pytest.raises(ValueError, match="precision: expected None for a model that is not"):
+        variant.stepper("float16")

@@ -11,7 +11,7 @@ from lstmkit._checks import check_batch_size, check_lengths, check_steps, check_
 from lstmkit.cells import family_of
 from lstmkit.cells.base import check_state, config_repr, state_tensors, zero_state
 from lstmkit.config import LayerConfig, changed_fields
-from lstmkit.layers import stack
+from lstmkit.layers import fused_step, stack
 
 
 def _torch_mode(family, cell) -> str:
@@ -182,7 +182,21 @@ class RecurrentLayer(nn.Module):
         Shape: x_t (B, I) or unbatched (I,) -> (y_t (B, P), state). A run step by step, or in
         chunks through ``forward``, equals one call on the whole sequence (in evaluation mode;
         training draws fresh dropout masks per call).
+
+        In inference (no gradient wanted) a plain float32 LSTM on the CPU with backend "auto"
+        or "cpu" and at most a few rows steps through the cpu backend's compiled single-stream
+        step (:mod:`lstmkit.layers.fused_step`): one call for the stack on weights packed once,
+        equal to ``forward`` to float32 rounding (not bit for bit: backend="native" keeps
+        torch's own kernels for a step too).
         """
+        return self.step_with_head(x_t, state)
+
+    def step_with_head(self, x_t: torch.Tensor, state=None, head: nn.Module | None = None):
+        """:meth:`step`, then ``head`` on its output: ``(head(y_t), state)``. The fused step
+        applies a plain ``nn.Linear`` head in the same call (:meth:`SequenceModel.step`)."""
+        fused = fused_step.step(self, x_t, state, head)
+        if fused is not None:
+            return fused
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
@@ -192,7 +206,8 @@ class RecurrentLayer(nn.Module):
                              f"({self.input_size},), got {tuple(x_t.shape)}")
         x = x_t.unsqueeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
         y, state = self.forward(x, state)
-        return y.squeeze(0 if x_t.dim() == 1 or not self.batch_first else 1), state
+        y = y.squeeze(0 if x_t.dim() == 1 or not self.batch_first else 1)
+        return (y if head is None else head(y)), state
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, **options):

@@ -14,6 +14,11 @@ so the gates are packed i, f, o, g (not torch's i, f, g, o) and followed by c in
 [i | f | o | g | c], which makes [i | f] and [g | c] adjacent. The output head is one more product
 with its bias folded in the same way. Other configurations step through :meth:`Model.step`.
 
+With ``precision="float32"`` or ``"float16"`` each plain layer is instead one call into the cpu
+backend's compiled step (:mod:`lstmkit.kernels.cpu.step`: torch and a C++ compiler needed,
+imported only then), with its weights in that precision and its state in float32: at large H
+a step reads its weights once, so float16's half the bytes is nearly half the time.
+
 Legend: K input width of a layer, H hidden, O outputs.
 """
 
@@ -36,25 +41,49 @@ def is_plain_lstm(model) -> bool:
             and model.directions == 1 and not model.zoneout)
 
 
+_PRECISIONS = ("float32", "float16")
+
+
 class Stepper:
     """A single stream of ``model`` (a :class:`~lstmkit.runtime.Model`) with its state inside:
-    ``stepper(x_t) -> y_t``; ``stepper.state`` reads or sets the state, ``reset()`` zeroes it."""
+    ``stepper(x_t) -> y_t``; ``stepper.state`` reads or sets the state, ``reset()`` zeroes it.
 
-    def __init__(self, model):
+    Args:
+        model: the runtime model.
+        precision: None for the NumPy path in the model's dtype; "float32" or "float16" for
+            the compiled step with weights in that precision (a plain LSTM only; the state
+            and the outputs are then float32).
+    """
+
+    def __init__(self, model, precision: str | None = None):
         self.model = model
         self.fast = is_plain_lstm(model) and model.config["pooling"] in ("none", "last")
+        if precision is not None and precision not in _PRECISIONS:
+            raise ValueError(f"precision: expected None or one of {_PRECISIONS}, "
+                             f"got {precision!r}")
+        self.precision = precision if self.fast else None
+        if precision is not None and not self.fast:
+            raise ValueError("precision: expected None for a model that is not a plain "
+                             "unidirectional LSTM (only those have a compiled step), got "
+                             f"{precision!r}")
         if self.fast:
-            packed = model.packed  # shared by all of a model's steppers
-            for k in range(model.num_layers):
-                if k not in packed:
-                    packed[k] = _pack(model.weights[k][0], model.layer_cell(k), model.dtype)
-            self._layers = [_FastLayer(packed[k], model.layer_cell(k), model.dtype)
-                            for k in range(model.num_layers)]
+            dtype = model.dtype if precision is None else np.float32
+            self._layers = [self._layer(k, precision) for k in range(model.num_layers)]
             width = model.cell["hidden_size"]
             self._head = np.concatenate([model.head_weight.T, model.head_bias[None]])  # (H+1, O)
-            self._y = np.empty((1, model.head_weight.shape[0]), model.dtype)
+            self._head = self._head.astype(dtype, copy=False)
+            self._y = np.empty((1, model.head_weight.shape[0]), dtype)
             self._top = self._layers[-1].xh[:, -width - 1:]  # [h | 1] of the last layer
         self.reset()
+
+    def _layer(self, k: int, precision: str | None):
+        model, cfg = self.model, self.model.layer_cell(k)
+        if precision is not None:
+            return _KernelLayer(model.weights[k][0], cfg, precision)
+        packed = model.packed  # shared by all of a model's steppers
+        if k not in packed:
+            packed[k] = _pack(model.weights[k][0], cfg, model.dtype)
+        return _FastLayer(packed[k], cfg, model.dtype)
 
     def reset(self) -> None:
         """Back to the zero state."""
@@ -120,6 +149,35 @@ class _FastLayer:
         np.add(self.ig, self.fc, out=self.c)
         np.tanh(self.c, out=self.tanh_c)
         np.multiply(self.o, self.tanh_c, out=self.h)
+        return self.h
+
+
+class _KernelLayer:
+    """One plain LSTM layer stepped by the compiled kernel, in place on NumPy buffers that
+    torch tensors share (no copy crosses the call)."""
+
+    def __init__(self, w: dict, cfg: dict, precision: str):
+        import torch
+
+        from lstmkit.kernels.cpu import _build, step
+
+        hidden, width = cfg["hidden_size"], cfg["input_size"]
+        tensor = {k: torch.from_numpy(np.asarray(v)) for k, v in w.items()}
+        weights = step.pack(tensor["weight_ih"], tensor["weight_hh"], tensor.get("bias_ih"),
+                            tensor.get("bias_hh"), precision)
+        self.xh = np.zeros((1, width + hidden + 1), np.float32)  # [x | h | 1], as _FastLayer's
+        self.xh[0, -1] = 1.0
+        self.c = np.zeros((1, hidden), np.float32)
+        self.x, self.h = self.xh[:, :width], self.xh[:, width:width + hidden]
+        x, h, c = (torch.from_numpy(a) for a in (self.x, self.h, self.c))
+        # One layer of the stack op, stepping this layer's buffers in place.
+        self._args = ([weights.packed], [weights.bias], x, h[None], c[None], h[None], c[None],
+                      False)
+        self._op = _build.ops().lstm_step_
+
+    def step(self, x):
+        self.x[...] = x
+        self._op(*self._args)
         return self.h
 
 

@@ -120,11 +120,12 @@ class Model:
         y, state = self._stack(x.transpose(1, 0, 2), _tensors(state), None)
         return y[0] @ self.head_weight.T + self.head_bias, state
 
-    def stepper(self):
-        """A single stream with preallocated buffers: the fastest per-step path."""
+    def stepper(self, precision: str | None = None):
+        """A single stream with preallocated buffers: the fastest per-step path (``precision``:
+        see :class:`~lstmkit.runtime.Stepper`)."""
         from lstmkit.runtime.fast import Stepper
 
-        return Stepper(self)
+        return Stepper(self, precision)
 
     def _features(self, x):
         if self.embedding is None:

@@ -14,6 +14,7 @@
 #include "gru.h"
 #include "lstm_backward.h"
 #include "rnn.h"
+#include "step.h"
 
 namespace lstmkit {
 namespace {
@@ -169,12 +170,109 @@ std::vector<Tensor> scan_backward(const std::string& family, const Tensor& x,
   return result;
 }
 
+
+// One step of a stack of L plain LSTM layers for a few rows (step.h): float32 x (B, I) or
+// (I,); h, c (L, B, H) or (L, H); per layer packed float32 or float16 weights (NP, K, 64) and a
+// float32 bias (4H), as lstmkit/kernels/cpu/step.py packs them. Layer k > 0 reads h_out[k-1].
+void step_stack(at::TensorList packed, at::TensorList bias, const Tensor& x, const Tensor& h,
+                const Tensor& c, const Tensor& h_out, const Tensor& c_out, bool portable) {
+  const int64_t L = static_cast<int64_t>(packed.size()), H = h.size(-1);
+  const int64_t B = x.dim() == 2 ? x.size(0) : 1;
+  TORCH_CHECK(L >= 1 && static_cast<int64_t>(bias.size()) == L,
+              "lstmkit_cpu.lstm_step: expected one bias per packed layer");
+  for (const Tensor* t : {&x, &h, &c, &h_out, &c_out})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(),
+                "lstmkit_cpu.lstm_step: expected contiguous float32 CPU tensors");
+  TORCH_CHECK((x.dim() == 1 || x.dim() == 2) && h.dim() == x.dim() + 1 && h.size(0) == L &&
+                  (x.dim() == 1 || h.size(1) == B) && h.sizes() == c.sizes() &&
+                  h.sizes() == h_out.sizes() && h.sizes() == c_out.sizes(),
+              "lstmkit_cpu.lstm_step: expected x (B, I), h, c (L, B, H), or unbatched (I,), "
+              "(L, H)");
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t I = k == 0 ? x.size(-1) : H;
+    const Tensor& w = packed[k];
+    TORCH_CHECK(w.dim() == 3 && w.size(0) == (4 * H + kStepPanel - 1) / kStepPanel &&
+                    w.size(1) == I + H && w.size(2) == kStepPanel && w.is_contiguous() &&
+                    (w.scalar_type() == at::kFloat || w.scalar_type() == at::kHalf),
+                "lstmkit_cpu.lstm_step: expected packed float32 or float16 weights "
+                "(NP, I + H, 64) for layer ", k);
+    TORCH_CHECK(bias[k].scalar_type() == at::kFloat && bias[k].is_contiguous() &&
+                    bias[k].numel() == 4 * H,
+                "lstmkit_cpu.lstm_step: expected a float32 bias (4H) for layer ", k);
+    const float* in = k == 0 ? x.data_ptr<float>() : h_out.data_ptr<float>() + (k - 1) * B * H;
+    const int64_t at = k * B * H;
+    const float *hp = h.data_ptr<float>() + at, *cp = c.data_ptr<float>() + at;
+    float *ho = h_out.data_ptr<float>() + at, *co = c_out.data_ptr<float>() + at;
+    const float* b = bias[k].data_ptr<float>();
+    if (w.scalar_type() == at::kHalf) {
+      lstm_step_rows(reinterpret_cast<const uint16_t*>(w.data_ptr()), b, B, I, H, in, hp, cp,
+                     ho, co, portable);
+    } else {
+      lstm_step_rows(w.data_ptr<float>(), b, B, I, H, in, hp, cp, ho, co, portable);
+    }
+  }
+}
+
+// The layers' step with fresh outputs: (y, h_out, c_out), y the last layer's h, (B, H) or (H,),
+// or with a head (weight (O, H), bias (O)) head(h) = h W^T + b, (B, O) or (O,).
+std::tuple<Tensor, Tensor, Tensor> lstm_step(at::TensorList packed, at::TensorList bias,
+                                             const Tensor& x, const Tensor& h, const Tensor& c,
+                                             const OptTensor& head_weight,
+                                             const OptTensor& head_bias, bool portable) {
+  const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = c.contiguous();
+  Tensor h_out = at::empty(hc.sizes(), hc.options()), c_out = at::empty(cc.sizes(), cc.options());
+  step_stack(packed, bias, xc, hc, cc, h_out, c_out, portable);
+  const int64_t H = hc.size(-1), rows = hc.numel() / hc.size(0) / H;
+  const float* top = h_out.data_ptr<float>() + (h_out.numel() - rows * H);
+  if (!head_weight) {
+    Tensor y = at::empty(hc.sizes().slice(1), hc.options());
+    std::memcpy(y.data_ptr<float>(), top, rows * H * sizeof(float));
+    return std::make_tuple(y, h_out, c_out);
+  }
+  const Tensor w = head_weight->contiguous();
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == H && w.scalar_type() == at::kFloat &&
+                  (!head_bias || (head_bias->numel() == w.size(0) &&
+                                  head_bias->scalar_type() == at::kFloat)),
+              "lstmkit_cpu.lstm_step: expected a float32 head weight (O, H) and bias (O)");
+  const int64_t O = w.size(0);
+  std::vector<int64_t> shape(hc.sizes().begin() + 1, hc.sizes().end());
+  shape.back() = O;
+  Tensor y = at::empty(shape, hc.options());
+  const Tensor b = head_bias ? head_bias->contiguous() : Tensor();
+  const float *wp = w.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < O; ++o) {
+      const float *wo = wp + o * H, *hr = top + r * H;
+      float acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t j = 0; j < H; ++j) acc += wo[j] * hr[j];
+      yp[r * O + o] = acc + (bp ? bp[o] : 0.0f);
+    }
+  }
+  return std::make_tuple(y, h_out, c_out);
+}
+
+// The same in place: h_out and c_out (which may be h and c) are written.
+void lstm_step_(at::TensorList packed, at::TensorList bias, const Tensor& x, const Tensor& h,
+                const Tensor& c, const Tensor& h_out, const Tensor& c_out, bool portable) {
+  step_stack(packed, bias, x, h, c, h_out, c_out, portable);
+}
+
+std::string lstm_step_isa(bool half) { return step_isa(half); }
+
 }  // namespace
 }  // namespace lstmkit
 
 TORCH_LIBRARY(lstmkit_cpu, m) {
   m.def("scan_forward", &lstmkit::scan_forward);
   m.def("scan_backward", &lstmkit::scan_backward);
+  m.def("lstm_step(Tensor[] packed, Tensor[] bias, Tensor x, Tensor h, Tensor c, "
+        "Tensor? head_weight, Tensor? head_bias, bool portable) -> (Tensor, Tensor, Tensor)",
+        &lstmkit::lstm_step);
+  m.def("lstm_step_(Tensor[] packed, Tensor[] bias, Tensor x, Tensor h, Tensor c, "
+        "Tensor(a!) h_out, Tensor(b!) c_out, bool portable) -> ()", &lstmkit::lstm_step_);
+  m.def("lstm_step_isa", &lstmkit::lstm_step_isa);
 }
 
 // Int8 inference (dynamic quantisation's weights): quant_ops.h registers its op.

@@ -1,0 +1,164 @@
+// One step of a plain LSTM layer for a few rows: the single-stream fast path.
+//
+// At batch 1 a step is one matrix-vector product over all the layer's weights and a little gate
+// math, and at large H the product is bound by the bytes it reads (4H (I+H) weights: 4.7 MB in
+// float32 at I=64, H=512). So the weights are packed once, optionally in float16 (half the
+// bytes), in panels the product streams through; the state and every sum stay float32.
+//
+// Shapes (legend in common.h): x (B, I); h, c (B, H); packed weights (NP, I + H, 64): panel p
+// holds the 64 gate rows 64p..64p+63 of [W_ih | W_hh] (4H, I + H), transposed, zero past 4H;
+// bias (4H) = b_ih + b_hh. Gates in torch's order i, f, g, o.
+//
+// The product has an AVX2/FMA/F16C kernel chosen at run time (the build is -march=native, but
+// the kernel asks the CPU, so the same code is right on any x86-64) and a portable loop for a
+// CPU without those instructions or another architecture; both sum in the same order.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LSTMKIT_STEP_X86 1
+#endif
+
+#include "common.h"
+
+namespace lstmkit {
+
+constexpr int64_t kStepPanel = 64;  // gate rows per panel: 8 AVX2 registers of sums
+
+// IEEE half -> float, for the portable loop (F16C does it in hardware).
+inline float half_to_float(uint16_t bits) {
+  const uint32_t sign = uint32_t(bits & 0x8000u) << 16;
+  uint32_t exponent = (bits >> 10) & 0x1fu, mantissa = bits & 0x3ffu;
+  uint32_t out;
+  if (exponent == 0x1f) {
+    out = sign | 0x7f800000u | (mantissa << 13);  // inf, NaN
+  } else if (exponent != 0) {
+    out = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    out = sign;
+  } else {  // subnormal: normalise
+    exponent = 113;
+    while (!(mantissa & 0x400u)) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    out = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &out, sizeof f);
+  return f;
+}
+
+inline float weight_value(float w) { return w; }
+inline float weight_value(uint16_t w) { return half_to_float(w); }
+
+// z (NP * 64) = xh (K) times the packed weights (NP, K, 64): every sum runs over k in order.
+template <typename W>
+void step_product_portable(const W* packed, const float* xh, int64_t K, int64_t panels,
+                           float* z) {
+  for (int64_t p = 0; p < panels; ++p) {
+    float acc[kStepPanel] = {};
+    const W* panel = packed + p * K * kStepPanel;
+    for (int64_t k = 0; k < K; ++k) {
+      const W* row = panel + k * kStepPanel;
+      for (int64_t j = 0; j < kStepPanel; ++j) acc[j] += weight_value(row[j]) * xh[k];
+    }
+    std::memcpy(z + p * kStepPanel, acc, sizeof acc);
+  }
+}
+
+#ifdef LSTMKIT_STEP_X86
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* w) {
+  return _mm256_loadu_ps(w);
+}
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const uint16_t* w) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+}
+
+// The same sums, eight lanes at a time; FMA rounds once where the portable loop rounds twice,
+// so the two agree to float32 rounding, not bit for bit.
+template <typename W>
+__attribute__((target("avx2,fma,f16c"))) void step_product_avx2(const W* packed, const float* xh,
+                                                                 int64_t K, int64_t panels,
+                                                                 float* z) {
+  for (int64_t p = 0; p < panels; ++p) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    const W* row = packed + p * K * kStepPanel;
+    for (int64_t k = 0; k < K; ++k, row += kStepPanel) {
+      const __m256 x = _mm256_broadcast_ss(xh + k);
+      a0 = _mm256_fmadd_ps(load8(row), x, a0);
+      a1 = _mm256_fmadd_ps(load8(row + 8), x, a1);
+      a2 = _mm256_fmadd_ps(load8(row + 16), x, a2);
+      a3 = _mm256_fmadd_ps(load8(row + 24), x, a3);
+      a4 = _mm256_fmadd_ps(load8(row + 32), x, a4);
+      a5 = _mm256_fmadd_ps(load8(row + 40), x, a5);
+      a6 = _mm256_fmadd_ps(load8(row + 48), x, a6);
+      a7 = _mm256_fmadd_ps(load8(row + 56), x, a7);
+    }
+    float* out = z + p * kStepPanel;
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out + 8, a1);
+    _mm256_storeu_ps(out + 16, a2);
+    _mm256_storeu_ps(out + 24, a3);
+    _mm256_storeu_ps(out + 32, a4);
+    _mm256_storeu_ps(out + 40, a5);
+    _mm256_storeu_ps(out + 48, a6);
+    _mm256_storeu_ps(out + 56, a7);
+  }
+}
+#endif
+
+// Which product this CPU runs: "avx2" (AVX2, FMA and, for float16 weights, F16C) or "portable".
+inline const char* step_isa(bool half) {
+#ifdef LSTMKIT_STEP_X86
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool f16c = __builtin_cpu_supports("f16c");
+  if (avx2 && (!half || f16c)) return "avx2";
+#endif
+  (void)half;
+  return "portable";
+}
+
+template <typename W>
+void step_product(const W* packed, const float* xh, int64_t K, int64_t panels, float* z,
+                  bool portable) {
+#ifdef LSTMKIT_STEP_X86
+  if (!portable && std::strcmp(step_isa(std::is_same_v<W, uint16_t>), "avx2") == 0)
+    return step_product_avx2(packed, xh, K, panels, z);
+#endif
+  step_product_portable(packed, xh, K, panels, z);
+}
+
+// rows x rows of (I), h, c rows (H) -> h_out, c_out (each may be its input: a row's product
+// is taken before its state is written).
+template <typename W>
+void lstm_step_rows(const W* packed, const float* bias, int64_t rows, int64_t I, int64_t H,
+                    const float* x, const float* h, const float* c, float* h_out, float* c_out,
+                    bool portable) {
+  const int64_t K = I + H, G = 4 * H, panels = (G + kStepPanel - 1) / kStepPanel;
+  std::vector<float> xh(K), z(panels * kStepPanel);
+  for (int64_t b = 0; b < rows; ++b) {
+    std::memcpy(xh.data(), x + b * I, I * sizeof(float));
+    std::memcpy(xh.data() + I, h + b * H, H * sizeof(float));
+    step_product(packed, xh.data(), K, panels, z.data(), portable);
+    float* a = z.data();
+    const float* cp = c + b * H;
+    float *cn = c_out + b * H, *hn = h_out + b * H;
+    LSTMKIT_ELEMENTWISE
+    for (int64_t j = 0; j < H; ++j) {
+      const float i = vsigmoid(a[j] + bias[j]), f = vsigmoid(a[H + j] + bias[H + j]);
+      const float g = vtanh(a[2 * H + j] + bias[2 * H + j]);
+      const float o = vsigmoid(a[3 * H + j] + bias[3 * H + j]);
+      const float cj = f * cp[j] + i * g;
+      cn[j] = cj;
+      hn[j] = o * vtanh(cj);
+    }
+  }
+}
+
+}  // namespace lstmkit

@@ -1,0 +1,142 @@
+"""The lean ``layer.step``: one compiled call for the stack, nothing checked twice.
+
+A step through ``forward`` pays for the whole-sequence machinery at T=1: backend resolution
+(hashing the config), the stack's loop and masks, and torch's own ``torch.lstm``, whose oneDNN
+primitive alone costs over 100 us a call at batch 1. Here a plain float32 LSTM in inference
+goes straight to :func:`lstmkit.kernels.cpu.step.lstm_step`, on weights packed once and
+repacked only when a parameter changes (its storage or version counter moves).
+
+What cannot change is decided once per layer (:class:`_Plan`: the config is frozen). What can
+change is checked on every call, in a few attribute reads: the input's type, dtype, device and
+shape, the state's, whether a gradient is wanted, the mode. Anything unusual, a bad input
+included, returns None and the caller takes the general path, which raises the boundary's
+error for a bad input.
+
+Legend: L layers, B rows, I input, H hidden, O head outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+from lstmkit.cells.lstm import LSTMState
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 16
+"""Above this many rows the batched kernels' products beat one matrix-vector product a row."""
+_BACKENDS = ("auto", "cpu")
+_F32 = torch.float32
+
+
+def step(layer, x_t, state, head: nn.Module | None = None):
+    """``(y, state)`` of ``layer.step(x_t, state)`` followed by ``head`` (None: none), or None
+    where the fused step does not compute this call (the caller then takes the general path).
+
+    Shape: x_t (B, I) or (I,) -> y (B, H) or (B, O); LSTMState (L, B, H) each; without B for
+    an unbatched x_t.
+    """
+    plan = layer.__dict__.get("_fused_step")
+    if plan is None:
+        plan = layer.__dict__["_fused_step"] = _Plan(layer)
+    if (plan.reason is not None or type(x_t) is not torch.Tensor or x_t.dtype != _F32
+            or not x_t.is_cpu or torch.compiler.is_compiling()):
+        return None
+    shape = x_t.shape
+    if len(shape) == 2 and shape[0] <= MAX_ROWS:
+        leading = (plan.layers, shape[0])
+    elif len(shape) == 1:
+        leading = (plan.layers,)
+    else:
+        return None
+    if shape[-1] != plan.inputs or (plan.dropout and layer.training):
+        return None
+    if state is None:
+        h = c = x_t.new_zeros(*leading, plan.hidden)
+    elif type(state) is LSTMState and _well_formed(state, leading + (plan.hidden,)):
+        h, c = state
+    else:
+        return None
+    if torch.is_grad_enabled() and _wants_grad(layer, head, x_t, h, c):
+        return None
+    packed = plan.packed()
+    if packed is None:
+        return None
+    op, weights, biases = packed
+    fused = head is not None and _plain_linear(head)
+    y, h, c = op(weights, biases, x_t, h, c, head.weight if fused else None,
+                 head.bias if fused else None, False)
+    if head is not None and not fused:
+        y = head(y)
+    return y, LSTMState(h, c)
+
+
+def _well_formed(state, shape: tuple) -> bool:
+    h, c = state
+    return (type(h) is torch.Tensor and type(c) is torch.Tensor and h.shape == shape
+            and c.shape == shape and h.dtype == _F32 and c.dtype == _F32 and h.is_cpu
+            and c.is_cpu)
+
+
+def _wants_grad(layer, head, *tensors) -> bool:
+    params = [*layer._parameters.values(), *(() if head is None else head.parameters())]
+    return any(t.requires_grad for t in (*tensors, *params))
+
+
+def _plain_linear(head: nn.Module) -> bool:
+    """Whether ``head`` is an ``nn.Linear`` whose call is exactly ``F.linear`` (no hooks)."""
+    return (type(head) is nn.Linear and head.weight.dtype == _F32 and head.weight.is_cpu
+            and not (head._forward_hooks or head._forward_pre_hooks
+                     or _module._global_forward_hooks or _module._global_forward_pre_hooks))
+
+
+class _Plan:
+    """What never changes for a layer (whether the fused step applies: its config is frozen)
+    and what changes rarely (the packed weights, keyed by each parameter's storage and
+    version, so an optimizer step, ``load_state_dict``, ``.to()`` or a replaced parameter
+    repacks them). A tensor made under inference_mode has no version counter (and can change
+    in place only under inference_mode again): its storage alone keys it."""
+
+    def __init__(self, layer):
+        from lstmkit.kernels.cpu import step
+
+        config = layer.config
+        self.layer = layer
+        self.reason = (f"backend {config.backend!r}" if config.backend not in _BACKENDS
+                       else step.covers(config))
+        self.layers, self.inputs = config.num_layers, config.cell.input_size
+        self.hidden = config.cell.hidden_size
+        self.dropout = bool(config.dropout) and config.num_layers > 1  # in training only
+        self._key, self._packed, self._versioned = None, None, False
+
+    def _key_of(self, params) -> list:
+        if self._versioned:
+            return [(p.data_ptr(), p._version) for p in params]
+        return [p.data_ptr() for p in params]
+
+    def packed(self) -> tuple | None:
+        """(op, packed weights, biases), or None where the parameters are not float32 CPU
+        tensors or the extension cannot be built."""
+        params = self.layer._parameters.values()
+        if self._key_of(params) == self._key:
+            return self._packed
+        if not all(p.dtype == _F32 and p.is_cpu for p in params):
+            return None
+        from lstmkit.kernels.cpu import _build, step
+
+        try:
+            op = _build.ops().lstm_step.default  # builds the extension on first use
+        except RuntimeError as error:
+            log.warning("the fused step is off: %s", error)
+            self.reason = str(error)
+            return None
+        layers = [step.pack(w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
+                  for (w,) in self.layer.cell_weights()]
+        self._packed = (op, [w.packed for w in layers], [w.bias for w in layers])
+        self._versioned = not any(p.is_inference() for p in params)
+        self._key = self._key_of(params)
+        return self._packed
