@@ -50,6 +50,15 @@ def test_declares_16_bit():
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=ids)
+def test_auto_takes_it_in_16_bits_even_where_torch_computes_the_layer(dtype):
+    config = lstmkit.LSTM(3, 4).config
+    kernels.resolve.cache_clear()
+    assert kernels.resolve("auto", config, torch.device("cpu"), dtype, True).name == "cpu"
+    assert kernels.resolve("auto", config, torch.device("cpu"), torch.float32, True).name \
+        == "native"
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=ids)
 @pytest.mark.parametrize("name", LAYERS)
 def test_results_come_back_in_the_tensors_dtypes(name, dtype):
     layer = _layer(name, "cpu", dtype).train()

@@ -255,7 +255,11 @@ def auto_defers(config: LayerConfig, device: torch.device, dtype: torch.dtype,
     # The drop-in promise comes first: where torch.nn computes the configuration, "auto" gives
     # torch's own numbers bit for bit. This kernel is faster in training there (0.6-0.9x of
     # torch's time, docs/benchmarks.md) but rounds differently; backend="cpu" asks for it.
-    if config.is_torch_compatible:
+    # In 16 bits the promise has nothing to keep: torch rounds every intermediate to the dtype
+    # (this kernel keeps float32 state and sums: closer to the float64 truth, the conformance
+    # table's 16-bit rows), and on a CPU without native bfloat16 its path is 20-40x slower
+    # than its own float32 one (docs/applications.md, "16-bit training").
+    if config.is_torch_compatible and dtype not in SIXTEEN_BIT:
         return ("torch.nn computes this configuration: native gives its exact numbers "
                 "(backend='cpu' is faster in training)")
     return None
