@@ -129,10 +129,10 @@ def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Te
     """Empty tensors shaped as what the forward kernel saves (lstm.h, gru.h, rnn.h): in float32
     for a 16-bit x (its scans compute in float32, precision.h)."""
     steps, batch = x.shape[:2]
-    saved = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
+    dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
 
     def new(*shape):
-        return x.new_empty(shape, dtype=saved)
+        return x.new_empty(shape, dtype=dtype)
 
     if family == "lstm":
         gates, hidden, output = w["weight_ih"].shape[0], state[1].shape[1], state[0].shape[1]
