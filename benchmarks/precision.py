@@ -4,8 +4,9 @@ backend ("auto": torch's own for these plain LSTMs), fp32 on the cpu backend, an
 on the default backend (in 16 bits "auto" takes the cpu backend), so that the gain of the
 backend and that of the precision can be told apart.
 
-    PYTHONPATH=src python benchmarks/precision.py            # all three apps, about 15 minutes
+    PYTHONPATH=src python benchmarks/precision.py            # all three apps, about 20 minutes
     PYTHONPATH=src python benchmarks/precision.py charlm     # one of them
+    PYTHONPATH=src python benchmarks/precision.py layers     # one LSTM layer, native and cpu
 
 Prints the table of docs/applications.md ("16-bit training") with the CPU's name and the load
 average; seconds are the trainer's (training and validation), the ratio is to the fp32 run of the
@@ -19,9 +20,11 @@ import dataclasses
 import os
 import platform
 import sys
+import time
 
 import torch
 
+import lstmkit
 from lstmkit.apps import charlm, classify, forecast
 from lstmkit.apps.model_options import ModelOptions
 
@@ -67,6 +70,24 @@ def _charlm(precision: str, backend: str) -> tuple[str, float]:
     return f"{report['test_bits_per_char']:.3f} bits/char", report["training"]["seconds"]
 
 
+def layers() -> None:
+    """One training step (forward and backward) of an LSTM layer at charlm's size (T=100, B=32,
+    I=32, H=256) on the native and cpu backends in each dtype, the mean of 3 after one warm-up."""
+    print("| backend | dtype | seconds per step |\n|---|---|---|")
+    for backend in ("native", "cpu"):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            torch.manual_seed(0)
+            layer = lstmkit.LSTM(32, 256, backend=backend).to(dtype)
+            x = torch.randn(100, 32, 32).to(dtype)
+            times = []
+            for _ in range(4):
+                started = time.perf_counter()
+                layer(x)[0].float().sum().backward()
+                times.append(time.perf_counter() - started)
+            print(f"| {backend} | {str(dtype).replace('torch.', '')} | "
+                  f"{sum(times[1:]) / 3:.3f} |", flush=True)
+
+
 APPS = {
     "forecast": ("forecast airline (defaults: LSTM 64, up to 300 epochs)", _forecast),
     "classify": ("classify BasicMotions (defaults: BiLSTM 64, up to 150 epochs)", _classify),
@@ -78,6 +99,8 @@ def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     print(f"CPU: {_cpu()}; torch {torch.__version__}; load average at start "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if names == ["layers"]:
+        return layers()
     print("| run | precision | backend | result | seconds | time vs fp32 auto |\n"
           "|---|---|---|---|---|---|")
     for name in names or list(APPS):
