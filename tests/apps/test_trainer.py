@@ -224,3 +224,35 @@ def test_every_app_defaults_to_one_thread():
     assert trainer.TrainConfig().threads == 1
     for app in APPS.values():
         assert app.config().threads == 1, app.name
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_sixteen_bit_training_keeps_float32_master_weights(tmp_path, precision, dtype):
+    """The network runs in 16 bits; the parameters, the optimizer and the checkpoint stay
+    float32, and training still learns the toy sum."""
+    model = _model()
+    seen = []
+    model.rnn.register_forward_hook(lambda m, args, out: seen.append(
+        (args[0].dtype, m.weight_ih_l0.dtype)))
+    history = fit(model, Toy(), _config(tmp_path, epochs=8, precision=precision))
+    assert set(seen) == {(dtype, dtype)}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert lstmkit.load(tmp_path / trainer.MODEL_FILE).head.weight.dtype == torch.float32
+    assert history.val_loss[-1] < 0.75 * history.val_loss[0]
+
+
+def test_fp16_resumes_with_its_loss_scale(tmp_path):
+    whole = _model()
+    expected = fit(whole, Toy(), _config(tmp_path / "whole", precision="fp16"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), Toy(interrupt_at=14), _config(tmp_path / "cut", precision="fp16"))
+    _, meta = load_tensors(tmp_path / "cut" / trainer.STATE_FILE)
+    assert meta["scaler"]["scale"] > 0
+    resumed = _model()
+    history = fit(resumed, Toy(), _config(tmp_path / "cut", precision="fp16", resume=True))
+    assert history.step_loss == expected.step_loss
+
+
+def test_precision_is_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"precision: expected one of \('fp32', 'bf16', 'fp16'\)"):
+        _config(tmp_path, precision="int8")

@@ -13,14 +13,18 @@ A configuration a backend does not declare is skipped with the backend's own rea
 The ONNX graphs also run step by step with their state passed back in, which must equal one
 call. xLSTM block stacks (:data:`STACKS`) are no family but a SequenceModel backbone: they run
 through the export, the runtime (in one call and step by step) and the engine the same way.
+The 16-bit rows run the same cases in bfloat16 and float16 on every backend that declares them,
+against the float64 truth on the same 16-bit weights and inputs (tolerances.CONFORMANCE_16).
 
 Triton runs under its CPU interpreter where there is no GPU (slow: the sizes are tiny).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from unittest import mock
 
 import numpy as np
 import torch
@@ -46,6 +50,7 @@ T, B, IN, H = 5, 3, 3, 4  # proj_size in the option sets is 3 < H
 LENGTHS = torch.tensor([5, 3, 2])
 BACKENDS = ("reference", "native", "cpu", "triton", "xlstm")
 DTYPE = torch.float32
+LOW = (torch.bfloat16, torch.float16)
 CPU = torch.device("cpu")
 
 FEATURES = {  # name -> (LayerConfig fields, training)
@@ -99,14 +104,17 @@ def make_layer(config: LayerConfig, dtype: torch.dtype, like=None):
     return layer
 
 
-def inputs(config: LayerConfig):
-    """x (T, B, I) and the initial state tensors (L*D, B, ...), float32."""
+def inputs(config: LayerConfig, dtype: torch.dtype = DTYPE):
+    """x (T, B, I) and the initial state tensors (L*D, B, ...), float32 holding ``dtype``'s
+    values (rounded to a 16-bit ``dtype``, so the truth sees the inputs a 16-bit layer does)."""
     gen = torch.Generator().manual_seed(3)
     family = FAMILIES[config.cell.family]
     leading = (config.num_layers * config.num_directions, B)
     x = torch.randn(T, B, IN, generator=gen)
     state = [0.5 * torch.randn(leading + shape, generator=gen)
              for shape in family.state_shapes(config.cell)]
+    if dtype in LOW:
+        x, state = x.to(dtype).float(), [s.to(dtype).float() for s in state]
     return x, state
 
 
@@ -154,41 +162,65 @@ def pieces(layer, x, state) -> dict[str, dict[str, torch.Tensor]]:
 
 _TRUTH: dict = {}
 
+_OP_BY_OP = Backend("op_by_op", Declaration(families=ANY), scan=reference.scan_in_dtype)
+"""The 16-bit baseline: the reference's equations in plain PyTorch, every operation rounded to
+the layer's dtype (the reference itself upcasts 16-bit layers)."""
 
-def truth(key, options, feature):
-    """(float64 results, float32 reference results) of a case, computed once."""
-    if (key, str(options), feature) not in _TRUTH:
+
+@contextlib.contextmanager
+def _with_baseline():
+    get = kernels.get
+    kernels.resolve.cache_clear()
+    with mock.patch.object(kernels, "get", lambda n: _OP_BY_OP if n == "op_by_op" else get(n)):
+        yield
+    kernels.resolve.cache_clear()
+
+
+def truth(key, options, feature, dtype=DTYPE):
+    """(float64 results, baseline results, and both in evaluation) of a case, computed once: the
+    baseline is the float32 reference, or in 16 bits plain PyTorch in that dtype; the truth is
+    float64 on the weights and inputs of a ``dtype`` layer."""
+    if (key, str(options), feature, dtype) not in _TRUTH:
         config = layer_config(key, options, feature, "reference")
         training = FEATURES[feature][1]
         ref32 = make_layer(config, DTYPE)
-        exact = make_layer(config, torch.float64, like=ref32)
-        x, state = inputs(config)
-        _TRUTH[key, str(options), feature] = (
-            run(exact, x, state, LENGTHS, training), run(ref32, x, state, LENGTHS, training),
-            pieces(exact, x, state)["one call"], pieces(ref32, x, state)["one call"])
-    return _TRUTH[key, str(options), feature]
+        with contextlib.ExitStack() as stack_:
+            if dtype in LOW:
+                stack_.enter_context(_with_baseline())
+                config = dataclasses.replace(config, backend="op_by_op")
+            baseline = make_layer(config, dtype, like=ref32)
+            exact = make_layer(config, torch.float64, like=baseline)
+            x, state = inputs(config, dtype)
+            _TRUTH[key, str(options), feature, dtype] = (
+                run(exact, x, state, LENGTHS, training), run(baseline, x, state, LENGTHS, training),
+                pieces(exact, x, state)["one call"], pieces(baseline, x, state)["one call"])
+    return _TRUTH[key, str(options), feature, dtype]
 
 
-def check(scan_layer, key, options, feature, name: str) -> None:
-    """The conformance of ``scan_layer`` (float32, of the case's config) with the truth."""
+def check(scan_layer, key, options, feature, name: str, dtype=DTYPE) -> None:
+    """The conformance of ``scan_layer`` (``dtype``, of the case's config) with the truth."""
     config = scan_layer.config
-    exact, ref32, exact_eval, ref32_eval = truth(key, options, feature)
-    # The float32 reference is bounded by the floor alone; the others also by its error.
+    exact, baseline, exact_eval, baseline_eval = truth(key, options, feature, dtype)
+    if dtype in LOW:
+        largest = max(float(t.abs().max()) for t in exact.values() if t.numel())
+        if largest > torch.finfo(dtype).max:
+            pytest.skip(f"{dtype} cannot hold the result (|truth| reaches {largest:.3g})")
+    # The reference is bounded by the floor alone; the others also by the baseline's error.
     ref = (lambda r: None) if name == "reference" else (lambda r: r)
-    x, state = inputs(config)
+    x, state = inputs(config, dtype)
     got = run(scan_layer, x, state, LENGTHS, FEATURES[feature][1])
     assert got.keys() == exact.keys()
-    n = reduction(config)
+    n = reduction(config) if dtype not in LOW else T * config.num_layers  # tolerances.py
     for part in exact:
-        assert_conforms(got[part], exact[part], ref(ref32[part]), DTYPE, n, f"{name}: {part}")
+        assert_conforms(got[part], exact[part], ref(baseline[part]), dtype, n, f"{name}: {part}")
     for how, results in pieces(scan_layer, x, state).items():
         for (part, value), ideal, rounded in zip(results.items(), exact_eval.values(),
-                                                 ref32_eval.values()):
-            assert_conforms(value, ideal, ref(rounded), DTYPE, n, f"{name} {how}: {part}")
+                                                 baseline_eval.values()):
+            assert_conforms(value, ideal, ref(rounded), dtype, n, f"{name} {how}: {part}")
 
 
-def backend_or_skip(name: str, config: LayerConfig, training: bool):
-    reason = kernels.get(name).supports(config, CPU, DTYPE, training)
+def backend_or_skip(name: str, config: LayerConfig, training: bool, dtype=DTYPE):
+    reason = kernels.get(name).supports(config, CPU, dtype, training)
     if reason is not None:
         pytest.skip(f"{name}: {reason}")
 
@@ -199,6 +231,30 @@ def test_backend_conforms(name, key, options, feature):
     config = layer_config(key, options, feature, name)
     backend_or_skip(name, config, FEATURES[feature][1])
     check(make_layer(config, DTYPE), key, options, feature, name)
+
+
+_INTERPRETED_16 = [("lstm", {}, "plain"), ("gru", {"reset_after": False}, "plain"),
+                   ("lstm", {}, "zoneout"),
+                   ("lstm", {"layer_norm": True, "proj_size": 3, "peephole": True}, "plain")]
+"""The cases of the 16-bit rows Triton runs under its interpreter."""
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("key, options, feature", CASES)
+def test_backend_conforms_in_16_bits(name, key, options, feature, dtype):
+    config = layer_config(key, options, feature, name)
+    backend_or_skip(name, config, FEATURES[feature][1], dtype)
+    if name == "triton" and not torch.cuda.is_available():
+        if dtype == torch.bfloat16:
+            pytest.skip("Triton's interpreter computes bfloat16 arithmetic wrongly (numpy has "
+                        "no bfloat16): checked on a GPU only")
+        if (key, options, feature) not in _INTERPRETED_16:
+            pytest.skip("under Triton's interpreter (slow) the 16-bit rows run a few cases; "
+                        "a GPU runs them all")
+    # the float32 layer's weights rounded, as the truth has them (not drawn in 16 bits)
+    check(make_layer(config, dtype, like=make_layer(config, DTYPE)), key, options, feature, name,
+          dtype)
 
 
 # --- the table catches a broken kernel -----------------------------------------------------------
@@ -244,13 +300,15 @@ def broken_backends(monkeypatch):
     ("ignored_ablation", {"forget_gate": False}, True),
     ("ignored_ablation", {"output_gate": False}, True),
 ])
-def test_a_broken_kernel_fails_the_table(broken_backends, name, options, fails):
-    layer = make_layer(layer_config("lstm", options, "plain", name), DTYPE)
+@pytest.mark.parametrize("dtype", [DTYPE, *LOW], ids=lambda d: str(d).replace("torch.", ""))
+def test_a_broken_kernel_fails_the_table(broken_backends, name, options, fails, dtype):
+    config = layer_config("lstm", options, "plain", name)
+    layer = make_layer(config, dtype, like=make_layer(config, DTYPE))
     if not fails:  # the same harness passes a correct kernel: the failures are the kernel's
-        check(layer, "lstm", options, "plain", name)
+        check(layer, "lstm", options, "plain", name, dtype)
         return
     with pytest.raises(AssertionError, match=r"max \|error\|"):
-        check(layer, "lstm", options, "plain", name)
+        check(layer, "lstm", options, "plain", name, dtype)
 
 
 # --- the export, the runtime and the engine over the same table ------------------------------

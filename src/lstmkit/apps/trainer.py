@@ -17,7 +17,9 @@ bar as ``scale * loss`` followed by ``name`` (bits per character from nats).
 The loop owns everything else, once for all applications: Adam, a learning-rate schedule
 (constant, reduce on plateau, cosine or exponential decay), gradient clipping, the progress
 bar, early stopping on the validation loss, checkpoints written atomically after every epoch,
-``--resume`` that continues exactly where the last checkpoint left off, and data-parallel training
+``--resume`` that continues exactly where the last checkpoint left off, ``--precision bf16`` or
+``fp16`` (16-bit forward and backward passes on float32 master weights, :mod:`.precision`), and
+data-parallel training
 when launched by ``torchrun`` (the environment variable WORLD_SIZE > 1): each process takes its
 share of every global batch and DistributedDataParallel averages the gradients, with gloo on CPU
 and NCCL on GPU.
@@ -44,6 +46,7 @@ import torch
 
 from lstmkit import checkpoint
 from lstmkit._optional import require
+from lstmkit.apps import precision as precisions
 from lstmkit.apps.configs import from_dict
 
 MODEL_FILE = "model.safetensors"
@@ -92,6 +95,10 @@ class TrainConfig:
     """Plateau schedule: epochs without a better validation loss before the rate falls."""
     lr_decay_after: int = 0
     """Exponential schedule: epochs at the full rate before the decay starts."""
+    precision: str = "fp32"
+    """What the forward and backward passes compute in: fp32, bf16 or fp16 (16-bit copies of
+    the float32 master weights; fp16 with dynamic loss scaling). docs/applications.md has what
+    each costs and saves."""
 
     path_fields: ClassVar[tuple[str, ...]] = ()
     """Fields that name input files: stored absolute, so that a checkpoint's config finds its
@@ -117,6 +124,9 @@ class TrainConfig:
                              f"{self.lr_schedule!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
+        if self.precision not in precisions.DTYPES:
+            raise ValueError(f"precision: expected one of {tuple(precisions.DTYPES)}, got "
+                             f"{self.precision!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -226,16 +236,17 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
     model.to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
+    scaler = precisions.scaler(config.precision, runtime.device)
     history, best, carry = History(), _copy_state(model), None
     if config.resume:
-        best, carry = _restore(out / STATE_FILE, model, optimizer, history, config)
+        best, carry = _restore(out / STATE_FILE, model, optimizer, history, config, scaler)
     if not (getattr(task, "carry_across_epochs", False) and runtime.world == 1):
         carry = None  # each process's share of the streams would differ from one process's
-    net = model
+    net = low = precisions.wrap(model, config.precision)  # low: validation's, without DDP
     if runtime.world > 1:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(
-            model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+            low, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
     unit = getattr(task, "loss_unit", ("", 1.0))
     bar, saved = _progress(config, runtime), history.epochs
     try:
@@ -247,13 +258,13 @@ def fit(model: torch.nn.Module, task, config: TrainConfig, meta: dict | None = N
                 group["lr"] = epoch_lr(config, history)
             history.lr.append(optimizer.param_groups[0]["lr"])
             carry = _train_epoch(net, model, task, optimizer, config, runtime, epoch, history,
-                                 bar, carry, unit)
-            if _record(history, _validate(model, task), epoch, config):
+                                 bar, carry, unit, scaler)
+            if _record(history, _validate(low, task), epoch, config):
                 best = _copy_state(model)
             history.seconds += time.perf_counter() - started
             bar.set_postfix_str(_postfix(history, unit), refresh=False)
             if runtime.is_main:
-                _save(out, model, best, optimizer, history, config, meta, carry)
+                _save(out, model, best, optimizer, history, config, meta, carry, scaler)
             saved = history.epochs
             if history.stopped_early:
                 break
@@ -293,12 +304,13 @@ def _patience_spent(config: TrainConfig, history: History) -> bool:
 
 
 def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, bar,
-                 carry=None, unit=("", 1.0)):
+                 carry=None, unit=("", 1.0), scaler=None):
     """One pass over the epoch's batches; returns the state after the last batch when the
     task carries it across epochs, else None."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     net.train()
     losses = []
+    scaler = scaler or precisions.scaler("fp32", runtime.device)
     carries = getattr(task, "carry_across_epochs", False) and runtime.world == 1
     carry = carry if carries else None
     batches = _join_short_tail(list(task.batches(epoch, generator)))
@@ -313,10 +325,12 @@ def _train_epoch(net, model, task, optimizer, config, runtime, epoch, history, b
         # the gradient of the global batch's mean loss even when the shares are unequal.
         loss = loss * (len(part[0]) * runtime.world / rows)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()  # disabled: the plain calls (fp16 only scales)
         if config.clip:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         carry = detach(carry)
         losses.append(_global_mean(loss.detach(), runtime))
         bar.update(1)
@@ -394,7 +408,7 @@ def _copy_state(model) -> dict[str, torch.Tensor]:
 
 
 def _save(out: Path, model, best, optimizer, history: History, config, meta: dict,
-          carry=None) -> None:
+          carry=None, scaler=None) -> None:
     """The training state first, then the best model; both atomically."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best.items()})
@@ -406,6 +420,8 @@ def _save(out: Path, model, best, optimizer, history: History, config, meta: dic
     record = {k: v for k, v in dataclasses.asdict(history).items() if k != "step_loss"}
     record["best_val"] = None if math.isinf(history.best_val) else history.best_val
     state_meta = {"config": config.to_dict(), "history": record, "optimizer": optim_meta}
+    if scaler is not None and scaler.is_enabled():  # fp16's loss scale, for --resume
+        state_meta["scaler"] = scaler.state_dict()
     checkpoint.save_tensors(out / STATE_FILE, tensors, state_meta)
     live = _copy_state(model)
     model.load_state_dict(best)
@@ -444,7 +460,7 @@ def _rebuild(leaves: list[torch.Tensor], template):
     return type(template)(*(_rebuild(leaves, part) for part in template))
 
 
-def _restore(path: Path, model, optimizer, history: History, config):
+def _restore(path: Path, model, optimizer, history: History, config, scaler=None):
     """Load the training state at ``path`` into the arguments; returns the best weights and
     the carried state (None if none was saved)."""
     if not path.is_file():
@@ -463,6 +479,8 @@ def _restore(path: Path, model, optimizer, history: History, config):
     model.load_state_dict(_prefixed(tensors, "model."))
     optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
     torch.set_rng_state(tensors["rng.torch"])
+    if scaler is not None and "scaler" in meta:
+        scaler.load_state_dict(meta["scaler"])
     record = meta["history"]
     history.step_loss = tensors["history.step_loss"].tolist()
     history.train_loss, history.val_loss = record["train_loss"], record["val_loss"]

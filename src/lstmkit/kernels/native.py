@@ -198,6 +198,9 @@ _stack_call = transformable(stack_op, _setup_context, _backward, stack_backward_
 
 DECLARATION = Declaration(
     families={key: family.torch.options for key, family in FAMILIES.items() if family.torch},
+    # torch 2.13 runs the three families in bfloat16 and float16 on the CPU too, forward and
+    # backward, rounding its intermediates to the dtype (the conformance table's 16-bit rows).
+    dtypes=(torch.float32, torch.float64, torch.bfloat16, torch.float16),
     features=frozenset({"lengths", "bidirectional", "dropout"}))
 """What torch.nn computes; a family registered later is not declared (refused)."""
 

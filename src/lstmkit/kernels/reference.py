@@ -2,6 +2,14 @@
 
 It is the specification every other backend is tested against, and declares everything: any
 registered family, option, dtype, device and layer feature.
+
+In bfloat16 and float16 it upcasts: the recurrence runs in float32 on the 16-bit weights,
+inputs and state (exactly converted), and the output and final state are rounded to the 16-bit
+dtype once, at the end of the call; autograd rounds each gradient once, to its tensor's dtype.
+That is the most a 16-bit backend can promise ("16-bit storage, float32 arithmetic"), and what
+the 16-bit rows of the conformance table measure everything else against. Plain PyTorch op by
+op in 16 bits (torch.nn's own bfloat16 LSTM) rounds every intermediate instead, and float16's
+range overflows in the exponential gates of the xLSTM families.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ from lstmkit.cells.base import ANY, Family, hidden, map_state, state_tensors
 from lstmkit.config import CellConfig
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+"""The dtypes the reference upcasts to float32 (see the module docstring)."""
+
 
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
          lengths: torch.Tensor | None, masks: StepMasks):
@@ -20,6 +31,22 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     Past a sequence's length its state stays as it was and its output is zero.
     """
+    if x.dtype in SIXTEEN_BIT:  # float32 arithmetic, 16-bit results (the module docstring)
+        def up(t):
+            return None if t is None else t.float()
+
+        masks = StepMasks(up(masks.hidden),
+                          None if masks.zoneout is None else tuple(map(up, masks.zoneout)))
+        y, final = scan_in_dtype(family, cfg, {name: up(t) for name, t in w.items()}, up(x),
+                                 map_state(family, up, state), lengths, masks)
+        return y.to(x.dtype), map_state(family, lambda t: t.to(x.dtype), final)
+    return scan_in_dtype(family, cfg, w, x, state, lengths, masks)
+
+
+def scan_in_dtype(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
+                  lengths: torch.Tensor | None, masks: StepMasks):
+    """:func:`scan` with every operation in x's dtype, 16-bit ones too: plain PyTorch op by op
+    (the tests' 16-bit baseline)."""
     gx = family.input(x, w, cfg)  # (T, B, G*H): the input term of every step in one product
     valid = None if lengths is None else (
         torch.arange(x.shape[0])[:, None] < lengths[None, :]).to(x.device)  # (T, B)

@@ -30,12 +30,12 @@ def test_every_activation_has_a_kernel():
     assert sorted(cpu.KERNEL_ACTIVATIONS) == sorted(ACTIVATIONS)
 
 
-def test_supports_the_cpu_in_float32_and_float64_only():
+def test_supports_the_cpu_in_float_dtypes_only():
     config, supports = VARIANTS[0], cpu.BACKEND.supports
-    assert supports(config, CPU, torch.float32, True) is None
-    assert supports(config, CPU, torch.float64, False) is None
-    assert "computes float32, float64 only, got bfloat16" in supports(
-        config, CPU, torch.bfloat16, True)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        assert supports(config, CPU, dtype, True) is None
+    assert "computes float32, float64, bfloat16, float16 only, got complex64" in supports(
+        config, CPU, torch.complex64, True)
     assert "runs on cpu devices only, got cuda" in supports(config, torch.device("cuda"),
                                                             torch.float32, True)
 

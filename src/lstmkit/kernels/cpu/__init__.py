@@ -6,8 +6,9 @@ math in loops the compiler vectorises, spread over threads by batch rows where a
 enough of them, and in the backward pass the weight gradients as products over all steps at
 once. Products run oneDNN's brgemm ukernel on weights packed once per call (``matmul.h``). It
 computes every cell option of the three families, lengths, recurrent dropout and zoneout, in
-float32 and float64. Options, activations and weights reach the C++ side by name
-(``ops.cpp``).
+float32 and float64, and in bfloat16 and float16 with float32 state and sums (``precision.h``:
+16-bit operands in every forward product, on AVX-512 BF16 where the CPU has it). Options,
+activations and weights reach the C++ side by name (``ops.cpp``).
 
 "auto" tries it first on the CPU (docs/benchmarks.md has the numbers): it is the only fused
 path for the variants, and against torch.nn's own kernels it trains the plain LSTM faster at
@@ -31,6 +32,9 @@ from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
 from lstmkit.kernels.transforms import through_ops, transformable
 
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+"""The dtypes whose scans run the float32 kernels on 16-bit operands (precision.h)."""
+
 KERNEL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
                 "leaky_relu", "identity")
 """The activations common.h's ``activate`` implements (a new row of the table is refused until
@@ -45,7 +49,7 @@ DECLARATION = Declaration(
         "gru": {"bias": ANY, "reset_after": ANY},
         "rnn": {"bias": ANY, "nonlinearity": ("tanh", "relu")},
     },
-    dtypes=(torch.float32, torch.float64), devices=("cpu",),
+    dtypes=(torch.float32, torch.float64, torch.bfloat16, torch.float16), devices=("cpu",),
     features=frozenset({"lengths", "recurrent_dropout", "zoneout"}),  # and the layer's
     available=lambda device: _build.problem())
 
@@ -123,9 +127,14 @@ def _(family, x, state, names, weights, lengths, hidden, zoneout, int_names, int
 
 
 def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Tensor]:
-    """Empty tensors shaped as what the forward kernel saves (lstm.h, gru.h, rnn.h)."""
+    """Empty tensors shaped as what the forward kernel saves (lstm.h, gru.h, rnn.h): in float32
+    for a 16-bit x (its scans compute in float32, precision.h)."""
     steps, batch = x.shape[:2]
-    new = x.new_empty
+    dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
+
+    def new(*shape):
+        return x.new_empty(shape, dtype=dtype)
+
     if family == "lstm":
         gates, hidden, output = w["weight_ih"].shape[0], state[1].shape[1], state[0].shape[1]
         saved = [new(steps, batch, gates), new(steps + 1, batch, output),  # A, Hs
@@ -232,12 +241,27 @@ def _zoneout(z: torch.Tensor) -> torch.Tensor:
     return z.contiguous()
 
 
+def bf16_dot_active() -> bool:
+    """Whether bfloat16 products take the AVX-512 BF16 path on this CPU (else the fallback)."""
+    return bool(_build.ops().bf16_dot_active())
+
+
+def use_bf16_dot(wanted: bool) -> bool:
+    """Let bfloat16 products take the AVX-512 BF16 path where the CPU has it (True, the
+    default) or force the fallback (False); returns the previous setting."""
+    return bool(_build.ops().use_bf16_dot(wanted))
+
+
 def auto_defers(config: LayerConfig, device: torch.device, dtype: torch.dtype,
                 training: bool) -> str | None:
     # The drop-in promise comes first: where torch.nn computes the configuration, "auto" gives
     # torch's own numbers bit for bit. This kernel is faster in training there (0.6-0.9x of
     # torch's time, docs/benchmarks.md) but rounds differently; backend="cpu" asks for it.
-    if config.is_torch_compatible:
+    # In 16 bits the promise has nothing to keep: torch rounds every intermediate to the dtype
+    # (this kernel keeps float32 state and sums: closer to the float64 truth, the conformance
+    # table's 16-bit rows), and on a CPU without native bfloat16 its path is 20-40x slower
+    # than its own float32 one (docs/applications.md, "16-bit training").
+    if config.is_torch_compatible and dtype not in SIXTEEN_BIT:
         return ("torch.nn computes this configuration: native gives its exact numbers "
                 "(backend='cpu' is faster in training)")
     return None

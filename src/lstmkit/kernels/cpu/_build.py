@@ -34,8 +34,8 @@ from lstmkit.io import write_text
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-_SOURCES = ("ops.cpp", "matmul.h", "common.h", "lstm.h", "lstm_backward.h", "gru.h", "rnn.h",
-            "quant.h", "quant_ops.h", "step.h")
+_SOURCES = ("ops.cpp", "matmul.h", "precision.h", "common.h", "lstm.h", "lstm_backward.h",
+            "gru.h", "rnn.h", "quant.h", "quant_ops.h", "step.h")
 # -fno-trapping-math and -fno-math-errno (as torch's own build) let floor and sqrt vectorise.
 _FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 

@@ -287,8 +287,10 @@ struct Masks {
   std::vector<const T*> zoneout;  // empty, or one per state tensor
   std::vector<bool> per_step;     // zoneout[k] is (T, B, size), or else one row for all
   const int64_t* lengths = nullptr;
+  int64_t operand = kExactOperand;  // 16-bit scans: what product operands round to (precision.h)
 
   bool valid(int64_t t, int64_t b) const { return !lengths || t < lengths[b]; }
+  bool rounds() const { return operand != kExactOperand; }
   const T* zone(size_t k, int64_t t, int64_t b, int64_t size, int64_t batch) const {
     if (zoneout.empty()) return nullptr;
     return zoneout[k] + (per_step[k] ? (t * batch + b) * size : 0);
@@ -353,6 +355,16 @@ const T* masked_hidden(const Masks<T>& m, const T* h, T* buf, int64_t rows, int6
   if (!m.hidden) return h;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < BP; ++j) buf[r * BP + j] = h[r * BP + j] * m.hidden[j];
+  return buf;
+}
+
+// The left operand of a forward product (n values): src itself, or in a 16-bit scan src
+// rounded into buf (precision.h). The same rounding of the saved values in the backward pass
+// gives the weight gradients of the products the forward pass computed.
+template <typename T>
+const T* operand(const Masks<T>& m, const T* src, T* buf, int64_t n) {
+  if (!m.rounds()) return src;
+  round_operand(m.operand, src, buf, n);
   return buf;
 }
 

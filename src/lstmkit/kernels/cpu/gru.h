@@ -56,13 +56,15 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
   Tensor Hs = at::empty({save ? steps + 1 : 2, B, H}, o);
   Tensor gh = at::empty({B, G}, o), hnew = at::empty({B, H}, o);
   Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
+  Tensor hop = masks.rounds() ? at::empty({B, H}, o) : Tensor();  // h_in rounded, for w_hh
   T *pA = ptr(A), *pH = ptr(Hs), *pgh = ptr(gh), *pnew = ptr(hnew);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  const RightOperand<T> w_ih(w.w_ih, input, G, true, o);
+  const RightOperand<T> w_ih(w.w_ih, input, G, true, o, masks.operand);
   const T* b_hn = w.b_hh + 2 * H;
   // reset-after: all three recurrent terms in one product; reset-before: r and z, then n.
-  const RightOperand<T> w_hh(w.w_hh, H, reset_after ? G : 2 * H, true, o);
-  const RightOperand<T> w_hn(reset_after ? nullptr : w.w_hh + 2 * H * H, H, H, true, o);
+  const RightOperand<T> w_hh(w.w_hh, H, reset_after ? G : 2 * H, true, o, masks.operand);
+  const RightOperand<T> w_hn(reset_after ? nullptr : w.w_hh + 2 * H * H, H, H, true, o,
+                             masks.operand);
   const int64_t grain = row_grain(8 * G);
 
   for (int64_t t = 0; t < steps; ++t) {
@@ -74,7 +76,7 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
     const T* h_prev = pH + s * B * H;
     const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * H);
     T *a = pA + t % chunk * B * G, *gates = ptr(Gt) + k * B * G, *rn = ptr(Rn) + k * B * H;
-    w_hh.times(B, h_in, H, 0, pgh, G);
+    w_hh.times(B, operand(masks, h_in, ptr(hop), B * H), H, 0, pgh, G);
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const T *ab = a + b * G, *ghb = pgh + b * G, *hb = h_in + b * H;
@@ -87,7 +89,7 @@ std::vector<Tensor> GRUScan<T>::forward(const Tensor& x, const Tensor& h0) const
         }
       }
     });
-    if (!reset_after) w_hn.times(B, rn, H, 0, pgh + 2 * H, G);
+    if (!reset_after) w_hn.times(B, operand(masks, rn, rn, B * H), H, 0, pgh + 2 * H, G);
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const T *ab = a + b * G + 2 * H, *hb = h_in + b * H, *rnb = rn + b * H;
@@ -177,8 +179,9 @@ std::vector<Tensor> GRUScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   }
   out[1] = dh;
   out[2] = weight_gradient<T>(rows, G, input, pdGX, G, ptr(x), input, o);
-  Tensor masked = masks.hidden ? at::empty({steps, B, H}, o) : Tensor();
-  const T* h_in = masked_hidden(masks, Hs, ptr(masked), steps, B * H);
+  Tensor masked = masks.hidden || masks.rounds() ? at::empty({steps, B, H}, o) : Tensor();
+  const T* h_in = operand(masks, masked_hidden(masks, Hs, ptr(masked), steps, B * H),
+                          ptr(masked), rows * H);
   if (reset_after) {
     out[3] = weight_gradient<T>(rows, G, H, pdGH, G, h_in, H, o);
   } else {  // r and z rows saw h_{t-1}, n rows saw r ⊙ h_{t-1}

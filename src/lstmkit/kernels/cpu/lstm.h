@@ -239,7 +239,7 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   Tensor Cn = empty({kept, B, H}), Xih = ln && save ? empty({steps, B, G}) : A;
   Tensor Xhh = empty({kept, B, G}, ln), Rih = empty({held, B}, ln);
   Tensor Rhh = empty({kept, B}, ln), Sc = empty({kept, B, 2}, ln), gh = empty({B, G}, ln);
-  Tensor hin = empty({B, P}, masks.hidden), hraw = empty({B, H});
+  Tensor hin = empty({B, P}, masks.hidden || masks.rounds()), hraw = empty({B, H});
   Tensor hnew = proj ? empty({B, P}) : hraw;
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
   T *pA = ptr(A), *pH = ptr(Hs), *pC = ptr(Cs), *py = ptr(y), *pCn = ptr(Cn), *pXhh = ptr(Xhh);
@@ -247,8 +247,9 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   T *pnew = ptr(hnew), *pXih = ptr(Xih), *pRih = ptr(Rih);
   std::copy(ptr(h0), ptr(h0) + B * P, pH);
   std::copy(ptr(c0), ptr(c0) + B * H, pC);
-  const RightOperand<T> w_ih(w.w_ih, input, G, true, o), w_hh(w.w_hh, P, G, true, o);
-  const RightOperand<T> w_hr(w.w_hr, H, P, true, o);
+  const RightOperand<T> w_ih(w.w_ih, input, G, true, o, masks.operand);
+  const RightOperand<T> w_hh(w.w_hh, P, G, true, o, masks.operand);
+  const RightOperand<T> w_hr(w.w_hr, H, P, true, o, masks.operand);
 
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = slot(t), s1 = slot(t + 1), k = save ? t : 0, at = save ? t : t % chunk;
@@ -258,7 +259,7 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
                  pXih + r * G, ln ? pRih + r : nullptr);
     }
     const T *h_prev = pH + s * B * P, *c_prev = pC + s * B * H;
-    const T* h_in = masked_hidden(masks, h_prev, phin, 1, B * P);
+    const T* h_in = operand(masks, masked_hidden(masks, h_prev, phin, 1, B * P), phin, B * P);
     T *a = pA + at * B * G, *c_new = pCn + k * B * H;
     if (ln) w_hh.times(B, h_in, P, 0, pgh, G);
     else w_hh.times(B, h_in, P, 1, a, G);
@@ -278,7 +279,7 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
         std::apply([&](auto... rows) { cell_row(rows..., work.data()); }, row(b));
       }
     });
-    if (proj) w_hr.times(B, praw, H, 0, pnew, P);
+    if (proj) w_hr.times(B, operand(masks, praw, praw, B * H), H, 0, pnew, P);
     carry(masks, 0, t, B, P, h_prev, pnew, pH + s1 * B * P, py + t * B * P);
     carry(masks, 1, t, B, H, c_prev, c_new, pC + s1 * B * H, (T*)nullptr);
   }

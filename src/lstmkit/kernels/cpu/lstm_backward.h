@@ -175,7 +175,7 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
   // layer norm; dA itself without), and with a projection dHn (of h_t before it) and o ⊙ ψ(c).
   Tensor dA = empty({chunk, B, G}), dGH = ln ? empty({chunk, B, G}) : dA;
   Tensor dHn = empty({chunk, B, P}, proj), Hraw = empty({chunk, B, H}, proj);
-  Tensor masked = empty({chunk, B, P}, masks.hidden != nullptr);
+  Tensor masked = empty({chunk, B, P}, masks.hidden || masks.rounds());
   Tensor chat = empty({B, H}, ln), dchat = empty({B, H}, ln);  // layer norm of c, this step
   Tensor dh = dhT.clone(), dc = dcT.clone();  // (B, P), (B, H): gradients of the carried state
   Tensor dhraw = empty({B, H}), dcn = empty({B, H}), dhin = empty({B, P}, masks.hidden);
@@ -216,9 +216,10 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
     }
     if (need_dx) w_ih.times(rows, pdA, G, 0, ptr(dx) + t0 * B * I, I);
     dw_ih.add(rows, pdA, G, ptr(x) + t0 * B * I, I);
-    const T* h_in = masked_hidden(masks, ptr(saved[1]) + t0 * B * P, ptr(masked), n, B * P);
+    const T* h_in = operand(masks, masked_hidden(masks, ptr(saved[1]) + t0 * B * P,
+                                                 ptr(masked), n, B * P), ptr(masked), rows * P);
     dw_hh.add(rows, pdGH, G, h_in, P);
-    if (proj) dw_hr.add(rows, pdHn, P, praw, H);
+    if (proj) dw_hr.add(rows, pdHn, P, operand(masks, praw, praw, rows * H), H);
   };
 
   for (int64_t t = steps - 1; t >= 0; --t) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Parallel.h>
@@ -22,6 +23,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
+
+#include "precision.h"
 
 // Declared weak: a torch build that does not export them falls back to at::addmm_out.
 extern "C" {
@@ -161,9 +164,16 @@ class RightOperand {
  public:
   static constexpr int64_t kPanel = 64, kRows = 256, kDepth = 512;
 
-  RightOperand(const T* w, int64_t K, int64_t N, bool transpose, const at::TensorOptions& o)
+  // operand: what the left operands a of times() are rounded to (precision.h); bfloat16
+  // takes the bfloat16 dot-product path where it runs.
+  RightOperand(const T* w, int64_t K, int64_t N, bool transpose, const at::TensorOptions& o,
+               int64_t operand = kExactOperand)
       : w_(w), K_(K), N_(N), transpose_(transpose) {
     if (!std::is_same_v<T, float> || !w) return;
+    if (operand == kBFloat16Operand && bf16_dot()) {
+      pack16(o);
+      return;
+    }
     packed_ = at::empty({K * N}, o);
     T* p = packed_.data_ptr<T>();
     at::parallel_for(0, (N + kPanel - 1) / kPanel, 4, [&](int64_t p0, int64_t p1) {
@@ -181,6 +191,7 @@ class RightOperand {
   // c (M, N) = a (M, K) @ B + beta c, beta 0 or 1; lda and ldc are row strides.
   void times(int64_t M, const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
     if constexpr (std::is_same_v<T, float>) {
+      if (packed16_.defined()) return times16(M, a, lda, beta, c, ldc);
       const int64_t panels = (N_ + kPanel - 1) / kPanel, blocks = (M + kRows - 1) / kRows;
       const int64_t work = std::min(M, kRows) * kPanel * K_;
       const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(work, 1));
@@ -195,6 +206,54 @@ class RightOperand {
   }
 
  private:
+  // The bfloat16 path: B as bfloat16 panels of kPanel columns (the last one zero-padded) over
+  // an even depth (a zero row where K is odd), each in oneDNN's VNNI layout (pairs of rows
+  // interleaved), which its bfloat16 brgemm reads.
+  void pack16(const at::TensorOptions& o) {
+    depth16_ = (K_ + 1) / 2 * 2;
+    const int64_t panels = (N_ + kPanel - 1) / kPanel, size = depth16_ * kPanel;
+    packed16_ = at::empty({panels * size}, o.dtype(at::kBFloat16));
+    auto* out = packed16_.data_ptr<at::BFloat16>();
+    at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+      std::vector<at::BFloat16> plain(size, at::BFloat16(0.0f));  // (depth16, kPanel)
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n0 = p * kPanel, width = std::min(kPanel, N_ - n0);
+        for (int64_t k = 0; k < K_; ++k)
+          for (int64_t j = 0; j < width; ++j)
+            plain[k * kPanel + j] = at::BFloat16(transpose_ ? w_[(n0 + j) * K_ + k] : w_[k * N_ + n0 + j]);
+        at::native::cpublas::pack(depth16_, kPanel, kPanel, kPanel, at::kBFloat16, at::kBFloat16,
+                                  plain.data(), out + p * size);
+      }
+    });
+  }
+
+  // times() on the bfloat16 path: a rounded to bfloat16 (it holds bfloat16 values already, so
+  // exactly), then oneDNN's brgemm panel by panel.
+  void times16(int64_t M, const float* a, int64_t lda, float beta, float* c, int64_t ldc) const {
+    const int64_t D = depth16_, panels = (N_ + kPanel - 1) / kPanel;
+    std::vector<at::BFloat16> left(M * D, at::BFloat16(0.0f));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K_; ++k) left[i * D + k] = at::BFloat16(a[i * lda + k]);
+    const auto* packed = packed16_.data_ptr<at::BFloat16>();
+    const int64_t blocks = (M + kRows - 1) / kRows;
+    at::parallel_for(0, blocks * panels, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t m0 = task / panels * kRows, n0 = task % panels * kPanel;
+        const int64_t rows = std::min(kRows, M - m0), width = std::min(kPanel, N_ - n0);
+        float* cb = c + m0 * ldc + n0;
+        if (D == 0 && beta == 0.0f) {
+          for (int64_t i = 0; i < rows; ++i) std::fill(cb + i * ldc, cb + i * ldc + width, 0.0f);
+        }
+        for (int64_t k0 = 0; k0 < D; k0 += kDepth) {  // kDepth is even: whole row pairs
+          at::native::cpublas::brgemm(rows, width, std::min(kDepth, D - k0), D, kPanel, ldc,
+                                      beta != 0.0f || k0 > 0, left.data() + m0 * D + k0,
+                                      packed + (task % panels) * D * kPanel + k0 * kPanel, cb);
+        }
+      }
+      at::native::cpublas::brgemm_release();  // AMX keeps a tile configuration per thread
+    });
+  }
+
   // Rows m0.. (up to kRows) of c, columns n0.. of one panel.
   void panel_times(int64_t m0, int64_t n0, int64_t M, const T* a, int64_t lda, T beta, T* c,
                    int64_t ldc) const {
@@ -216,7 +275,8 @@ class RightOperand {
   const T* w_;
   int64_t K_, N_;
   bool transpose_;
-  Tensor packed_;
+  Tensor packed_, packed16_;  // packed16_: the bfloat16 path's panels, else undefined
+  int64_t depth16_ = 0;
 };
 
 // A weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed chunk by chunk over all

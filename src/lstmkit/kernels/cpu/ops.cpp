@@ -94,6 +94,14 @@ void check(const Tensor& x, at::TensorList state, const Named& weights) {
   }
 }
 
+// 16-bit scans run the float kernels with this internal option set (precision.h): what the
+// forward products' left operands round to.
+constexpr const char* kOperand = "operand";
+
+int64_t operand_option(const Ints& options) {
+  return options.contains(kOperand) ? options.at(kOperand) : kExactOperand;
+}
+
 const std::vector<std::string>& names_of(const std::string& family) {
   if (family == "lstm") return kLSTMNames;
   TORCH_CHECK(family == "gru" || family == "rnn", "lstmkit_cpu: no kernel for family '", family,
@@ -111,6 +119,7 @@ std::vector<Tensor> scan_forward(const std::string& family, const Tensor& x, at:
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_cpu_forward", [&] {
     auto masks = make_masks<scalar_t>(lengths, hidden_mask, zoneout);
+    masks.operand = operand_option(options);
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
     if (family == "lstm") {
       LSTMScan<scalar_t> scan{T, B, I, state[1].size(1), P, lstm_weights<scalar_t>(w),
@@ -145,6 +154,7 @@ std::vector<Tensor> scan_backward(const std::string& family, const Tensor& x,
   size_t states = 1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_cpu_backward", [&] {
     auto masks = make_masks<scalar_t>(lengths, hidden_mask, zoneout);
+    masks.operand = operand_option(options);
     const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = grads[1].size(1);
     if (family == "lstm") {
       states = 2;
@@ -261,12 +271,84 @@ void lstm_step_(at::TensorList packed, at::TensorList bias, const Tensor& x, con
 
 std::string lstm_step_isa(bool half) { return step_isa(half); }
 
+// --- 16-bit scans (precision.h): the float kernels on exact float copies ---------------------
+
+bool is_16bit(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+
+std::vector<Tensor> floats(at::TensorList tensors) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : tensors) out.push_back(t.to(at::kFloat));
+  return out;
+}
+
+Named floats(const Named& weights) {
+  Named out;
+  for (const auto& entry : weights) out.insert(entry.key(), entry.value().to(at::kFloat));
+  return out;
+}
+
+Ints with_operand(const Ints& options, at::ScalarType dtype) {
+  Ints out = options.copy();
+  out.insert_or_assign(kOperand, dtype == at::kBFloat16 ? kBFloat16Operand : kHalfOperand);
+  return out;
+}
+
+// scan_forward in any dtype: y and the final state come back in x's dtype, the saved tensors
+// in float (the backward pass reads them as they were computed).
+std::vector<Tensor> forward_any(const std::string& family, const Tensor& x, at::TensorList state,
+                                const Named& weights, const OptTensor& lengths,
+                                const OptTensor& hidden_mask, at::TensorList zoneout,
+                                const Ints& options, const Reals& reals, bool save) {
+  if (!is_16bit(x.scalar_type())) {
+    return scan_forward(family, x, state, weights, lengths, hidden_mask, zoneout, options, reals,
+                        save);
+  }
+  check(x, state, weights);
+  const OptTensor hidden = hidden_mask ? OptTensor(hidden_mask->to(at::kFloat)) : OptTensor();
+  auto out = scan_forward(family, x.to(at::kFloat), floats(state), floats(weights), lengths,
+                          hidden, floats(zoneout), with_operand(options, x.scalar_type()), reals,
+                          save);
+  for (size_t k = 0; k <= state.size(); ++k) out[k] = out[k].to(x.scalar_type());
+  return out;
+}
+
+// scan_backward in any dtype: every gradient in the dtype of the tensor it belongs to (the
+// weights and the state share x's), computed in float and rounded once.
+std::vector<Tensor> backward_any(const std::string& family, const Tensor& x,
+                                 at::TensorList grads, at::TensorList saved,
+                                 const Named& weights, const OptTensor& lengths,
+                                 const OptTensor& hidden_mask, at::TensorList zoneout,
+                                 const Ints& options, const Reals& reals,
+                                 const std::vector<std::string>& wanted, bool need_dx) {
+  if (!is_16bit(x.scalar_type())) {
+    return scan_backward(family, x, grads, saved, weights, lengths, hidden_mask, zoneout,
+                         options, reals, wanted, need_dx);
+  }
+  check(x, grads, weights);
+  const OptTensor hidden = hidden_mask ? OptTensor(hidden_mask->to(at::kFloat)) : OptTensor();
+  auto out = scan_backward(family, x.to(at::kFloat), floats(grads), saved, floats(weights),
+                           lengths, hidden, floats(zoneout), with_operand(options, x.scalar_type()),
+                           reals, wanted, need_dx);
+  for (Tensor& t : out) {
+    if (t.defined()) t = t.to(x.scalar_type());
+  }
+  return out;
+}
+
+// Whether the bfloat16 products take the AVX-512 BF16 path here; `use_bf16_dot(false)` makes
+// them take the fallback (returns the previous setting), so the two can be compared.
+bool bf16_dot_active() { return bf16_dot(); }
+
+bool use_bf16_dot(bool wanted) { return bf16_dot_wanted().exchange(wanted); }
+
 }  // namespace
 }  // namespace lstmkit
 
 TORCH_LIBRARY(lstmkit_cpu, m) {
-  m.def("scan_forward", &lstmkit::scan_forward);
-  m.def("scan_backward", &lstmkit::scan_backward);
+  m.def("scan_forward", &lstmkit::forward_any);
+  m.def("scan_backward", &lstmkit::backward_any);
+  m.def("bf16_dot_active", &lstmkit::bf16_dot_active);
+  m.def("use_bf16_dot", &lstmkit::use_bf16_dot);
   m.def("lstm_step(Tensor[] packed, Tensor[] bias, Tensor x, Tensor h, Tensor c, "
         "Tensor? head_weight, Tensor? head_bias, bool portable) -> (Tensor, Tensor, Tensor)",
         &lstmkit::lstm_step);

@@ -31,10 +31,11 @@ std::vector<Tensor> RNNScan<T>::forward(const Tensor& x, const Tensor& h0) const
   Tensor y = at::empty({steps, B, H}, o), A = at::empty({steps, B, H}, o);
   const int64_t chunk = std::min(steps, chunk_steps(B * H));
   Tensor Hs = at::empty({save ? steps + 1 : 2, B, H}, o);
-  Tensor hin = masks.hidden ? at::empty({B, H}, o) : Tensor();
+  Tensor hin = masks.hidden || masks.rounds() ? at::empty({B, H}, o) : Tensor();
   T *pA = ptr(A), *pH = ptr(Hs);
   std::copy(h0.data_ptr<T>(), h0.data_ptr<T>() + B * H, pH);
-  const RightOperand<T> w_ih(w.w_ih, input, H, true, o), w_hh(w.w_hh, H, H, true, o);
+  const RightOperand<T> w_ih(w.w_ih, input, H, true, o, masks.operand);
+  const RightOperand<T> w_hh(w.w_hh, H, H, true, o, masks.operand);
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t s = save ? t : t % 2, s1 = save ? t + 1 : (t + 1) % 2;
     if (t % chunk == 0) {
@@ -43,7 +44,8 @@ std::vector<Tensor> RNNScan<T>::forward(const Tensor& x, const Tensor& h0) const
     }
     const T* h_prev = pH + s * B * H;
     T* a = pA + t * B * H;  // becomes the new h in place
-    w_hh.times(B, masked_hidden(masks, h_prev, ptr(hin), 1, B * H), H, 1, a, H);
+    const T* h_in = masked_hidden(masks, h_prev, ptr(hin), 1, B * H);
+    w_hh.times(B, operand(masks, h_in, ptr(hin), B * H), H, 1, a, H);
     activate(relu ? kRelu : kTanh, a, a, B * H);
     carry(masks, 0, t, B, H, h_prev, a, pH + s1 * B * H, ptr(y) + t * B * H);
   }
@@ -60,7 +62,8 @@ std::vector<Tensor> RNNScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
   const T *Hn = ptr(saved[0]), *Hs = ptr(saved[1]);
   Tensor dA = at::empty({steps, B, H}, o), dh = dhT.clone();
-  Tensor buf = masks.hidden ? at::empty({std::max<int64_t>(steps, 1) * B, H}, o) : Tensor();
+  Tensor buf = masks.hidden || masks.rounds()
+      ? at::empty({std::max<int64_t>(steps, 1) * B, H}, o) : Tensor();
   T *pdA = ptr(dA), *pdh = ptr(dh);
   const RightOperand<T> w_hh(w.w_hh, H, H, false, o);
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -78,7 +81,8 @@ std::vector<Tensor> RNNScan<T>::backward(const Tensor& x, const Tensor& dy, cons
   }
   out[1] = dh;
   out[2] = weight_gradient<T>(rows, H, input, pdA, H, ptr(x), input, o);
-  const T* h_in = masked_hidden(masks, Hs, ptr(buf), steps, B * H);
+  const T* h_in = operand(masks, masked_hidden(masks, Hs, ptr(buf), steps, B * H), ptr(buf),
+                          rows * H);
   out[3] = weight_gradient<T>(rows, H, H, pdA, H, h_in, H, o);
   std::vector<double> dbias(H);
   column_sums<T>(rows, H, pdA, H, nullptr, 0, dbias.data());

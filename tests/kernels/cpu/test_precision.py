@@ -1,0 +1,133 @@
+"""The cpu backend in bfloat16 and float16 (precision.h): the dtypes of what comes back, a
+longer sequence than the conformance table's against the float64 truth, and the AVX-512 BF16
+path against the fallback where the CPU has it."""
+
+import pytest
+import torch
+from support import parts, probe_loss
+from tolerances import assert_conforms
+
+import lstmkit
+from lstmkit import kernels
+from lstmkit.cells.base import ANY
+from lstmkit.kernels import cpu, reference
+from lstmkit.kernels.contract import Backend, Declaration
+
+LOW = (torch.bfloat16, torch.float16)
+LAYERS = {
+    "lstm": (lstmkit.LSTM, {}),
+    "lstm, every option": (lstmkit.LSTM, dict(peephole=True, proj_size=5, layer_norm=True,
+                                              zoneout=0.1)),
+    "gru": (lstmkit.GRU, {}),
+    "gru, reset before": (lstmkit.GRU, dict(reset_after=False, recurrent_dropout=0.2)),
+    "rnn": (lstmkit.RNN, dict(nonlinearity="relu")),
+}
+ids = [str(d).replace("torch.", "") for d in LOW]
+
+
+def _layer(name, backend, dtype, like=None):
+    cls, options = LAYERS[name]
+    torch.manual_seed(0)
+    layer = cls(6, 12, backend=backend, **options)
+    if like is not None:
+        layer.load_state_dict(like.state_dict())
+    return layer.to(dtype)
+
+
+def _run(layer, x, lengths):
+    """[y, final state..., gradients of x and every parameter] under one dropout seed."""
+    x = x.detach().to(layer.weight_ih_l0.dtype).requires_grad_()
+    torch.manual_seed(1)
+    y, state = layer(x, lengths=lengths)
+    grads = torch.autograd.grad(probe_loss(y, *parts(state)), [x, *layer.parameters()])
+    return [t.detach() for t in (y, *parts(state), *grads)]
+
+
+def test_declares_16_bit():
+    config = lstmkit.LSTM(3, 4, layer_norm=True).config
+    for dtype in LOW:
+        assert cpu.BACKEND.supports(config, torch.device("cpu"), dtype, True) is None
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=ids)
+def test_auto_takes_it_in_16_bits_even_where_torch_computes_the_layer(dtype):
+    config = lstmkit.LSTM(3, 4).config
+    kernels.resolve.cache_clear()
+    assert kernels.resolve("auto", config, torch.device("cpu"), dtype, True).name == "cpu"
+    assert kernels.resolve("auto", config, torch.device("cpu"), torch.float32, True).name \
+        == "native"
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=ids)
+@pytest.mark.parametrize("name", LAYERS)
+def test_results_come_back_in_the_tensors_dtypes(name, dtype):
+    layer = _layer(name, "cpu", dtype).train()
+    x = torch.randn(7, 2, 6, dtype=dtype, requires_grad=True)
+    y, state = layer(x)
+    assert y.dtype == dtype and all(s.dtype == dtype for s in parts(state))
+    probe_loss(y, *parts(state)).backward()
+    assert x.grad.dtype == dtype
+    assert all(p.grad is not None and p.grad.dtype == dtype for p in layer.parameters())
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=ids)
+@pytest.mark.parametrize("name", LAYERS)
+def test_a_longer_sequence_conforms(name, dtype, monkeypatch):
+    """T=40 with lengths, training: within the 16-bit row of the float64 truth on the same
+    16-bit weights and inputs, against the baseline of plain PyTorch in ``dtype``."""
+    def bernoulli(like, shape, p):  # the same 0/1 masks in every dtype
+        return (torch.rand(shape, device=like.device) < p).to(like.dtype)
+
+    op_by_op = Backend("op_by_op", Declaration(families=ANY), scan=reference.scan_in_dtype)
+    get = kernels.get
+    monkeypatch.setattr(lstmkit.layers.stack, "_bernoulli", bernoulli)
+    monkeypatch.setattr(kernels, "get", lambda n: op_by_op if n == "op_by_op" else get(n))
+    kernels.resolve.cache_clear()
+    steps = 40
+    ours = _layer(name, "cpu", dtype)
+    x = torch.randn(steps, 3, 6).to(dtype)
+    lengths = torch.tensor([steps, 31, 9])
+    truth = _run(_layer(name, "reference", torch.float64, like=ours), x, lengths)
+    plain = _run(_layer(name, "op_by_op", dtype, like=ours), x, lengths)
+    for k, (got, ideal, low) in enumerate(zip(_run(ours, x, lengths), truth, plain)):
+        assert_conforms(got, ideal, low, dtype, steps, f"part {k}")
+    kernels.resolve.cache_clear()
+
+
+def test_bf16_dot_equals_the_fallback():
+    """Where the CPU has AVX-512 BF16, its products equal the fallback's to float32 summation
+    order: the outputs and gradients within two bfloat16 ulps of their largest value."""
+    if not cpu.bf16_dot_active():
+        pytest.skip("this CPU has no AVX-512 BF16: the fallback is the only path it runs")
+    runs = []
+    try:
+        for wanted in (False, True):
+            cpu.use_bf16_dot(wanted)
+            layer = _layer("lstm, every option", "cpu", torch.bfloat16)
+            x = torch.randn(30, 33, 6).to(torch.bfloat16)
+            runs.append(_run(layer, x, None))
+    finally:
+        cpu.use_bf16_dot(True)
+    eps = torch.finfo(torch.bfloat16).eps
+    for k, (fallback, dot) in enumerate(zip(*runs)):
+        scale = float(fallback.abs().max())
+        error = float((dot.double() - fallback.double()).abs().max())
+        assert error <= 2 * eps * scale, f"part {k}: {error:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("name", ["lstm, every option", "gru, reset before", "rnn"])
+def test_the_custom_op_in_bf16(name):
+    """The fake kernel's shapes and dtypes (saved tensors in float32) and the registered
+    autograd, as torch.compile and torch.export see them."""
+    layer = _layer(name, "cpu", torch.bfloat16)
+    weights = layer.cell_weights()[0][0]
+    names = [n for n, t in weights.items() if t is not None]
+    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
+    state = [torch.randn(2, *s).to(torch.bfloat16).requires_grad_()
+             for s in layer.family.state_shapes(layer.config.cell)]
+    x = torch.randn(5, 2, 6).to(torch.bfloat16).requires_grad_()
+    args = (layer.family.key, x, state, ",".join(names),
+            [weights[n].detach().clone().requires_grad_() for n in names], None, None, [],
+            int_names, ints, real_names, reals, True)
+    torch.library.opcheck(cpu.scan_op, args, test_utils=("test_schema", "test_faketensor",
+                                                         "test_autograd_registration"))
