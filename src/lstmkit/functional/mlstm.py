@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
+from lstmkit.functional._backends import use_triton
 
 FORMS = ("chunkwise", "parallel", "recurrent")
 
@@ -44,7 +45,7 @@ FORMS = ("chunkwise", "parallel", "recurrent")
 def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
           *, form: str = "chunkwise", chunk_size: int = 64, state=None,
           lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,
-          forget: str = "sigmoid"):
+          forget: str = "sigmoid", backend: str = "auto"):
     """The mLSTM over a sequence, per head.
 
     Args:
@@ -59,6 +60,10 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         return_state: also return the state after the last step.
         eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
+        backend: what runs the chunkwise form: "auto" (the Triton kernels of
+            :mod:`lstmkit.kernels.triton.mlstm` for CUDA tensors where Triton is installed,
+            else torch), "torch" or "triton" (see :data:`lstmkit.functional._backends.BACKENDS`).
+            The other forms are torch's.
 
     Returns:
         h~ (B, NH, T, DV), or ``(h~, mLSTMState)`` with ``return_state``.
@@ -76,6 +81,9 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         True
     """
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    triton = use_triton(backend, q)
+    if triton and form != "chunkwise":
+        raise ValueError(f"backend='triton' computes the chunkwise form only, got form={form!r}")
     valid = None
     if lengths is not None:
         valid = (torch.arange(q.shape[2])[None, :] < lengths.cpu()[:, None]).to(q.device)
@@ -84,6 +92,10 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h = v.new_zeros(v.shape)
     elif form == "recurrent":
         h, state = _recurrent(q, k, v, i, f, state, eps, forget)
+    elif triton:
+        from lstmkit.kernels.triton.mlstm import chunkwise
+
+        h, state = chunkwise(q, k, v, i, f, state, chunk_size, eps, forget)
     else:
         length = q.shape[2] if form == "parallel" else chunk_size
         h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)

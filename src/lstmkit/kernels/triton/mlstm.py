@@ -46,26 +46,17 @@ _MAX_BLOCK = 64
 
 
 @triton.jit
-def _rows(BUF, rows, cols, ml, mc, D):
-    """Pointers (BL, BC) into a (BH, T', D) buffer at flat rows ``rows`` (BL,), columns ``cols``,
-    and their mask."""
-    return BUF + rows[:, None] * D + cols[None, :], ml[:, None] & mc[None, :]
-
-
-@triton.jit
-def _state_ptrs(S, bh, c, NS, rk, re, DK, E):
-    """Pointers (BK, BE) to block (rk, re) of state c of a (BH, NS, DK, E) buffer, and its mask."""
-    base = (bh.to(tl.int64) * NS + c) * DK
-    return S + (base + rk[:, None]) * E + re[None, :], (rk < DK)[:, None] & (re < E)[None, :]
-
-
-@triton.jit
 def _decay(U, TOP, rows, rl, ml):
     """(BL t, BL s): e^{u_s - top_t} for s <= t in the chunk, else 0."""
     u = tl.load(U + rows, mask=ml, other=0.0)
     top = tl.load(TOP + rows, mask=ml, other=0.0)
     causal = (rl[None, :] <= rl[:, None]) & ml[None, :] & ml[:, None]
     return tl.where(causal, tl.exp(u[None, :] - top[:, None]), 0.0)
+
+
+# The kernels write their pointer arithmetic out rather than call helpers inside loops: each
+# call of a jit function costs Triton's interpreter a re-patching of the language (about a
+# millisecond), which the tests would pay thousands of times.
 
 
 @triton.jit
@@ -78,19 +69,19 @@ def _states_forward(
     BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     acc_ty = S.dtype.element_ty
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
     re = tl.program_id(2) * BLOCK_E + tl.arange(0, BLOCK_E)  # (BE,)
     rl = tl.arange(0, BLOCK_L)  # (BL,)
-    ml = rl < L
-    ptrs, mask = _state_ptrs(S, bh, 0, NC + 1, rk, re, DK, E)
-    state = tl.load(ptrs, mask=mask, other=0.0)  # (BK, BE)
+    ml, mk, me = rl < L, rk < DK, re < E
+    ptrs = S + bh * (NC + 1) * DK * E + rk[:, None] * E + re[None, :]  # (BK, BE) of S[bh, 0]
+    mask = mk[:, None] & me[None, :]
+    k_mask, v_mask = ml[:, None] & mk[None, :], ml[:, None] & me[None, :]
+    state = tl.load(ptrs, mask=mask, other=0.0)
     for c in range(NC):
-        rows = bh.to(tl.int64) * T + c * L + rl
-        kp, km = _rows(K, rows, rk, ml, rk < DK, DK)
-        vp, vm = _rows(V1, rows, re, ml, re < E, E)
-        k = tl.load(kp, mask=km, other=0.0).to(acc_ty)  # (BL, BK)
-        v = tl.load(vp, mask=vm, other=0.0).to(acc_ty)  # (BL, BE)
+        rows = bh * T + c * L + rl  # (BL,)
+        k = tl.load(K + rows[:, None] * DK + rk[None, :], mask=k_mask, other=0.0).to(acc_ty)
+        v = tl.load(V1 + rows[:, None] * E + re[None, :], mask=v_mask, other=0.0).to(acc_ty)
         w = tl.exp(tl.load(W + rows, mask=ml, other=0.0))  # (BL,)
         decay = tl.exp(tl.load(A + bh * NC + c))
         state = decay * state + tl.dot(tl.trans(k * w[:, None]), v, input_precision=PRECISION,
@@ -108,30 +99,30 @@ def _outputs_forward(
     BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     acc_ty = S.dtype.element_ty
-    c, bh = tl.program_id(0), tl.program_id(1)
+    c, bh = tl.program_id(0), tl.program_id(1).to(tl.int64)
     re = tl.program_id(2) * BLOCK_E + tl.arange(0, BLOCK_E)  # (BE,)
     rl = tl.arange(0, BLOCK_L)
-    ml = rl < L
-    rows = bh.to(tl.int64) * T + c * L + rl  # (BL,)
+    ml, me = rl < L, re < E
+    rows = bh * T + c * L + rl  # (BL,)
+    state = S + (bh * (NC + 1) + c) * DK * E + re[None, :]  # (1, BE) of S[bh, c]
     scores = tl.zeros((BLOCK_L, BLOCK_L), dtype=acc_ty)  # q_t . k_s
     inter = tl.zeros((BLOCK_L, BLOCK_E), dtype=acc_ty)  # q_t^T S_c
     for k0 in range(0, DK, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
-        qp, qm = _rows(Q, rows, rk, ml, rk < DK, DK)
-        kp, km = _rows(K, rows, rk, ml, rk < DK, DK)
-        q = tl.load(qp, mask=qm, other=0.0)
-        k = tl.load(kp, mask=km, other=0.0)
+        mk = rk < DK
+        qk_mask = ml[:, None] & mk[None, :]
+        q = tl.load(Q + rows[:, None] * DK + rk[None, :], mask=qk_mask, other=0.0)
+        k = tl.load(K + rows[:, None] * DK + rk[None, :], mask=qk_mask, other=0.0)
         scores = tl.dot(q, tl.trans(k), acc=scores, input_precision=PRECISION, out_dtype=acc_ty)
-        sp, sm = _state_ptrs(S, bh, c, NC + 1, rk, re, DK, E)
-        inter = tl.dot(q.to(acc_ty), tl.load(sp, mask=sm, other=0.0), acc=inter,
-                       input_precision=PRECISION, out_dtype=acc_ty)
-    vp, vm = _rows(V1, rows, re, ml, re < E, E)
-    v = tl.load(vp, mask=vm, other=0.0).to(acc_ty)
+        block = tl.load(state + rk[:, None] * E, mask=mk[:, None] & me[None, :], other=0.0)
+        inter = tl.dot(q.to(acc_ty), block, acc=inter, input_precision=PRECISION,
+                       out_dtype=acc_ty)
+    v_ptrs, v_mask = rows[:, None] * E + re[None, :], ml[:, None] & me[None, :]
+    v = tl.load(V1 + v_ptrs, mask=v_mask, other=0.0).to(acc_ty)
     alpha = tl.exp(tl.load(LA + rows, mask=ml, other=0.0))  # (BL,)
     intra = tl.dot(_decay(U, TOP, rows, rl, ml) * scores, v, input_precision=PRECISION,
                    out_dtype=acc_ty)
-    op, om = _rows(OUT, rows, re, ml, re < E, E)
-    tl.store(op, scale * (alpha[:, None] * inter + intra), mask=om)
+    tl.store(OUT + v_ptrs, scale * (alpha[:, None] * inter + intra), mask=v_mask)
 
 
 @triton.jit
@@ -143,26 +134,25 @@ def _states_backward(
     BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     acc_ty = G.dtype.element_ty
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     re = tl.program_id(2) * BLOCK_E + tl.arange(0, BLOCK_E)
     rl = tl.arange(0, BLOCK_L)
-    ml = rl < L
-    ptrs, mask = _state_ptrs(G0, bh, 0, 1, rk, re, DK, E)
-    grad = tl.load(ptrs, mask=mask, other=0.0)  # (BK, BE)
+    ml, mk, me = rl < L, rk < DK, re < E
+    block = rk[:, None] * E + re[None, :]  # (BK, BE)
+    mask = mk[:, None] & me[None, :]
+    q_mask, d_mask = ml[:, None] & mk[None, :], ml[:, None] & me[None, :]
+    grad = tl.load(G0 + bh * DK * E + block, mask=mask, other=0.0)
     for s in range(NC):
         c = NC - 1 - s
-        gp, gm = _state_ptrs(G, bh, c, NC, rk, re, DK, E)
-        tl.store(gp, grad, mask=gm)
-        rows = bh.to(tl.int64) * T + c * L + rl
-        qp, qm = _rows(Q, rows, rk, ml, rk < DK, DK)
-        dp, dm = _rows(DOUT, rows, re, ml, re < E, E)
-        q = tl.load(qp, mask=qm, other=0.0).to(acc_ty)
+        tl.store(G + (bh * NC + c) * DK * E + block, grad, mask=mask)
+        rows = bh * T + c * L + rl
+        q = tl.load(Q + rows[:, None] * DK + rk[None, :], mask=q_mask, other=0.0).to(acc_ty)
+        d = tl.load(DOUT + rows[:, None] * E + re[None, :], mask=d_mask, other=0.0)
         alpha = tl.exp(tl.load(LA + rows, mask=ml, other=0.0))
-        d = tl.load(dp, mask=dm, other=0.0)
         grad = tl.exp(tl.load(A + bh * NC + c)) * grad + scale * tl.dot(
             tl.trans(q * alpha[:, None]), d, input_precision=PRECISION, out_dtype=acc_ty)
-    tl.store(ptrs, grad, mask=mask)
+    tl.store(G0 + bh * DK * E + block, grad, mask=mask)
 
 
 @triton.jit
@@ -175,28 +165,30 @@ def _chunk_backward(
     BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     acc_ty = S.dtype.element_ty
-    c, bh = tl.program_id(0), tl.program_id(1)
+    c, bh = tl.program_id(0), tl.program_id(1).to(tl.int64)
     rl = tl.arange(0, BLOCK_L)
     ml = rl < L
-    rows = bh.to(tl.int64) * T + c * L + rl
+    rows = bh * T + c * L + rl  # (BL,)
+    qk_rows, ve_rows = rows[:, None] * DK, rows[:, None] * E  # (BL, 1) offsets
+    state = S + (bh * (NC + 1) + c) * DK * E  # S[bh, c]
+    grad_next = G + (bh * NC + c) * DK * E  # G[bh, c]: of the state after chunk c
     alpha = tl.exp(tl.load(LA + rows, mask=ml, other=0.0))  # (BL,)
     w = tl.exp(tl.load(W + rows, mask=ml, other=0.0))  # (BL,)
     decay = _decay(U, TOP, rows, rl, ml)  # (BL t, BL s)
     scores = tl.zeros((BLOCK_L, BLOCK_L), dtype=acc_ty)  # q_t . k_s
     for k0 in range(0, DK, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
-        qp, qm = _rows(Q, rows, rk, ml, rk < DK, DK)
-        kp, km = _rows(K, rows, rk, ml, rk < DK, DK)
-        scores = tl.dot(tl.load(qp, mask=qm, other=0.0), tl.trans(tl.load(kp, mask=km, other=0.0)),
-                        acc=scores, input_precision=PRECISION, out_dtype=acc_ty)
+        qk_mask = ml[:, None] & (rk < DK)[None, :]
+        q = tl.load(Q + qk_rows + rk[None, :], mask=qk_mask, other=0.0)
+        k = tl.load(K + qk_rows + rk[None, :], mask=qk_mask, other=0.0)
+        scores = tl.dot(q, tl.trans(k), acc=scores, input_precision=PRECISION, out_dtype=acc_ty)
     dvals = tl.zeros((BLOCK_L, BLOCK_L), dtype=acc_ty)  # dout_t . [v_s | 1]
     for e0 in range(0, E, BLOCK_E):
         re = e0 + tl.arange(0, BLOCK_E)
-        dp, dm = _rows(DOUT, rows, re, ml, re < E, E)
-        vp, vm = _rows(V1, rows, re, ml, re < E, E)
-        dvals = tl.dot(tl.load(dp, mask=dm, other=0.0),
-                       tl.trans(tl.load(vp, mask=vm, other=0.0).to(acc_ty)), acc=dvals,
-                       input_precision=PRECISION, out_dtype=acc_ty)
+        ve_mask = ml[:, None] & (re < E)[None, :]
+        d = tl.load(DOUT + ve_rows + re[None, :], mask=ve_mask, other=0.0)
+        v = tl.load(V1 + ve_rows + re[None, :], mask=ve_mask, other=0.0).to(acc_ty)
+        dvals = tl.dot(d, tl.trans(v), acc=dvals, input_precision=PRECISION, out_dtype=acc_ty)
     probs = decay * scores
     dlog = scale * probs * dvals  # the gradient of log e^{u_s - top_t}
     tl.store(DU + rows, tl.sum(dlog, axis=0), mask=ml)
@@ -205,69 +197,72 @@ def _chunk_backward(
     d_decay = tl.zeros((1,), dtype=acc_ty)  # <G_{c+1}, S_c>
     for k0 in range(0, DK, BLOCK_K):  # dq, dk by key block
         rk = k0 + tl.arange(0, BLOCK_K)
-        qp, qm = _rows(Q, rows, rk, ml, rk < DK, DK)
-        kp, km = _rows(K, rows, rk, ml, rk < DK, DK)
-        q = tl.load(qp, mask=qm, other=0.0).to(acc_ty)
-        k = tl.load(kp, mask=km, other=0.0).to(acc_ty)
+        mk = rk < DK
+        qk_mask = ml[:, None] & mk[None, :]
+        q = tl.load(Q + qk_rows + rk[None, :], mask=qk_mask, other=0.0).to(acc_ty)
+        k = tl.load(K + qk_rows + rk[None, :], mask=qk_mask, other=0.0).to(acc_ty)
         from_state = tl.zeros((BLOCK_L, BLOCK_K), dtype=acc_ty)  # dout_t S_c^T
         from_grad = tl.zeros((BLOCK_L, BLOCK_K), dtype=acc_ty)  # [v_s | 1] G_{c+1}^T
         for e0 in range(0, E, BLOCK_E):
             re = e0 + tl.arange(0, BLOCK_E)
-            sp, sm = _state_ptrs(S, bh, c, NC + 1, rk, re, DK, E)
-            gp, gm = _state_ptrs(G, bh, c, NC, rk, re, DK, E)
-            state = tl.load(sp, mask=sm, other=0.0)
-            grad = tl.load(gp, mask=gm, other=0.0)
-            dp, dm = _rows(DOUT, rows, re, ml, re < E, E)
-            vp, vm = _rows(V1, rows, re, ml, re < E, E)
-            from_state = tl.dot(tl.load(dp, mask=dm, other=0.0), tl.trans(state), acc=from_state,
-                                input_precision=PRECISION, out_dtype=acc_ty)
-            from_grad = tl.dot(tl.load(vp, mask=vm, other=0.0).to(acc_ty), tl.trans(grad),
-                               acc=from_grad, input_precision=PRECISION, out_dtype=acc_ty)
-            d_decay += tl.sum(tl.sum(state * grad, axis=1), axis=0)
+            me = re < E
+            block, mask = rk[:, None] * E + re[None, :], mk[:, None] & me[None, :]
+            s_block = tl.load(state + block, mask=mask, other=0.0)  # (BK, BE)
+            g_block = tl.load(grad_next + block, mask=mask, other=0.0)
+            ve_mask = ml[:, None] & me[None, :]
+            d = tl.load(DOUT + ve_rows + re[None, :], mask=ve_mask, other=0.0)
+            v = tl.load(V1 + ve_rows + re[None, :], mask=ve_mask, other=0.0).to(acc_ty)
+            from_state = tl.dot(d, tl.trans(s_block), acc=from_state, input_precision=PRECISION,
+                                out_dtype=acc_ty)
+            from_grad = tl.dot(v, tl.trans(g_block), acc=from_grad, input_precision=PRECISION,
+                               out_dtype=acc_ty)
+            d_decay += tl.sum(tl.sum(s_block * g_block, axis=1), axis=0)
         dq = alpha[:, None] * from_state + tl.dot(mixed, k, input_precision=PRECISION,
                                                   out_dtype=acc_ty)
         dk = scale * tl.dot(tl.trans(mixed), q, input_precision=PRECISION, out_dtype=acc_ty) \
             + w[:, None] * from_grad
-        qp, qm = _rows(DQ, rows, rk, ml, rk < DK, DK)
-        tl.store(qp, scale * dq, mask=qm)
-        kp, km = _rows(DK_, rows, rk, ml, rk < DK, DK)
-        tl.store(kp, dk, mask=km)
+        tl.store(DQ + qk_rows + rk[None, :], scale * dq, mask=qk_mask)
+        tl.store(DK_ + qk_rows + rk[None, :], dk, mask=qk_mask)
     d_la = tl.zeros((BLOCK_L,), dtype=acc_ty)
     d_w = tl.zeros((BLOCK_L,), dtype=acc_ty)
     for e0 in range(0, E, BLOCK_E):  # dv by value block
         re = e0 + tl.arange(0, BLOCK_E)
+        me = re < E
         q_state = tl.zeros((BLOCK_L, BLOCK_E), dtype=acc_ty)  # q_t^T S_c
         k_grad = tl.zeros((BLOCK_L, BLOCK_E), dtype=acc_ty)  # k_s^T G_{c+1}
         for k0 in range(0, DK, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
-            qp, qm = _rows(Q, rows, rk, ml, rk < DK, DK)
-            kp, km = _rows(K, rows, rk, ml, rk < DK, DK)
-            sp, sm = _state_ptrs(S, bh, c, NC + 1, rk, re, DK, E)
-            gp, gm = _state_ptrs(G, bh, c, NC, rk, re, DK, E)
-            q_state = tl.dot(tl.load(qp, mask=qm, other=0.0).to(acc_ty),
-                             tl.load(sp, mask=sm, other=0.0), acc=q_state,
+            mk = rk < DK
+            qk_mask = ml[:, None] & mk[None, :]
+            block, mask = rk[:, None] * E + re[None, :], mk[:, None] & me[None, :]
+            q = tl.load(Q + qk_rows + rk[None, :], mask=qk_mask, other=0.0).to(acc_ty)
+            k = tl.load(K + qk_rows + rk[None, :], mask=qk_mask, other=0.0).to(acc_ty)
+            q_state = tl.dot(q, tl.load(state + block, mask=mask, other=0.0), acc=q_state,
                              input_precision=PRECISION, out_dtype=acc_ty)
-            k_grad = tl.dot(tl.load(kp, mask=km, other=0.0).to(acc_ty),
-                            tl.load(gp, mask=gm, other=0.0), acc=k_grad,
+            k_grad = tl.dot(k, tl.load(grad_next + block, mask=mask, other=0.0), acc=k_grad,
                             input_precision=PRECISION, out_dtype=acc_ty)
-        dp, dm = _rows(DOUT, rows, re, ml, re < E, E)
-        vp, vm = _rows(V1, rows, re, ml, re < E, E)
-        d = tl.load(dp, mask=dm, other=0.0)
-        v = tl.load(vp, mask=vm, other=0.0).to(acc_ty)
+        ve_mask = ml[:, None] & me[None, :]
+        d = tl.load(DOUT + ve_rows + re[None, :], mask=ve_mask, other=0.0)
+        v = tl.load(V1 + ve_rows + re[None, :], mask=ve_mask, other=0.0).to(acc_ty)
         d_la += tl.sum(d * q_state, axis=1)
         d_w += tl.sum(k_grad * v, axis=1)
         dv = scale * tl.dot(tl.trans(probs), d, input_precision=PRECISION, out_dtype=acc_ty) \
             + w[:, None] * k_grad
-        op, om = _rows(DV1, rows, re, ml, re < E, E)
-        tl.store(op, dv, mask=om)
+        tl.store(DV1 + ve_rows + re[None, :], dv, mask=ve_mask)
     tl.store(DLA + rows, scale * alpha * d_la, mask=ml)
     tl.store(DW + rows, w * d_w, mask=ml)
     tl.store(DA + bh * NC + c + tl.arange(0, 1), tl.exp(tl.load(A + bh * NC + c)) * d_decay)
 
 
 def _blocks(chunk: int, dk: int, e: int) -> dict:
+    """The block sizes: a whole chunk of steps, key units and value columns up to _MAX_BLOCK."""
     return dict(BLOCK_L=common.pad(chunk), BLOCK_K=min(common.pad(dk), _MAX_BLOCK),
                 BLOCK_E=min(common.pad(e), _MAX_BLOCK))
+
+
+def _state_grid(heads: int, dk: int, e: int, blocks: dict) -> tuple[int, int, int]:
+    """One program per head and (key, value) block of the state."""
+    return heads, triton.cdiv(dk, blocks["BLOCK_K"]), triton.cdiv(e, blocks["BLOCK_E"])
 
 
 class _Chunkwise(torch.autograd.Function):
@@ -288,7 +283,7 @@ class _Chunkwise(torch.autograd.Function):
         sizes = (T, NC, DK, E, chunk)
         precision = common.precision(q.dtype)
         _check_runnable(_states_forward, q)
-        _states_forward[(BH, triton.cdiv(DK, blocks["BLOCK_K"]), triton.cdiv(E, blocks["BLOCK_E"]))](
+        _states_forward[_state_grid(BH, DK, E, blocks)](
             k, v1, a, w, states, *sizes, PRECISION=precision, **blocks)
         out = s0.new_empty(BH, T, E)
         _outputs_forward[(NC, BH, triton.cdiv(E, blocks["BLOCK_E"]))](
@@ -312,7 +307,8 @@ class _Chunkwise(torch.autograd.Function):
         blocks = _blocks(chunk, DK, E)
         sizes = (T, NC, DK, E, chunk)
         precision = common.precision(q.dtype)
-        _states_backward[(BH, triton.cdiv(DK, blocks["BLOCK_K"]), triton.cdiv(E, blocks["BLOCK_E"]))](
+        _check_runnable(_states_backward, q)
+        _states_backward[_state_grid(BH, DK, E, blocks)](
             q, d_out, la, a, grads, g0, *sizes, scale, PRECISION=precision, **blocks)
         dq, dk = (q.new_empty(q.shape, dtype=acc) for _ in range(2))
         dv1 = v1.new_empty(v1.shape, dtype=acc)

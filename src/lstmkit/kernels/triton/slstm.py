@@ -23,46 +23,22 @@ import triton.language as tl
 
 from lstmkit.cells.slstm import sLSTMState
 from lstmkit.kernels.triton import common
-from lstmkit.kernels.triton.common import state_ptrs, step_sync, tanh
-
-MAX_HEAD = 256
-"""Largest DH: a program holds a head's four gate rows of BB x DH in registers."""
 
 
 @triton.jit
-def _gate_ptrs(BUF, t, rb, ru, B, H):
-    """Pointers (BB, BH) to gate i's block of a (T, B, 4H) buffer; add g*H for gate g."""
-    return state_ptrs(BUF, t, rb, ru, B, 4 * H)
+def _weight_ptrs(R, u_in, u_out, DH):
+    """Pointers (len(u_in), len(u_out)) to gate i's block of R as a dense (H, 4, H) matrix,
+    R[head, d_in, 0, d_out] at [u_in, u_out] (u = head * DH + d), and the block-diagonal mask:
+    1 where both units are in the same head; add g*DH for gate g."""
+    ptrs = R + (u_in.to(tl.int64) * 4)[:, None] * DH + (u_out % DH)[None, :]
+    return ptrs, (u_in // DH)[:, None] == (u_out // DH)[None, :]
 
 
-@triton.jit
-def _weight_ptrs(R, head, rin, rout, DH):
-    """Pointers (len(rin), len(rout)) to gate i's block R[head, rin, 0, rout] of the
-    (NH, DH, 4, DH) recurrent matrix; add g*DH for gate g."""
-    return R + ((head * DH + rin).to(tl.int64) * 4)[:, None] * DH + rout[None, :]
-
-
-@triton.jit
-def _weight_t_ptrs(R, head, rout, rin, DH):
-    """Pointers (len(rout), len(rin)) to gate i's block of R^T: R[head, rin, 0, rout] at
-    [rout, rin]; add g*DH for gate g."""
-    return R + ((head * DH + rin).to(tl.int64) * 4)[None, :] * DH + rout[:, None]
-
-
-@triton.jit
-def _log_forget(f, FORGET_EXP: tl.constexpr):
-    """log f from f~: log sigmoid(f~) (as torch's logsigmoid: min(x, 0) - log(1 + e^-|x|))."""
-    if FORGET_EXP:
-        y = f
-    else:
-        y = tl.minimum(f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(f)))
-    return y
-
-
-@triton.jit
-def _split(x, y):
-    """The share of max(x, y)'s gradient that goes to x, as torch.maximum gives it."""
-    return tl.where(x > y, 1.0, tl.where(x == y, 0.5, 0.0))
+# A program owns HPP whole heads, UP = HPP * DH units (at least 16, tl.dot's smallest side, when
+# heads are small): its recurrent product is the dense (UP, 4 UP) block of R's diagonal, masked
+# to the heads. Inside the time loop the kernels write their arithmetic out rather than call
+# helpers (tanh, log sigmoid, pointers): each call of a jit function costs Triton's interpreter
+# a re-patching of the language (about a millisecond), which the tests would pay at every step.
 
 
 @triton.jit
@@ -73,7 +49,7 @@ def _slstm_forward(
     PRE,  # (T, B, 4H) acc: out, pre-activations (SAVE)
     LEN,  # (B,) int32 (LENGTHS)
     COUNT,  # unused: one program per head needs no grid barrier
-    T, B, H, DH, s_start, s_stop,
+    T, B, H, DH, UP, s_start, s_stop,
     FORGET_EXP: tl.constexpr, NXAI: tl.constexpr, LENGTHS: tl.constexpr, SAVE: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HOLD: tl.constexpr,
@@ -81,33 +57,37 @@ def _slstm_forward(
 ):
     acc_ty = CS.dtype.element_ty
     w_ty = R.dtype.element_ty
-    head = tl.program_id(1)
+    u0 = tl.program_id(1) * UP  # the program's first unit
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)  # (BB,)
-    rd = tl.arange(0, BLOCK_H)  # (BH,): units of the head
-    mb, md = rb < B, rd < DH
-    ru = head * DH + rd  # (BH,): units of the layer
-    m_bh = mb[:, None] & md[None, :]
-    if HOLD:  # the head's whole depth fits one block: keep its four (BK, BH) blocks
-        rk = tl.arange(0, BLOCK_K)
-        w_ptrs = _weight_ptrs(R, head, rk, rd, DH)
-        wmask = (rk < DH)[:, None] & md[None, :]
+    ru = u0 + tl.arange(0, BLOCK_H)  # (BH,): the program's units
+    mb, mu = rb < B, (ru < u0 + UP) & (ru < H)
+    m_bh = mb[:, None] & mu[None, :]
+    units = rb[:, None].to(tl.int64) * H + ru[None, :]  # (BB, BH) in a (B, H) step
+    gates = rb[:, None].to(tl.int64) * (4 * H) + ru[None, :]  # gate i in a (B, 4H) step
+    if LENGTHS:
+        length = tl.load(LEN + rb, mask=mb, other=0)[:, None]  # (BB, 1)
+    if HOLD:  # the program's whole depth fits one block: keep its four (BK, BH) blocks
+        rk = u0 + tl.arange(0, BLOCK_K)
+        w_ptrs, same = _weight_ptrs(R, rk, ru, DH)
+        wmask = same & ((rk < u0 + UP) & (rk < H))[:, None] & mu[None, :]
         w_i = tl.load(w_ptrs, mask=wmask, other=0.0)
         w_f = tl.load(w_ptrs + DH, mask=wmask, other=0.0)
         w_z = tl.load(w_ptrs + 2 * DH, mask=wmask, other=0.0)
         w_o = tl.load(w_ptrs + 3 * DH, mask=wmask, other=0.0)
     for t in range(s_start, s_stop):
+        prev = t * B * H + units  # offsets of step t in HS, CS, NS, MS
         r_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
         r_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
         r_z = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
         r_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
-        for k0 in range(0, DH, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            mk = rk < DH
-            hk = tl.load(state_ptrs(HS, t, rb, head * DH + rk, B, H),
+        for k0 in range(0, UP, BLOCK_K):
+            rk = u0 + k0 + tl.arange(0, BLOCK_K)  # input units
+            mk = (rk < u0 + UP) & (rk < H)
+            hk = tl.load(HS + t * B * H + rb[:, None].to(tl.int64) * H + rk[None, :],
                          mask=mb[:, None] & mk[None, :], other=0.0).to(w_ty)  # (BB, BK)
             if not HOLD:
-                w_ptrs = _weight_ptrs(R, head, rk, rd, DH)
-                wmask = mk[:, None] & md[None, :]
+                w_ptrs = R + (rk.to(tl.int64) * 4)[:, None] * DH + (ru % DH)[None, :]
+                wmask = ((rk // DH)[:, None] == (ru // DH)[None, :]) & mk[:, None] & mu[None, :]
                 w_i = tl.load(w_ptrs, mask=wmask, other=0.0)
                 w_f = tl.load(w_ptrs + DH, mask=wmask, other=0.0)
                 w_z = tl.load(w_ptrs + 2 * DH, mask=wmask, other=0.0)
@@ -116,16 +96,18 @@ def _slstm_forward(
             r_f = tl.dot(hk, w_f, acc=r_f, input_precision=PRECISION, out_dtype=acc_ty)
             r_z = tl.dot(hk, w_z, acc=r_z, input_precision=PRECISION, out_dtype=acc_ty)
             r_o = tl.dot(hk, w_o, acc=r_o, input_precision=PRECISION, out_dtype=acc_ty)
-        gx = _gate_ptrs(X, t, rb, ru, B, H)
+        gx = X + t * B * 4 * H + gates
         a_i = r_i + tl.load(gx, mask=m_bh, other=0.0).to(acc_ty)
         a_f = r_f + tl.load(gx + H, mask=m_bh, other=0.0).to(acc_ty)
         a_z = r_z + tl.load(gx + 2 * H, mask=m_bh, other=0.0).to(acc_ty)
         a_o = r_o + tl.load(gx + 3 * H, mask=m_bh, other=0.0).to(acc_ty)
-        prev = state_ptrs(0, t, rb, ru, B, H)  # offsets of step t in HS, CS, NS, MS
         c0 = tl.load(CS + prev, mask=m_bh, other=0.0)
         n0 = tl.load(NS + prev, mask=m_bh, other=0.0)
         m0 = tl.load(MS + prev, mask=m_bh, other=0.0)
-        logfm = _log_forget(a_f, FORGET_EXP) + m0
+        if FORGET_EXP:
+            logfm = a_f + m0
+        else:  # log sigmoid, as torch's logsigmoid: min(x, 0) - log(1 + e^-|x|)
+            logfm = tl.minimum(a_f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(a_f))) + m0
         m = tl.maximum(a_i, logfm)
         if NXAI:  # a fresh unit (n = 0) starts its stabiliser at i~; the gates clamp at 1
             m = tl.where(n0 == 0.0, a_i, m)
@@ -134,15 +116,15 @@ def _slstm_forward(
         else:
             i_ = tl.exp(a_i - m)
             f_ = tl.exp(logfm - m)
-        c = f_ * c0 + i_ * tanh(a_z)
+        c = f_ * c0 + i_ * (2.0 * tl.sigmoid(2.0 * a_z) - 1.0)  # tanh, as common.tanh
         n = f_ * n0 + i_
         h = tl.sigmoid(a_o) * c / n
         if LENGTHS:
-            valid = (t < tl.load(LEN + rb, mask=mb, other=0))[:, None]  # (BB, 1)
+            valid = t < length
             h = tl.where(valid, h, tl.load(HS + prev, mask=m_bh, other=0.0))
             c, n, m = tl.where(valid, c, c0), tl.where(valid, n, n0), tl.where(valid, m, m0)
         if SAVE:
-            ptrs = _gate_ptrs(PRE, t, rb, ru, B, H)
+            ptrs = PRE + t * B * 4 * H + gates
             tl.store(ptrs, a_i, mask=m_bh)
             tl.store(ptrs + H, a_f, mask=m_bh)
             tl.store(ptrs + 2 * H, a_z, mask=m_bh)
@@ -152,7 +134,7 @@ def _slstm_forward(
         tl.store(CS + new, c, mask=m_bh)
         tl.store(NS + new, n, mask=m_bh)
         tl.store(MS + new, m, mask=m_bh)
-        step_sync(COUNT, t, 1, SYNC)  # this program's h_t is the next step's operand
+        tl.debug_barrier()  # this program's h_t is the next step's operand
 
 
 @triton.jit
@@ -162,7 +144,7 @@ def _slstm_backward(
     GS,  # (4, B, H) acc: in, gradients of the final h, c, n, m; out, of the initial state (h's
     #      direct part: the recurrent product's share, DPRE[0] R^T, is added in torch)
     DPRE,  # (T+1, B, 4H) acc: out, gradient of the pre-activations; DPRE[T] is zeros
-    COUNT, T, B, H, DH, s_start, s_stop,
+    COUNT, T, B, H, DH, UP, s_start, s_stop,
     FORGET_EXP: tl.constexpr, NXAI: tl.constexpr, LENGTHS: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HOLD: tl.constexpr,
@@ -170,37 +152,41 @@ def _slstm_backward(
 ):
     acc_ty = CS.dtype.element_ty
     w_ty = R.dtype.element_ty
-    head = tl.program_id(1)
+    u0 = tl.program_id(1) * UP
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rd = tl.arange(0, BLOCK_H)
-    mb, md = rb < B, rd < DH
-    ru = head * DH + rd
-    m_bh = mb[:, None] & md[None, :]
-    if HOLD:  # R^T's four (BK, BH) blocks: R[head, rd, g, rk] at [rk, rd]
-        rk = tl.arange(0, BLOCK_K)
-        w_ptrs = _weight_t_ptrs(R, head, rk, rd, DH)
-        wmask = (rk < DH)[:, None] & md[None, :]
+    ru = u0 + tl.arange(0, BLOCK_H)
+    mb, mu = rb < B, (ru < u0 + UP) & (ru < H)
+    m_bh = mb[:, None] & mu[None, :]
+    units = rb[:, None].to(tl.int64) * H + ru[None, :]
+    gates = rb[:, None].to(tl.int64) * (4 * H) + ru[None, :]
+    if LENGTHS:
+        length = tl.load(LEN + rb, mask=mb, other=0)[:, None]
+    if HOLD:  # R^T's four (BK, BH) blocks: [u_out, u_in]
+        rk = u0 + tl.arange(0, BLOCK_K)
+        w_ptrs, same = _weight_ptrs(R, ru, rk, DH)
+        w_ptrs, same = tl.trans(w_ptrs), tl.trans(same)
+        wmask = same & ((rk < u0 + UP) & (rk < H))[:, None] & mu[None, :]
         w_i = tl.load(w_ptrs, mask=wmask, other=0.0)
         w_f = tl.load(w_ptrs + DH, mask=wmask, other=0.0)
         w_z = tl.load(w_ptrs + 2 * DH, mask=wmask, other=0.0)
         w_o = tl.load(w_ptrs + 3 * DH, mask=wmask, other=0.0)
-    grads = GS + rb[:, None] * H + ru[None, :]
-    g_h = tl.load(grads, mask=m_bh, other=0.0)
-    g_c = tl.load(grads + B * H, mask=m_bh, other=0.0)
-    g_n = tl.load(grads + 2 * B * H, mask=m_bh, other=0.0)
-    g_m = tl.load(grads + 3 * B * H, mask=m_bh, other=0.0)
+    g_h = tl.load(GS + units, mask=m_bh, other=0.0)
+    g_c = tl.load(GS + B * H + units, mask=m_bh, other=0.0)
+    g_n = tl.load(GS + 2 * B * H + units, mask=m_bh, other=0.0)
+    g_m = tl.load(GS + 3 * B * H + units, mask=m_bh, other=0.0)
     for s in range(s_start, s_stop):
         t = T - 1 - s
+        prev = t * B * H + units  # offsets of step t
         # h_t also fed step t+1's product: dpre_{t+1} R^T (zero at the last step).
         rec = tl.zeros((BLOCK_B, BLOCK_H), dtype=acc_ty)
-        for k0 in range(0, DH, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            mk = rk < DH
-            dr = _gate_ptrs(DPRE, t + 1, rb, head * DH + rk, B, H)  # (BB, BK)
+        for k0 in range(0, UP, BLOCK_K):
+            rk = u0 + k0 + tl.arange(0, BLOCK_K)  # output units of step t+1's product
+            mk = (rk < u0 + UP) & (rk < H)
+            dr = DPRE + (t + 1) * B * 4 * H + rb[:, None].to(tl.int64) * (4 * H) + rk[None, :]
             dmask = mb[:, None] & mk[None, :]
             if not HOLD:
-                w_ptrs = _weight_t_ptrs(R, head, rk, rd, DH)
-                wmask = mk[:, None] & md[None, :]
+                w_ptrs = R + (ru.to(tl.int64) * 4)[None, :] * DH + (rk % DH)[:, None]
+                wmask = ((rk // DH)[:, None] == (ru // DH)[None, :]) & mk[:, None] & mu[None, :]
                 w_i = tl.load(w_ptrs, mask=wmask, other=0.0)
                 w_f = tl.load(w_ptrs + DH, mask=wmask, other=0.0)
                 w_z = tl.load(w_ptrs + 2 * DH, mask=wmask, other=0.0)
@@ -214,20 +200,23 @@ def _slstm_backward(
             rec = tl.dot(tl.load(dr + 3 * H, mask=dmask, other=0.0).to(w_ty), w_o, acc=rec,
                          input_precision=PRECISION, out_dtype=acc_ty)
         g_h += rec
-        dh = g_h + tl.load(state_ptrs(DY, t, rb, ru, B, H), mask=m_bh, other=0.0).to(acc_ty)
+        dh = g_h + tl.load(DY + prev, mask=m_bh, other=0.0).to(acc_ty)
         # Recompute the step from its pre-activations and the previous state.
-        ap = _gate_ptrs(PRE, t, rb, ru, B, H)
+        ap = PRE + t * B * 4 * H + gates
         a_i = tl.load(ap, mask=m_bh, other=0.0)
         a_f = tl.load(ap + H, mask=m_bh, other=0.0)
         a_z = tl.load(ap + 2 * H, mask=m_bh, other=0.0)
         a_o = tl.load(ap + 3 * H, mask=m_bh, other=0.0)
-        prev = state_ptrs(0, t, rb, ru, B, H)  # offsets of step t
         h = tl.load(HS + prev + B * H, mask=m_bh, other=0.0)  # h_t
         c0 = tl.load(CS + prev, mask=m_bh, other=0.0)
         n0 = tl.load(NS + prev, mask=m_bh, other=0.0)
         m0 = tl.load(MS + prev, mask=m_bh, other=0.0)
-        a = _log_forget(a_f, FORGET_EXP) + m0
-        to_i = _split(a_i, a)
+        if FORGET_EXP:
+            a = a_f + m0
+        else:
+            a = tl.minimum(a_f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(a_f))) + m0
+        # to_i: the share of max(i~, a)'s gradient that goes to i~, as torch.maximum gives it
+        to_i = tl.where(a_i > a, 1.0, tl.where(a_i == a, 0.5, 0.0))
         if NXAI:
             fresh = n0 == 0.0
             m = tl.where(fresh, a_i, tl.maximum(a_i, a))
@@ -238,11 +227,11 @@ def _slstm_backward(
         e_f = tl.exp(a - m)
         if NXAI:  # clamped at 1: the gradient passes below 1, halves at 1
             i_, f_ = tl.minimum(e_i, 1.0), tl.minimum(e_f, 1.0)
-            e_i = e_i * _split(1.0, e_i)
-            e_f = e_f * _split(1.0, e_f)
+            e_i = e_i * tl.where(e_i < 1.0, 1.0, tl.where(e_i == 1.0, 0.5, 0.0))
+            e_f = e_f * tl.where(e_f < 1.0, 1.0, tl.where(e_f == 1.0, 0.5, 0.0))
         else:
             i_, f_ = e_i, e_f
-        zt, ot = tanh(a_z), tl.sigmoid(a_o)
+        zt, ot = 2.0 * tl.sigmoid(2.0 * a_z) - 1.0, tl.sigmoid(a_o)
         n = f_ * n0 + i_
         c = f_ * c0 + i_ * zt
         d_o = dh * (c / n) * ot * (1.0 - ot)
@@ -259,7 +248,7 @@ def _slstm_backward(
             d_f = d_a * tl.sigmoid(-a_f)
         d_z = dc * i_ * (1.0 - zt * zt)
         if LENGTHS:  # past its length a row's state passes through; where: padding may be NaN
-            valid = (t < tl.load(LEN + rb, mask=mb, other=0))[:, None]
+            valid = t < length
             d_i, d_f = tl.where(valid, d_i, 0.0), tl.where(valid, d_f, 0.0)
             d_z, d_o = tl.where(valid, d_z, 0.0), tl.where(valid, d_o, 0.0)
             g_c = tl.where(valid, dc * f_, g_c)
@@ -268,22 +257,29 @@ def _slstm_backward(
             g_h = tl.where(valid, 0.0, g_h)
         else:
             g_c, g_n, g_m, g_h = dc * f_, dn * f_, d_a, g_h * 0.0
-        dp = _gate_ptrs(DPRE, t, rb, ru, B, H)
+        dp = DPRE + t * B * 4 * H + gates
         tl.store(dp, d_i, mask=m_bh)
         tl.store(dp + H, d_f, mask=m_bh)
         tl.store(dp + 2 * H, d_z, mask=m_bh)
         tl.store(dp + 3 * H, d_o, mask=m_bh)
-        step_sync(COUNT, t, 1, SYNC)
-    tl.store(grads, g_h, mask=m_bh)
-    tl.store(grads + B * H, g_c, mask=m_bh)
-    tl.store(grads + 2 * B * H, g_n, mask=m_bh)
-    tl.store(grads + 3 * B * H, g_m, mask=m_bh)
+        tl.debug_barrier()  # the next step reads this one's gradients back
+    tl.store(GS + units, g_h, mask=m_bh)
+    tl.store(GS + B * H + units, g_c, mask=m_bh)
+    tl.store(GS + 2 * B * H + units, g_n, mask=m_bh)
+    tl.store(GS + 3 * B * H + units, g_m, mask=m_bh)
 
 
-def _plan(batch: int, head: int, device: torch.device) -> common.Plan:
-    """One program per batch tile and head, looping over time (never the split-hidden plan: the
-    block-diagonal matrix keeps each head in its own program)."""
-    return common.plan(4, batch, head, head, device, single=True)
+def _plan(batch: int, heads: int, head: int, device: torch.device) -> tuple[common.Plan, int]:
+    """(plan, UP): one program per batch tile and group of HPP heads (UP = HPP * DH units),
+    looping over time; never the split-hidden plan, as the block-diagonal matrix keeps a head's
+    product within its program."""
+    per_program = min(heads, max(1, _MIN_UNITS // head))  # HPP
+    units = per_program * head
+    return common.plan(4, batch, units, units, device, single=True), units
+
+
+_MIN_UNITS = 16
+"""Units a program takes at least, in whole heads, when heads are small: tl.dot's smallest side."""
 
 
 class _Scan(torch.autograd.Function):
@@ -305,10 +301,10 @@ class _Scan(torch.autograd.Function):
         for buffer, initial in zip(states, (h0, c0, n0, m0)):
             buffer[0] = initial
         pre = xs.new_empty(T, B, G, dtype=acc) if save else states[1]
-        plan = _plan(B, DH, xs.device)
-        grid = (triton.cdiv(B, plan.block_b), NH)
+        plan, units = _plan(B, NH, DH, xs.device)
+        grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
         common.launch(_slstm_forward, plan, grid, T, xs, r, *states, pre,
-                      states[0] if lengths is None else lengths, states[0], T, B, H, DH,
+                      states[0] if lengths is None else lengths, states[0], T, B, H, DH, units,
                       **_flags(extra), SAVE=save, PRECISION=common.precision(xs.dtype))
         ctx.extra = extra
         ctx.save_for_backward(r, pre, *states)
@@ -330,11 +326,11 @@ class _Scan(torch.autograd.Function):
         d_pre = pre.new_empty(T + 1, B, G)  # (T+1, B, 4H); [T] zeros
         d_pre[T] = 0
         dy = torch.zeros_like(states[0][1:]) if dy is None else dy.contiguous()
-        plan = _plan(B, DH, pre.device)
-        grid = (triton.cdiv(B, plan.block_b), NH)
+        plan, units = _plan(B, NH, DH, pre.device)
+        grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
         common.launch(_slstm_backward, plan, grid, T, dy, r, *states, pre,
                       states[0] if lengths is None else lengths, grads, d_pre, states[0],
-                      T, B, H, DH, **_flags(ctx.extra), PRECISION=common.precision(r.dtype))
+                      T, B, H, DH, units, **_flags(ctx.extra), PRECISION=common.precision(r.dtype))
         d_pre = d_pre[:T]
         heads = d_pre.view(T, B, 4, NH, DH)
         d_h0 = grads[0] + torch.einsum("bgke,kdge->bkd", heads[0], r.to(acc)).reshape(B, H)
