@@ -51,7 +51,7 @@ def _decay(U, TOP, rows, rl, ml):
     u = tl.load(U + rows, mask=ml, other=0.0)
     top = tl.load(TOP + rows, mask=ml, other=0.0)
     causal = (rl[None, :] <= rl[:, None]) & ml[None, :] & ml[:, None]
-    return tl.where(causal, tl.exp(u[None, :] - top[:, None]), 0.0)
+    return tl.exp(tl.where(causal, u[None, :] - top[:, None], -float("inf")))  # <= 1 where kept
 
 
 # The kernels write their pointer arithmetic out rather than call helpers inside loops: each
