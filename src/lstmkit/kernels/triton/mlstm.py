@@ -43,6 +43,10 @@ from lstmkit.kernels.triton import common
 
 _MAX_BLOCK = 64
 """Key units and value columns per block: larger heads loop over blocks."""
+_WARPS = {"_states_forward": 4, "_states_backward": 4, "_outputs_forward": 8,
+          "_chunk_backward": 8}
+"""Warps per kernel: the chunk kernels hold several (BL, BL) float32 matrices (with four warps,
+ptxas spills 14 KB of _chunk_backward at L = D = 64, sm_90)."""
 
 
 @triton.jit
@@ -282,12 +286,11 @@ class _Chunkwise(torch.autograd.Function):
         blocks = _blocks(chunk, DK, E)
         sizes = (T, NC, DK, E, chunk)
         precision = common.precision(q.dtype)
-        _check_runnable(_states_forward, q)
-        _states_forward[_state_grid(BH, DK, E, blocks)](
-            k, v1, a, w, states, *sizes, PRECISION=precision, **blocks)
+        _launch(_states_forward, _state_grid(BH, DK, E, blocks),
+                k, v1, a, w, states, *sizes, PRECISION=precision, **blocks)
         out = s0.new_empty(BH, T, E)
-        _outputs_forward[(NC, BH, triton.cdiv(E, blocks["BLOCK_E"]))](
-            q, k, v1, u, top, la, states, out, *sizes, scale, PRECISION=precision, **blocks)
+        _launch(_outputs_forward, (NC, BH, triton.cdiv(E, blocks["BLOCK_E"])),
+                q, k, v1, u, top, la, states, out, *sizes, scale, PRECISION=precision, **blocks)
         ctx.extra = extra
         ctx.save_for_backward(q, k, v1, u, top, la, a, w, states)
         return out, states[:, NC]
@@ -307,23 +310,25 @@ class _Chunkwise(torch.autograd.Function):
         blocks = _blocks(chunk, DK, E)
         sizes = (T, NC, DK, E, chunk)
         precision = common.precision(q.dtype)
-        _check_runnable(_states_backward, q)
-        _states_backward[_state_grid(BH, DK, E, blocks)](
-            q, d_out, la, a, grads, g0, *sizes, scale, PRECISION=precision, **blocks)
+        _launch(_states_backward, _state_grid(BH, DK, E, blocks),
+                q, d_out, la, a, grads, g0, *sizes, scale, PRECISION=precision, **blocks)
         dq, dk = (q.new_empty(q.shape, dtype=acc) for _ in range(2))
         dv1 = v1.new_empty(v1.shape, dtype=acc)
         du, dtop, dla, dw = (u.new_empty(u.shape) for _ in range(4))
         da = a.new_empty(a.shape)
-        _chunk_backward[(NC, BH)](
-            q, k, v1, u, top, la, w, a, states, grads, d_out, dq, dk, dv1, du, dtop, dla, dw, da,
-            *sizes, scale, PRECISION=precision, **blocks)
+        _launch(_chunk_backward, (NC, BH),
+                q, k, v1, u, top, la, w, a, states, grads, d_out, dq, dk, dv1, du, dtop, dla,
+                dw, da, *sizes, scale, PRECISION=precision, **blocks)
         return (None, dq.to(q.dtype), dk.to(k.dtype), dv1.to(v1.dtype), du, dtop, dla, da, dw, g0)
 
 
-def _check_runnable(kernel, tensor: torch.Tensor) -> None:
-    if tensor.device.type != "cuda" and not isinstance(kernel, common.InterpretedFunction):
+def _launch(kernel, grid, *args, **constexprs) -> None:
+    """``kernel[grid](*args, **constexprs)`` with the kernel's :data:`_WARPS` (one place, so
+    that benchmarks/triton_xlstm_compile_check.py can record the launches instead)."""
+    if args[0].device.type != "cuda" and not isinstance(kernel, common.InterpretedFunction):
         raise RuntimeError("Triton's kernels were built for a GPU: set TRITON_INTERPRET=1 before "
                            "lstmkit's first Triton run to run them on the CPU")
+    kernel[grid](*args, **constexprs, num_warps=_WARPS[kernel.__name__])
 
 
 def _stabilisers(g: torch.Tensor, top: torch.Tensor, m0: torch.Tensor):
