@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-from triton_compile_check import _ptxas_stats, _record, _signature  # exits under the interpreter
+import torch
+from triton.backends.compiler import GPUTarget
+from triton_compile_check import _record, compile_and_report  # exits under the interpreter
 
-from lstmkit.cells.mlstm import mLSTMState  # noqa: E402
-from lstmkit.cells.slstm import sLSTMState  # noqa: E402
-from lstmkit.kernels.triton import common, mlstm, slstm  # noqa: E402
+from lstmkit.cells.mlstm import mLSTMState
+from lstmkit.cells.slstm import sLSTMState
+from lstmkit.kernels.triton import common, mlstm, slstm
 
 MLSTM = [  # label, B, NH, T, DK, DV, chunk
     ("mlstm DK=DV=64 L=64", 2, 2, 128, 64, 64, 64),
@@ -88,14 +86,8 @@ def main() -> int:
         for label, launches in cases:
             for kernel, kargs, constexprs, warps in launches(dtype):
                 name = f"{label} {str(dtype)[6:]} {kernel.fn.__name__}"
-                try:
-                    src = ASTSource(kernel, _signature(kernel, kargs, constexprs), constexprs)
-                    compiled = triton.compile(src, target=target, options=dict(num_warps=warps))
-                    print(f"ok   {name}: {_ptxas_stats(compiled.asm['ptx'], args.arch)}",
-                          flush=True)
-                except Exception as error:  # report every variant, then fail
-                    failures += 1
-                    print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
+                failures += not compile_and_report(name, kernel, kargs, constexprs, warps,
+                                                   target, args.arch)
     return 1 if failures else 0
 
 
