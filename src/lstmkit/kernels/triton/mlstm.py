@@ -293,7 +293,7 @@ class _Chunkwise(torch.autograd.Function):
                 q, k, v1, u, top, la, states, out, *sizes, scale, PRECISION=precision, **blocks)
         ctx.extra = extra
         ctx.save_for_backward(q, k, v1, u, top, la, a, w, states)
-        return out, states[:, NC]
+        return out, states[:, NC].clone()  # not a view of what backward reads
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -310,7 +310,7 @@ class _Scan(torch.autograd.Function):
         ctx.save_for_backward(r, pre, *states)
         hs = states[0][1:]
         y = hs if lengths is None else hs * common.valid(lengths, T, acc)
-        return (y.to(xs.dtype), *(s[T].to(xs.dtype) for s in states))
+        return (y.to(xs.dtype), *(s[T].to(xs.dtype, copy=True) for s in states))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
