@@ -158,15 +158,22 @@ def main() -> int:
                 flags = [f for f in ("SYNC", "HOLD") if constexprs[f]]
                 mode = " ".join(["persistent" if plans[0].persistent else "per-step", *flags])
                 name = f"{label} {str(dtype)[6:]} {kernel.fn.__name__} [{mode}]"
-                try:
-                    src = ASTSource(kernel, _signature(kernel, kargs, constexprs), constexprs)
-                    compiled = triton.compile(src, target=target, options=dict(num_warps=warps))
-                    print(f"ok   {name}: {_ptxas_stats(compiled.asm['ptx'], args.arch)}",
-                          flush=True)
-                except Exception as error:  # report every variant, then fail
-                    failures += 1
-                    print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
+                failures += not compile_and_report(name, kernel, kargs, constexprs, warps,
+                                                   target, args.arch)
     return 1 if failures else 0
+
+
+def compile_and_report(name, kernel, kargs, constexprs, warps, target, arch) -> bool:
+    """Compile one recorded launch for ``target`` and print its registers and spills, or why it
+    failed (every variant is reported; the caller fails at the end)."""
+    try:
+        src = ASTSource(kernel, _signature(kernel, kargs, constexprs), constexprs)
+        compiled = triton.compile(src, target=target, options=dict(num_warps=warps))
+        print(f"ok   {name}: {_ptxas_stats(compiled.asm['ptx'], arch)}", flush=True)
+        return True
+    except Exception as error:
+        print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
+        return False
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The Triton backend on a CUDA GPU: checked against the reference, then timed against cuDNN.
+"""The Triton backend on a CUDA GPU: checked against the reference, then timed against cuDNN
+(LSTM, GRU) and NX-AI's kernels (xLSTM).
 
 Run from the repository root on a machine with a CUDA GPU, Triton and lstmkit installed::
 
     python benchmarks/triton_gpu.py                  # check, then time; about 5-10 minutes
     python benchmarks/triton_gpu.py --tests          # first the Triton test suite on this GPU
     python benchmarks/triton_gpu.py --quick          # plain LSTM and GRU only
+    python benchmarks/triton_gpu.py --tests --families xlstm   # the sLSTM and mLSTM only
 
 1. (``--tests``) ``pytest tests/kernels/triton``: every option and launch plan against the
    reference at small sizes; on a GPU the tests run the compiled kernels, bfloat16 included.
@@ -17,6 +19,12 @@ Run from the repository root on a machine with a CUDA GPU, Triton and lstmkit in
    at small batch (B=1, B=4) and at H=256 (where layer norm, the projection and the GRU's
    reset-before form run). Ratios are to cuDNN's plain layer of the same family in the same
    dtype; targets: within 2x at B=16, faster at small batch.
+
+4. (``--families xlstm``, on by default) lstmkit's chunkwise mLSTM and sLSTM kernels against
+   its torch forms (forward and gradients, float32 and bfloat16) and mlstm_kernels' Triton
+   kernels, then timed beside mlstm_kernels' Triton kernels, FlashRNN's fused sLSTM and
+   lstmkit's torch forms at realistic sizes (see benchmarks/_triton_xlstm.py; the peers are
+   optional: ``pip install mlstm_kernels flashrnn``).
 
 The table (with the GPU's name, versions and command) is printed and written to ``--out``.
 ``--dry-run`` runs the whole script at toy sizes on the CPU under Triton's interpreter, to check
@@ -35,9 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+if "--dry-run" in sys.argv:  # before anything imports Triton, which reads it then
+    os.environ["TRITON_INTERPRET"] = "1"
 
-from lstmkit import GRU, LSTM
+import _triton_xlstm as xlstm  # noqa: E402
+import torch  # noqa: E402
+
+from lstmkit import GRU, LSTM  # noqa: E402
 
 INPUT = 768  # features of x, I
 SIZES = [  # label, batch, steps, hidden
@@ -253,14 +265,18 @@ def main() -> int:
     parser.add_argument("--reference-reps", type=int, default=2)
     parser.add_argument("--check-steps", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/triton_gpu.md"))
+    parser.add_argument("--families", nargs="*", default=["lstm", "xlstm"],
+                        choices=["lstm", "xlstm"], help="LSTM/GRU, sLSTM/mLSTM, or both")
+    parser.add_argument("--with-cuda-peers", action="store_true",
+                        help="also FlashRNN's cuda_fused sLSTM (nvcc compiles it: minutes)")
     parser.add_argument("--dry-run", action="store_true",
                         help="toy sizes on the CPU under Triton's interpreter: checks the script")
     args = parser.parse_args()
-    sizes = SIZES
+    sizes, sizes_m, sizes_s = SIZES, xlstm.MLSTM_SIZES, xlstm.SLSTM_SIZES
     if args.dry_run:
         global DEVICE
         DEVICE, sizes = torch.device("cpu"), DRY_SIZES
-        os.environ["TRITON_INTERPRET"] = "1"  # before the kernels' first import
+        sizes_m, sizes_s = xlstm.DRY_MLSTM, xlstm.DRY_SLSTM
         args.dtypes = [d for d in args.dtypes if d != "bf16"]  # the interpreter gets it wrong
         CHECK_TOLERANCE.pop(torch.bfloat16)
         CHECK_TOLERANCE[torch.float16] = 3e-2
@@ -277,25 +293,41 @@ def main() -> int:
     device = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "CPU (dry run)"
     print(f"GPU: {device}", flush=True)
     if args.tests:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/kernels/triton"])
+        paths = ["tests/kernels/triton"] if "lstm" in args.families else [
+            f"tests/kernels/triton/test_{n}.py" for n in ("mlstm", "slstm", "xlstm")]
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", *paths])
         if result.returncode:
             print("triton_gpu: the Triton tests failed on this GPU; not timing", file=sys.stderr)
             return 1
+    # float16 behaves as bfloat16 in the kernels; the interpreter checks float16 only
+    xlstm_dtypes = [d for d in args.dtypes if d != "fp16" or args.dry_run]
     failures = []
+    if "lstm" not in args.families:
+        sizes = []
     for _, batch, steps, hidden in sizes:
         failures += check(names, hidden, batch, min(steps, args.check_steps))
+    if "xlstm" in args.families:
+        failures += xlstm.check(DEVICE, [DTYPES[d] for d in xlstm_dtypes],
+                                sizes_m, sizes_s, args.check_steps, args.with_cuda_peers)
     if failures:
         print(f"triton_gpu: {len(failures)} checks failed ({', '.join(failures)}); not timing",
               file=sys.stderr)
         return 1
     rows = benchmark(names, args.dtypes, sizes, args.reps, args.warmup, args.reference_reps)
+    xlstm_rows = []
+    if "xlstm" in args.families:
+        xlstm_rows = xlstm.benchmark(DEVICE, {d: DTYPES[d] for d in xlstm_dtypes},
+                                     sizes_m, sizes_s, args.reps, args.warmup,
+                                     args.with_cuda_peers, _median_ms)
     import triton
 
     header = [f"GPU: {device}; torch {torch.__version__}, triton {triton.__version__}; "
               f"{datetime.date.today()}; `python {' '.join(sys.argv)}`",
               "TF32 off. Forward without grad; fwd+bwd includes the input's gradient. Median of "
               f"{args.reps} runs (reference loop: {args.reference_reps})."]
-    text = table(rows, header)
+    text = table(rows, header) if rows else "\n".join(header) + "\n"
+    if xlstm_rows:
+        text += "\n" + "\n".join(["## xLSTM", "", *xlstm.table(xlstm_rows)]) + "\n"
     print(text)
     _write_atomically(args.out, text)
     print(f"written to {args.out}")

@@ -48,7 +48,7 @@ from lstmkit.layers import layer_from_config, stack  # noqa: E402
 
 T, B, IN, H = 5, 3, 3, 4  # proj_size in the option sets is 3 < H
 LENGTHS = torch.tensor([5, 3, 2])
-BACKENDS = ("reference", "native", "cpu", "triton", "xlstm")
+BACKENDS = ("reference", "native", "cpu", "triton", "xlstm", "triton_xlstm")
 DTYPE = torch.float32
 LOW = (torch.bfloat16, torch.float16)
 CPU = torch.device("cpu")

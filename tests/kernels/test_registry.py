@@ -27,7 +27,8 @@ def test_every_registered_module_exposes_its_backend():
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"backend: expected one of \('auto', .*'native', "
-                                         r"('triton', )?'xlstm', 'reference'.*\), got 'fast'"):
+                                         r"('triton', )?('triton_xlstm', )?'xlstm', "
+                                         r"'reference'.*\), got 'fast'"):
         kernels.get("fast")
 
 

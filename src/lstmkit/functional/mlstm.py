@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
+from lstmkit.functional._backends import use_triton
 from lstmkit.functional._precision import check_state_dtype, compute_dtype
 
 FORMS = ("chunkwise", "parallel", "recurrent")
@@ -45,7 +46,7 @@ FORMS = ("chunkwise", "parallel", "recurrent")
 def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
           *, form: str = "chunkwise", chunk_size: int = 64, state=None,
           lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,
-          forget: str = "sigmoid"):
+          forget: str = "sigmoid", backend: str = "auto"):
     """The mLSTM over a sequence, per head.
 
     Args:
@@ -61,6 +62,10 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         return_state: also return the state after the last step.
         eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
+        backend: what runs the chunkwise form: "auto" (the Triton kernels of
+            :mod:`lstmkit.kernels.triton.mlstm` for CUDA tensors where Triton is installed,
+            else torch), "torch" or "triton" (see :data:`lstmkit.functional._backends.BACKENDS`).
+            The other forms are torch's.
 
     Returns:
         h~ (B, NH, T, DV) in the inputs' dtype, or ``(h~, mLSTMState)`` with ``return_state``.
@@ -81,6 +86,11 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
     """
     dtype = q.dtype
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
+    triton = use_triton(backend, q)
+    if triton and form != "chunkwise":
+        raise ValueError(f"backend='triton' computes the chunkwise form only, got form={form!r}")
+    # 16-bit inputs are computed in float32 on every path (the state stays float32), so the
+    # torch forms and the Triton kernels return one function's numbers.
     q, k, v, i, f = (t.to(compute_dtype(dtype)) for t in (q, k, v, i, f))
     valid = None
     if lengths is not None:
@@ -90,6 +100,10 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h = v.new_zeros(v.shape)
     elif form == "recurrent":
         h, state = _recurrent(q, k, v, i, f, state, eps, forget)
+    elif triton:
+        from lstmkit.kernels.triton.mlstm import chunkwise
+
+        h, state = chunkwise(q, k, v, i, f, state, chunk_size, eps, forget)
     else:
         length = q.shape[2] if form == "parallel" else chunk_size
         h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)

@@ -19,11 +19,13 @@ import torch
 
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
+from lstmkit.functional._backends import use_triton
 from lstmkit.functional._precision import check_state_dtype, compute_dtype
 
 
 def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
-          return_state: bool = False, forget: str = "sigmoid", stabilizer: str = "nxai"):
+          return_state: bool = False, forget: str = "sigmoid", stabilizer: str = "nxai",
+          backend: str = "auto"):
     """The sLSTM over a sequence.
 
     Args:
@@ -36,6 +38,9 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
         return_state: also return the state after the last (valid) step.
         forget: "sigmoid" or "exp".
         stabilizer: "nxai" or "paper" (see :mod:`lstmkit.cells.slstm`).
+        backend: "auto" (the Triton kernels of :mod:`lstmkit.kernels.triton.slstm` for CUDA
+            tensors where Triton is installed, else torch), "torch" or "triton" (see
+            :data:`lstmkit.functional._backends.BACKENDS`).
 
     Returns:
         h (B, T, H) in the inputs' dtype, or ``(h, sLSTMState)`` with ``return_state``.
@@ -63,6 +68,12 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"state.{name}: expected shape ({B}, {H}), got {got}")
     check_state_dtype("state", sLSTMState(*state), dtype)
+    if use_triton(backend, x, _triton_refuses(DH)):  # on x and r in the compute dtype, above
+        from lstmkit.kernels.triton.slstm import scan
+
+        y, final = scan(x.transpose(0, 1), r, sLSTMState(*state), lengths, forget, stabilizer)
+        y = y.transpose(0, 1).to(dtype)
+        return (y, final) if return_state else y
     heads = [t.reshape(B, NH, DH).transpose(0, 1) for t in state]  # (NH, B, DH)
     xs = x.reshape(B, T, 4, NH, DH).permute(1, 3, 0, 2, 4).reshape(T, NH, B, 4 * DH)
     keep = None
@@ -176,6 +187,16 @@ def _step_backward(pre, h, c0, n0, m0, d_new, forget, stabilizer):
     d_z = dc * i_ * (1 - zt * zt)
     d_pre = torch.cat([d_i, d_f, d_z, d_o], -1)
     return d_pre, [torch.zeros_like(dh), dc * f_, dn * f_, d_a]
+
+
+def _triton_refuses(head_size: int) -> str | None:
+    """Why the Triton kernels do not run heads of ``head_size`` units, or None."""
+    from lstmkit.kernels.triton.xlstm import MAX_HEAD  # the package, not Triton: no cost
+
+    if head_size > MAX_HEAD:
+        return (f"one program holds a head's units: head size <= {MAX_HEAD}, "
+                f"got {head_size}")
+    return None
 
 
 def _check(x, r, forget, stabilizer) -> tuple[int, int]:

@@ -27,6 +27,7 @@ _MODULES = {
     "cpu": "lstmkit.kernels.cpu",
     "native": "lstmkit.kernels.native",
     "triton": "lstmkit.kernels.triton",
+    "triton_xlstm": "lstmkit.kernels.triton.xlstm",
     "xlstm": "lstmkit.kernels.xlstm",
     "reference": "lstmkit.kernels.reference",
 }
