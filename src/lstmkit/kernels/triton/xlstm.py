@@ -20,6 +20,7 @@ from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import FORGET_GATES
 from lstmkit.cells.base import ANY, Family
 from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.functional._precision import compute_dtype
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.triton import DECLARATION as TRITON
 
@@ -44,9 +45,12 @@ def _mlstm(cfg: mlstm_cell.mLSTMConfig, w: dict, x: torch.Tensor, state, lengths
 
     q, k, v, i, f, o = mlstm_cell.split_input(mlstm_cell.input_term(x, w, cfg), cfg)
     q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # (T, B, NH, D) -> (B, NH, T, D)
+    # lstmkit.functional keeps a 16-bit call's state in float32; a layer's is in its dtype.
+    state = type(state)(*(t.to(compute_dtype(x.dtype)) for t in state))
     h, state = mlstm(q, k, v, i.permute(1, 2, 0), f.permute(1, 2, 0), chunk_size=CHUNK,
                      state=state, lengths=lengths, return_state=True, eps=cfg.eps,
                      forget=cfg.forget, backend="triton")
+    state = type(state)(*(t.to(x.dtype) for t in state))
     return torch.sigmoid(o) * h.permute(2, 0, 1, 3).flatten(2), state  # (T, B, H)
 
 
