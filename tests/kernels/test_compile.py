@@ -10,6 +10,8 @@ Shapes avoid sizes 0 and 1, which dynamic shapes specialise on by design (see SH
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from support import parts, probe_loss
@@ -36,8 +38,11 @@ CASES = {
                                                       "zoneout": 0.2}),
     "gru reset before, 2 layers": (lstmkit.GRU, {"reset_after": False, "num_layers": 2}),
     "rnn cpu": (lstmkit.RNN, {"backend": "cpu"}),
+    "slstm 2 heads": (lstmkit.sLSTM, {"num_heads": 2}),
+    "mlstm 2 heads": (lstmkit.mLSTM, {"num_heads": 2}),
 }
-"""Plain configurations ("auto" takes native) and variants ("auto" takes cpu)."""
+"""Plain configurations ("auto" takes native), variants ("auto" takes cpu) and the xLSTM
+families (their scans: the sLSTM's one custom operator, the mLSTM's chunkwise form in torch)."""
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +58,8 @@ def _layer(name: str, training: bool = False):
     cls, options = CASES[name]
     backend = options.get("backend", "auto")
     layer = cls(3, 4, dtype=torch.float64, **options).train(training)
-    if layer.backend().name == "cpu" and (reason := _build.problem()):
+    if getattr(layer, "backend", None) and layer.backend().name == "cpu" \
+            and (reason := _build.problem()):
         pytest.skip(f"the cpu backend {reason}")
     return layer, backend
 
@@ -153,3 +159,17 @@ def test_torchscript_refuses_with_the_reason_and_the_alternatives():
         with pytest.raises(NotImplementedError, match="torch.export.export"):
             torch.jit.script(module)
     torch.jit.script(lstmkit.LSTM(3, 4).to_torch())  # the way the message names
+
+
+def test_opcheck_slstm_scan():
+    slstm = importlib.import_module("lstmkit.functional.slstm")  # the module, not the function
+
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(5, 2, 3, 8, generator=gen, dtype=torch.float64)  # (T, NH, B, 4 DH)
+    weight = torch.randn(2, 2, 8, generator=gen, dtype=torch.float64) / 2
+    state = [torch.zeros(2, 3, 2, dtype=torch.float64) for _ in range(4)]
+    keep = (torch.arange(5)[:, None] < torch.tensor([5, 2, 4])[None, :])[:, None, :, None]
+    for mask in (None, keep):
+        args = (xs.requires_grad_(), weight.requires_grad_(),
+                *(t.clone().requires_grad_() for t in state), mask, "sigmoid", "nxai")
+        torch.library.opcheck(slstm.scan_op, args)

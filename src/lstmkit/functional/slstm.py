@@ -16,7 +16,9 @@ for all steps, so a step costs one batched product and the pointwise update.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
+from lstmkit._transforms import through_ops, transformable
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
 from lstmkit.functional._backends import use_triton
@@ -79,7 +81,11 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
     keep = None
     if lengths is not None:
         keep = (torch.arange(T)[:, None] < lengths.cpu()[None, :]).to(x.device)[:, None, :, None]
-    hs, *final = _Scan.apply(xs, r.reshape(NH, DH, 4 * DH), *heads, keep, forget, stabilizer)
+    weight = r.reshape(NH, DH, 4 * DH)
+    if through_ops():
+        hs, *final = _scan_call(xs, weight, *heads, keep, forget, stabilizer)[:5]
+    else:
+        hs, *final = _Scan.apply(xs, weight, *heads, keep, forget, stabilizer)
     h = hs.permute(2, 0, 1, 3).reshape(B, T, H).to(dtype)  # (T, NH, B, DH) -> (B, T, H)
     if not return_state:
         return h
@@ -101,22 +107,8 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xs, weight, h, c, n, m, keep, forget, stabilizer):
-        T = xs.shape[0]
-        pres, states = torch.empty_like(xs), [torch.empty((T + 1, *h.shape), dtype=h.dtype,
-                                                          device=h.device) for _ in range(4)]
-        for part, t0 in zip(states, (h, c, n, m)):
-            part[0] = t0
-        state = sLSTMState(h, c, n, m)
-        for t in range(T):
-            pres[t] = torch.baddbmm(xs[t], state.h, weight)
-            new = pointwise(*pres[t].chunk(4, -1), state, forget=forget, stabilizer=stabilizer)
-            if keep is not None:
-                new = sLSTMState(*(torch.where(keep[t], a, b) for a, b in zip(new, state)))
-            for part, value in zip(states, new):
-                part[t + 1] = value
-            state = new
-        hs = states[0][1:] if keep is None else torch.where(keep, states[0][1:], 0.0)
-        ctx.save_for_backward(weight, pres, *states, keep)
+        hs, *state, pres, H, C, N, M = _forward(xs, weight, h, c, n, m, keep, forget, stabilizer)
+        ctx.save_for_backward(weight, pres, H, C, N, M, keep)
         ctx.options = (forget, stabilizer)
         return hs, *state
 
@@ -124,26 +116,112 @@ class _Scan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, *d_final):
         weight, pres, H, C, N, M, keep = ctx.saved_tensors
-        forget, stabilizer = ctx.options
-        T = pres.shape[0]
-        d_state = [torch.zeros_like(H[0]) if d is None else d for d in d_final]
-        d_pres = torch.empty_like(pres)
-        weight_t = weight.transpose(1, 2)  # (NH, 4 DH, DH)
-        for t in range(T - 1, -1, -1):
-            d_new = [d_state[0] + d_hs[t], *d_state[1:]]
-            d_pre, d_prev = _step_backward(pres[t], H[t + 1], C[t], N[t], M[t], d_new, forget,
-                                           stabilizer)
-            if keep is not None:  # where, not a product: padding may hold NaN
-                d_pre = torch.where(keep[t], d_pre, 0.0)
-                d_prev = [torch.where(keep[t], a, d) for a, d in zip(d_prev, d_state)]
-            d_pres[t] = d_pre
-            d_prev[0] = d_prev[0] + torch.bmm(d_pre, weight_t)
-            d_state = d_prev
-        NH, B, DH = H.shape[1:]
-        h_prev = H[:-1].permute(1, 0, 2, 3).reshape(NH, T * B, DH)
-        d_pres_heads = d_pres.permute(1, 0, 2, 3).reshape(NH, T * B, 4 * DH)
-        d_weight = torch.bmm(h_prev.transpose(1, 2), d_pres_heads)  # (NH, DH, 4 DH)
-        return (d_pres, d_weight, *d_state, None, None, None)
+        d_final = [torch.zeros_like(H[0]) if d is None else d for d in d_final]
+        grads = _backward(weight, pres, H, C, N, M, keep, *ctx.options, d_hs, *d_final)
+        return (*grads, None, None, None)
+
+
+def _forward(xs, weight, h, c, n, m, keep, forget: str, stabilizer: str):
+    """The time loop: (hs, h, c, n, m at the end, then what the backward reads: the
+    pre-activations and the states H, C, N, M at steps 0..T)."""
+    T = xs.shape[0]
+    pres, states = torch.empty_like(xs), [torch.empty((T + 1, *h.shape), dtype=h.dtype,
+                                                      device=h.device) for _ in range(4)]
+    for part, t0 in zip(states, (h, c, n, m)):
+        part[0] = t0
+    state = sLSTMState(h, c, n, m)
+    for t in range(T):
+        pres[t] = torch.baddbmm(xs[t], state.h, weight)
+        new = pointwise(*pres[t].chunk(4, -1), state, forget=forget, stabilizer=stabilizer)
+        if keep is not None:
+            new = sLSTMState(*(torch.where(keep[t], a, b) for a, b in zip(new, state)))
+        for part, value in zip(states, new):
+            part[t + 1] = value
+        state = new
+    hs = states[0][1:] if keep is None else torch.where(keep, states[0][1:], 0.0)
+    return (hs, *state, pres, *states)
+
+
+def _backward(weight, pres, H, C, N, M, keep, forget: str, stabilizer: str, d_hs, *d_final):
+    """Gradients (xs, weight, h, c, n, m) from those of (hs, final h, c, n, m)."""
+    T = pres.shape[0]
+    d_state = list(d_final)
+    d_pres = torch.empty_like(pres)
+    weight_t = weight.transpose(1, 2)  # (NH, 4 DH, DH)
+    for t in range(T - 1, -1, -1):
+        d_new = [d_state[0] + d_hs[t], *d_state[1:]]
+        d_pre, d_prev = _step_backward(pres[t], H[t + 1], C[t], N[t], M[t], d_new, forget,
+                                       stabilizer)
+        if keep is not None:  # where, not a product: padding may hold NaN
+            d_pre = torch.where(keep[t], d_pre, 0.0)
+            d_prev = [torch.where(keep[t], a, d) for a, d in zip(d_prev, d_state)]
+        d_pres[t] = d_pre
+        d_prev[0] = d_prev[0] + torch.bmm(d_pre, weight_t)
+        d_state = d_prev
+    NH, B, DH = H.shape[1:]
+    h_prev = H[:-1].permute(1, 0, 2, 3).reshape(NH, T * B, DH)
+    d_pres_heads = d_pres.permute(1, 0, 2, 3).reshape(NH, T * B, 4 * DH)
+    d_weight = torch.bmm(h_prev.transpose(1, 2), d_pres_heads)  # (NH, DH, 4 DH)
+    return (d_pres, d_weight, *d_state)
+
+
+# Under torch.compile, torch.export or a torch.func transform the scan is one custom operator:
+# traced, the Python time loop would unroll into a graph per length. The fake kernel's shapes
+# are symbolic in T and B; autograd is the same hand-written backward, as a second operator.
+# Eager calls keep _Scan (no custom op dispatch per call).
+
+_Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+@torch.library.custom_op("lstmkit::slstm_scan", mutates_args=())
+def scan_op(xs: Tensor, weight: Tensor, h: Tensor, c: Tensor, n: Tensor, m: Tensor,
+            keep: Tensor | None, forget: str, stabilizer: str) -> _Outputs:
+    """(hs, final h, c, n, m, pres, H, C, N, M): :func:`_forward`'s results."""
+    hs, *rest = _forward(xs, weight, h, c, n, m, keep, forget, stabilizer)
+    return (hs.clone(), *rest)  # hs may be a view of H: an operator's outputs may not alias
+
+
+@scan_op.register_fake
+def _(xs, weight, h, c, n, m, keep, forget, stabilizer):
+    steps = xs.shape[0]
+    states = [h.new_empty((steps + 1, *h.shape)) for _ in range(4)]
+    return (xs.new_empty((steps, *h.shape)), *(t.new_empty(t.shape) for t in (h, c, n, m)),
+            xs.new_empty(xs.shape), *states)
+
+
+@torch.library.custom_op("lstmkit::slstm_scan_backward", mutates_args=())
+def scan_backward_op(weight: Tensor, pres: Tensor, H: Tensor, C: Tensor, N: Tensor, M: Tensor,
+                     keep: Tensor | None, forget: str, stabilizer: str, d_hs: Tensor,
+                     d_h: Tensor, d_c: Tensor, d_n: Tensor, d_m: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (xs, weight, h, c, n, m): :func:`_backward`'s results."""
+    return _backward(weight, pres, H, C, N, M, keep, forget, stabilizer, d_hs, d_h, d_c, d_n,
+                     d_m)
+
+
+@scan_backward_op.register_fake
+def _(weight, pres, H, C, N, M, keep, forget, stabilizer, d_hs, d_h, d_c, d_n, d_m):
+    return (pres.new_empty(pres.shape), weight.new_empty(weight.shape),
+            *(t.new_empty(t.shape) for t in (d_h, d_c, d_n, d_m)))
+
+
+def _setup_context(ctx, inputs, output):
+    xs, weight, h, c, n, m, keep, forget, stabilizer = inputs
+    ctx.options = forget, stabilizer
+    ctx.save_for_backward(weight, *output[5:], keep)
+
+
+def _scan_backward(ctx, d_hs, d_h, d_c, d_n, d_m, *unused):
+    weight, pres, H, C, N, M, keep = ctx.saved_tensors
+    grads = [torch.zeros_like(H[0]) if d is None else d for d in (d_h, d_c, d_n, d_m)]
+    d_hs = torch.zeros_like(H[1:]) if d_hs is None else d_hs
+    out = scan_backward_op(weight, pres, H, C, N, M, keep, *ctx.options, d_hs, *grads)
+    return (*out, None, None, None)
+
+
+scan_op.register_autograd(_scan_backward, setup_context=_setup_context)
+_scan_call = transformable(scan_op, _setup_context,
+                           lambda ctx, grads: _scan_backward(ctx, *grads), scan_backward_op)
 
 
 def _split_ties(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

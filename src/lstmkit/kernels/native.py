@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from lstmkit._transforms import through_ops, transformable
 from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration
-from lstmkit.kernels.transforms import through_ops, transformable
 
 
 def _flat(weights) -> list[torch.Tensor]:

@@ -25,12 +25,12 @@ import functools
 import torch
 from torch import Tensor
 
+from lstmkit._transforms import through_ops, transformable
 from lstmkit.activations import CODES
 from lstmkit.cells.base import ANY, Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
-from lstmkit.kernels.transforms import through_ops, transformable
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 """The dtypes whose scans run the float32 kernels on 16-bit operands (precision.h)."""

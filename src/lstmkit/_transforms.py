@@ -29,13 +29,15 @@ def _select(arg, dim, index: int):
 
 
 def register_looped_vmap(op) -> None:
-    """Give ``op`` (returning a list of tensors) a vmap rule that loops over the vmapped
+    """Give ``op`` (returning a list or tuple of tensors) a vmap rule that loops over the vmapped
     index."""
 
     def rule(info, in_dims, *args):
         runs = [op(*(_select(a, d, index) for a, d in zip(args, in_dims)))
                 for index in range(info.batch_size)]
         out = [torch.stack(parts) for parts in zip(*runs)]
+        if isinstance(runs[0], tuple):
+            return tuple(out), (0,) * len(out)
         return out, [0] * len(out)
 
     torch.library.register_vmap(op, rule)
