@@ -124,6 +124,12 @@ class ForecastConfig(TrainConfig):
     """Global model: comma-separated statsforecast baselines fitted in the same run."""
     limit: int | None = None
     """Global model: keep only the first this many series (quick runs)."""
+    baseline_jobs: int = 1
+    """Global model: processes fitting the statsforecast baselines (each series alone, so the
+    forecasts do not depend on it)."""
+    baseline_budget: float | None = None
+    """Global model: seconds each baseline may take on a set; one not finished by then is
+    reported as unfinished, with how many fits were left, and not scored (None: no limit)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,9 +137,13 @@ class ForecastConfig(TrainConfig):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {value!r}")
-        if self.origins < 1 or self.seeds < 1:
-            name = "origins" if self.origins < 1 else "seeds"
+        if self.origins < 1 or self.seeds < 1 or self.baseline_jobs < 1:
+            name = next(n for n in ("origins", "seeds", "baseline_jobs")
+                        if getattr(self, n) < 1)
             raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
+        if self.baseline_budget is not None and not self.baseline_budget > 0:
+            raise ValueError(f"baseline_budget: expected None or seconds > 0, got "
+                             f"{self.baseline_budget!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction: expected a float in (0, 1), got {self.val_fraction}")
         q = self.quantile_list

@@ -187,12 +187,24 @@ def coverage(forecasts: list[np.ndarray], panel: Panel, origins, horizon: int) -
     return float(np.mean(inside))
 
 
-def run_baselines(names, panel: Panel, origins, horizon: int, season: int):
-    """(name, forecasts, seconds) of each statsforecast method at the same origins, one method
-    at a time."""
+def run_baselines(names, panel: Panel, origins, horizon: int, season: int, jobs: int = 1,
+                  budget: float | None = None):
+    """(name, forecasts, seconds, unfinished) of each statsforecast method at the same
+    origins, one method at a time, each on ``jobs`` processes within ``budget`` seconds (the
+    seconds count from when the processes are ready).
+
+    ``forecasts`` is None when some fit did not finish in the budget; ``unfinished`` counts
+    those series (0 when it finished)."""
+    histories = [y[:o] for y, rows in zip(panel.values, origins) for o in rows]
     for name, model in baselines.statsforecast_methods(names, season).items():
+        if jobs > 1:
+            baselines._pool(jobs)  # started before the clock
         started = time.perf_counter()
-        with baselines._one_thread():
-            forecasts = [np.stack([baselines.statsforecast_forecast(model, y[:o], horizon)
-                                   for o in rows]) for y, rows in zip(panel.values, origins)]
-        yield name, forecasts, time.perf_counter() - started
+        found = baselines.statsforecast_many(model, histories, horizon, jobs, budget)
+        seconds = time.perf_counter() - started
+        unfinished = sum(f is None for f in found)
+        forecasts, at = [], 0
+        for rows in origins:
+            forecasts.append(None if unfinished else np.stack(found[at:at + len(rows)]))
+            at += len(rows)
+        yield name, None if unfinished else forecasts, seconds, unfinished
