@@ -98,3 +98,16 @@ def test_estimator_fits_and_predicts_on_dataframes(tmp_path):
     assert len(table) == 3 * 6 and (table["q0.1"] <= table["q0.9"]).all()
     again = GlobalForecaster.load(tmp_path / "est").predict(frame)
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_exponential_smoothing_pre_processing_trains_and_reloads(tmp_path):
+    config = _m3(tmp_path, limit=6, epochs=2, normalise="es")
+    part = forecast.train(config)["parts"][0]
+    model = lstmkit.load(tmp_path / "run")
+    spec = global_forecast.spec_of(model)
+    assert spec.normalise == "es" and 0 < spec.alpha < 1 and 0 < spec.gamma < 1
+    again = forecast.evaluate(model, config)["parts"][0]["rows"]["lstmkit"]
+    assert again["smape"] == pytest.approx(part["rows"]["lstmkit"]["smape"])
+    assert np.isfinite(part["rows"]["lstmkit"]["mase"])
+    with pytest.raises(ValueError, match="'es' is for the global model"):
+        forecast.train(ForecastConfig(dataset="nile", normalise="es", out=str(tmp_path / "n")))

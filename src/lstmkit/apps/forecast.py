@@ -99,6 +99,10 @@ class ForecastConfig(TrainConfig):
     """Share of the training windows (the latest) kept for validation and early stopping."""
     window_norm: bool = True
     """Normalise each input window by its own mean and spread (undone on the output)."""
+    normalise: str = "level"
+    """Global model: divide each window by the series' level, the mean of its last season
+    ("level"), or by an exponential-smoothing level and multiplicative season, as ES-RNN does
+    ("es", positive targets; lstmkit.apps.smoothing)."""
     base: str | None = None
     """The model forecasts the difference from: none, naive (the last value) or seasonal (the
     last season), a skip connection that starts from that baseline (None: the dataset's
@@ -262,6 +266,10 @@ def train(config: ForecastConfig) -> dict:
 
     if global_runs.is_global(config):
         return global_runs.train(config)
+    if config.normalise != "level":
+        raise ValueError(f"normalise: expected 'level' for one series (it has --window-norm), "
+                         f"got {config.normalise!r}: 'es' is for the global model (a "
+                         f"competition or --id-column)")
     data = load_series(config)
     cut = plan(config, data)
     values = data.frame.to_numpy(float)

@@ -90,7 +90,7 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
     context = config.context or default_context(horizon, season)
     train_part = panel.cut(drop)
     spec = pf.make_spec(train_part, context, horizon, season, config.quantile_list,
-                        config.base or "none")
+                        config.base or "none", config.normalise)
     steps = pf.panel_steps(spec, panel, hold=drop + horizon)
     val_rows = panel.lengths() - drop - horizon - 1
     short = np.flatnonzero(val_rows < 1)
@@ -144,8 +144,8 @@ def forecast_at(model, panel: Panel, origins: list[np.ndarray], steps: pf.Steps 
         series = np.full(len(rows), i)
         q = pf.at_origins(output, steps, series, np.asarray(rows) - 1, spec)  # (S, H, Q)
         q = widen(q[:, :, None], offsets)[:, :, 0]
-        level = steps.level[i, np.asarray(rows) - 1][:, None, None]
-        result.append(pf.denormalise(q, level, spec.transform))
+        scale = steps.scale[i, np.asarray(rows) - 1][:, :, None]  # (S, H, 1)
+        result.append(pf.denormalise(q, scale, spec.transform))
     return result
 
 
