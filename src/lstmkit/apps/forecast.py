@@ -95,6 +95,10 @@ class ForecastConfig(TrainConfig):
     """Forecast origins of the rolling backtest, at the end of the series."""
     stride: int | None = None
     """Steps between backtest origins (None: the horizon)."""
+    refit: bool = False
+    """Backtest with an expanding window: retrain at every origin on everything before it
+    (origins times the training); otherwise one model, trained before the first origin,
+    forecasts them all (the global model in one pass, its state carried forward)."""
     val_fraction: float = 0.15
     """Share of the training windows (the latest) kept for validation and early stopping."""
     window_norm: bool = True

@@ -106,7 +106,7 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
         notes.append(f"early stopping off: {len(panel)} validation windows (one per series), "
                      f"fewer than {MIN_VAL_WINDOWS}; trained all {config.epochs} epochs")
     meta = {"app": "forecast", "kind": "global", "config": config.to_dict(),
-            "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part}
+            "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part, "drop": drop}
     task = _PanelTask(steps, val_rows, spec, config.batch_size)
     with session(training) as runtime:
         model = build_model(spec, config)
@@ -117,6 +117,31 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
     checkpoint.save(out / MODEL_FILE, model, **meta,
                     training={"epochs": history.epochs, "best_epoch": history.best_epoch})
     return model, history
+
+
+def fit_and_forecast(panel: Panel, config, origins: list[np.ndarray], seed: int, out: Path,
+                     part: str | None = None):
+    """Train and forecast at every backtest origin: (forecasts, model, history).
+
+    Without ``config.refit``, one model trained on everything before the first origin
+    forecasts every origin in one pass along each series, its recurrent state carried
+    forward. With it (an expanding window), one model per origin, trained on everything
+    before that origin, forecasts that origin alone; the models of the earlier origins go to
+    ``out/origin-K``, the last one (which saw the most data) to ``out``. The returned model and
+    history are the last ones.
+    """
+    first = np.array([rows[0] for rows in origins])
+    ends = panel.lengths()
+    if not config.refit or len(origins[0]) == 1:
+        model, history = fit_panel(panel, config, int((ends - first).min()), seed, out, part)
+        return forecast_at(model, panel, origins), model, history
+    count, found = len(origins[0]), []
+    for k in range(count):
+        drop = int((ends - np.array([rows[k] for rows in origins])).min())
+        where = out if k == count - 1 else out / f"origin-{k}"
+        model, history = fit_panel(panel, config, drop, seed, where, part)
+        found.append(forecast_at(model, panel, [rows[k:k + 1] for rows in origins]))
+    return [np.concatenate([f[i] for f in found]) for i in range(len(panel))], model, history
 
 
 def calibrate(model, steps: pf.Steps, rows: np.ndarray, spec: pf.Spec) -> np.ndarray:

@@ -92,14 +92,13 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
     horizon = config.horizon or panel.horizon
     season = config.season or panel.season
     origins = gf.backtest_origins(panel, horizon, count, stride)
-    drop = horizon + stride * (count - 1)
     seeds, runs = list(range(config.seed, config.seed + config.seeds)), []
     for seed in seeds:
         _say(config, f"{panel.name}: training seed {seed} on {len(panel)} series")
         started = time.perf_counter()
-        model, history = gf.fit_panel(panel, config, drop, seed, out / f"seed-{seed}"
-                                      if len(seeds) > 1 else out, part=panel.name)
-        forecasts = gf.forecast_at(model, panel, origins)
+        forecasts, model, history = gf.fit_and_forecast(
+            panel, config, origins, seed,
+            out / f"seed-{seed}" if len(seeds) > 1 else out, part=panel.name)
         runs.append({"seed": seed, "forecasts": forecasts, "epochs": history.epochs,
                      "best_epoch": history.best_epoch + 1,
                      "seconds": time.perf_counter() - started, "notes": model.meta["notes"]})
