@@ -150,3 +150,20 @@ def test_config_checks():
         ForecastConfig(quantiles="0.1,0.9")
     with pytest.raises(ValueError, match="expected only with --data"):
         forecast.load_series(ForecastConfig(target="x"))
+
+
+def test_refit_backtest_trains_a_model_at_each_origin(tmp_path):
+    data = _csv(tmp_path / "s.csv")
+    report = forecast.train(_config(tmp_path, data, refit=True, origins=2))
+    assert report["training"]["refit"] == 2 and any("refit" in n for n in report["notes"])
+    first = lstmkit.load(tmp_path / "run" / "origin-0")
+    last = lstmkit.load(tmp_path / "run")
+    rows = report["origin_rows"]
+    assert first.meta["first_origin"] == rows[0] and last.meta["first_origin"] == rows[1]
+    series = forecast.load_series(_config(tmp_path, data))
+    for model, k in ((first, 0), (last, 1)):
+        alone = forecast.model_forecast(model, series, np.array([rows[k]]))[0]
+        np.testing.assert_array_equal(report["forecasts"]["lstm"][k], alone)
+    plain = forecast.train(_config(tmp_path, data, origins=2, out=str(tmp_path / "plain")))
+    assert plain["origin_rows"] == rows
+    assert not np.array_equal(plain["forecasts"]["lstm"][1], report["forecasts"]["lstm"][1])

@@ -11,7 +11,8 @@ windows only calibrate the intervals (conformal, see ``lstmkit.apps.windows``).
 
 Backtest: rolling origin without refitting. The model is trained on the rows before the first
 origin; then, at each of ``origins`` origins ``stride`` apart, every method forecasts the next
-``horizon`` steps from the rows before that origin, and the errors are pooled.
+``horizon`` steps from the rows before that origin, and the errors are pooled. With ``refit``
+(an expanding window) each origin gets its own model, trained on the rows before it.
 """
 
 from __future__ import annotations
@@ -275,6 +276,53 @@ def train(config: ForecastConfig) -> dict:
                          f"got {config.normalise!r}: 'es' is for the global model (a "
                          f"competition or --id-column)")
     data = load_series(config)
+    if config.refit and config.origins > 1:
+        return _refit(config, data)
+    fitted = _fit_series(config, data)
+    if fitted is None:
+        return {}  # a process other than rank 0 under torchrun
+    model, history, cut = fitted
+    report = backtest(model, data)
+    report["training"] = _training(history, cut)
+    _write_outputs(Path(config.out), model, data, report)
+    return report
+
+
+def _training(history, cut: Plan) -> dict:
+    return {"seconds": round(history.seconds, 1), "epochs": history.epochs,
+            "best_epoch": history.best_epoch + 1, "best_val_pinball": history.best_val,
+            "train_windows": len(cut.train), "val_windows": len(cut.val)}
+
+
+def _refit(config: ForecastConfig, data) -> dict:
+    """The expanding-window backtest: at each origin a model trained on the rows before it
+    (the earlier ones saved under ``out/origin-K``, the last one in ``out``)."""
+    horizon = config.horizon or data.horizon
+    stride = config.stride or horizon
+    origins = len(data.frame) - horizon - stride * np.arange(config.origins)[::-1]
+    found, seconds = [], 0.0
+    for k, o in enumerate(origins):
+        last = k == len(origins) - 1
+        part = data if last else dataclasses.replace(data, frame=data.frame.iloc[:o + horizon],
+                                                     ahead=None)
+        out = config.out if last else str(Path(config.out) / f"origin-{k}")
+        fitted = _fit_series(dataclasses.replace(config, origins=1, out=out), part)
+        if fitted is None:
+            return {}
+        model, history, cut = fitted
+        found.append(model_forecast(model, data, np.array([o])))
+        seconds += history.seconds
+    report = backtest(model, data, origins, lstm=np.concatenate(found))
+    report["training"] = {**_training(history, cut), "seconds": round(seconds, 1),
+                          "refit": len(origins)}
+    report["notes"].append(f"refit: one model per origin ({len(origins)}), each trained on the "
+                           f"rows before it")
+    _write_outputs(Path(config.out), model, data, report)
+    return report
+
+
+def _fit_series(config: ForecastConfig, data):
+    """Train on ``data`` before its backtest: (model, history, plan), None off rank 0."""
     cut = plan(config, data)
     values = data.frame.to_numpy(float)
     scaler = Scaler.fit(values[:cut.first_origin])  # the training rows only
@@ -291,19 +339,13 @@ def train(config: ForecastConfig) -> dict:
         model = build_model(cut.layout, config)
         history = fit(model, task, training, meta, runtime)
         if not runtime.is_main:
-            return {}
+            return None
     model.cpu().eval()
     meta["conformal"] = calibrate(model, task.val, cut.layout).tolist()
     model.meta = meta
     checkpoint.save(Path(config.out) / MODEL_FILE, model, **meta,
                     training={"epochs": history.epochs, "best_epoch": history.best_epoch})
-    report = backtest(model, data)
-    report["training"] = {"seconds": round(history.seconds, 1),
-                          "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
-                          "best_val_pinball": history.best_val,
-                          "train_windows": len(cut.train), "val_windows": len(cut.val)}
-    _write_outputs(Path(config.out), model, data, report)
-    return report
+    return model, history, cut
 
 
 def _meta(config: ForecastConfig, data, cut: Plan, scaler: Scaler) -> dict:
@@ -357,8 +399,10 @@ def _with_ahead(data, layout: Layout) -> np.ndarray:
     return np.concatenate([values, ahead])
 
 
-def backtest(model, data, origins: np.ndarray | None = None) -> dict:
-    """Metrics of the model and the baselines at the backtest origins, per target."""
+def backtest(model, data, origins: np.ndarray | None = None, lstm: np.ndarray | None = None
+             ) -> dict:
+    """Metrics of the model and the baselines at the backtest origins, per target; ``lstm``:
+    the model's forecasts there when already made (a refit backtest's, one model each)."""
     _check_columns(model, data)
     layout, _ = _restore(model)
     season = model.meta["season"]
@@ -370,7 +414,7 @@ def backtest(model, data, origins: np.ndarray | None = None) -> dict:
     if origins[0] < layout.context or origins[0] <= season:
         raise ValueError(f"series too short: {len(values)} points for a context of "
                          f"{layout.context} and the backtest origins")
-    forecasts = {"lstm": model_forecast(model, data, origins)}
+    forecasts = {"lstm": model_forecast(model, data, origins) if lstm is None else lstm}
     for name, method in baselines.FORECASTERS.items():
         if name == "seasonal_naive" and season == 1:
             continue  # the same as naive
