@@ -77,10 +77,13 @@ def train(config) -> dict:
     """Train, backtest and compare; writes checkpoints, metrics and forecasts under ``out``."""
     sets = load_sets(config)
     out = Path(config.out)
-    parts = [_run_set(config, panel, count, stride, out / panel.name if len(sets) > 1 else out)
-             for panel, count, stride in sets]
-    report = {"dataset": config.data or config.dataset, "seeds": config.seeds, "parts": parts,
+    report = {"dataset": config.data or config.dataset, "seeds": config.seeds, "parts": [],
               "published": PUBLISHED.get(config.dataset if config.data is None else "")}
+    for panel, count, stride in sets:
+        report["parts"].append(_run_set(config, panel, count, stride,
+                                        out / panel.name if len(sets) > 1 else out))
+        write_json(out / "metrics.json", public(report))  # each part as soon as it is done
+    parts = report["parts"]
     if len(parts) > 1:
         report["overall"] = _overall(parts)
     write_json(out / "metrics.json", public(report))
