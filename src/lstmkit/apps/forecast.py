@@ -5,9 +5,12 @@ quantiles of every target at each of the next ``horizon`` steps (direct multi-ho
 loss). Data statistics are fitted on the training rows only, and every number reported or written
 is in the data's own units.
 
-Early stopping needs enough validation windows to mean anything: with fewer than
-``MIN_VAL_WINDOWS`` the model trains for all its epochs (a note says so) and the validation
-windows only calibrate the intervals (conformal, see ``lstmkit.apps.windows``).
+Early stopping (``patience``) is on however few the validation windows are (the latest
+``val_fraction`` of the training windows). The trainer keeps the epoch with the best validation
+loss in any case, and on a dozen windows that loss is noisy: picking the best of all 300 epochs
+picked late, overfit ones (airline: MASE 1.204, 80% coverage 0.14), while stopping ``patience``
+epochs after the last improvement compares far fewer candidates. The same windows calibrate the
+intervals (conformal, see ``lstmkit.apps.windows``).
 
 Backtest: rolling origin without refitting. The model is trained on the rows before the first
 origin; then, at each of ``origins`` origins ``stride`` apart, every method forecasts the next
@@ -43,10 +46,6 @@ from lstmkit.apps.windows import (
 )
 from lstmkit.models import SequenceModel
 from lstmkit.tasks import series as series_data
-
-MIN_VAL_WINDOWS = 30
-"""Fewest validation windows for early stopping: on 11 windows (nile's) the validation loss is
-noise, and early stopping kept models of 4 to 10 epochs."""
 
 
 @dataclass(frozen=True)
@@ -330,14 +329,9 @@ def _fit_series(config: ForecastConfig, data):
     task = _Task(make_windows(scaled, cut.train, cut.layout),
                  make_windows(scaled, cut.val, cut.layout), cut.layout, config.batch_size)
     meta = _meta(config, data, cut, scaler)
-    training = config
-    if len(cut.val) < MIN_VAL_WINDOWS and config.patience:
-        training = dataclasses.replace(config, patience=0)
-        meta["notes"] = [f"early stopping off: {len(cut.val)} validation windows, fewer than "
-                         f"{MIN_VAL_WINDOWS}; trained all {config.epochs} epochs"]
     with session(config) as runtime:
         model = build_model(cut.layout, config)
-        history = fit(model, task, training, meta, runtime)
+        history = fit(model, task, config, meta, runtime)
         if not runtime.is_main:
             return None
     model.cpu().eval()

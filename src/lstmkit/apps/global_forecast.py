@@ -33,6 +33,10 @@ from lstmkit.tasks.panel import Panel
 CHUNK = 256
 """Series per forward pass when forecasting: bounds memory on long sets."""
 
+MIN_VAL_SERIES = 30
+"""Fewest series for early stopping: each gives one validation origin, and on fewer the
+validation loss is too noisy to stop on."""
+
 
 class _PanelTask:
     """Batches of whole series for the trainer; the validation origin of each series."""
@@ -83,8 +87,6 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
     The H points before those validate and calibrate; ``model.meta`` holds the spec and the
     conformal offsets, and the checkpoint in ``out`` is written with them.
     """
-    from lstmkit.apps.forecast import MIN_VAL_WINDOWS
-
     horizon = config.horizon or panel.horizon
     season = config.season or panel.season
     context = config.context or default_context(horizon, season)
@@ -101,10 +103,10 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
                          f"{drop + horizon + 2}")
     training = dataclasses.replace(config, seed=seed, out=str(out))
     notes = []
-    if len(panel) < MIN_VAL_WINDOWS and config.patience:
+    if len(panel) < MIN_VAL_SERIES and config.patience:
         training = dataclasses.replace(training, patience=0)
         notes.append(f"early stopping off: {len(panel)} validation windows (one per series), "
-                     f"fewer than {MIN_VAL_WINDOWS}; trained all {config.epochs} epochs")
+                     f"fewer than {MIN_VAL_SERIES}; trained all {config.epochs} epochs")
     meta = {"app": "forecast", "kind": "global", "config": config.to_dict(),
             "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part, "drop": drop}
     task = _PanelTask(steps, val_rows, spec, config.batch_size)
