@@ -1,8 +1,10 @@
 """The global forecaster on a competition, beside statsforecast, as the tables of
 docs/applications.md print it.
 
-    PYTHONPATH=src python benchmarks/competitions.py m3-monthly --seeds 3 --patience 10
-    PYTHONPATH=src python benchmarks/competitions.py tourism --seeds 3 --patience 10
+    PYTHONPATH=src python benchmarks/competitions.py m3 --seeds 3 --patience 10 \
+        --baseline-jobs 2 --baseline-budget 1500
+    PYTHONPATH=src python benchmarks/competitions.py tourism --seeds 3 --patience 10 \
+        --baseline-jobs 2 --baseline-budget 1500
 
 Each run is exactly ``lstmkit forecast --dataset NAME --out runs/bench/competition-NAME`` with
 the options given after the name (any ``ForecastConfig`` field); the raw metrics stay in that
@@ -60,6 +62,8 @@ def main(argv: list[str]) -> None:
         print(f"\n{part['name']}: {part['series']} series, horizon {part['horizon']}, "
               f"epochs {part['epochs']} (best {part['best_epochs']})")
         print("\n".join(markdown(part["rows"], config.seeds)))
+        for note in dict.fromkeys(part["notes"]):
+            print(f"note: {note}")
     if "overall" in report:
         print("\noverall")
         print("\n".join(markdown(report["overall"], 1)))

@@ -28,3 +28,17 @@ def test_summary_features_and_classifiers():
     labels = np.array([0] * 10 + [1] * 10)
     for predicted in baselines.classify_baselines(train, labels, test).values():
         assert (predicted == np.array([0] * 5 + [1] * 5)).mean() >= 0.9
+
+
+def test_statsforecast_on_processes_equals_one_process_and_a_budget_gives_up():
+    models = baselines.statsforecast_methods(["autoets"], 4)["autoets"]
+    rng = np.random.default_rng(0)
+    histories = [10 + np.sin(np.arange(n) * np.pi / 2) + 0.1 * rng.standard_normal(n)
+                 for n in (20, 24, 28)]
+    alone = baselines.statsforecast_many(models, histories, 4)
+    assert all(f.shape == (4,) and np.all(np.isfinite(f)) for f in alone)
+    pooled = baselines.statsforecast_many(models, histories, 4, jobs=2)
+    for a, b in zip(alone, pooled):
+        np.testing.assert_array_equal(a, b)  # each series is fitted alone either way
+    late = baselines.statsforecast_many(models, histories, 4, budget=1e-9)
+    assert late == [None, None, None]

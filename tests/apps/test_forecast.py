@@ -115,11 +115,11 @@ def test_seasonal_base_needs_a_season(tmp_path):
         forecast.train(_config(tmp_path, path, season=None, base="seasonal"))
 
 
-def test_few_validation_windows_turn_early_stopping_off(tmp_path):
-    report = forecast.train(_config(tmp_path, _csv(tmp_path / "s.csv"), epochs=5, patience=1))
-    assert report["training"]["val_windows"] < forecast.MIN_VAL_WINDOWS
-    assert report["training"]["epochs"] == 5
-    assert any("early stopping off" in n for n in report["notes"])
+def test_few_validation_windows_keep_early_stopping_and_cap_the_epochs(tmp_path):
+    report = forecast.train(_config(tmp_path, _csv(tmp_path / "s.csv"), epochs=30, patience=2))
+    training = report["training"]
+    assert training["val_windows"] < forecast.FEW_VAL_WINDOWS
+    assert training["epochs"] <= 2 and any("at most 2 epochs" in n for n in report["notes"])
 
 
 def test_intervals_are_calibrated_on_the_held_out_windows(tmp_path):
@@ -150,3 +150,20 @@ def test_config_checks():
         ForecastConfig(quantiles="0.1,0.9")
     with pytest.raises(ValueError, match="expected only with --data"):
         forecast.load_series(ForecastConfig(target="x"))
+
+
+def test_refit_backtest_trains_a_model_at_each_origin(tmp_path):
+    data = _csv(tmp_path / "s.csv")
+    report = forecast.train(_config(tmp_path, data, refit=True, origins=2))
+    assert report["training"]["refit"] == 2 and any("refit" in n for n in report["notes"])
+    first = lstmkit.load(tmp_path / "run" / "origin-0")
+    last = lstmkit.load(tmp_path / "run")
+    rows = report["origin_rows"]
+    assert first.meta["first_origin"] == rows[0] and last.meta["first_origin"] == rows[1]
+    series = forecast.load_series(_config(tmp_path, data))
+    for model, k in ((first, 0), (last, 1)):
+        alone = forecast.model_forecast(model, series, np.array([rows[k]]))[0]
+        np.testing.assert_array_equal(report["forecasts"]["lstm"][k], alone)
+    plain = forecast.train(_config(tmp_path, data, origins=2, out=str(tmp_path / "plain")))
+    assert plain["origin_rows"] == rows
+    assert not np.array_equal(plain["forecasts"]["lstm"][1], report["forecasts"]["lstm"][1])

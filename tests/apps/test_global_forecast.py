@@ -1,6 +1,9 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lstmkit
 from lstmkit.apps import forecast, global_forecast, global_runs, metrics
@@ -8,6 +11,7 @@ from lstmkit.apps.estimator import GlobalForecaster
 from lstmkit.apps.forecast import ForecastConfig
 from lstmkit.apps.model_options import ModelOptions
 from lstmkit.tasks import competitions
+from lstmkit.tasks.panel import Panel
 
 
 def _m3(tmp_path, **kw):
@@ -98,3 +102,43 @@ def test_estimator_fits_and_predicts_on_dataframes(tmp_path):
     assert len(table) == 3 * 6 and (table["q0.1"] <= table["q0.9"]).all()
     again = GlobalForecaster.load(tmp_path / "est").predict(frame)
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_exponential_smoothing_pre_processing_trains_and_reloads(tmp_path):
+    config = _m3(tmp_path, limit=6, epochs=2, normalise="es")
+    part = forecast.train(config)["parts"][0]
+    model = lstmkit.load(tmp_path / "run")
+    spec = global_forecast.spec_of(model)
+    assert spec.normalise == "es" and 0 < spec.alpha < 1 and 0 < spec.gamma < 1
+    again = forecast.evaluate(model, config)["parts"][0]["rows"]["lstmkit"]
+    assert again["smape"] == pytest.approx(part["rows"]["lstmkit"]["smape"])
+    assert np.isfinite(part["rows"]["lstmkit"]["mase"])
+    with pytest.raises(ValueError, match="'es' is for the global model"):
+        forecast.train(ForecastConfig(dataset="nile", normalise="es", out=str(tmp_path / "n")))
+
+
+def test_refit_trains_one_model_per_origin_on_what_came_before(tmp_path):
+    config = _m3(tmp_path, limit=4, epochs=1, origins=2, stride=6, refit=True)
+    panel = global_runs.load_sets(config)[0][0]
+    origins = global_forecast.backtest_origins(panel, 18, 2, 6)
+
+    def run(values, out):
+        changed = Panel(panel.name, panel.ids, values, panel.season, panel.horizon,
+                        static=panel.static, static_names=panel.static_names)
+        cfg = dataclasses.replace(config, out=str(out))
+        found, _, _ = global_forecast.fit_and_forecast(changed, cfg, origins, 0, out)
+        return found, lstmkit.load(out / "origin-0"), lstmkit.load(out)
+
+    found, first, last = run(panel.values, tmp_path / "a")
+    assert first.meta["drop"] == 18 + 6 and last.meta["drop"] == 18
+    alone = global_forecast.forecast_at(first, panel, [rows[:1] for rows in origins])
+    for i in range(len(panel)):  # each origin is forecast by its own model
+        np.testing.assert_array_equal(found[i][0], alone[i][0])
+    # the labels a horizon before each origin train that origin's model: the values from
+    # there to the next one reach the second model's training only
+    moved = tuple(np.concatenate([v[:o[0] - 18], 1.5 * v[o[0] - 18:]])
+                  for v, o in zip(panel.values, origins))
+    _, first2, last2 = run(moved, tmp_path / "b")
+    for a, b in zip(first.parameters(), first2.parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(last.parameters(), last2.parameters()))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lstmkit.apps import panel_features as pf
+from lstmkit.apps import smoothing
 
 
 def _spec(**kw):
@@ -33,8 +34,51 @@ def test_ratio_for_data_with_zeros_and_bad_specs():
     y = np.array([0.0, 2.0, 4.0, 0.0, 6.0, 8.0, 2.0, 4.0])
     spec = _spec(transform="ratio", base="none")
     _, labels, _, level, _ = pf.series_steps(spec, y, None, None, None, 0, 8)
-    np.testing.assert_allclose(pf.denormalise(labels[2, :2], level[2], "ratio"), y[3:5])
+    np.testing.assert_allclose(pf.denormalise(labels[2, :2], level[2, :2], "ratio"), y[3:5])
     with pytest.raises(ValueError, match="season in"):
         _spec(season=1)
     with pytest.raises(ValueError, match="transform"):
         _spec(transform="sqrt")
+
+
+def test_es_level_and_season_follow_the_recursion_and_undo_exactly():
+    m, season = 4, np.array([0.5, 1.5, 1.2, 0.8])
+    y = 10 * season[np.arange(24) % m]  # an exact multiplicative season around a level of 10
+    spec = _spec(context=8, season=m, base="none", normalise="es", alpha=0.3, gamma=0.2)
+    x, labels, known, scale, _ = pf.series_steps(spec, y, None, None, None, 0, 24)
+    assert np.abs(x[:, :8]).max() < 1e-12 and np.abs(labels[:20]).max() < 1e-12
+    assert not known[:m - 1].any() and known[m - 1:20].all()  # the first season is read
+    # a changing series: the recursion by hand, step by step
+    rng = np.random.default_rng(1)
+    y = np.exp(rng.normal(0, 0.2, 30)) * (5 + np.arange(30) * 0.3) * season[np.arange(30) % m]
+    level, factors, _ = smoothing.smooth(y[None], np.array([30]), m, np.array([0.3]),
+                                         np.array([0.2]))
+    l_prev, s = y[:m].mean(), list(y[:m] / y[:m].mean())
+    for t in range(30):
+        l_t = 0.3 * y[t] / s[t] + 0.7 * l_prev
+        s.append(0.2 * y[t] / l_t + 0.8 * s[t])
+        l_prev = l_t
+        assert level[0, 0, t] == pytest.approx(l_t) and factors[0, 0, t + m] == pytest.approx(s[-1])
+    x, labels, known, scale, _ = pf.series_steps(spec, y, None, None, None, 0, 30)
+    t = 10
+    np.testing.assert_allclose(scale[t], level[0, 0, t] * factors[0, 0, [11, 12, 13, 14]])
+    np.testing.assert_allclose(pf.denormalise(labels[t], scale[t], "log"), y[11:15])
+    changed = y.copy()
+    changed[15:] *= 3
+    again = pf.series_steps(spec, changed, None, None, None, 0, 30)[0]
+    np.testing.assert_array_equal(x[:15], again[:15])  # causal
+
+
+def test_es_parameters_are_chosen_on_the_data_and_bad_series_refused():
+    rng = np.random.default_rng(0)
+    walks = [np.exp(np.cumsum(rng.normal(0, 0.1, 60))) for _ in range(5)]
+    flat = [np.exp(rng.normal(0, 0.1, 60)) for _ in range(5)]
+    assert smoothing.choose(walks, 1)[0] >= 0.7  # a random walk: follow the last value
+    assert smoothing.choose(flat, 1)[0] <= 0.1  # noise around a level: average it out
+    assert smoothing.choose(flat, 1)[1] == 0.0
+    with pytest.raises(ValueError, match="positive targets"):
+        smoothing.check([np.array([1.0, 0.0, 2.0])], ["a"], 1)
+    with pytest.raises(ValueError, match="positive targets"):
+        _spec(transform="ratio", normalise="es")
+    with pytest.raises(ValueError, match="normalise"):
+        _spec(normalise="ets")

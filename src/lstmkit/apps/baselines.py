@@ -9,7 +9,10 @@ features of each sequence; per step: the majority class and logistic regression 
 
 from __future__ import annotations
 
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, wait
+from multiprocessing import get_context
 
 import numpy as np
 
@@ -129,3 +132,50 @@ def statsforecast_forecast(model, history: np.ndarray, horizon: int) -> np.ndarr
     if not np.all(np.isfinite(forecast)):
         forecast = seasonal_naive(history, horizon, getattr(model, "season_length", 1))
     return forecast
+
+
+def _forecast_one_thread(model, history: np.ndarray, horizon: int) -> np.ndarray:
+    with _one_thread():
+        return statsforecast_forecast(model, history, horizon)
+
+
+def _warm() -> None:
+    require("statsforecast.models", "forecast", "the statsforecast baselines")
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` processes with statsforecast imported, kept for the whole run: under
+    load, starting one costs several seconds, which must not eat into a method's budget."""
+    if jobs not in _POOLS:
+        # spawn, not fork: the parent has torch's thread pools, which a fork can leave locked
+        pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+        wait([pool.submit(_warm) for _ in range(jobs)])
+        _POOLS[jobs] = pool
+    return _POOLS[jobs]
+
+
+def statsforecast_many(model, histories: list[np.ndarray], horizon: int, jobs: int = 1,
+                       budget: float | None = None) -> list[np.ndarray | None]:
+    """:func:`statsforecast_forecast` of every history, on ``jobs`` processes, within a budget.
+
+    Each history is fitted alone, exactly as with one process (so the forecasts do not depend
+    on ``jobs``). With ``budget`` (seconds, counted once the processes are ready) the fits not
+    finished by then are given up: their entries are None, and the caller says how many did
+    not finish instead of scoring a part.
+    """
+    pool = None if jobs == 1 else _pool(jobs)
+    deadline = None if budget is None else time.perf_counter() + budget
+    if pool is None:
+        found: list[np.ndarray | None] = []
+        for y in histories:
+            late = deadline is not None and time.perf_counter() > deadline
+            found.append(None if late else _forecast_one_thread(model, y, horizon))
+        return found
+    futures = [pool.submit(_forecast_one_thread, model, y, horizon) for y in histories]
+    wait(futures, timeout=None if deadline is None else max(deadline - time.perf_counter(), 0))
+    for f in futures:
+        f.cancel()  # those not started; a running one finishes, and is kept only if done now
+    return [f.result() if f.done() and not f.cancelled() else None for f in futures]

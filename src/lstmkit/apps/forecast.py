@@ -5,13 +5,19 @@ quantiles of every target at each of the next ``horizon`` steps (direct multi-ho
 loss). Data statistics are fitted on the training rows only, and every number reported or written
 is in the data's own units.
 
-Early stopping needs enough validation windows to mean anything: with fewer than
-``MIN_VAL_WINDOWS`` the model trains for all its epochs (a note says so) and the validation
-windows only calibrate the intervals (conformal, see ``lstmkit.apps.windows``).
+Early stopping (``patience``) is on however few the validation windows are (the latest
+``val_fraction`` of the training windows), and with fewer than ``FEW_VAL_WINDOWS`` of them the
+run is also capped at ``patience`` epochs. The trainer keeps the epoch with the best validation
+loss, and on a dozen windows that loss is noisy: the more epochs it compares, the more surely it
+picks one that fits the noise. Early stopping off (all 300 compared) picked overfit ones on
+airline (MASE 1.204, 80% coverage 0.14); early stopping alone still ran one seed of four to epoch
+158 (MASE 1.60); one patience of epochs compares few enough candidates. The same windows
+calibrate the intervals (conformal, see ``lstmkit.apps.windows``).
 
 Backtest: rolling origin without refitting. The model is trained on the rows before the first
 origin; then, at each of ``origins`` origins ``stride`` apart, every method forecasts the next
-``horizon`` steps from the rows before that origin, and the errors are pooled.
+``horizon`` steps from the rows before that origin, and the errors are pooled. With ``refit``
+(an expanding window) each origin gets its own model, trained on the rows before it.
 """
 
 from __future__ import annotations
@@ -43,9 +49,8 @@ from lstmkit.apps.windows import (
 from lstmkit.models import SequenceModel
 from lstmkit.tasks import series as series_data
 
-MIN_VAL_WINDOWS = 30
-"""Fewest validation windows for early stopping: on 11 windows (nile's) the validation loss is
-noise, and early stopping kept models of 4 to 10 epochs."""
+FEW_VAL_WINDOWS = 30
+"""Below this many validation windows a run is capped at ``patience`` epochs (see above)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,18 @@ class ForecastConfig(TrainConfig):
     """Forecast origins of the rolling backtest, at the end of the series."""
     stride: int | None = None
     """Steps between backtest origins (None: the horizon)."""
+    refit: bool = False
+    """Backtest with an expanding window: retrain at every origin on everything before it
+    (origins times the training); otherwise one model, trained before the first origin,
+    forecasts them all (the global model in one pass, its state carried forward)."""
     val_fraction: float = 0.15
     """Share of the training windows (the latest) kept for validation and early stopping."""
     window_norm: bool = True
     """Normalise each input window by its own mean and spread (undone on the output)."""
+    normalise: str = "level"
+    """Global model: divide each window by the series' level, the mean of its last season
+    ("level"), or by an exponential-smoothing level and multiplicative season, as ES-RNN does
+    ("es", positive targets; lstmkit.apps.smoothing)."""
     base: str | None = None
     """The model forecasts the difference from: none, naive (the last value) or seasonal (the
     last season), a skip connection that starts from that baseline (None: the dataset's
@@ -124,6 +137,12 @@ class ForecastConfig(TrainConfig):
     """Global model: comma-separated statsforecast baselines fitted in the same run."""
     limit: int | None = None
     """Global model: keep only the first this many series (quick runs)."""
+    baseline_jobs: int = 1
+    """Global model: processes fitting the statsforecast baselines (each series alone, so the
+    forecasts do not depend on it)."""
+    baseline_budget: float | None = None
+    """Global model: seconds each baseline may take on a set; one not finished by then is
+    reported as unfinished, with how many fits were left, and not scored (None: no limit)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,9 +150,13 @@ class ForecastConfig(TrainConfig):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {value!r}")
-        if self.origins < 1 or self.seeds < 1:
-            name = "origins" if self.origins < 1 else "seeds"
+        if self.origins < 1 or self.seeds < 1 or self.baseline_jobs < 1:
+            name = next(n for n in ("origins", "seeds", "baseline_jobs")
+                        if getattr(self, n) < 1)
             raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
+        if self.baseline_budget is not None and not self.baseline_budget > 0:
+            raise ValueError(f"baseline_budget: expected None or seconds > 0, got "
+                             f"{self.baseline_budget!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction: expected a float in (0, 1), got {self.val_fraction}")
         q = self.quantile_list
@@ -252,7 +275,58 @@ def train(config: ForecastConfig) -> dict:
 
     if global_runs.is_global(config):
         return global_runs.train(config)
+    if config.normalise != "level":
+        raise ValueError(f"normalise: expected 'level' for one series (it has --window-norm), "
+                         f"got {config.normalise!r}: 'es' is for the global model (a "
+                         f"competition or --id-column)")
     data = load_series(config)
+    if config.refit and config.origins > 1:
+        return _refit(config, data)
+    fitted = _fit_series(config, data)
+    if fitted is None:
+        return {}  # a process other than rank 0 under torchrun
+    model, history, cut = fitted
+    report = backtest(model, data)
+    report["training"] = _training(history, cut)
+    _write_outputs(Path(config.out), model, data, report)
+    return report
+
+
+def _training(history, cut: Plan) -> dict:
+    return {"seconds": round(history.seconds, 1), "epochs": history.epochs,
+            "best_epoch": history.best_epoch + 1, "best_val_pinball": history.best_val,
+            "train_windows": len(cut.train), "val_windows": len(cut.val)}
+
+
+def _refit(config: ForecastConfig, data) -> dict:
+    """The expanding-window backtest: at each origin a model trained on the rows before it
+    (the earlier ones saved under ``out/origin-K``, the last one in ``out``)."""
+    horizon = config.horizon or data.horizon
+    stride = config.stride or horizon
+    origins = len(data.frame) - horizon - stride * np.arange(config.origins)[::-1]
+    found, seconds = [], 0.0
+    for k, o in enumerate(origins):
+        last = k == len(origins) - 1
+        part = data if last else dataclasses.replace(data, frame=data.frame.iloc[:o + horizon],
+                                                     ahead=None)
+        out = config.out if last else str(Path(config.out) / f"origin-{k}")
+        fitted = _fit_series(dataclasses.replace(config, origins=1, out=out), part)
+        if fitted is None:
+            return {}
+        model, history, cut = fitted
+        found.append(model_forecast(model, data, np.array([o])))
+        seconds += history.seconds
+    report = backtest(model, data, origins, lstm=np.concatenate(found))
+    report["training"] = {**_training(history, cut), "seconds": round(seconds, 1),
+                          "refit": len(origins)}
+    report["notes"].append(f"refit: one model per origin ({len(origins)}), each trained on the "
+                           f"rows before it")
+    _write_outputs(Path(config.out), model, data, report)
+    return report
+
+
+def _fit_series(config: ForecastConfig, data):
+    """Train on ``data`` before its backtest: (model, history, plan), None off rank 0."""
     cut = plan(config, data)
     values = data.frame.to_numpy(float)
     scaler = Scaler.fit(values[:cut.first_origin])  # the training rows only
@@ -261,27 +335,21 @@ def train(config: ForecastConfig) -> dict:
                  make_windows(scaled, cut.val, cut.layout), cut.layout, config.batch_size)
     meta = _meta(config, data, cut, scaler)
     training = config
-    if len(cut.val) < MIN_VAL_WINDOWS and config.patience:
-        training = dataclasses.replace(config, patience=0)
-        meta["notes"] = [f"early stopping off: {len(cut.val)} validation windows, fewer than "
-                         f"{MIN_VAL_WINDOWS}; trained all {config.epochs} epochs"]
+    if len(cut.val) < FEW_VAL_WINDOWS and 0 < config.patience < config.epochs:
+        training = dataclasses.replace(config, epochs=config.patience)
+        meta["notes"] = [f"{len(cut.val)} validation windows, fewer than {FEW_VAL_WINDOWS}: at "
+                         f"most {config.patience} epochs (--patience), not {config.epochs}"]
     with session(config) as runtime:
         model = build_model(cut.layout, config)
         history = fit(model, task, training, meta, runtime)
         if not runtime.is_main:
-            return {}
+            return None
     model.cpu().eval()
     meta["conformal"] = calibrate(model, task.val, cut.layout).tolist()
     model.meta = meta
     checkpoint.save(Path(config.out) / MODEL_FILE, model, **meta,
                     training={"epochs": history.epochs, "best_epoch": history.best_epoch})
-    report = backtest(model, data)
-    report["training"] = {"seconds": round(history.seconds, 1),
-                          "epochs": history.epochs, "best_epoch": history.best_epoch + 1,
-                          "best_val_pinball": history.best_val,
-                          "train_windows": len(cut.train), "val_windows": len(cut.val)}
-    _write_outputs(Path(config.out), model, data, report)
-    return report
+    return model, history, cut
 
 
 def _meta(config: ForecastConfig, data, cut: Plan, scaler: Scaler) -> dict:
@@ -335,8 +403,10 @@ def _with_ahead(data, layout: Layout) -> np.ndarray:
     return np.concatenate([values, ahead])
 
 
-def backtest(model, data, origins: np.ndarray | None = None) -> dict:
-    """Metrics of the model and the baselines at the backtest origins, per target."""
+def backtest(model, data, origins: np.ndarray | None = None, lstm: np.ndarray | None = None
+             ) -> dict:
+    """Metrics of the model and the baselines at the backtest origins, per target; ``lstm``:
+    the model's forecasts there when already made (a refit backtest's, one model each)."""
     _check_columns(model, data)
     layout, _ = _restore(model)
     season = model.meta["season"]
@@ -348,7 +418,7 @@ def backtest(model, data, origins: np.ndarray | None = None) -> dict:
     if origins[0] < layout.context or origins[0] <= season:
         raise ValueError(f"series too short: {len(values)} points for a context of "
                          f"{layout.context} and the backtest origins")
-    forecasts = {"lstm": model_forecast(model, data, origins)}
+    forecasts = {"lstm": model_forecast(model, data, origins) if lstm is None else lstm}
     for name, method in baselines.FORECASTERS.items():
         if name == "seasonal_naive" and season == 1:
             continue  # the same as naive

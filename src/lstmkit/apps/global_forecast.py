@@ -33,6 +33,10 @@ from lstmkit.tasks.panel import Panel
 CHUNK = 256
 """Series per forward pass when forecasting: bounds memory on long sets."""
 
+MIN_VAL_SERIES = 30
+"""Fewest series for early stopping: each gives one validation origin, and on fewer the
+validation loss is too noisy to stop on."""
+
 
 class _PanelTask:
     """Batches of whole series for the trainer; the validation origin of each series."""
@@ -83,14 +87,12 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
     The H points before those validate and calibrate; ``model.meta`` holds the spec and the
     conformal offsets, and the checkpoint in ``out`` is written with them.
     """
-    from lstmkit.apps.forecast import MIN_VAL_WINDOWS
-
     horizon = config.horizon or panel.horizon
     season = config.season or panel.season
     context = config.context or default_context(horizon, season)
     train_part = panel.cut(drop)
     spec = pf.make_spec(train_part, context, horizon, season, config.quantile_list,
-                        config.base or "none")
+                        config.base or "none", config.normalise)
     steps = pf.panel_steps(spec, panel, hold=drop + horizon)
     val_rows = panel.lengths() - drop - horizon - 1
     short = np.flatnonzero(val_rows < 1)
@@ -101,12 +103,12 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
                          f"{drop + horizon + 2}")
     training = dataclasses.replace(config, seed=seed, out=str(out))
     notes = []
-    if len(panel) < MIN_VAL_WINDOWS and config.patience:
+    if len(panel) < MIN_VAL_SERIES and config.patience:
         training = dataclasses.replace(training, patience=0)
         notes.append(f"early stopping off: {len(panel)} validation windows (one per series), "
-                     f"fewer than {MIN_VAL_WINDOWS}; trained all {config.epochs} epochs")
+                     f"fewer than {MIN_VAL_SERIES}; trained all {config.epochs} epochs")
     meta = {"app": "forecast", "kind": "global", "config": config.to_dict(),
-            "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part}
+            "spec": spec.to_dict(), "notes": notes, "seed": seed, "part": part, "drop": drop}
     task = _PanelTask(steps, val_rows, spec, config.batch_size)
     with session(training) as runtime:
         model = build_model(spec, config)
@@ -117,6 +119,31 @@ def fit_panel(panel: Panel, config, drop: int, seed: int, out: Path, part: str |
     checkpoint.save(out / MODEL_FILE, model, **meta,
                     training={"epochs": history.epochs, "best_epoch": history.best_epoch})
     return model, history
+
+
+def fit_and_forecast(panel: Panel, config, origins: list[np.ndarray], seed: int, out: Path,
+                     part: str | None = None):
+    """Train and forecast at every backtest origin: (forecasts, model, history).
+
+    Without ``config.refit``, one model trained on everything before the first origin
+    forecasts every origin in one pass along each series, its recurrent state carried
+    forward. With it (an expanding window), one model per origin, trained on everything
+    before that origin, forecasts that origin alone; the models of the earlier origins go to
+    ``out/origin-K``, the last one (which saw the most data) to ``out``. The returned model and
+    history are the last ones.
+    """
+    first = np.array([rows[0] for rows in origins])
+    ends = panel.lengths()
+    if not config.refit or len(origins[0]) == 1:
+        model, history = fit_panel(panel, config, int((ends - first).min()), seed, out, part)
+        return forecast_at(model, panel, origins), model, history
+    count, found = len(origins[0]), []
+    for k in range(count):
+        drop = int((ends - np.array([rows[k] for rows in origins])).min())
+        where = out if k == count - 1 else out / f"origin-{k}"
+        model, history = fit_panel(panel, config, drop, seed, where, part)
+        found.append(forecast_at(model, panel, [rows[k:k + 1] for rows in origins]))
+    return [np.concatenate([f[i] for f in found]) for i in range(len(panel))], model, history
 
 
 def calibrate(model, steps: pf.Steps, rows: np.ndarray, spec: pf.Spec) -> np.ndarray:
@@ -144,8 +171,8 @@ def forecast_at(model, panel: Panel, origins: list[np.ndarray], steps: pf.Steps 
         series = np.full(len(rows), i)
         q = pf.at_origins(output, steps, series, np.asarray(rows) - 1, spec)  # (S, H, Q)
         q = widen(q[:, :, None], offsets)[:, :, 0]
-        level = steps.level[i, np.asarray(rows) - 1][:, None, None]
-        result.append(pf.denormalise(q, level, spec.transform))
+        scale = steps.scale[i, np.asarray(rows) - 1][:, :, None]  # (S, H, 1)
+        result.append(pf.denormalise(q, scale, spec.transform))
     return result
 
 
@@ -187,12 +214,24 @@ def coverage(forecasts: list[np.ndarray], panel: Panel, origins, horizon: int) -
     return float(np.mean(inside))
 
 
-def run_baselines(names, panel: Panel, origins, horizon: int, season: int):
-    """(name, forecasts, seconds) of each statsforecast method at the same origins, one method
-    at a time."""
+def run_baselines(names, panel: Panel, origins, horizon: int, season: int, jobs: int = 1,
+                  budget: float | None = None):
+    """(name, forecasts, seconds, unfinished) of each statsforecast method at the same
+    origins, one method at a time, each on ``jobs`` processes within ``budget`` seconds (the
+    seconds count from when the processes are ready).
+
+    ``forecasts`` is None when some fit did not finish in the budget; ``unfinished`` counts
+    those series (0 when it finished)."""
+    histories = [y[:o] for y, rows in zip(panel.values, origins) for o in rows]
     for name, model in baselines.statsforecast_methods(names, season).items():
+        if jobs > 1:
+            baselines._pool(jobs)  # started before the clock
         started = time.perf_counter()
-        with baselines._one_thread():
-            forecasts = [np.stack([baselines.statsforecast_forecast(model, y[:o], horizon)
-                                   for o in rows]) for y, rows in zip(panel.values, origins)]
-        yield name, forecasts, time.perf_counter() - started
+        found = baselines.statsforecast_many(model, histories, horizon, jobs, budget)
+        seconds = time.perf_counter() - started
+        unfinished = sum(f is None for f in found)
+        forecasts, at = [], 0
+        for rows in origins:
+            forecasts.append(None if unfinished else np.stack(found[at:at + len(rows)]))
+            at += len(rows)
+        yield name, None if unfinished else forecasts, seconds, unfinished

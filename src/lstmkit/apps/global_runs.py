@@ -77,10 +77,13 @@ def train(config) -> dict:
     """Train, backtest and compare; writes checkpoints, metrics and forecasts under ``out``."""
     sets = load_sets(config)
     out = Path(config.out)
-    parts = [_run_set(config, panel, count, stride, out / panel.name if len(sets) > 1 else out)
-             for panel, count, stride in sets]
-    report = {"dataset": config.data or config.dataset, "seeds": config.seeds, "parts": parts,
+    report = {"dataset": config.data or config.dataset, "seeds": config.seeds, "parts": [],
               "published": PUBLISHED.get(config.dataset if config.data is None else "")}
+    for panel, count, stride in sets:
+        report["parts"].append(_run_set(config, panel, count, stride,
+                                        out / panel.name if len(sets) > 1 else out))
+        write_json(out / "metrics.json", public(report))  # each part as soon as it is done
+    parts = report["parts"]
     if len(parts) > 1:
         report["overall"] = _overall(parts)
     write_json(out / "metrics.json", public(report))
@@ -92,14 +95,13 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
     horizon = config.horizon or panel.horizon
     season = config.season or panel.season
     origins = gf.backtest_origins(panel, horizon, count, stride)
-    drop = horizon + stride * (count - 1)
     seeds, runs = list(range(config.seed, config.seed + config.seeds)), []
     for seed in seeds:
         _say(config, f"{panel.name}: training seed {seed} on {len(panel)} series")
         started = time.perf_counter()
-        model, history = gf.fit_panel(panel, config, drop, seed, out / f"seed-{seed}"
-                                      if len(seeds) > 1 else out, part=panel.name)
-        forecasts = gf.forecast_at(model, panel, origins)
+        forecasts, model, history = gf.fit_and_forecast(
+            panel, config, origins, seed,
+            out / f"seed-{seed}" if len(seeds) > 1 else out, part=panel.name)
         runs.append({"seed": seed, "forecasts": forecasts, "epochs": history.epochs,
                      "best_epoch": history.best_epoch + 1,
                      "seconds": time.perf_counter() - started, "notes": model.meta["notes"]})
@@ -122,21 +124,36 @@ def _run_set(config, panel: Panel, count: int, stride: int, out: Path) -> dict:
             "seconds": sum(r["seconds"] for r in runs)}
         per_series[f"{MODEL} (median of {len(runs)} seeds)"] = (
             scored["per_series_smape"], scored["per_series_mase"])
-    _say(config, f"{panel.name}: fitting {config.baselines}")
-    for name, forecasts, seconds in gf.run_baselines(
-            split_names(config.baselines), panel, origins, horizon, season):
-        _say(config, f"{panel.name}: {name} took {seconds:.0f} s")
-        scored = gf.score(forecasts, panel, origins, horizon, season)
-        rows[name] = {"smape": scored["smape"], "mase": scored["mase"], "seconds": seconds}
-        per_series[name] = (scored["per_series_smape"], scored["per_series_mase"])
+    notes = list(panel.notes) + runs[0]["notes"]
+    _baseline_rows(config, panel, origins, horizon, season, rows, per_series, notes)
     _write_forecasts(out / "forecast.csv", panel, origins, horizon, runs[0]["forecasts"],
                      config.quantile_list)
-    notes = list(panel.notes) + runs[0]["notes"]
     return {"name": panel.name, "series": len(panel), "horizon": horizon, "season": season,
             "origins": count, "context": config.context or gf.default_context(horizon, season),
             "rows": rows, "per_series": per_series, "notes": notes,
             "epochs": [r["epochs"] for r in runs], "best_epochs": [r["best_epoch"] for r in runs],
             "published": PUBLISHED.get(panel.name)}
+
+
+def _baseline_rows(config, panel: Panel, origins, horizon: int, season: int, rows: dict,
+                   per_series: dict, notes: list) -> None:
+    """Fit the statsforecast baselines ``config`` names; add their rows, or a note for each
+    that did not finish in ``config.baseline_budget``."""
+    _say(config, f"{panel.name}: fitting {config.baselines} on {config.baseline_jobs} "
+                 f"process(es)")
+    for name, forecasts, seconds, unfinished in gf.run_baselines(
+            split_names(config.baselines), panel, origins, horizon, season,
+            config.baseline_jobs, config.baseline_budget):
+        _say(config, f"{panel.name}: {name} took {seconds:.0f} s")
+        if forecasts is None:
+            total = sum(len(r) for r in origins)
+            notes.append(f"{name} did not finish: {unfinished} of {total} fits left after the "
+                         f"budget of {config.baseline_budget:g} s on {config.baseline_jobs} "
+                         f"process(es); no score is given for it")
+            continue
+        scored = gf.score(forecasts, panel, origins, horizon, season)
+        rows[name] = {"smape": scored["smape"], "mase": scored["mase"], "seconds": seconds}
+        per_series[name] = (scored["per_series_smape"], scored["per_series_mase"])
 
 
 def _say(config, text: str) -> None:
@@ -238,13 +255,11 @@ def evaluate(model, config) -> dict:
                       spec.season)
     rows = {MODEL: {"smape": scored["smape"], "mase": scored["mase"],
                     "coverage": gf.coverage(forecasts, panel, origins, spec.horizon)}}
-    for name, found, seconds in gf.run_baselines(
-            split_names(config.baselines), panel, origins, spec.horizon, spec.season):
-        result = gf.score(found, panel, origins, spec.horizon, spec.season)
-        rows[name] = {"smape": result["smape"], "mase": result["mase"], "seconds": seconds}
+    notes = list(panel.notes)
+    _baseline_rows(config, panel, origins, spec.horizon, spec.season, rows, {}, notes)
     part = {"name": panel.name, "series": len(panel), "horizon": spec.horizon,
             "season": spec.season, "origins": count, "context": spec.context, "rows": rows,
-            "notes": list(panel.notes), "published": PUBLISHED.get(panel.name)}
+            "notes": notes, "published": PUBLISHED.get(panel.name)}
     return {"dataset": config.data or config.dataset, "seeds": 1, "parts": [part]}
 
 

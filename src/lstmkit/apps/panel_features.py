@@ -11,6 +11,11 @@ reads, at step t, the last L values divided by the series' level at t,
     z_{t,j} = log(y_{t-L+1+j} / level_t)      (all targets positive: "log")
             = y_{t-L+1+j} / level_t - 1       (otherwise: "ratio"),
 
+or, with ``normalise="es"`` (positive targets), by an exponential-smoothing level and
+multiplicative season as ES-RNN does (``lstmkit.apps.smoothing``): each value of the window is
+divided by l_t and by its own seasonal factor, and the label for t+h by l_t s_{t+1+(h-1) mod m}
+(the first season's labels are then left out of training: its factors are read from it),
+
 plus the window of past covariates, the next H values of the future covariates, the static
 covariates and, when the series have dates, the position in the season of t+1 (one-hot). Its
 head answers Q quantiles of z_{t+h} for h = 1..H, relative to a base (seasonal naive, in the same
@@ -28,9 +33,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lstmkit.apps import smoothing
 from lstmkit.tasks.panel import Panel
 
 TRANSFORMS = ("log", "ratio")
+NORMALISERS = ("level", "es")
 BASES = ("none", "naive", "seasonal")
 CLIP = 10.0
 """Normalised inputs are clipped to +-CLIP: a level near zero must not blow a window up."""
@@ -53,8 +60,20 @@ class Spec:
     covariate_mean: tuple[float, ...] = ()
     """Mean of each past then future covariate over the training rows."""
     covariate_std: tuple[float, ...] = ()
+    normalise: str = "level"
+    """"level" (the mean of the last season) or "es" (exponential smoothing)."""
+    alpha: float = 0.0
+    """The smoothing of the level with "es", chosen on the training part."""
+    gamma: float = 0.0
+    """The smoothing of the season with "es"."""
 
     def __post_init__(self):
+        if self.normalise not in NORMALISERS:
+            raise ValueError(f"normalise: expected one of {NORMALISERS}, got "
+                             f"{self.normalise!r}")
+        if self.normalise == "es" and self.transform != "log":
+            raise ValueError("normalise: expected positive targets (the log transform) for "
+                             f"'es', got the transform {self.transform!r}")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform: expected one of {TRANSFORMS}, got {self.transform!r}")
         if self.base not in BASES:
@@ -84,10 +103,15 @@ class Spec:
                                  ("quantiles", "covariate_mean", "covariate_std")}})
 
 
-def make_spec(panel: Panel, context: int, horizon: int, season: int, quantiles, base: str
-              ) -> Spec:
-    """The spec for ``panel`` (the training part): transform and covariate statistics."""
+def make_spec(panel: Panel, context: int, horizon: int, season: int, quantiles, base: str,
+              normalise: str = "level") -> Spec:
+    """The spec for ``panel`` (the training part): transform, covariate statistics and, with
+    ``normalise="es"``, the smoothing parameters."""
     positive = all(float(v.min()) > 0 for v in panel.values)
+    alpha = gamma = 0.0
+    if normalise == "es":
+        smoothing.check(panel.values, panel.ids, season)
+        alpha, gamma = smoothing.choose(list(panel.values), season)
     blocks = [np.concatenate(b) for b in (panel.past, panel.future) if b]
     stats = np.concatenate(blocks, 1) if blocks else np.zeros((1, 0))
     std = stats.std(0)
@@ -96,7 +120,7 @@ def make_spec(panel: Panel, context: int, horizon: int, season: int, quantiles, 
                 len(panel.future_names) if panel.future else 0,
                 0 if panel.static is None else panel.static.shape[1],
                 panel.phase is not None and season > 1, tuple(stats.mean(0).tolist()),
-                tuple(np.where(std > 0, std, 1.0).tolist()))
+                tuple(np.where(std > 0, std, 1.0).tolist()), normalise, alpha, gamma)
 
 
 @dataclass(frozen=True)
@@ -107,7 +131,7 @@ class Steps:
     y: torch.Tensor  # (N, T, H) labels in normalised units less base, 0 past the series end
     known: torch.Tensor  # (N, T, H) 1 where the label is for training (before the hold)
     lengths: torch.Tensor  # (N,) observed steps of each series
-    level: np.ndarray  # (N, T)
+    scale: np.ndarray  # (N, T, H) what the label for t+h was divided by (the level at t)
     base: np.ndarray  # (N, T, H) the base, in normalised units
 
 
@@ -125,8 +149,8 @@ def levels(y: np.ndarray, width: int) -> np.ndarray:
 
 
 def normalise(values: np.ndarray, level: np.ndarray, transform: str) -> np.ndarray:
-    """Values (n, W) relative to the level (n,) of their row."""
-    level = np.maximum(level, 1e-8)[:, None]
+    """Values (n, W) relative to the level (broadcast against them: (n, 1) or (n, W))."""
+    level = np.maximum(level, 1e-8)
     if transform == "log":
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.log(values / level)
@@ -139,16 +163,26 @@ def denormalise(z: np.ndarray, level: np.ndarray, transform: str) -> np.ndarray:
     return level * np.exp(z) if transform == "log" else level * (z + 1)
 
 
-def series_steps(spec: Spec, y: np.ndarray, past, future, static, phase, known_until: int):
-    """One series' inputs (n, I), labels (n, H), label mask, level (n,) and base (n, H).
+def series_steps(spec: Spec, y: np.ndarray, past, future, static, phase, known_until: int,
+                 smoothed: tuple[np.ndarray, np.ndarray] | None = None):
+    """One series' inputs (n, I), labels (n, H), label mask, label scale (n, H) and base (n, H).
 
     ``known_until``: labels at positions >= it are masked (the validation or test part).
+    ``smoothed``: with "es", the series' level (n,) and seasonal factors (n + m,) when already
+    computed (:func:`smoothing.smooth`).
     """
     n, L, H = len(y), spec.context, spec.horizon
     rows = np.arange(n)
     window = np.clip(rows[:, None] + np.arange(1 - L, 1), 0, None)  # (n, L)
-    level = levels(y, max(spec.season, 1))
-    z = np.clip(normalise(y[window], level, spec.transform), -CLIP, CLIP)  # (n, L)
+    m = max(spec.season, 1)
+    if spec.normalise == "es":
+        level, factors = smoothed or _smoothed(spec, [y])[0]
+        window_scale = level[:, None] * factors[window]
+        label_scale = level[:, None] * factors[rows[:, None] + 1 + np.arange(H) % m]
+    else:
+        level = levels(y, m)[:, None]
+        window_scale, label_scale = level, np.repeat(level, H, 1)
+    z = np.clip(normalise(y[window], window_scale, spec.transform), -CLIP, CLIP)  # (n, L)
     parts = [z]
     mean = np.asarray(spec.covariate_mean)
     std = np.asarray(spec.covariate_std)
@@ -165,13 +199,24 @@ def series_steps(spec: Spec, y: np.ndarray, past, future, static, phase, known_u
         parts.append(np.eye(spec.season)[(phase + rows + 1) % spec.season])
     target_rows = rows[:, None] + np.arange(1, H + 1)  # (n, H)
     known = target_rows < known_until
+    if spec.normalise == "es":
+        known[:m - 1] = False  # the first season's factors were read from that season
     labels = np.zeros((n, H))
     inside = target_rows < n
     labels[inside] = y[target_rows[inside]]
-    labels = normalise(labels, level, spec.transform)
+    labels = normalise(labels, label_scale, spec.transform)
     base = _base(z, spec)
     labels = np.where(inside, labels - base, 0.0)  # kept past known_until for validation
-    return np.concatenate(parts, 1), labels, known, level, base
+    return np.concatenate(parts, 1), labels, known, label_scale, base
+
+
+def _smoothed(spec: Spec, values) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each series' smoothed level (n,) and seasonal factors (n + m,), all series at once."""
+    y, lengths = smoothing.pad(values)
+    level, factors, _ = smoothing.smooth(y, lengths, spec.season, np.array([spec.alpha]),
+                                         np.array([spec.gamma]))
+    m = max(spec.season, 1)
+    return [(level[i, 0, :n], factors[i, 0, :n + m]) for i, n in enumerate(lengths)]
 
 
 def _base(z: np.ndarray, spec: Spec) -> np.ndarray:
@@ -193,18 +238,20 @@ def panel_steps(spec: Spec, panel: Panel, hold: int = 0) -> Steps:
     x = np.zeros((N, T, spec.input_size), np.float32)
     y = np.zeros((N, T, H), np.float32)
     known = np.zeros((N, T, H), np.float32)
-    level = np.ones((N, T))
+    scale = np.ones((N, T, H))
     base = np.zeros((N, T, H))
+    smoothed = _smoothed(spec, panel.values) if spec.normalise == "es" else [None] * N
     for i, values in enumerate(panel.values):
         n = len(values)
         past = panel.past[i] if panel.past else None
         future = panel.future[i] if panel.future else None
         static = panel.static[i] if panel.static is not None else None
         phase = panel.phase[i] if panel.phase is not None else 0
-        parts = series_steps(spec, values, past, future, static, phase, n - hold)
-        x[i, :n], y[i, :n], known[i, :n], level[i, :n], base[i, :n] = parts
+        parts = series_steps(spec, values, past, future, static, phase, n - hold,
+                             smoothed[i])
+        x[i, :n], y[i, :n], known[i, :n], scale[i, :n], base[i, :n] = parts
     return Steps(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(known),
-                 torch.from_numpy(lengths), level, base)
+                 torch.from_numpy(lengths), scale, base)
 
 
 def masked_pinball(output: torch.Tensor, y: torch.Tensor, known: torch.Tensor, spec: Spec
