@@ -239,12 +239,22 @@ _INTERPRETED_16 = [("lstm", {}, "plain"), ("gru", {"reset_after": False}, "plain
 """The cases of the 16-bit rows Triton runs under its interpreter."""
 
 
+_XLSTM_16 = ("the op-by-op 16-bit baseline this row bounds by overflows in the exponential gates "
+             "(a NaN bound) and the log-space stabiliser m is ill-conditioned in 16 bits (the "
+             "baseline itself is off by 9 at |m| = 276); the xLSTM families' 16-bit results are "
+             "bounded by 16-bit rounding of float64 on the same inputs in "
+             "tests/functional/test_precision.py and tests/kernels/triton/test_xlstm.py")
+XLSTM_16_ELSEWHERE = {"slstm": _XLSTM_16, "mlstm": _XLSTM_16}
+
+
 @pytest.mark.parametrize("dtype", LOW, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("key, options, feature", CASES)
 def test_backend_conforms_in_16_bits(name, key, options, feature, dtype):
     config = layer_config(key, options, feature, name)
     backend_or_skip(name, config, FEATURES[feature][1], dtype)
+    if key in XLSTM_16_ELSEWHERE:
+        pytest.skip(XLSTM_16_ELSEWHERE[key])
     if name == "triton" and not torch.cuda.is_available():
         if dtype == torch.bfloat16:
             pytest.skip("Triton's interpreter computes bfloat16 arithmetic wrongly (numpy has "
