@@ -180,7 +180,7 @@ BAD_ARGUMENTS = {
                            r"gate_activation: expected one of \[.*'sigmoid'.*\], got 'swish'"),
     "unknown_backend": (lambda: lstmkit.LSTM(IN, H, backend="cudnn9"), ValueError,
                         r"backend: expected one of \('auto', .*'native', ('triton', )?"
-                        r"'xlstm', 'reference'.*\), "
+                        r"('triton_xlstm', )?'xlstm', 'reference'.*\), "
                         r"got 'cudnn9'"),
     "native_on_a_variant": (lambda: lstmkit.LSTM(IN, H, backend="native", peephole=True),
                             ValueError, r"backend 'native' cannot run this configuration: "
