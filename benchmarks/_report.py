@@ -1,13 +1,38 @@
-"""What the benchmark scripts share: naming the machine, and writing their section of
-docs/benchmarks.md."""
+"""What the benchmark scripts share: naming the machine, timing peers side by side, and
+writing their section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def best_us(peers: dict, rounds: int, *, loop_seconds: float, warmup: int, least: int,
+            most: int | None = None, clock=time.perf_counter) -> dict[str, float]:
+    """Microseconds per call of each peer (name -> callable): the best mean over ``rounds``
+    loops of about ``loop_seconds`` each (at least ``least`` calls, at most ``most``), sized
+    from ``warmup`` untimed calls. The peers take turns loop by loop, so a burst of load from
+    other processes hits them alike; ``clock`` may be a CPU-time clock, which preemption does
+    not advance."""
+    calls = {}
+    for name, fn in peers.items():
+        start = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        count = max(least, int(loop_seconds * warmup / (time.perf_counter() - start)))
+        calls[name] = count if most is None else min(most, count)
+    best = dict.fromkeys(peers, float("inf"))
+    for _ in range(rounds):
+        for name, fn in peers.items():
+            start = clock()
+            for _ in range(calls[name]):
+                fn()
+            best[name] = min(best[name], (clock() - start) / calls[name])
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def machine(*extra: str) -> str:

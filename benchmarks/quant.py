@@ -117,23 +117,9 @@ def torch_ao_model(model: SequenceModel) -> SequenceModel:
 # --- speed ----------------------------------------------------------------------------------
 
 
-def best_us(peers: dict, repeats: int = 7, budget: float = 0.05) -> dict[str, float]:
-    """Microseconds per call of each peer: best mean over ``repeats`` loops (peers take turns
-    loop by loop, so a burst of load hits them alike)."""
-    counts = {}
-    for name, fn in peers.items():
-        start = time.perf_counter()
-        for _ in range(3):
-            fn()
-        counts[name] = max(3, int(budget * 3 / (time.perf_counter() - start)))
-    best = dict.fromkeys(peers, float("inf"))
-    for _ in range(repeats):
-        for name, fn in peers.items():
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
-    return {name: s * 1e6 for name, s in best.items()}
+def best_us(peers: dict) -> dict[str, float]:
+    """Microseconds per call: the best of 7 loops of about 0.05 s (at least 3 calls)."""
+    return _report.best_us(peers, 7, loop_seconds=0.05, warmup=3, least=3)
 
 
 def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:

@@ -2,7 +2,7 @@
 
 One plain LSTM layer (I=64, H=64..512) with a linear head (O=16), batch 1, one thread for every
 peer (torch, ONNX Runtime, BLAS). The peers take turns in many short loops and each keeps its
-best (:func:`best_us`), so load from other processes, which preempts a loop now and then,
+best (:func:`_report.best_us`), so load from other processes, which preempts a loop now and then,
 inflates numbers rather than ratios; by default each loop is timed in the thread's CPU time,
 which preemption does not inflate. Prints the table and writes its
 section of docs/benchmarks.md (``step`` markers) with the machine named; the error that float16
@@ -73,26 +73,6 @@ CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 preempting it do not inflate, or wall-clock time."""
 
 
-def best_us(peers: dict, rounds: int, clock=time.thread_time,
-            loop_seconds: float = 0.002) -> dict[str, float]:
-    """Microseconds per call of each peer: the best of ``rounds`` loops of about
-    ``loop_seconds`` each, the peers taking turns round by round."""
-    calls = {}
-    for name, fn in peers.items():
-        start = time.perf_counter()
-        for _ in range(100):
-            fn()
-        calls[name] = max(5, int(loop_seconds * 100 / (time.perf_counter() - start)))
-    best = dict.fromkeys(peers, float("inf"))
-    for _ in range(rounds):
-        for name, fn in peers.items():
-            start = clock()
-            for _ in range(calls[name]):
-                fn()
-            best[name] = min(best[name], (clock() - start) / calls[name])
-    return {name: seconds * 1e6 for name, seconds in best.items()}
-
-
 def _call(stepper, x):
     return lambda: stepper(x)
 
@@ -121,7 +101,9 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
     with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         for hidden in hiddens:
             model = make_model(hidden)
-            results[hidden] = best_us(peers(model, Path(tmp)), rounds, clock)
+            results[hidden] = _report.best_us(peers(model, Path(tmp)), rounds,
+                                              loop_seconds=0.002, warmup=100, least=5,
+                                              clock=clock)
             errors[hidden] = float16_error(model, Path(tmp))
             print(f"H={hidden}: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                              results[hidden].items()), flush=True)

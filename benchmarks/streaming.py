@@ -53,26 +53,6 @@ def machine() -> str:
     return _report.machine(f"numpy {np.__version__}")
 
 
-def best_us(peers: dict, steps: int, repeats: int, budget: float = 0.1) -> dict[str, float]:
-    """Microseconds per call of each peer: the best mean over ``repeats`` loops of up to
-    ``steps`` calls (fewer for slow peers: about ``budget`` seconds a loop). The peers take
-    turns loop by loop, so a burst of load from other processes hits them alike."""
-    counts = {}
-    for name, fn in peers.items():
-        start = time.perf_counter()
-        for _ in range(50):
-            fn()
-        counts[name] = max(50, min(steps, int(budget * 50 / (time.perf_counter() - start))))
-    best = dict.fromkeys(peers, float("inf"))
-    for _ in range(repeats):
-        for name, fn in peers.items():
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
-    return {name: seconds * 1e6 for name, seconds in best.items()}
-
-
 def make_model(hidden: int) -> SequenceModel:
     torch.manual_seed(0)
     config = ModelConfig(LayerConfig(cell_config("lstm", INPUT, hidden), batch_first=True), OUTPUT)
@@ -151,7 +131,8 @@ def latency_table(hiddens, steps, repeats) -> tuple[list[str], dict]:
     with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         for hidden in hiddens:
             peers = step_peers(make_model(hidden), Path(tmp))
-            results[hidden] = best_us(peers, steps, repeats)
+            results[hidden] = _report.best_us(peers, repeats, loop_seconds=0.1, warmup=50,
+                                              least=50, most=steps)
             print(f"H={hidden}: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                              results[hidden].items()), flush=True)
     names = list(next(iter(results.values())))
