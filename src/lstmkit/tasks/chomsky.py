@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lstmkit.tasks.base import Batch
+from lstmkit.tasks.base import Batch, valid_steps
 from lstmkit.tasks.modern import _Generalisation
 from lstmkit.tasks.recall import IGNORE
 
@@ -41,7 +41,7 @@ CYCLE = 5
 
 def _masked(symbols: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """symbols (B, T) with zeros past each length."""
-    return symbols * (torch.arange(symbols.shape[1])[None, :] < lengths[:, None])
+    return symbols * valid_steps(lengths, *symbols.shape)
 
 
 @dataclass(frozen=True)
