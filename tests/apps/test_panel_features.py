@@ -41,6 +41,19 @@ def test_ratio_for_data_with_zeros_and_bad_specs():
         _spec(transform="sqrt")
 
 
+def test_a_season_of_zeros_gives_bounded_labels_and_loss():
+    # Tourism has series that start with a closed season: after it the level is zero and the
+    # ratio y / level - 1 was 1e8, which made the validation loss (and the epoch it picks)
+    # the business of a few windows.
+    y = np.array([0.0, 0.0, 0.0, 5.0, 6.0, 7.0, 5.0, 6.0, 7.0, 5.0])
+    spec = _spec(transform="ratio", base="none")
+    x, labels, known, level, _ = pf.series_steps(spec, y, None, None, None, 0, 10)
+    assert np.abs(labels).max() == pf.CLIP and np.abs(x).max() <= pf.CLIP
+    assert labels[2, 0] == pf.CLIP  # after three zeros, a 5
+    np.testing.assert_allclose(pf.denormalise(labels[5], level[5], "ratio"), y[6:10],
+                               err_msg="labels inside the bound are unchanged")
+
+
 def test_es_level_and_season_follow_the_recursion_and_undo_exactly():
     m, season = 4, np.array([0.5, 1.5, 1.2, 0.8])
     y = 10 * season[np.arange(24) % m]  # an exact multiplicative season around a level of 10

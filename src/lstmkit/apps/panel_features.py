@@ -23,7 +23,8 @@ units, or nothing). Because every step is an origin, one pass over a series fore
 origin at once: a rolling backtest carries the recurrent state forward.
 
 Inputs before the series start repeat its first value (the window is full from step 0); labels
-past the known end are missing and masked out of the loss.
+past the known end are missing and masked out of the loss. Windows and labels are clipped to
++-CLIP in normalised units (after a season of zeros the level is zero and the ratio unbounded).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ TRANSFORMS = ("log", "ratio")
 NORMALISERS = ("level", "es")
 BASES = ("none", "naive", "seasonal")
 CLIP = 10.0
-"""Normalised inputs are clipped to +-CLIP: a level near zero must not blow a window up."""
+"""Normalised inputs and labels are clipped to +-CLIP: a level near zero (a season of zeros)
+must not blow a window up, nor let a few labels of 1e8 rule the validation loss that chooses
+the epoch."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def series_steps(spec: Spec, y: np.ndarray, past, future, static, phase, known_u
     labels = np.zeros((n, H))
     inside = target_rows < n
     labels[inside] = y[target_rows[inside]]
-    labels = normalise(labels, label_scale, spec.transform)
+    labels = np.clip(normalise(labels, label_scale, spec.transform), -CLIP, CLIP)
     base = _base(z, spec)
     labels = np.where(inside, labels - base, 0.0)  # kept past known_until for validation
     return np.concatenate(parts, 1), labels, known, label_scale, base
