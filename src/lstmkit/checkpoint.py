@@ -57,8 +57,16 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def save(path: str | Path, model: SequenceModel, **meta) -> None:
-    """Save ``model`` and ``meta`` (JSON-ready values) to ``path``."""
-    save_tensors(path, model.state_dict(), {"model": model.config.to_dict(), **meta})
+    """Save ``model`` and ``meta`` (JSON-ready values) to ``path``; a model quantised by
+    :func:`lstmkit.quantize_dynamic` keeps its int8 weights and its int8 backend."""
+    from lstmkit.layers.quantized import QuantizedLayer
+
+    backends = {m.quant_backend for m in model.modules() if isinstance(m, QuantizedLayer)}
+    if len(backends) > 1:
+        raise ValueError(f"model: expected one int8 backend for its layers, got "
+                         f"{sorted(backends)}")
+    int8 = {"int8": backends.pop()} if backends else {}
+    save_tensors(path, model.state_dict(), {"model": model.config.to_dict(), **int8, **meta})
 
 
 def load(path: str | Path, device=None) -> SequenceModel:
@@ -74,8 +82,12 @@ def load(path: str | Path, device=None) -> SequenceModel:
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"checkpoint: expected an lstmkit model config in {path}, "
                          f"got an unusable one ({error})") from None
-    dtype = next(iter(tensors.values())).dtype if tensors else None
+    dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     model = SequenceModel(config, device=device, dtype=dtype)
+    if "int8" in meta:  # rebuilt as quantize_dynamic made it, then given the saved weights
+        from lstmkit.layers.quantized import quantize_dynamic
+
+        model = quantize_dynamic(model, meta.pop("int8"))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint: weights in {path} do not match its config "

@@ -158,3 +158,19 @@ def test_auto_takes_the_cpu_kernel_and_falls_back_to_the_reference():
     assert int8.backend().name == "reference"
     y, _ = int8(torch.randn(T, B, IN))
     assert y.shape == (T, B, 8)
+
+
+def test_an_int8_model_saves_and_loads_as_itself(tmp_path):
+    from lstmkit import checkpoint
+
+    config = ModelConfig(LayerConfig(cell_config("lstm", input_size=IN, hidden_size=H,
+                                                 proj_size=4), num_layers=2, batch_first=True), 3)
+    int8 = lstmkit.quantize_dynamic(SequenceModel(config), backend="reference")
+    checkpoint.save(tmp_path / "m.safetensors", int8, note="kept")
+    back = checkpoint.load(tmp_path / "m.safetensors")
+    assert isinstance(back.rnn, QuantizedLayer) and back.rnn.quant_backend == "reference"
+    assert back.rnn.weight_hh_l1.dtype == torch.int8 and back.meta == {"note": "kept"}
+    for name, value in int8.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=0)
+    x = torch.randn(B, T, IN)
+    torch.testing.assert_close(back(x)[0], int8(x)[0], rtol=0, atol=0)
