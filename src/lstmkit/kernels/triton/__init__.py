@@ -13,7 +13,6 @@ named explicitly, which is how the tests check it.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 
@@ -31,8 +30,6 @@ _MAX_SINGLE = 256
 """Largest H whose step runs in one program per batch tile (layer norm, projection, the GRU's
 reset-before form): that program holds whole rows of the step in registers, which spill beyond
 this (ptxas, sm_90: about 1 KB per thread at H=256, 40 KB at H=768)."""
-_KERNELS = {"lstm": "lstm", "gru": "gru"}
-"""Family key -> the module of its kernels."""
 
 
 def interpreting() -> bool:
@@ -80,7 +77,12 @@ DECLARATION = Declaration(
 
 
 def scan(family, cfg, w, x, state, lengths, masks):
-    kernels = importlib.import_module(f"{__name__}.{_KERNELS[family.key]}")
+    # Import statements, not importlib: torch.compile runs them while tracing (a call of
+    # importlib.import_module breaks the graph).
+    if family.key == "lstm":
+        from lstmkit.kernels.triton import lstm as kernels
+    else:
+        from lstmkit.kernels.triton import gru as kernels
     return kernels.scan(cfg, w, x, state, lengths, masks)
 
 

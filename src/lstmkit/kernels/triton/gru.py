@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lstmkit._transforms import through_ops
 from lstmkit.cells.gru import GRUConfig as CellConfig
 from lstmkit.cells.gru import gru_input
 from lstmkit.kernels.triton import common
@@ -282,71 +283,100 @@ def _gru_backward(
     tl.store(GH + rb[:, None] * H + rh[None, :], g_h, mask=m_bh)
 
 
-class _GRUScan(torch.autograd.Function):
-    """One layer, one direction: (gx, h0, weights) -> (y, h_T) by the Triton kernels.
+WEIGHTS = ("weight_hh", "bias_hh")
+"""The recurrence's parameters, in the order :func:`forward` and :func:`backward` take them."""
 
-    ``extra`` holds the config, the plans, the step masks and the lengths. Shapes: gx (T, B, 3H);
-    h0 (B, H); y (T, B, H).
+
+def forward(cfg: CellConfig, gx, state, w: dict, drop, zoneout, lengths, save: bool):
+    """The forward kernel over one layer and direction: (y, [h_T], saved), saved (hs, the
+    gates (T, B, 4H)) being what :func:`backward` reads (without ``save``, the gates are
+    scratch: one step's, or the reset-before form's r).
+
+    Shapes: gx (T, B, 3H); h0 (B, H); drop (B, H) or None; zoneout None or [z_h (T, B, H)];
+    lengths (B,) int32 or None -> y (T, B, H).
     """
+    (h0,) = state
+    z_h = None if zoneout is None else zoneout[0]
+    w_hh, b_hh = (w.get(name) for name in WEIGHTS)
+    steps, batch, _ = gx.shape
+    hidden = cfg.hidden_size
+    hs = gx.new_empty(steps + 1, batch, hidden)  # (T+1, B, H)
+    hs[0] = h0
+    acc = common.accumulator(gx.dtype)
+    # (T, B, 4H); the reset-before product also reads r from it
+    saved = gx.new_empty(steps if save or not cfg.reset_after else 1, batch, 4 * hidden,
+                         dtype=acc)
+    plan = plans(cfg, batch, gx.device)[0]
+    grid = plan.grid(batch, hidden)
+    assert grid[1] == 1 or cfg.reset_after, "the reset-before form needs one hidden tile"
+    common.launch(
+        _gru_forward, plan, grid, steps,
+        gx, hs, saved, w_hh, *(hs if t is None else t for t in (b_hh, drop, z_h, lengths)),
+        common.counters(plan, grid, steps, gx.device), steps, batch, hidden,
+        HAS_BIAS=b_hh is not None, RESET_AFTER=cfg.reset_after, DROPOUT=drop is not None,
+        ZONEOUT=z_h is not None, LENGTHS=lengths is not None, SAVE=save,
+        PRECISION=common.precision(gx.dtype))
+    y = hs[1:] if lengths is None else hs[1:] * common.valid(lengths, steps, hs.dtype)
+    return y, [hs[steps].clone()], [hs, saved]
+
+
+def backward(cfg: CellConfig, saved, w: dict, drop, zoneout, lengths, grads, needs=None):
+    """The gradients [d gx, d h0, d w_hh, d b_hh (None where absent or not in ``needs``)]
+    from those of [y, h_T] (``grads``) and what :func:`forward` saved."""
+    hs, saved = saved
+    dy, dh = grads
+    z_h = None if zoneout is None else zoneout[0]
+    w_hh, b_hh = (w.get(name) for name in WEIGHTS)
+    needs = [True, b_hh is not None] if needs is None else needs
+    steps, batch, hidden = saved.shape[0], saved.shape[1], cfg.hidden_size
+    dtype, acc = hs.dtype, saved.dtype
+    # A copy: the kernel turns it into the initial state's gradient in place.
+    g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
+    dr = saved.new_empty(steps + 1, batch, 3 * hidden)  # (T+1, B, 3H); [T] zeros
+    dr[steps] = 0
+    da = saved.new_empty(steps, batch, 3 * hidden) if cfg.reset_after else dr[:steps]
+    plan = plans(cfg, batch, hs.device)[1]
+    grid = plan.grid(batch, hidden)
+    common.launch(
+        _gru_backward, plan, grid, steps,
+        dy.contiguous(), g_h, hs, saved, w_hh,
+        *(saved if t is None else t for t in (drop, z_h, lengths)),
+        da, dr, common.counters(plan, grid, steps, hs.device), steps, batch, hidden,
+        RESET_AFTER=cfg.reset_after, DROPOUT=drop is not None, ZONEOUT=z_h is not None,
+        LENGTHS=lengths is not None, PRECISION=common.precision(dtype))
+    h_in = hs[:-1] if drop is None else hs[:-1] * drop  # (T, B, H): h' of every step
+    flat = lambda v: v.flatten(0, 1).to(dtype)  # noqa: E731  (T, B, X) -> (T*B, X)
+    rows = 3 if cfg.reset_after else 2  # gates whose product took h' itself
+    d_w = flat(dr[:steps]).t() @ flat(h_in)  # (3H, H)
+    if not cfg.reset_after:  # n's product took r ⊙ h'
+        d_w[2 * hidden:] = flat(dr[:steps, :, 2 * hidden:]).t() @ flat(
+            saved[..., :hidden] * h_in)
+    d_b = dr[:steps].sum((0, 1)).to(dtype) if needs[1] else None
+    rec = dr[0, :, :rows * hidden].to(dtype) @ w_hh[:rows * hidden]  # (B, H)
+    d_h0 = g_h + rec.to(acc) * (1.0 if drop is None else drop)
+    return [da.to(dtype), d_h0.to(dtype), d_w, d_b]
+
+
+class _GRUScan(torch.autograd.Function):
+    """One layer, one direction: (gx, h0, w_hh, b_hh) -> (y, h_T) by :func:`forward` and
+    :func:`backward`. ``extra`` holds the config, the step masks and the lengths."""
 
     @staticmethod
     def forward(ctx, extra, gx, h0, w_hh, b_hh):
-        cfg, plans_, drop, z_h, lengths = extra
-        steps, batch, _ = gx.shape
-        hidden = cfg.hidden_size
-        save = any(ctx.needs_input_grad)
-        hs = gx.new_empty(steps + 1, batch, hidden)  # (T+1, B, H)
-        hs[0] = h0
-        acc = common.accumulator(gx.dtype)
-        # (T, B, 4H); the reset-before product also reads r from it
-        saved = gx.new_empty(steps if save or not cfg.reset_after else 1, batch, 4 * hidden,
-                             dtype=acc)
-        plan = plans_[0]
-        grid = plan.grid(batch, hidden)
-        assert grid[1] == 1 or cfg.reset_after, "the reset-before form needs one hidden tile"
-        common.launch(
-            _gru_forward, plan, grid, steps,
-            gx, hs, saved, w_hh, *(hs if t is None else t for t in (b_hh, drop, z_h, lengths)),
-            common.counters(plan, grid, steps, gx.device), steps, batch, hidden,
-            HAS_BIAS=b_hh is not None, RESET_AFTER=cfg.reset_after, DROPOUT=drop is not None,
-            ZONEOUT=z_h is not None, LENGTHS=lengths is not None, SAVE=save,
-            PRECISION=common.precision(gx.dtype))
+        cfg, drop, zoneout, lengths = extra
+        y, final, saved = forward(cfg, gx, [h0], {"weight_hh": w_hh, "bias_hh": b_hh}, drop,
+                                  zoneout, lengths, save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(hs, saved, w_hh)
-        y = hs[1:] if lengths is None else hs[1:] * common.valid(lengths, steps, hs.dtype)
-        return y, hs[steps].clone()
+        ctx.save_for_backward(*saved, w_hh, b_hh)
+        return y, *final
 
     @staticmethod
     def backward(ctx, dy, dh):
-        cfg, plans_, drop, z_h, lengths = ctx.extra
-        hs, saved, w_hh = ctx.saved_tensors
-        steps, batch, hidden = saved.shape[0], saved.shape[1], cfg.hidden_size
-        dtype, acc = hs.dtype, saved.dtype
-        # A copy: the kernel turns it into the initial state's gradient in place.
-        g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
-        dr = saved.new_empty(steps + 1, batch, 3 * hidden)  # (T+1, B, 3H); [T] zeros
-        dr[steps] = 0
-        da = saved.new_empty(steps, batch, 3 * hidden) if cfg.reset_after else dr[:steps]
-        plan = plans_[1]
-        grid = plan.grid(batch, hidden)
-        common.launch(
-            _gru_backward, plan, grid, steps,
-            dy.contiguous(), g_h, hs, saved, w_hh,
-            *(saved if t is None else t for t in (drop, z_h, lengths)),
-            da, dr, common.counters(plan, grid, steps, hs.device), steps, batch, hidden,
-            RESET_AFTER=cfg.reset_after, DROPOUT=drop is not None, ZONEOUT=z_h is not None,
-            LENGTHS=lengths is not None, PRECISION=common.precision(dtype))
-        h_in = hs[:-1] if drop is None else hs[:-1] * drop  # (T, B, H): h' of every step
-        flat = lambda v: v.flatten(0, 1).to(dtype)  # noqa: E731  (T, B, X) -> (T*B, X)
-        rows = 3 if cfg.reset_after else 2  # gates whose product took h' itself
-        d_w = flat(dr[:steps]).t() @ flat(h_in)  # (3H, H)
-        if not cfg.reset_after:  # n's product took r ⊙ h'
-            d_w[2 * hidden:] = flat(dr[:steps, :, 2 * hidden:]).t() @ flat(
-                saved[..., :hidden] * h_in)
-        d_b = dr[:steps].sum((0, 1)).to(dtype) if ctx.needs_input_grad[4] else None
-        rec = dr[0, :, :rows * hidden].to(dtype) @ w_hh[:rows * hidden]  # (B, H)
-        d_h0 = g_h + rec.to(acc) * (1.0 if drop is None else drop)
-        return None, da.to(dtype), d_h0.to(dtype), d_w, d_b
+        cfg, drop, zoneout, lengths = ctx.extra
+        hs, saved, w_hh, b_hh = ctx.saved_tensors
+        grads = backward(cfg, [hs, saved], {"weight_hh": w_hh, "bias_hh": b_hh}, drop, zoneout,
+                         lengths, [dy, dh], needs=ctx.needs_input_grad[3:])
+        return (None, *grads)
 
 
 def plans(cfg: CellConfig, batch: int, device: torch.device):
@@ -364,10 +394,14 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
     """
     gx = gru_input(x, w, cfg).contiguous()  # (T, B, 3H): every step's input term at once
     drop = None if masks.hidden is None else masks.hidden.contiguous()  # (B, H)
-    z_h = None if masks.zoneout is None else masks.zoneout[0].contiguous()  # (T, B, H)
+    zoneout = None if masks.zoneout is None else [masks.zoneout[0].contiguous()]  # (T, B, H)
     lens = None if lengths is None else lengths.to(x.device, torch.int32)
-    extra = (cfg, plans(cfg, x.shape[1], x.device), drop, z_h, lens)
-    b_hh = w.get("bias_hh")
-    y, h = _GRUScan.apply(extra, gx, state.contiguous(), w["weight_hh"].contiguous(),
-                          None if b_hh is None else b_hh.contiguous())
+    weights = [None if w.get(name) is None else w[name].contiguous() for name in WEIGHTS]
+    if through_ops():
+        from lstmkit.kernels.triton import ops
+
+        y, h = ops.scan(cfg, gx, [state.contiguous()], dict(zip(WEIGHTS, weights)), drop,
+                        zoneout, lens)
+    else:
+        y, h = _GRUScan.apply((cfg, drop, zoneout, lens), gx, state.contiguous(), *weights)
     return y, h

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lstmkit._transforms import through_ops
 from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
 from lstmkit.cells.lstm import LSTMConfig as CellConfig
 from lstmkit.kernels.triton import common
@@ -435,79 +436,112 @@ def _flags(cfg: CellConfig) -> dict:
                 BLOCK_P=common.pad(cfg.output_size))
 
 
-class _LSTMScan(torch.autograd.Function):
-    """One layer, one direction: (gx, h0, c0, weights) -> (y, h_T, c_T) by the Triton kernels.
+WEIGHTS = ("weight_hh", "bias_hh", "weight_peephole", "weight_ln_hh", "weight_ln_c", "bias_ln_c",
+           "weight_hr")
+"""The recurrence's parameters, in the order :func:`forward` and :func:`backward` take them."""
 
-    ``extra`` holds what is not differentiated: the config, the plans, the step masks and the
-    lengths. Shapes: gx (T, B, 4H); h0 (B, P); c0 (B, H); y (T, B, P).
+
+def forward(cfg: CellConfig, gx, state, w: dict, drop, zoneout, lengths, save: bool):
+    """The forward kernel over one layer and direction: (y, [h_T, c_T], saved), saved
+    (hs, cs, a, xr, rstd, cn, hn) being what :func:`backward` reads; with ``save`` False, or
+    where an option is off, an entry is a stand-in (another buffer) the kernel ignores.
+
+    Shapes: gx (T, B, 4H); h0 (B, P); c0 (B, H); drop (B, P) or None; zoneout None or
+    [z_h (T, B, P), z_c (T, B, H)]; lengths (B,) int32 or None -> y (T, B, P).
     """
+    h0, c0 = state
+    z_h, z_c = (None, None) if zoneout is None else zoneout
+    w_hh, b_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr = (w.get(name) for name in WEIGHTS)
+    steps, batch, _ = gx.shape
+    hidden, out = cfg.hidden_size, cfg.output_size
+    acc = common.accumulator(gx.dtype)
+
+    def buffer(*shape, on=True):  # a saved intermediate, or a stand-in the kernel ignores
+        return gx.new_empty(shape, dtype=acc) if on else cs
+
+    hs = gx.new_empty(steps + 1, batch, out)  # (T+1, B, P)
+    hs[0] = h0
+    cs = gx.new_empty(steps + 1, batch, hidden, dtype=acc)  # (T+1, B, H)
+    cs[0] = c0
+    a = buffer(steps, batch, 4 * hidden, on=save)
+    xr = buffer(steps, batch, 4 * hidden, on=save and cfg.layer_norm)
+    rstd = buffer(steps, batch, on=save and cfg.layer_norm)
+    cn = buffer(steps, batch, hidden, on=save and z_c is not None)
+    hn = buffer(steps, batch, hidden, on=bool(cfg.proj_size))
+    plan = plans(cfg, batch, gx.device)[0]
+    grid = plan.grid(batch, hidden)
+    assert grid[1] == 1 or not (cfg.layer_norm or cfg.proj_size), "needs one hidden tile"
+    common.launch(
+        _lstm_forward, plan, grid, steps,
+        gx, hs, cs, a, xr, rstd, cn, hn, w_hh, *_or(cs, b_hh, peep, ln_hh, ln_c_w, ln_c_b,
+                                                    w_hr, drop, z_h, z_c, lengths),
+        common.counters(plan, grid, steps, gx.device),
+        steps, batch, hidden, out, float(cfg.cell_clip or 0.0),
+        HAS_BIAS=b_hh is not None, DROPOUT=drop is not None, ZONEOUT=z_h is not None,
+        LENGTHS=lengths is not None, SAVE=save, PRECISION=common.precision(gx.dtype),
+        **_flags(cfg))
+    y = hs[1:] if lengths is None else hs[1:] * common.valid(lengths, steps, hs.dtype)
+    return y, [hs[steps].clone(), cs[steps].to(gx.dtype, copy=True)], [hs, cs, a, xr, rstd, cn, hn]
+
+
+def backward(cfg: CellConfig, saved, w: dict, drop, zoneout, lengths, grads, needs=None):
+    """The gradients [d gx, d h0, d c0, *d w (in :data:`WEIGHTS` order, None where absent or
+    not in ``needs``, a bool per weight)] from those of [y, h_T, c_T] (``grads``) and what
+    :func:`forward` saved."""
+    hs, cs, a, xr, rstd, cn, hn = saved
+    dy, dh, dc = grads
+    z_h, z_c = (None, None) if zoneout is None else zoneout
+    weights = [w.get(name) for name in WEIGHTS]
+    needs = [t is not None for t in weights] if needs is None else needs
+    w_hh, _, peep, ln_hh, ln_c_w, ln_c_b, w_hr = weights
+    steps, batch, hidden = a.shape[0], a.shape[1], cfg.hidden_size
+    acc = a.dtype
+    # Copies: the kernel turns them into the initial state's gradients in place.
+    g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, P)
+    g_c = dc.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
+    dr = a.new_empty(steps + 1, batch, 4 * hidden)  # (T+1, B, 4H); [T] zeros
+    dr[steps] = 0
+    da = a.new_empty(a.shape) if cfg.layer_norm else dr[:steps]  # (T, B, 4H)
+    dhp = a.new_empty(steps, batch, cfg.output_size) if cfg.proj_size else a
+    dco = a.new_empty(steps, batch, hidden) if cfg.layer_norm else a
+    plan = plans(cfg, batch, a.device)[1]
+    grid = plan.grid(batch, hidden)
+    common.launch(
+        _lstm_backward, plan, grid, steps,
+        dy.contiguous(), g_h, g_c, hs, cs, a, xr, rstd, w_hh,
+        *_or(a, peep, ln_hh, ln_c_w, ln_c_b, w_hr, drop, z_h, z_c, lengths),
+        da, dr, dhp, dco, common.counters(plan, grid, steps, a.device),
+        steps, batch, hidden, cfg.output_size, float(cfg.cell_clip or 0.0),
+        DROPOUT=drop is not None, ZONEOUT=z_h is not None, LENGTHS=lengths is not None,
+        PRECISION=common.precision(hs.dtype), **_flags(cfg))
+    c_new = cs[1:] if z_c is None else cn  # (T, B, H): c_t before zoneout
+    weight_grads = _weight_grads(needs, hs, cs, c_new, hn, xr, da, dr, dhp, dco, drop)
+    dtype = hs.dtype
+    d_h0 = g_h + (dr[0].to(dtype) @ w_hh).to(acc) * (1.0 if drop is None else drop)
+    return [da.to(dtype), d_h0.to(dtype), g_c.to(dtype), *weight_grads]
+
+
+class _LSTMScan(torch.autograd.Function):
+    """One layer, one direction: (gx, h0, c0, weights) -> (y, h_T, c_T) by :func:`forward` and
+    :func:`backward`. ``extra`` holds what is not differentiated: the config, the step masks
+    and the lengths."""
 
     @staticmethod
-    def forward(ctx, extra, gx, h0, c0, w_hh, b_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr):
-        cfg, plans, drop, z_h, z_c, lengths = extra
-        steps, batch, _ = gx.shape
-        hidden, out = cfg.hidden_size, cfg.output_size
-        acc = common.accumulator(gx.dtype)
-        save = any(ctx.needs_input_grad)
-
-        def buffer(*shape, on=True):  # a saved intermediate, or a stand-in the kernel ignores
-            return gx.new_empty(shape, dtype=acc) if on else cs
-
-        hs = gx.new_empty(steps + 1, batch, out)  # (T+1, B, P)
-        hs[0] = h0
-        cs = gx.new_empty(steps + 1, batch, hidden, dtype=acc)  # (T+1, B, H)
-        cs[0] = c0
-        a = buffer(steps, batch, 4 * hidden, on=save)
-        xr = buffer(steps, batch, 4 * hidden, on=save and cfg.layer_norm)
-        rstd = buffer(steps, batch, on=save and cfg.layer_norm)
-        cn = buffer(steps, batch, hidden, on=save and z_c is not None)
-        hn = buffer(steps, batch, hidden, on=bool(cfg.proj_size))
-        plan = plans[0]
-        grid = plan.grid(batch, hidden)
-        assert grid[1] == 1 or not (cfg.layer_norm or cfg.proj_size), "needs one hidden tile"
-        common.launch(
-            _lstm_forward, plan, grid, steps,
-            gx, hs, cs, a, xr, rstd, cn, hn, w_hh, *_or(cs, b_hh, peep, ln_hh, ln_c_w, ln_c_b,
-                                                        w_hr, drop, z_h, z_c, lengths),
-            common.counters(plan, grid, steps, gx.device),
-            steps, batch, hidden, out, float(cfg.cell_clip or 0.0),
-            HAS_BIAS=b_hh is not None, DROPOUT=drop is not None, ZONEOUT=z_h is not None,
-            LENGTHS=lengths is not None, SAVE=save, PRECISION=common.precision(gx.dtype),
-            **_flags(cfg))
+    def forward(ctx, extra, gx, h0, c0, *weights):
+        cfg, drop, zoneout, lengths = extra
+        y, final, saved = forward(cfg, gx, [h0, c0], dict(zip(WEIGHTS, weights)), drop,
+                                  zoneout, lengths, save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(hs, cs, a, xr, rstd, cn, hn, w_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr)
-        y = hs[1:] if lengths is None else hs[1:] * common.valid(lengths, steps, hs.dtype)
-        return y, hs[steps].clone(), cs[steps].to(gx.dtype, copy=True)
+        ctx.save_for_backward(*saved, *weights)
+        return y, *final
 
     @staticmethod
     def backward(ctx, dy, dh, dc):
-        cfg, plans, drop, z_h, z_c, lengths = ctx.extra
-        hs, cs, a, xr, rstd, cn, hn, w_hh, peep, ln_hh, ln_c_w, ln_c_b, w_hr = ctx.saved_tensors
-        steps, batch, hidden = a.shape[0], a.shape[1], cfg.hidden_size
-        acc = a.dtype
-        # Copies: the kernel turns them into the initial state's gradients in place.
-        g_h = dh.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, P)
-        g_c = dc.to(acc, memory_format=torch.contiguous_format, copy=True)  # (B, H)
-        dr = a.new_empty(steps + 1, batch, 4 * hidden)  # (T+1, B, 4H); [T] zeros
-        dr[steps] = 0
-        da = a.new_empty(a.shape) if cfg.layer_norm else dr[:steps]  # (T, B, 4H)
-        dhp = a.new_empty(steps, batch, cfg.output_size) if cfg.proj_size else a
-        dco = a.new_empty(steps, batch, hidden) if cfg.layer_norm else a
-        plan = plans[1]
-        grid = plan.grid(batch, hidden)
-        common.launch(
-            _lstm_backward, plan, grid, steps,
-            dy.contiguous(), g_h, g_c, hs, cs, a, xr, rstd, w_hh,
-            *_or(a, peep, ln_hh, ln_c_w, ln_c_b, w_hr, drop, z_h, z_c, lengths),
-            da, dr, dhp, dco, common.counters(plan, grid, steps, a.device),
-            steps, batch, hidden, cfg.output_size, float(cfg.cell_clip or 0.0),
-            DROPOUT=drop is not None, ZONEOUT=z_h is not None, LENGTHS=lengths is not None,
-            PRECISION=common.precision(hs.dtype), **_flags(cfg))
-        c_new = cs[1:] if z_c is None else cn  # (T, B, H): c_t before zoneout
-        grads = _weight_grads(ctx.needs_input_grad, hs, cs, c_new, hn, xr, da, dr, dhp, dco, drop)
-        dtype = hs.dtype
-        d_h0 = g_h + (dr[0].to(dtype) @ w_hh).to(acc) * (1.0 if drop is None else drop)
-        return (None, da.to(dtype), d_h0.to(dtype), g_c.to(dtype), *grads)
+        cfg, drop, zoneout, lengths = ctx.extra
+        saved, weights = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
+        grads = backward(cfg, saved, dict(zip(WEIGHTS, weights)), drop, zoneout, lengths,
+                         [dy, dh, dc], needs=ctx.needs_input_grad[4:])
+        return (None, *grads)
 
 
 def _weight_grads(needs, hs, cs, c_new, hn, xr, da, dr, dhp, dco, drop):
@@ -516,22 +550,22 @@ def _weight_grads(needs, hs, cs, c_new, hn, xr, da, dr, dhp, dco, drop):
     flat = lambda v: v.flatten(0, 1)  # noqa: E731  (T, B, X) -> (T*B, X)
     grads = [None] * 7
     hd = hs[:-1] if drop is None else hs[:-1] * drop  # (T, B, P): what W_hh multiplied
-    if needs[4]:
+    if needs[0]:
         grads[0] = flat(dr[:steps]).t().to(dtype) @ flat(hd)  # (4H, P)
-    if needs[5]:
+    if needs[1]:
         grads[1] = da.sum((0, 1)).to(dtype)
-    if needs[6]:
+    if needs[2]:
         d_i, d_f, _, d_o = da.chunk(4, dim=-1)
         grads[2] = torch.cat([(d_i * cs[:-1]).sum((0, 1)), (d_f * cs[:-1]).sum((0, 1)),
                               (d_o * c_new).sum((0, 1))]).to(dtype)
-    if needs[7]:
+    if needs[3]:
         grads[3] = (da * xr).sum((0, 1)).to(dtype)
-    if needs[8]:
+    if needs[4]:
         xhat = torch.nn.functional.layer_norm(c_new, c_new.shape[-1:], eps=LN_EPS)
         grads[4] = (dco * xhat).sum((0, 1)).to(dtype)
-    if needs[9]:
+    if needs[5]:
         grads[5] = dco.sum((0, 1)).to(dtype)
-    if needs[10]:
+    if needs[6]:
         grads[6] = (flat(dhp).t() @ flat(hn)).to(dtype)  # (P, H)
     return grads
 
@@ -557,13 +591,14 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
     """
     gx = lstm_input(x, w, cfg).contiguous()  # (T, B, 4H): every step's input term at once
     drop = None if masks.hidden is None else masks.hidden.contiguous()  # (B, P)
-    z_h, z_c = (None, None) if masks.zoneout is None else (z.contiguous() for z in masks.zoneout)
+    zoneout = None if masks.zoneout is None else [z.contiguous() for z in masks.zoneout]
     lens = None if lengths is None else lengths.to(x.device, torch.int32)
-    extra = (cfg, plans(cfg, x.shape[1], x.device), drop, z_h, z_c, lens)
-    h0, c0 = state
-    y, h, c = _LSTMScan.apply(extra, gx, h0.contiguous(), c0.contiguous(),
-                              *(None if t is None else t.contiguous() for t in (
-                                  w["weight_hh"], w.get("bias_hh"), w.get("weight_peephole"),
-                                  w.get("weight_ln_hh"), w.get("weight_ln_c"),
-                                  w.get("bias_ln_c"), w.get("weight_hr"))))
+    state = [t.contiguous() for t in state]
+    weights = [None if w.get(name) is None else w[name].contiguous() for name in WEIGHTS]
+    if through_ops():
+        from lstmkit.kernels.triton import ops
+
+        y, h, c = ops.scan(cfg, gx, state, dict(zip(WEIGHTS, weights)), drop, zoneout, lens)
+    else:
+        y, h, c = _LSTMScan.apply((cfg, drop, zoneout, lens), gx, *state, *weights)
     return y, LSTMState(h, c)

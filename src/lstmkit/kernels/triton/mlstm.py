@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from lstmkit._transforms import through_ops
 from lstmkit.cells._heads import log_forget
 from lstmkit.cells.mlstm import mLSTMState
 from lstmkit.kernels.triton import common
@@ -269,57 +270,68 @@ def _state_grid(heads: int, dk: int, e: int, blocks: dict) -> tuple[int, int, in
     return heads, triton.cdiv(dk, blocks["BLOCK_K"]), triton.cdiv(e, blocks["BLOCK_E"])
 
 
-class _Chunkwise(torch.autograd.Function):
-    """(q, k, v1, u, top, la, a, w, s0) -> (out (BH, T', E), the last state (BH, DK, E)).
+def forward(q, k, v1, u, top, la, a, w, s0, chunk: int, scale: float):
+    """The forward kernels: (out (BH, T', E), the last state (BH, DK, E), every chunk's state
+    (BH, NC + 1, DK, E), which :func:`backward` reads).
 
     Shapes: q, k (BH, T', DK), v1 (BH, T', E) the input dtype; u, top, la, w (BH, T'), a
-    (BH, NC), s0 (BH, DK, E) acc. ``extra`` = (L, scale).
+    (BH, NC), s0 (BH, DK, E) acc.
     """
+    BH, T, DK = q.shape
+    E, NC = v1.shape[-1], a.shape[-1]
+    states = s0.new_empty(BH, NC + 1, DK, E)  # (BH, NC + 1, DK, E)
+    states[:, 0] = s0
+    blocks = _blocks(chunk, DK, E)
+    sizes = (T, NC, DK, E, chunk)
+    precision = common.precision(q.dtype)
+    _launch(_states_forward, _state_grid(BH, DK, E, blocks),
+            k, v1, a, w, states, *sizes, PRECISION=precision, **blocks)
+    out = s0.new_empty(BH, T, E)
+    _launch(_outputs_forward, (NC, BH, triton.cdiv(E, blocks["BLOCK_E"])),
+            q, k, v1, u, top, la, states, out, *sizes, scale, PRECISION=precision, **blocks)
+    return out, states[:, NC].clone(), states  # the last state: not a view of what is saved
+
+
+def backward(q, k, v1, u, top, la, a, w, states, d_out, d_last, chunk: int, scale: float):
+    """The gradients of (q, k, v1, u, top, la, a, w, s0) from those of out and the last state
+    (None for zeros) and what :func:`forward` saved."""
+    BH, T, DK = q.shape
+    E, NC = v1.shape[-1], a.shape[-1]
+    acc = states.dtype
+    d_out = states.new_zeros(BH, T, E) if d_out is None else d_out.to(acc).contiguous()
+    g0 = torch.zeros_like(states[:, 0]) if d_last is None else d_last.to(acc, copy=True)
+    g0 = g0.contiguous()
+    grads = states.new_empty(BH, NC, DK, E)
+    blocks = _blocks(chunk, DK, E)
+    sizes = (T, NC, DK, E, chunk)
+    precision = common.precision(q.dtype)
+    _launch(_states_backward, _state_grid(BH, DK, E, blocks),
+            q, d_out, la, a, grads, g0, *sizes, scale, PRECISION=precision, **blocks)
+    dq, dk = (q.new_empty(q.shape, dtype=acc) for _ in range(2))
+    dv1 = v1.new_empty(v1.shape, dtype=acc)
+    du, dtop, dla, dw = (u.new_empty(u.shape) for _ in range(4))
+    da = a.new_empty(a.shape)
+    _launch(_chunk_backward, (NC, BH),
+            q, k, v1, u, top, la, w, a, states, grads, d_out, dq, dk, dv1, du, dtop, dla,
+            dw, da, *sizes, scale, PRECISION=precision, **blocks)
+    return [dq.to(q.dtype), dk.to(k.dtype), dv1.to(v1.dtype), du, dtop, dla, da, dw, g0]
+
+
+class _Chunkwise(torch.autograd.Function):
+    """(q, k, v1, u, top, la, a, w, s0) -> (out, the last state) by :func:`forward` and
+    :func:`backward`. ``extra`` = (L, scale)."""
 
     @staticmethod
     def forward(ctx, extra, q, k, v1, u, top, la, a, w, s0):
-        chunk, scale = extra
-        BH, T, DK = q.shape
-        E, NC = v1.shape[-1], a.shape[-1]
-        states = s0.new_empty(BH, NC + 1, DK, E)  # (BH, NC + 1, DK, E)
-        states[:, 0] = s0
-        blocks = _blocks(chunk, DK, E)
-        sizes = (T, NC, DK, E, chunk)
-        precision = common.precision(q.dtype)
-        _launch(_states_forward, _state_grid(BH, DK, E, blocks),
-                k, v1, a, w, states, *sizes, PRECISION=precision, **blocks)
-        out = s0.new_empty(BH, T, E)
-        _launch(_outputs_forward, (NC, BH, triton.cdiv(E, blocks["BLOCK_E"])),
-                q, k, v1, u, top, la, states, out, *sizes, scale, PRECISION=precision, **blocks)
+        out, last, states = forward(q, k, v1, u, top, la, a, w, s0, *extra)
         ctx.extra = extra
         ctx.save_for_backward(q, k, v1, u, top, la, a, w, states)
-        return out, states[:, NC].clone()  # not a view of what backward reads
+        return out, last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_last):
-        chunk, scale = ctx.extra
-        q, k, v1, u, top, la, a, w, states = ctx.saved_tensors
-        BH, T, DK = q.shape
-        E, NC = v1.shape[-1], a.shape[-1]
-        acc = states.dtype
-        d_out = states.new_zeros(BH, T, E) if d_out is None else d_out.to(acc).contiguous()
-        g0 = torch.zeros_like(states[:, 0]) if d_last is None else d_last.to(acc, copy=True)
-        g0 = g0.contiguous()
-        grads = states.new_empty(BH, NC, DK, E)
-        blocks = _blocks(chunk, DK, E)
-        sizes = (T, NC, DK, E, chunk)
-        precision = common.precision(q.dtype)
-        _launch(_states_backward, _state_grid(BH, DK, E, blocks),
-                q, d_out, la, a, grads, g0, *sizes, scale, PRECISION=precision, **blocks)
-        dq, dk = (q.new_empty(q.shape, dtype=acc) for _ in range(2))
-        dv1 = v1.new_empty(v1.shape, dtype=acc)
-        du, dtop, dla, dw = (u.new_empty(u.shape) for _ in range(4))
-        da = a.new_empty(a.shape)
-        _launch(_chunk_backward, (NC, BH),
-                q, k, v1, u, top, la, w, a, states, grads, d_out, dq, dk, dv1, du, dtop, dla,
-                dw, da, *sizes, scale, PRECISION=precision, **blocks)
-        return (None, dq.to(q.dtype), dk.to(k.dtype), dv1.to(v1.dtype), du, dtop, dla, da, dw, g0)
+        return (None, *backward(*ctx.saved_tensors, d_out, d_last, *ctx.extra))
 
 
 def _launch(kernel, grid, *args, **constexprs) -> None:
@@ -370,9 +382,14 @@ def chunkwise(q, k, v, i, f, state: mLSTMState, chunk_size: int, eps: float, for
     s0 = torch.cat([state.C, state.n[..., None]], -1).to(acc)  # (B, NH, DK, E)
     flat = lambda t: t.flatten(0, 1).contiguous()  # noqa: E731  (B, NH, ...) -> (BH, ...)
     steps = lambda t: flat(t.flatten(2, 3))  # noqa: E731  (B, NH, NC, L) -> (BH, T')
-    out, last = _Chunkwise.apply(
-        (L, DK ** -0.5), flat(q), flat(k), flat(v1), steps(u), steps(top),
-        steps(m_in[..., None] - top), flat(m_in - p), steps(u - p[..., None]), flat(s0))
+    args = (flat(q), flat(k), flat(v1), steps(u), steps(top), steps(m_in[..., None] - top),
+            flat(m_in - p), steps(u - p[..., None]), flat(s0))
+    if through_ops():
+        from lstmkit.kernels.triton import ops
+
+        out, last = ops.mlstm_chunkwise(*args, L, DK ** -0.5)
+    else:
+        out, last = _Chunkwise.apply((L, DK ** -0.5), *args)
     out = out.unflatten(0, (B, NH))  # (B, NH, T', E)
     lower = torch.exp(-(b + top).flatten(2))  # (B, NH, T'): e^{-m_t}
     h = out[..., :DV] / (torch.maximum(out[..., DV].abs(), lower)[..., None] + eps)

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lstmkit._transforms import through_ops
 from lstmkit.cells.slstm import sLSTMState
 from lstmkit.kernels.triton import common
 
@@ -282,67 +283,82 @@ _MIN_UNITS = 16
 """Units a program takes at least, in whole heads, when heads are small: tl.dot's smallest side."""
 
 
-class _Scan(torch.autograd.Function):
-    """(xs, r, h0, c0, n0, m0) -> (y, h_T, c_T, n_T, m_T) by the Triton kernels.
+def forward(xs, r, state, lengths, forget: str, stabilizer: str, save: bool):
+    """The forward kernel: (y, [h_T, c_T, n_T, m_T], saved), saved (pre, H, C, N, M) being what
+    :func:`backward` reads (without ``save``, ``pre`` is a stand-in the kernel ignores).
 
-    Shapes: xs (T, B, 4H); r (NH, DH, 4, DH); states (B, H); y (T, B, H) zero past each length.
-    ``extra`` = (forget, stabilizer, lengths (B,) int32 on the device or None).
+    Shapes: xs (T, B, 4H); r (NH, DH, 4, DH); states (B, H); lengths (B,) int32 or None ->
+    y (T, B, H) zero past each length, the final states in xs's dtype; saved in acc.
     """
+    T, B, G = xs.shape
+    NH, DH = r.shape[:2]
+    H = G // 4
+    acc = common.accumulator(xs.dtype)
+    states = [xs.new_empty(T + 1, B, H, dtype=acc) for _ in range(4)]  # h, c, n, m
+    for buffer, initial in zip(states, state):
+        buffer[0] = initial
+    pre = xs.new_empty(T, B, G, dtype=acc) if save else states[1]
+    plan, units = _plan(B, NH, DH, xs.device)
+    grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
+    common.launch(_slstm_forward, plan, grid, T, xs, r, *states, pre,
+                  states[0] if lengths is None else lengths, states[0], T, B, H, DH, units,
+                  **_flags(forget, stabilizer, lengths), SAVE=save,
+                  PRECISION=common.precision(xs.dtype))
+    hs = states[0][1:]
+    y = hs if lengths is None else hs * common.valid(lengths, T, acc)
+    return y.to(xs.dtype), [s[T].to(xs.dtype, copy=True) for s in states], [pre, *states]
+
+
+def backward(r, saved, lengths, forget: str, stabilizer: str, dy, d_final):
+    """The gradients [d xs, d r, d h0, d c0, d n0, d m0] from those of y and the final states
+    (``dy``, ``d_final``; None for zeros) and what :func:`forward` saved."""
+    pre, *states = saved
+    T, B, G = pre.shape
+    NH, DH = r.shape[:2]
+    H = G // 4
+    acc = pre.dtype
+    grads = torch.stack([torch.zeros(B, H, dtype=acc, device=pre.device) if d is None
+                         else d.to(acc) for d in d_final])  # (4, B, H)
+    d_pre = pre.new_empty(T + 1, B, G)  # (T+1, B, 4H); [T] zeros
+    d_pre[T] = 0
+    dy = torch.zeros_like(states[0][1:]) if dy is None else dy.contiguous()
+    plan, units = _plan(B, NH, DH, pre.device)
+    grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
+    common.launch(_slstm_backward, plan, grid, T, dy, r, *states, pre,
+                  states[0] if lengths is None else lengths, grads, d_pre, states[0],
+                  T, B, H, DH, units, **_flags(forget, stabilizer, lengths),
+                  PRECISION=common.precision(r.dtype))
+    d_pre = d_pre[:T]
+    heads = d_pre.view(T, B, 4, NH, DH)
+    d_h0 = grads[0] + torch.einsum("bgke,kdge->bkd", heads[0], r.to(acc)).reshape(B, H)
+    h_prev = states[0][:T].view(T, B, NH, DH)
+    d_r = torch.einsum("tbkd,tbgke->kdge", h_prev, heads)  # (NH, DH, 4, DH)
+    dtype = r.dtype
+    return [d_pre.to(dtype), d_r.to(dtype), d_h0.to(dtype), *(g.to(dtype) for g in grads[1:])]
+
+
+class _Scan(torch.autograd.Function):
+    """(xs, r, h0, c0, n0, m0) -> (y, h_T, c_T, n_T, m_T) by :func:`forward` and
+    :func:`backward`. ``extra`` = (forget, stabilizer, lengths (B,) int32 on the device or
+    None)."""
 
     @staticmethod
     def forward(ctx, extra, xs, r, h0, c0, n0, m0):
-        forget, stabilizer, lengths = extra
-        T, B, G = xs.shape
-        NH, DH = r.shape[:2]
-        H = G // 4
-        acc = common.accumulator(xs.dtype)
-        save = any(ctx.needs_input_grad)
-        states = [xs.new_empty(T + 1, B, H, dtype=acc) for _ in range(4)]  # h, c, n, m
-        for buffer, initial in zip(states, (h0, c0, n0, m0)):
-            buffer[0] = initial
-        pre = xs.new_empty(T, B, G, dtype=acc) if save else states[1]
-        plan, units = _plan(B, NH, DH, xs.device)
-        grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
-        common.launch(_slstm_forward, plan, grid, T, xs, r, *states, pre,
-                      states[0] if lengths is None else lengths, states[0], T, B, H, DH, units,
-                      **_flags(extra), SAVE=save, PRECISION=common.precision(xs.dtype))
+        y, final, saved = forward(xs, r, [h0, c0, n0, m0], extra[2], *extra[:2],
+                                  save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(r, pre, *states)
-        hs = states[0][1:]
-        y = hs if lengths is None else hs * common.valid(lengths, T, acc)
-        return (y.to(xs.dtype), *(s[T].to(xs.dtype, copy=True) for s in states))
+        ctx.save_for_backward(r, *saved)
+        return y, *final
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, *d_final):
         forget, stabilizer, lengths = ctx.extra
-        r, pre, *states = ctx.saved_tensors
-        T, B, G = pre.shape
-        NH, DH = r.shape[:2]
-        H = G // 4
-        acc = pre.dtype
-        grads = torch.stack([torch.zeros(B, H, dtype=acc, device=pre.device) if d is None
-                             else d.to(acc) for d in d_final])  # (4, B, H)
-        d_pre = pre.new_empty(T + 1, B, G)  # (T+1, B, 4H); [T] zeros
-        d_pre[T] = 0
-        dy = torch.zeros_like(states[0][1:]) if dy is None else dy.contiguous()
-        plan, units = _plan(B, NH, DH, pre.device)
-        grid = (triton.cdiv(B, plan.block_b), triton.cdiv(H, units))
-        common.launch(_slstm_backward, plan, grid, T, dy, r, *states, pre,
-                      states[0] if lengths is None else lengths, grads, d_pre, states[0],
-                      T, B, H, DH, units, **_flags(ctx.extra), PRECISION=common.precision(r.dtype))
-        d_pre = d_pre[:T]
-        heads = d_pre.view(T, B, 4, NH, DH)
-        d_h0 = grads[0] + torch.einsum("bgke,kdge->bkd", heads[0], r.to(acc)).reshape(B, H)
-        h_prev = states[0][:T].view(T, B, NH, DH)
-        d_r = torch.einsum("tbkd,tbgke->kdge", h_prev, heads)  # (NH, DH, 4, DH)
-        dtype = r.dtype
-        return (None, d_pre.to(dtype), d_r.to(dtype), d_h0.to(dtype),
-                *(g.to(dtype) for g in grads[1:]))
+        r, *saved = ctx.saved_tensors
+        return (None, *backward(r, saved, lengths, forget, stabilizer, dy, d_final))
 
 
-def _flags(extra) -> dict:
-    forget, stabilizer, lengths = extra
+def _flags(forget: str, stabilizer: str, lengths) -> dict:
     return dict(FORGET_EXP=forget == "exp", NXAI=stabilizer == "nxai",
                 LENGTHS=lengths is not None)
 
@@ -353,6 +369,11 @@ def scan(xs: torch.Tensor, r: torch.Tensor, state: sLSTMState, lengths: torch.Te
     r (NH, DH, 4, DH), state (h, c, n, m) each (B, H), lengths (B,) or None -> (y (T, B, H),
     sLSTMState), in xs's dtype (the state is acc inside)."""
     lens = None if lengths is None else lengths.to(xs.device, torch.int32)
-    y, *final = _Scan.apply((forget, stabilizer, lens), xs.contiguous(), r.contiguous(),
-                            *(s.contiguous() for s in state))
+    xs, r, state = xs.contiguous(), r.contiguous(), [s.contiguous() for s in state]
+    if through_ops():
+        from lstmkit.kernels.triton import ops
+
+        y, *final = ops.slstm_scan(xs, r, state, lens, forget, stabilizer)
+    else:
+        y, *final = _Scan.apply((forget, stabilizer, lens), xs, r, *state)
     return y, sLSTMState(*final)
