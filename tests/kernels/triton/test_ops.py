@@ -100,7 +100,9 @@ CASES = {
                                                    backend="triton_xlstm"), **F64),
 }
 """An LSTM with the options that change the kernels' saved buffers (evaluation: zoneout's
-expectation), the GRU, and an xLSTM family, each on its Triton backend."""
+expectation), the GRU, and an xLSTM family, each on its Triton backend. (The mLSTM compiles as
+well, one graph equal to eager, but tracing its chunkwise form costs 20 s here: its operator
+is checked by opcheck, whose AOT dispatch runs it with dynamic shapes.)"""
 
 
 def _run(layer, x, lengths):
@@ -127,3 +129,41 @@ def test_compile_one_graph_for_two_lengths_and_batches(name):
             assert_close(got, expected, torch.float64)
         graphs.append(counter.frame_count)
     assert graphs[0] == graphs[-1], f"recompiled: frames after each shape {graphs}"
+
+
+def test_per_sample_gradients_from_vmap_of_grad_equal_autograd():
+    """torch.func over the operator (lstmkit._transforms): its vmap rule loops the kernel."""
+    from torch.func import functional_call, grad, vmap
+
+    layer = lstmkit.GRU(3, 4, backend="triton", **F64)
+    params = dict(layer.named_parameters())
+
+    def loss(p, xi):  # one sequence (T, I) as a batch of one
+        y, _ = functional_call(layer, p, (xi.unsqueeze(1),))
+        return (y * torch.linspace(-1, 1, y.shape[-1], **F64)).sum()
+
+    xs = torch.randn(2, 5, 3, **F64)
+    got = vmap(grad(loss), in_dims=(None, 0))(params, xs)
+    for index, xi in enumerate(xs):
+        expected = torch.autograd.grad(loss(params, xi), list(params.values()))
+        for name, want in zip(params, expected, strict=True):
+            assert_close(got[name][index], want, torch.float64)
+
+
+def test_exported_program_equals_eager_at_new_sizes_after_save_and_load():
+    import io
+
+    layer = CASES["lstm variants"]().eval()
+    steps, batch = torch.export.Dim("time", min=2), torch.export.Dim("batch", min=2)
+    program = torch.export.export(
+        layer, (torch.randn(5, 6, 3, **F64),), {"lengths": torch.tensor([5, 4, 3, 3, 2, 1])},
+        dynamic_shapes={"input": {0: steps, 1: batch}, "lengths": {0: batch}})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
+    x, lengths = torch.randn(7, 3, 3, **F64), torch.tensor([7, 2, 5])
+    with torch.no_grad():
+        (y, state), (want, want_state) = loaded(x, lengths=lengths), layer(x, lengths=lengths)
+    for got, expected in zip([y, *parts(state)], [want, *parts(want_state)], strict=True):
+        assert_close(got, expected, torch.float64)
