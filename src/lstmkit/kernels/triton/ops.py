@@ -83,10 +83,7 @@ def scan_op(config: str, gx: Tensor, state: list[Tensor], names: str, weights: l
                                                    hidden, zoneout or None, lengths, save)
     if not save:
         return [_fresh(y), *final]
-    kept = []
-    for t in saved:  # a stand-in is one of the buffers already kept: left out
-        if not any(t is k for k in kept):
-            kept.append(t)
+    kept = [t for t, on in zip(saved, _present(cfg, bool(zoneout)), strict=True) if on]
     return [*_distinct([y], keep=kept), *final, *kept]
 
 
