@@ -7,6 +7,8 @@
 //     a BLAS call at K=128, N=512.
 //   - double, and anything brgemm declines: BLAS (the Fortran symbols torch exports), called
 //     directly to skip the dispatcher, which costs microseconds per call.
+//   - the float weight gradients on a CPU without AVX-512: MKL's sgemm, 70-87 GFLOP/s where
+//     brgemm's AVX2 kernels run 40-45 on those operands (sgemm_weight_gradients).
 #pragma once
 
 #include <algorithm>
@@ -34,6 +36,9 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's C name for mkl_set_num_threads_local (mkl_service.h); the lower-case symbol is the
+// Fortran one, which takes a pointer.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 }
 
 // Before an elementwise loop over several arrays: iteration j touches index j only (arrays
@@ -92,6 +97,39 @@ inline void brgemm_tiles(int64_t M, int64_t N, int64_t K, const float* A, int64_
                                     A + m0 * lda + k0, B + k0 * ldb + n0, c);
       }
     }
+  });
+}
+
+// Whether the weight gradients go through MKL's sgemm rather than brgemm: on a CPU without
+// AVX-512, where brgemm's AVX2 kernels read a plain row-major B 2048 wide at 40-45 GFLOP/s and
+// MKL's sgemm, packing its operands itself, runs the same products at 70-87
+// (benchmarks/cpu_products.py, AMD Zen 3). With AVX-512 brgemm ran 160-250 against MKL's
+// 75-95 (the earlier table's machine), so those CPUs keep it. Needs MKL (its thread-local
+// thread count, see sgemm_columns); fixed per CPU and torch build, never by measured timing,
+// so a machine's numbers do not change with its load.
+inline bool sgemm_weight_gradients() {
+#if defined(__x86_64__)
+  static const bool use = sgemm_ && MKL_Set_Num_Threads_Local &&
+                          !__builtin_cpu_supports("avx512f");
+  return use;
+#else
+  return false;
+#endif
+}
+
+// C (M, N) += A^T B for A (K, M) and B (K, N) row-major (row strides lda, ldb, ldc), through
+// sgemm on column tiles of C, each one thread's and each sgemm call on one thread: MKL may
+// split a product differently on more threads, and the numbers must not depend on the count.
+inline void sgemm_columns(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                          const float* B, int64_t ldb, float* C, int64_t ldc) {
+  constexpr int64_t kCols = 512;
+  at::parallel_for(0, (N + kCols - 1) / kCols, 1, [&](int64_t t0, int64_t t1) {
+    const int previous = MKL_Set_Num_Threads_Local(1);
+    for (int64_t n0 = t0 * kCols; n0 < std::min(N, t1 * kCols); n0 += kCols) {
+      gemm<float>(true, false, M, std::min(kCols, N - n0), K, A, lda, B + n0, ldb, 1.0f,
+                  C + n0, ldc);
+    }
+    MKL_Set_Num_Threads_Local(previous);
   });
 }
 
@@ -281,7 +319,8 @@ class RightOperand {
 
 // A weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed chunk by chunk over all
 // steps' rows. For floats it sums dw^T = x^T g instead: transposing each chunk of x (K is an
-// input or hidden size) costs far less than transposing g (4H wide), and lets brgemm run.
+// input or hidden size) costs far less than transposing g (4H wide), and lets brgemm run;
+// without AVX-512, sgemm takes x^T as it is (sgemm_weight_gradients).
 template <typename T>
 class WeightGradient {
  public:
@@ -292,6 +331,9 @@ class WeightGradient {
 
   void add(int64_t rows, const T* g, int64_t ldg, const T* x, int64_t ldx) {
     if constexpr (std::is_same_v<T, float>) {
+      if (sgemm_weight_gradients()) {
+        return sgemm_columns(K_, N_, rows, x, ldx, g, ldg, sum_.data_ptr<T>(), N_);
+      }
       Tensor xt = transposed(x, rows, K_, ldx, o_);  // (K, rows)
       brgemm_tiles(K_, N_, rows, xt.data_ptr<T>(), rows, g, ldg, true, sum_.data_ptr<T>(), N_);
     } else {
