@@ -191,12 +191,25 @@ Tensor transposed(const T* src, int64_t rows, int64_t cols, int64_t ld,
   return out;
 }
 
+// The float panels' width: four vector registers, 64 columns with AVX-512 and 32 with AVX2.
+// brgemm's AVX2 kernels ran 64-wide panels 5-15% slower than 32-wide ones at every product
+// shape of a (50, 64, 512, 512) LSTM (AMD Zen 3; 16 and 48 slower still). Fixed per CPU.
+inline int64_t float_panel() {
+#if defined(__x86_64__)
+  static const int64_t width = __builtin_cpu_supports("avx512f") ? 64 : 32;
+  return width;
+#else
+  return 64;
+#endif
+}
+
 // The right operand B (K, N) of products that a call makes many times (every step's recurrent
 // product, the input product over all steps, the backward products through the weights),
 // built from a weight w: B = w^T for w (N, K) in the forward pass, B = w for w (K, N) in the
-// backward pass. Floats keep B as column panels, each a contiguous (K, 64) block, which brgemm
-// reads 10-25% faster than the plain layout (220-240 against 190 GFLOP/s per step); the pack
-// costs about what one step's product does. Doubles use the weight as it is, through BLAS.
+// backward pass. Floats keep B as column panels, each a contiguous (K, width) block, which
+// brgemm reads 10-25% faster than the plain layout (220-240 against 190 GFLOP/s per step with
+// AVX-512); the pack costs about what one step's product does. The width is four vector
+// registers (float_panel). Doubles use the weight as it is, through BLAS.
 template <typename T>
 class RightOperand {
  public:
@@ -214,9 +227,10 @@ class RightOperand {
     }
     packed_ = at::empty({K * N}, o);
     T* p = packed_.data_ptr<T>();
-    at::parallel_for(0, (N + kPanel - 1) / kPanel, 4, [&](int64_t p0, int64_t p1) {
-      for (int64_t n0 = p0 * kPanel; n0 < std::min(N, p1 * kPanel); n0 += kPanel) {
-        const int64_t width = std::min(kPanel, N - n0);
+    const int64_t W = panel_ = float_panel();
+    at::parallel_for(0, (N + W - 1) / W, 4, [&](int64_t p0, int64_t p1) {
+      for (int64_t n0 = p0 * W; n0 < std::min(N, p1 * W); n0 += W) {
+        const int64_t width = std::min(W, N - n0);
         if (transpose) {
           ::lstmkit::transpose(w + n0 * K, width, K, K, p + n0 * K);
         } else {
@@ -230,12 +244,12 @@ class RightOperand {
   void times(int64_t M, const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
     if constexpr (std::is_same_v<T, float>) {
       if (packed16_.defined()) return times16(M, a, lda, beta, c, ldc);
-      const int64_t panels = (N_ + kPanel - 1) / kPanel, blocks = (M + kRows - 1) / kRows;
-      const int64_t work = std::min(M, kRows) * kPanel * K_;
+      const int64_t panels = (N_ + panel_ - 1) / panel_, blocks = (M + kRows - 1) / kRows;
+      const int64_t work = std::min(M, kRows) * panel_ * K_;
       const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(work, 1));
       at::parallel_for(0, blocks * panels, grain, [&](int64_t t0, int64_t t1) {
         for (int64_t task = t0; task < t1; ++task) panel_times(task / panels * kRows,
-                                                               task % panels * kPanel, M, a, lda,
+                                                               task % panels * panel_, M, a, lda,
                                                                beta, c, ldc);
       });
     } else {
@@ -295,10 +309,11 @@ class RightOperand {
   // Rows m0.. (up to kRows) of c, columns n0.. of one panel.
   void panel_times(int64_t m0, int64_t n0, int64_t M, const T* a, int64_t lda, T beta, T* c,
                    int64_t ldc) const {
-    const int64_t width = std::min(kPanel, N_ - n0), rows = std::min(kRows, M - m0);
+    const int64_t width = std::min(panel_, N_ - n0), rows = std::min(kRows, M - m0);
     const T* panel = packed_.data_ptr<T>() + n0 * K_;
     T* cb = c + m0 * ldc + n0;
-    if (M == 1 && width == kPanel) return panel_row<T, kPanel>(a, panel, K_, beta, cb);
+    if (M == 1 && width == 64) return panel_row<T, 64>(a, panel, K_, beta, cb);
+    if (M == 1 && width == 32) return panel_row<T, 32>(a, panel, K_, beta, cb);
     if (M == 1) return row_times(a, panel, K_, width, beta, cb);
     if (K_ == 0 && beta == T(0)) {
       for (int64_t i = 0; i < rows; ++i) std::fill(cb + i * ldc, cb + i * ldc + width, T(0));
@@ -314,7 +329,7 @@ class RightOperand {
   int64_t K_, N_;
   bool transpose_;
   Tensor packed_, packed16_;  // packed16_: the bfloat16 path's panels, else undefined
-  int64_t depth16_ = 0;
+  int64_t depth16_ = 0, panel_ = kPanel;  // panel_: the float panels' width
 };
 
 // A weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed chunk by chunk over all
