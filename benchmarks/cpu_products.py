@@ -5,8 +5,9 @@ matmul.h). This times each product shape of an LSTM layer of size (T, B, I, H) t
 path matmul.h can take, one thread, in this process's CPU time (robust to other jobs
 preempting it), peers interleaved round by round, and prints the median GFLOP/s of each:
 
-- ``packed``: ``RightOperand::times``, oneDNN's brgemm ukernel on weights packed in 64-column
-  panels (what the kernels run by default); ``pack`` is the packing itself, once per call;
+- ``packed``: ``RightOperand::times``, oneDNN's brgemm ukernel on weights packed in column
+  panels four vector registers wide (what the kernels run); ``pack`` is the packing itself,
+  once per call;
 - ``brgemm``: ``brgemm_tiles``, the ukernel on the plain row-major layout;
 - ``sgemm``: ``gemm()``, the BLAS symbol torch exports (MKL here), called directly;
 - ``torch.mm``: the same product through ATen's dispatcher, as a yardstick.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import _report
 import torch
+from cpu_kernels import _size
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ROOT / "src" / "lstmkit" / "kernels" / "cpu"
@@ -154,13 +156,6 @@ def timed(fns: dict, rounds: int) -> dict[str, float]:
         for name, fn in fns.items():
             times[name].append(fn())
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def _size(text: str) -> tuple[int, int, int, int]:
-    parts = text.split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected four positive integers T,B,I,H, got {text!r}")
-    return tuple(int(p) for p in parts)
 
 
 def main(argv=None) -> int:
