@@ -111,6 +111,14 @@ def peak_mib(fn) -> float:
     return max(e["args"]["Total Allocated"] - before for e in events) / 2**20
 
 
+def _size(text: str) -> tuple[int, int, int, int]:
+    """``--size`` "T,B,I,H" as a tuple."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected four positive integers T,B,I,H, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 """How a call is timed: wall-clock, or the CPU time of this process (all its threads), which a
 loaded machine's preemption does not inflate (its cache misses still do)."""
@@ -189,12 +197,12 @@ def _data(size, peers: dict):
 
 
 def measure(cell: Cell, size, budget: float, baselines: dict, stat=statistics.median,
-            clock=time.perf_counter) -> dict:
+            clock=time.perf_counter, min_reps: int | None = None) -> dict:
     """Median times (ms) of every peer for one cell at one size, training and inference."""
     peers = peers_of(cell, size, baselines)
     x, grad_out = _data(size, peers)
     steps, batch, _, hidden = size
-    slow_reps = 2 if steps * batch * hidden >= 1_000_000 else 3
+    slow_reps = min_reps or (2 if steps * batch * hidden >= 1_000_000 else 3)
     train = medians_ms({n: _train_step(m.train(), x, grad_out) for n, m in peers.items()},
                        budget, slow_reps, 50, stat, clock)
     infer = medians_ms({n: _infer_step(m.eval(), x) for n, m in peers.items()}, budget,
@@ -319,11 +327,20 @@ def main(argv=None) -> int:
                         help="wall-clock time, or this process's CPU time (robust to other "
                              "jobs preempting it; with two threads it counts OpenMP's "
                              "spin-waits too)")
+    parser.add_argument("--size", action="append", type=_size, default=None,
+                        metavar="T,B,I,H", help="only this size (repeatable); prints only")
+    parser.add_argument("--cell", action="append", choices=[c.label for c in CELLS],
+                        default=None, metavar="LABEL",
+                        help="only this row, by its label (repeatable); prints only")
+    parser.add_argument("--min-reps", type=int, default=None,
+                        help="calls of each peer at least (default 2 at the largest size, 3 "
+                             "below)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cells = [c for c in CELLS if not args.quick or c.label in QUICK_CELLS]
-    sizes = SIZES[:2] if args.quick else SIZES
+    cells = [c for c in CELLS if (not args.quick or c.label in QUICK_CELLS)
+             and (args.cell is None or c.label in args.cell)]
+    sizes = args.size or (SIZES[:2] if args.quick else SIZES)
     budget = args.budget or (0.1 if args.quick else 0.4)
     print(f"Machine: {machine()}", flush=True)
     start, results, baselines = time.perf_counter(), {}, {}
@@ -331,7 +348,7 @@ def main(argv=None) -> int:
         for cell in cells:
             results[cell.label, size] = measure(cell, size, budget, baselines,
                                                 min if args.best else statistics.median,
-                                                CLOCKS[args.clock])
+                                                CLOCKS[args.clock], args.min_reps)
             print(progress(cell.label, size, results[cell.label, size]), flush=True)
     for size in sizes:
         for cell in cells:
@@ -340,7 +357,7 @@ def main(argv=None) -> int:
     text = report(results, time.perf_counter() - start, stat)
     print()
     print(text)
-    if not (args.quick or args.no_write):
+    if not (args.quick or args.no_write or args.size or args.cell):  # a part: never the table
         write_section(text, torch.get_num_threads())
         print(f"wrote {ROOT / 'docs' / 'benchmarks.md'}")
     return 0

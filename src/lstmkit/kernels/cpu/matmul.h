@@ -7,6 +7,8 @@
 //     a BLAS call at K=128, N=512.
 //   - double, and anything brgemm declines: BLAS (the Fortran symbols torch exports), called
 //     directly to skip the dispatcher, which costs microseconds per call.
+//   - the float weight gradients on a CPU without AVX-512: MKL's sgemm, 70-87 GFLOP/s where
+//     brgemm's AVX2 kernels run 40-45 on those operands (sgemm_weight_gradients).
 #pragma once
 
 #include <algorithm>
@@ -34,6 +36,9 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's C name for mkl_set_num_threads_local (mkl_service.h); the lower-case symbol is the
+// Fortran one, which takes a pointer.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 }
 
 // Before an elementwise loop over several arrays: iteration j touches index j only (arrays
@@ -95,6 +100,39 @@ inline void brgemm_tiles(int64_t M, int64_t N, int64_t K, const float* A, int64_
   });
 }
 
+// Whether the weight gradients go through MKL's sgemm rather than brgemm: on a CPU without
+// AVX-512, where brgemm's AVX2 kernels read a plain row-major B 2048 wide at 40-45 GFLOP/s and
+// MKL's sgemm, packing its operands itself, runs the same products at 70-87
+// (benchmarks/cpu_products.py, AMD Zen 3). With AVX-512 brgemm ran 160-250 against MKL's
+// 75-95 (the earlier table's machine), so those CPUs keep it. Needs MKL (its thread-local
+// thread count, see sgemm_columns); fixed per CPU and torch build, never by measured timing,
+// so a machine's numbers do not change with its load.
+inline bool sgemm_weight_gradients() {
+#if defined(__x86_64__)
+  static const bool use = sgemm_ && MKL_Set_Num_Threads_Local &&
+                          !__builtin_cpu_supports("avx512f");
+  return use;
+#else
+  return false;
+#endif
+}
+
+// C (M, N) += A^T B for A (K, M) and B (K, N) row-major (row strides lda, ldb, ldc), through
+// sgemm on column tiles of C, each one thread's and each sgemm call on one thread: MKL may
+// split a product differently on more threads, and the numbers must not depend on the count.
+inline void sgemm_columns(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                          const float* B, int64_t ldb, float* C, int64_t ldc) {
+  constexpr int64_t kCols = 512;
+  at::parallel_for(0, (N + kCols - 1) / kCols, 1, [&](int64_t t0, int64_t t1) {
+    const int previous = MKL_Set_Num_Threads_Local(1);
+    for (int64_t n0 = t0 * kCols; n0 < std::min(N, t1 * kCols); n0 += kCols) {
+      gemm<float>(true, false, M, std::min(kCols, N - n0), K, A, lda, B + n0, ldb, 1.0f,
+                  C + n0, ldc);
+    }
+    MKL_Set_Num_Threads_Local(previous);
+  });
+}
+
 // c (N) = beta c + a (K) @ b (K, N) for a single row, streaming b once; ldc unused.
 template <typename T>
 void row_times(const T* a, const T* b, int64_t K, int64_t N, T beta, T* c) {
@@ -153,12 +191,25 @@ Tensor transposed(const T* src, int64_t rows, int64_t cols, int64_t ld,
   return out;
 }
 
+// The float panels' width: four vector registers, 64 columns with AVX-512 and 32 with AVX2.
+// brgemm's AVX2 kernels ran 64-wide panels 5-15% slower than 32-wide ones at every product
+// shape of a (50, 64, 512, 512) LSTM (AMD Zen 3; 16 and 48 slower still). Fixed per CPU.
+inline int64_t float_panel() {
+#if defined(__x86_64__)
+  static const int64_t width = __builtin_cpu_supports("avx512f") ? 64 : 32;
+  return width;
+#else
+  return 64;
+#endif
+}
+
 // The right operand B (K, N) of products that a call makes many times (every step's recurrent
 // product, the input product over all steps, the backward products through the weights),
 // built from a weight w: B = w^T for w (N, K) in the forward pass, B = w for w (K, N) in the
-// backward pass. Floats keep B as column panels, each a contiguous (K, 64) block, which brgemm
-// reads 10-25% faster than the plain layout (220-240 against 190 GFLOP/s per step); the pack
-// costs about what one step's product does. Doubles use the weight as it is, through BLAS.
+// backward pass. Floats keep B as column panels, each a contiguous (K, width) block, which
+// brgemm reads 10-25% faster than the plain layout (220-240 against 190 GFLOP/s per step with
+// AVX-512); the pack costs about what one step's product does. The width is four vector
+// registers (float_panel). Doubles use the weight as it is, through BLAS.
 template <typename T>
 class RightOperand {
  public:
@@ -176,9 +227,10 @@ class RightOperand {
     }
     packed_ = at::empty({K * N}, o);
     T* p = packed_.data_ptr<T>();
-    at::parallel_for(0, (N + kPanel - 1) / kPanel, 4, [&](int64_t p0, int64_t p1) {
-      for (int64_t n0 = p0 * kPanel; n0 < std::min(N, p1 * kPanel); n0 += kPanel) {
-        const int64_t width = std::min(kPanel, N - n0);
+    const int64_t W = panel_ = float_panel();
+    at::parallel_for(0, (N + W - 1) / W, 4, [&](int64_t p0, int64_t p1) {
+      for (int64_t n0 = p0 * W; n0 < std::min(N, p1 * W); n0 += W) {
+        const int64_t width = std::min(W, N - n0);
         if (transpose) {
           ::lstmkit::transpose(w + n0 * K, width, K, K, p + n0 * K);
         } else {
@@ -192,12 +244,12 @@ class RightOperand {
   void times(int64_t M, const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
     if constexpr (std::is_same_v<T, float>) {
       if (packed16_.defined()) return times16(M, a, lda, beta, c, ldc);
-      const int64_t panels = (N_ + kPanel - 1) / kPanel, blocks = (M + kRows - 1) / kRows;
-      const int64_t work = std::min(M, kRows) * kPanel * K_;
+      const int64_t panels = (N_ + panel_ - 1) / panel_, blocks = (M + kRows - 1) / kRows;
+      const int64_t work = std::min(M, kRows) * panel_ * K_;
       const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(work, 1));
       at::parallel_for(0, blocks * panels, grain, [&](int64_t t0, int64_t t1) {
         for (int64_t task = t0; task < t1; ++task) panel_times(task / panels * kRows,
-                                                               task % panels * kPanel, M, a, lda,
+                                                               task % panels * panel_, M, a, lda,
                                                                beta, c, ldc);
       });
     } else {
@@ -257,10 +309,11 @@ class RightOperand {
   // Rows m0.. (up to kRows) of c, columns n0.. of one panel.
   void panel_times(int64_t m0, int64_t n0, int64_t M, const T* a, int64_t lda, T beta, T* c,
                    int64_t ldc) const {
-    const int64_t width = std::min(kPanel, N_ - n0), rows = std::min(kRows, M - m0);
+    const int64_t width = std::min(panel_, N_ - n0), rows = std::min(kRows, M - m0);
     const T* panel = packed_.data_ptr<T>() + n0 * K_;
     T* cb = c + m0 * ldc + n0;
-    if (M == 1 && width == kPanel) return panel_row<T, kPanel>(a, panel, K_, beta, cb);
+    if (M == 1 && width == 64) return panel_row<T, 64>(a, panel, K_, beta, cb);
+    if (M == 1 && width == 32) return panel_row<T, 32>(a, panel, K_, beta, cb);
     if (M == 1) return row_times(a, panel, K_, width, beta, cb);
     if (K_ == 0 && beta == T(0)) {
       for (int64_t i = 0; i < rows; ++i) std::fill(cb + i * ldc, cb + i * ldc + width, T(0));
@@ -276,12 +329,13 @@ class RightOperand {
   int64_t K_, N_;
   bool transpose_;
   Tensor packed_, packed16_;  // packed16_: the bfloat16 path's panels, else undefined
-  int64_t depth16_ = 0;
+  int64_t depth16_ = 0, panel_ = kPanel;  // panel_: the float panels' width
 };
 
 // A weight gradient dw (N, K) = g^T (N, rows) @ x (rows, K), summed chunk by chunk over all
 // steps' rows. For floats it sums dw^T = x^T g instead: transposing each chunk of x (K is an
-// input or hidden size) costs far less than transposing g (4H wide), and lets brgemm run.
+// input or hidden size) costs far less than transposing g (4H wide), and lets brgemm run;
+// without AVX-512, sgemm takes x^T as it is (sgemm_weight_gradients).
 template <typename T>
 class WeightGradient {
  public:
@@ -292,6 +346,9 @@ class WeightGradient {
 
   void add(int64_t rows, const T* g, int64_t ldg, const T* x, int64_t ldx) {
     if constexpr (std::is_same_v<T, float>) {
+      if (sgemm_weight_gradients()) {
+        return sgemm_columns(K_, N_, rows, x, ldx, g, ldg, sum_.data_ptr<T>(), N_);
+      }
       Tensor xt = transposed(x, rows, K_, ldx, o_);  // (K, rows)
       brgemm_tiles(K_, N_, rows, xt.data_ptr<T>(), rows, g, ldg, true, sum_.data_ptr<T>(), N_);
     } else {
