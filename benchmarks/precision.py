@@ -89,7 +89,7 @@ def layers() -> None:
 
 
 APPS = {
-    "forecast": ("forecast airline (defaults: LSTM 64, up to 300 epochs)", _forecast),
+    "forecast": ("forecast airline (defaults: LSTM 64, at most 40 epochs)", _forecast),
     "classify": ("classify BasicMotions (defaults: BiLSTM 64, up to 150 epochs)", _classify),
     "charlm": ("charlm KJV (LSTM 256, 2 epochs of 100 steps)", _charlm),
 }
