@@ -234,10 +234,11 @@ def _metric(app: str, model, name: str) -> float:
     return charlm.evaluate(model, charlm.CharLMConfig())["test_bits_per_char"]
 
 
-def apps(root: Path) -> str:
+def apps(root: Path, only: tuple[str, ...] = ("forecast", "classify", "charlm")) -> str:
     torch.set_num_threads(1)
     jobs = ([("forecast", n) for n in FORECASTS] + [("classify", n) for n in CLASSIFIES]
             + [("charlm", "kjv")])
+    jobs = [(app, name) for app, name in jobs if app in only]
     lines = ["| application, data | metric | float | lstmkit int8 | torch.ao int8 | "
              "ONNX Runtime int8 |", "|---|---|---:|---:|---:|---:|"]
     label = {"forecast": "MASE (lower is better)", "classify": "test accuracy",
@@ -284,10 +285,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["speed", "apps"])
     parser.add_argument("--out", default="runs/quant", help="apps: where the runs go")
+    parser.add_argument("--app", action="append", choices=["forecast", "classify", "charlm"],
+                        help="apps: only these applications' rows (repeatable; default all)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     if args.part == "apps":
-        print(apps(Path(args.out)))
+        print(apps(Path(args.out), tuple(args.app or ("forecast", "classify", "charlm"))))
         print(f"\nMachine: {_report.machine()}; load average {load:.1f} at the start.")
         return 0
     table, proj = speed(), proj_size_row()
