@@ -35,6 +35,18 @@ def best_us(peers: dict, rounds: int, *, loop_seconds: float, warmup: int, least
     return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
+def load_note(when: str, own: float = 1.0) -> str:
+    """The load average now and what it says of the run: ``own`` is the load the run itself
+    makes (its busy threads); half a core above it counts as other processes sharing the
+    machine."""
+    load = os.getloadavg()[0]
+    if load <= own + 0.5:
+        return (f"load average {load:.1f} at the {when}, about the run's own: the machine was "
+                "otherwise idle")
+    return (f"load average {load:.1f} at the {when} on {os.cpu_count()} cores: other processes "
+            "shared them, so absolute times are inflated, ratios less so")
+
+
 def machine(*extra: str) -> str:
     """The processor's name, the core count and Python's and torch's versions, then ``extra``."""
     import torch

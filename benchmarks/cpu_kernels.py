@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -289,9 +288,8 @@ def report(results: dict, seconds: float, stat: str = "median") -> str:
     threads = torch.get_num_threads()
     parts = [f"## CPU kernels, {threads} thread{'s' * (threads > 1)} (benchmarks/cpu_kernels.py "
              f"--threads {threads}{' --clock cpu' if 'CPU-time' in stat else ''})", "",
-             f"Machine: {machine()}. Run time {seconds:.0f} s; load average "
-             f"{os.getloadavg()[0]:.1f} at the end (other engineers' jobs shared the cores: "
-             "times are inflated, ratios less so, each cell's peers interleaved).", "",
+             f"Machine: {machine()}. Run time {seconds:.0f} s; "
+             f"{_report.load_note('end', threads)}; each cell's peers interleaved.", "",
              f"Each cell: {stat} milliseconds of torch.nn's layer (for a variant, torch.nn's "
              "plain layer of the family, with the projection where the variant has one), then "
              "each lstmkit backend's time as a ratio to it (below 1 is faster; - where the "

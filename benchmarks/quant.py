@@ -288,16 +288,15 @@ def main(argv=None) -> int:
     parser.add_argument("--app", action="append", choices=["forecast", "classify", "charlm"],
                         help="apps: only these applications' rows (repeatable; default all)")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
+    load, start_note = os.getloadavg()[0], _report.load_note("start")
     if args.part == "apps":
         print(apps(Path(args.out), tuple(args.app or ("forecast", "classify", "charlm"))))
         print(f"\nMachine: {_report.machine()}; load average {load:.1f} at the start.")
         return 0
     table, proj = speed(), proj_size_row()
     text = (f"## Int8 inference (benchmarks/quant.py)\n\nMachine: {_report.machine()}. One "
-            f"thread everywhere; best of 7 timed loops, the peers taking turns. Other engineers' "
-            f"processes shared the 2 cores (load average {load:.1f} at the start), so absolute "
-            f"numbers are noisy; the ratios come from one run.\n\n{table}\n\n{proj}.\n\n"
+            f"thread everywhere; best of 7 timed loops, the peers taking turns; "
+            f"{start_note}; the ratios come from one run.\n\n{table}\n\n{proj}.\n\n"
             f"{NOTES}")
     print(text)
     _report.write_section("quant", text)

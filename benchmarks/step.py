@@ -149,9 +149,8 @@ def main() -> None:
         "## Single-stream step (benchmarks/step.py)", "",
         f"Machine: {_report.machine(f'numpy {np.__version__}')}; the compiled step's product: "
         f"{cpu_step.isa('float16')}. One thread everywhere; each time is the best of 300 "
-        f"short loops, the peers taking turns, in {clock}. Other engineers' jobs shared the "
-        f"two cores (load average {os.getloadavg()[0]:.1f} at the end of the run), so absolute "
-        "times are inflated; the ratios come from one run.", "",
+        f"short loops, the peers taking turns, in {clock}; "
+        f"{_report.load_note('end of the run')}; the ratios come from one run.", "",
         *lines, "",
         "The error each step path adds, against the same model stepped in float64 (inputs "
         "standard normal, torch's default initialisation):", "",
