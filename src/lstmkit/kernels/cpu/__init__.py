@@ -210,7 +210,8 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     """
-    (int_names, ints), (real_names, reals) = _options(cfg)
+    options = _options.__wrapped__ if torch.compiler.is_compiling() else _options  # dynamo
+    (int_names, ints), (real_names, reals) = options(cfg)  # warns of (and skips) a cache
     state = [t.contiguous() for t in state_tensors(state)]
     names = tuple(name for name, t in w.items() if t is not None)
     weights = [w[name].contiguous() for name in names]
