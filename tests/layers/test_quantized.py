@@ -4,6 +4,7 @@ interface (shapes, states, step, modes, errors). The kernel's own agreement with
 dequantised layer is tests/kernels/cpu/test_quant.py."""
 
 import copy
+import io
 
 import pytest
 import torch
@@ -174,3 +175,62 @@ def test_an_int8_model_saves_and_loads_as_itself(tmp_path):
         torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=0)
     x = torch.randn(B, T, IN)
     torch.testing.assert_close(back(x)[0], int8(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("cls", "options"), [
+    (LSTM, dict(peephole=True, proj_size=4, num_layers=2)), (GRU, dict(bidirectional=True)),
+    (RNN, {})])
+def test_compiles_and_exports_with_dynamic_length_and_batch(cls, options):
+    """The int8 scan is a custom operator (lstmkit::cpu_quant_scan): one graph for several
+    (T, B), and an exported program that equals eager at new sizes after save/load."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from lstmkit.kernels.cpu import _build
+
+    if reason := _build.problem():
+        pytest.skip(f"the cpu backend {reason}")
+    int8 = quantize_dynamic(cls(IN, H, backend="cpu", **options))
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(int8, backend=counter, fullgraph=True, dynamic=True)
+    frames = []
+    for steps, batch in ((5, 3), (9, 4), (7, 2)):
+        x = torch.randn(steps, batch, IN)
+        for got, expected in zip((compiled(x)[0], *parts(compiled(x)[1])),
+                                 (int8(x)[0], *parts(int8(x)[1]))):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the same kernel
+        frames.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert frames[0] == frames[-1], f"recompiled: frames after each shape {frames}"
+
+    class Outputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.int8 = int8
+
+        def forward(self, x):
+            return self.int8(x)[0]
+
+    dims = {0: torch.export.Dim("time", min=2), 1: torch.export.Dim("batch", min=2)}
+    program = torch.export.export(Outputs(), (torch.randn(5, 3, IN),), dynamic_shapes={"x": dims})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
+    x = torch.randn(11, 6, IN)
+    torch.testing.assert_close(loaded(x), int8(x)[0], rtol=0, atol=0)
+
+
+def test_opcheck_the_int8_scan():
+    from lstmkit.kernels.cpu import _build, _options, quant
+
+    if reason := _build.problem():
+        pytest.skip(f"the cpu backend {reason}")
+    int8 = quantize_dynamic(LSTM(IN, H, backend="cpu", layer_norm=True, proj_size=4))
+    weights = int8._cell_parameters(0, 0)
+    names = [n for n, t in weights.items() if t is not None]
+    (int_names, ints), (real_names, reals) = _options(int8.config.cell)
+    state = [torch.randn(B, 4), torch.randn(B, H)]
+    args = ("lstm", torch.randn(T, B, IN), state, ",".join(names), [weights[n] for n in names],
+            None, [], int_names, ints, real_names, reals)
+    torch.library.opcheck(quant.scan_op, args, test_utils=("test_schema", "test_faketensor"))

@@ -34,6 +34,7 @@ from lstmkit.cells.base import ANY
 from lstmkit.config import LayerConfig
 from lstmkit.kernels import reference
 from lstmkit.kernels.contract import Backend, Declaration
+from lstmkit.kernels.cpu import quant
 from lstmkit.layers.base import RecurrentLayer, _suffix
 
 MATRICES = ("weight_ih", "weight_hh", "weight_hr")
@@ -85,11 +86,7 @@ REFERENCE = Backend(name="reference", declaration=Declaration(families=ANY),
 
 
 def _backend(name: str) -> Backend:
-    if name == "reference":
-        return REFERENCE
-    from lstmkit.kernels.cpu import quant
-
-    return quant.BACKEND
+    return REFERENCE if name == "reference" else quant.BACKEND
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,6 +103,13 @@ def resolve(name: str, config: LayerConfig, device: torch.device,
             return backend
         reasons.append(f"{candidate}: {reason}")
     raise ValueError(f"backend {name!r} cannot run this int8 layer: " + "; ".join(reasons))
+
+
+@torch.compiler.assume_constant_result
+def resolve_name(name: str, config: LayerConfig, device: torch.device, dtype: torch.dtype) -> str:
+    """``resolve(...).name``, which torch.compile runs once and keeps as a constant (as
+    :func:`lstmkit.kernels.resolve_name`) instead of tracing the declarations."""
+    return resolve(name, config, device, dtype).name
 
 
 class QuantizedLayer(RecurrentLayer):
@@ -164,7 +168,8 @@ class QuantizedLayer(RecurrentLayer):
         """The int8 backend that runs this layer (``backend`` as given, or the first of cpu and
         reference that computes it)."""
         device = torch.device(device or self._like.device)
-        return resolve(self.quant_backend, self.config, device, dtype or self._like.dtype)
+        return _backend(resolve_name(self.quant_backend, self.config, device,
+                                     dtype or self._like.dtype))
 
     def forward(self, input, hx=None, lengths: torch.Tensor | None = None):
         """As :meth:`RecurrentLayer.forward`, with the int8 weights; evaluation mode only."""

@@ -16,6 +16,7 @@ import dataclasses
 
 import torch
 
+from lstmkit._transforms import through_ops
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig
 from lstmkit.kernels.contract import Backend, StepMasks
@@ -37,14 +38,39 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
     """
     if masks.hidden is not None:
         raise ValueError("int8 scan: expected no recurrent-dropout mask (inference only), got one")
-    (int_names, ints), (real_names, reals) = _options(cfg)
+    options = _options.__wrapped__ if torch.compiler.is_compiling() else _options
+    (int_names, ints), (real_names, reals) = options(cfg)
     state = [t.contiguous() for t in state_tensors(state)]
-    weights = {name: t.contiguous() for name, t in w.items() if t is not None}
+    names = tuple(name for name, t in w.items() if t is not None)
+    weights = [w[name].contiguous() for name in names]
     zoneout = [] if masks.zoneout is None else [_zoneout(z) for z in masks.zoneout]
-    y, *final = _build.ops().quant_scan_forward(family.key, x.contiguous(), state, weights,
-                                                lengths, zoneout, _named(int_names, ints),
-                                                _named(real_names, reals))
+    run = scan_op if through_ops() else _forward
+    y, *final = run(family.key, x.contiguous(), state, ",".join(names), weights, lengths,
+                    zoneout, int_names, ints, real_names, reals)
     return y, family.make_state(*final)
+
+
+# The int8 scan as a torch.library custom operator, as kernels/cpu's float scans are: one opaque
+# node per layer and direction under torch.compile and torch.export, its shapes from the fake
+# kernel (symbolic in T and B). Inference only, so it has no autograd. Eager calls go straight to
+# the C++ op.
+def _forward(family: str, x: torch.Tensor, state: list[torch.Tensor], names: str,
+             weights: list[torch.Tensor], lengths: torch.Tensor | None,
+             zoneout: list[torch.Tensor], int_names: str, ints: list[int], real_names: str,
+             reals: list[float]) -> list[torch.Tensor]:
+    """One layer and direction with int8 matrices: ``[y, *final_state]``."""
+    return _build.ops().quant_scan_forward(family, x, state, _named(names, weights), lengths,
+                                           zoneout, _named(int_names, ints),
+                                           _named(real_names, reals))
+
+
+scan_op = torch.library.custom_op("lstmkit::cpu_quant_scan", mutates_args=())(_forward)
+
+
+@scan_op.register_fake
+def _(family, x, state, names, weights, lengths, zoneout, int_names, ints, real_names, reals):
+    steps, batch = x.shape[:2]  # x (T, B, I)
+    return [x.new_empty(steps, batch, state[0].shape[1]), *(s.new_empty(s.shape) for s in state)]
 
 
 BACKEND = Backend(name="cpu", declaration=DECLARATION, scan=scan, auto_devices=("cpu",))
