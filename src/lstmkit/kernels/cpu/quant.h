@@ -19,6 +19,10 @@
 // pass, and there is no recurrent-dropout mask (evaluation has none).
 #pragma once
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "lstm.h"
 #include "rnn.h"
 
@@ -33,20 +37,46 @@ struct QuantMatrix {
 };
 
 // out[n] = a (K) . q[n] (K) for rows n0..n1 of an int8 matrix (N, K) in its own row-major
-// layout, four rows at a time: the four sums share each load of a and stay in vector lanes
-// ("omp simd reduction"), and no packed copy is made per call.
+// layout, four rows at a time: the four sums share each load of a, and no packed copy is made
+// per call. With AVX2 and FMA (the build is -march=native) eight weights at a time are widened
+// in registers (sign-extend to int32, convert, fused multiply-add): about four times the
+// portable loop's rate; elsewhere the portable loop, which the compiler vectorises as it can.
+#if defined(__AVX2__) && defined(__FMA__)
+LSTMKIT_INLINE __m256 int8x8_to_float(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+LSTMKIT_INLINE float lane_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+#endif
+
 LSTMKIT_INLINE void int8_row_dots(const float* a, const int8_t* q, int64_t K, int64_t n0,
                                   int64_t n1, float* out) {
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) {
     const int8_t *q0 = q + n * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t k = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 v0 = _mm256_setzero_ps(), v1 = v0, v2 = v0, v3 = v0;
+    for (; k + 8 <= K; k += 8) {
+      const __m256 ak = _mm256_loadu_ps(a + k);
+      v0 = _mm256_fmadd_ps(ak, int8x8_to_float(q0 + k), v0);
+      v1 = _mm256_fmadd_ps(ak, int8x8_to_float(q1 + k), v1);
+      v2 = _mm256_fmadd_ps(ak, int8x8_to_float(q2 + k), v2);
+      v3 = _mm256_fmadd_ps(ak, int8x8_to_float(q3 + k), v3);
+    }
+    s0 = lane_sum(v0), s1 = lane_sum(v1), s2 = lane_sum(v2), s3 = lane_sum(v3);
+#endif
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int64_t k = 0; k < K; ++k) {
-      s0 += a[k] * static_cast<float>(q0[k]);
-      s1 += a[k] * static_cast<float>(q1[k]);
-      s2 += a[k] * static_cast<float>(q2[k]);
-      s3 += a[k] * static_cast<float>(q3[k]);
+    for (int64_t j = k; j < K; ++j) {
+      s0 += a[j] * static_cast<float>(q0[j]);
+      s1 += a[j] * static_cast<float>(q1[j]);
+      s2 += a[j] * static_cast<float>(q2[j]);
+      s3 += a[j] * static_cast<float>(q3[j]);
     }
     out[n] = s0;
     out[n + 1] = s1;
