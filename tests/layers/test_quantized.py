@@ -234,3 +234,26 @@ def test_opcheck_the_int8_scan():
     args = ("lstm", torch.randn(T, B, IN), state, ",".join(names), [weights[n] for n in names],
             None, [], int_names, ints, real_names, reals)
     torch.library.opcheck(quant.scan_op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("backend", ["auto", "cpu", "reference"])
+def test_a_plain_lstm_steps_as_its_forward(backend, layers):
+    """The plain float32 LSTM is what layer.step's fused path takes: an int8 one must step
+    with its dequantised weights (it once stepped with the raw integers), alone and under a
+    SequenceModel's head."""
+    model = SequenceModel(ModelConfig(LayerConfig(cell_config("lstm", IN, H), num_layers=layers,
+                                                  batch_first=True), 2))
+    int8 = quantize_dynamic(model, backend=backend)
+    x = torch.randn(B, T, IN)
+    with torch.no_grad():
+        y, state = int8(x)
+        layer_y, _ = int8.rnn(x)
+        s, r = None, None
+        for t in range(T):
+            out, s = int8.step(x[:, t], s)
+            h, r = int8.rnn.step(x[:, t], r)
+            torch.testing.assert_close(h, layer_y[:, t], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, y[:, -1], rtol=1e-5, atol=1e-5)
+    for got, expected in zip(parts(s), parts(state)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

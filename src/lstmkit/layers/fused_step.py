@@ -134,8 +134,11 @@ class _Plan:
             log.warning("the fused step is off: %s", error)
             self.reason = str(error)
             return None
+        weights = [w for (w,) in self.layer.cell_weights()]
+        if not all(t.dtype == _F32 for w in weights for t in w.values() if t is not None):
+            return None  # what it would pack (an int8 layer's buffers are not parameters)
         layers = [step.pack(w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
-                  for (w,) in self.layer.cell_weights()]
+                  for w in weights]
         self._packed = (op, [w.packed for w in layers], [w.bias for w in layers])
         self._versioned = not any(p.is_inference() for p in params)
         self._key = self._key_of(params)
