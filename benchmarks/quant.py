@@ -147,6 +147,7 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
     peers = {
         "lstmkit float (cpu kernel)": lambda: model(x),
         "lstmkit int8 (cpu kernel)": lambda: int8(x),
+        **(_step_peers(model, int8, x[:, 0]) if steps == 1 else {}),
         "torch.nn.LSTM float": torch_call(torch_float, head),
         "torch.ao int8 (quantize_dynamic)": torch_call(ao["rnn"], ao["head"]),
         "ONNX Runtime float": lambda: ort_float.run(None, {"input": xn}),
@@ -156,6 +157,23 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
         return best_us(peers)
 
 
+STEP_FLOAT, STEP_INT8 = "lstmkit float, SequenceModel.step", "lstmkit int8, SequenceModel.step"
+
+
+def _step_peers(model, int8, x_t) -> dict:
+    """A step of one stream through ``step`` (the fused single-stream kernel, weights packed
+    once), the path a stream takes, against ``model(x)`` at T=1 above (the sequence path)."""
+    state = [model.init_state(x_t.shape[0]), model.init_state(x_t.shape[0])]
+
+    def float_step():
+        _, state[0] = model.step(x_t, state[0])
+
+    def int8_step():
+        _, state[1] = int8.step(x_t, state[1])
+
+    return {STEP_FLOAT: float_step, STEP_INT8: int8_step}
+
+
 def speed() -> str:
     torch.set_num_threads(1)
     results = {}
@@ -163,23 +181,28 @@ def speed() -> str:
         for size in SIZES:
             results[size] = speed_peers(*size, Path(folder))
             print(size, {k: round(v, 1) for k, v in results[size].items()}, flush=True)
-    names = list(next(iter(results.values())))
+    names = list(dict.fromkeys(name for row in results.values() for name in row))
     head = "| us per call (I=64, head of 16) | " + " | ".join(
         f"T={t}, B={b}, H={h}" for t, b, h in SIZES) + " |"
     lines = [head, "|---" + "|---:" * len(SIZES) + "|"]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{results[s][name]:.1f}" for s in SIZES) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            f"{results[s][name]:.1f}" if name in results[s] else "" for s in SIZES) + " |")
 
     def ratio(a, b, label):
         return (f"| **{label}** | " + " | ".join(
-            f"**{results[s][a] / results[s][b]:.2f}x**" for s in SIZES) + " |")
+            f"**{results[s][a] / results[s][b]:.2f}x**" if a in results[s] else ""
+            for s in SIZES) + " |")
 
     lines += [ratio("lstmkit int8 (cpu kernel)", "lstmkit float (cpu kernel)",
                     "lstmkit int8 / lstmkit float"),
               ratio("lstmkit int8 (cpu kernel)", "torch.ao int8 (quantize_dynamic)",
                     "lstmkit int8 / torch.ao int8"),
               ratio("lstmkit int8 (cpu kernel)", "ONNX Runtime int8 (quantize_dynamic)",
-                    "lstmkit int8 / ONNX Runtime int8")]
+                    "lstmkit int8 / ONNX Runtime int8"),
+              ratio(STEP_INT8, "ONNX Runtime int8 (quantize_dynamic)",
+                    "lstmkit int8 step / ONNX Runtime int8"),
+              ratio(STEP_INT8, STEP_FLOAT, "lstmkit int8 step / lstmkit float step")]
     return "\n".join(lines)
 
 
@@ -267,15 +290,21 @@ NOTES = """### Reading the numbers
   torch.ao and ONNX Runtime also round each product's input to uint8 at run time and multiply
   in integers (fbgemm's and MLAS's u8 x s8 kernels), head included; ONNX Runtime's weights
   have 7 bits (see lstmkit/export/quantize.py for why).
-- lstmkit's int8 kernel dots the int8 rows in place for a call of at most 4 rows (T * B), so
-  a stream's step reads a quarter of the float weights' bytes and packs nothing, where the
-  float kernel packs its weights on every call; longer calls dequantise each matrix once and run
-  the float products, so they cost about what float does. On AVX2 without VNNI, widening int8
-  to float costs three instructions per eight weights, which is why weight-only int8 does not
-  beat float products where they are compute-bound; integer products (ONNX Runtime's) do.
-- Every lstmkit row goes through the layer's Python path (checks, dispatch), which at batch 1
-  costs more than the products; the NumPy runtime computes int8 files in float32 (NumPy has no
-  int8 product), so it is not a row here.
+- `SequenceModel.step` is the path a stream takes (layers/fused_step.py): one call into the cpu
+  backend's step kernel (kernels/cpu/step.h) for the stack and the head, on weights packed once;
+  an int8 model's panels hold its int8 rows and their two row scales (W_ih's, W_hh's), a
+  quarter of float32's bytes, widened eight at a time in registers. It is lstmkit's int8 step,
+  and the one to set against ONNX Runtime's int8 model at T=1.
+- `model(x)` at T=1 is the sequence path: the layer's Python (checks, backend dispatch, the
+  stack's loop) costs 200-300 us a call on this machine, more than the products. Its int8
+  kernel dots the int8 rows in place for a call of at most 4 rows (T * B) and packs nothing,
+  where the float kernel packs its weights on every call; longer calls dequantise each matrix
+  once and run the float products, so they cost about what float does. On AVX2 without VNNI,
+  widening int8 to float costs three instructions per eight weights, which is why weight-only
+  int8 does not beat float products where they are compute-bound; integer products (ONNX
+  Runtime's) do, hence its lead at T=100.
+- The NumPy runtime computes int8 files in float32 (NumPy has no int8 product), so it is not a
+  row here.
 - Under heavy load a row out of order with its neighbours (a smaller size slower than a larger
   one) is a burst that hit that peer's loops; compare ratios across columns, not single cells.
 """

@@ -6,7 +6,7 @@ best (:func:`_report.best_us`), so load from other processes, which preempts a l
 inflates numbers rather than ratios; by default each loop is timed in the thread's CPU time,
 which preemption does not inflate. Prints the table and writes its
 section of docs/benchmarks.md (``step`` markers) with the machine named; the error that float16
-weights add is measured against float64 on the same models.
+and int8 weights add is measured against float64 on the same models.
 
     PYTHONPATH=src python benchmarks/step.py           # the full run (a few minutes)
     PYTHONPATH=src python benchmarks/step.py --quick   # a smoke run that writes nothing
@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from streaming import INPUT, make_model, ort_step  # noqa: E402
 
+import lstmkit  # noqa: E402
 import lstmkit.runtime  # noqa: E402
 from lstmkit.export import export_runtime  # noqa: E402
 from lstmkit.kernels.cpu import step as cpu_step  # noqa: E402
@@ -42,6 +43,7 @@ PEERS = {  # row name -> runtime Stepper precision
 }
 LAYER, MODEL, FORWARD = "layer.step (torch)", "SequenceModel.step (torch)", \
     "layer(x) with T=1 (torch, the path step took before)"
+INT8 = "SequenceModel.step (torch, int8 weights)"
 
 
 def peers(model, tmp: Path) -> dict:
@@ -53,7 +55,9 @@ def peers(model, tmp: Path) -> dict:
     out = {ORT: ort_step(model, tmp)}
     for name, precision in PEERS.items():
         out[name] = _call(runtime.stepper(precision), xn)
-    layer, carried = model.rnn, [model.init_state(1), model.init_state(1), None]
+    layer, carried = model.rnn, [model.init_state(1), model.init_state(1), None,
+                                 model.init_state(1)]
+    int8 = lstmkit.quantize_dynamic(model)
 
     def layer_step():
         _, carried[0] = layer.step(x, carried[0])
@@ -64,7 +68,10 @@ def peers(model, tmp: Path) -> dict:
     def forward():
         _, carried[2] = layer(x[:, None], carried[2])
 
-    out.update({LAYER: layer_step, MODEL: model_step, FORWARD: forward})
+    def int8_step():
+        _, carried[3] = int8.step(x, carried[3])
+
+    out.update({LAYER: layer_step, MODEL: model_step, INT8: int8_step, FORWARD: forward})
     return out
 
 
@@ -77,15 +84,23 @@ def _call(stepper, x):
     return lambda: stepper(x)
 
 
-def float16_error(model, tmp: Path, steps: int = 200) -> dict[str, float]:
+def step_errors(model, tmp: Path, steps: int = 200) -> dict[str, float]:
     """Largest |output - float64 truth| over ``steps`` steps of random input, for the NumPy
-    float32 stepper and the compiled one with float32 and float16 weights."""
+    float32 stepper, the compiled one with float32 and float16 weights, and the int8 model's
+    step (the float64 truth is the float model's: the error includes the weights' rounding)."""
     export_runtime(model.double(), tmp / "m64.npz")
     truth = lstmkit.runtime.load(tmp / "m64.npz").stepper()
     model.float()
     export_runtime(model, tmp / "m.npz")
     runtime = lstmkit.runtime.load(tmp / "m.npz")
     steppers = {name: runtime.stepper(precision) for name, precision in PEERS.items()}
+    int8, state = lstmkit.quantize_dynamic(model), [None]
+
+    def int8_step(x):
+        y, state[0] = int8.step(torch.from_numpy(x)[None], state[0])
+        return y[0].numpy()
+
+    steppers[INT8] = int8_step
     xs = np.random.default_rng(0).standard_normal((steps, INPUT))
     error = dict.fromkeys(steppers, 0.0)
     for x in xs:
@@ -104,7 +119,7 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
             results[hidden] = _report.best_us(peers(model, Path(tmp)), rounds,
                                               loop_seconds=0.002, warmup=100, least=5,
                                               clock=clock)
-            errors[hidden] = float16_error(model, Path(tmp))
+            errors[hidden] = step_errors(model, Path(tmp))
             print(f"H={hidden}: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                              results[hidden].items()), flush=True)
     head = "| step (us, batch 1, I=64, O=16) | " + " | ".join(f"H={h}" for h in hiddens) + " |"
@@ -112,7 +127,8 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
     names = list(next(iter(results.values())))
     lines = [head, rule] + [f"| {n} | " + " | ".join(f"{results[h][n]:.1f}" for h in hiddens)
                             + " |" for n in names]
-    fastest = {h: min(PEERS, key=lambda n: results[h][n]) for h in hiddens}
+    ours = [*PEERS, LAYER, MODEL, INT8]
+    fastest = {h: min(ours, key=lambda n: results[h][n]) for h in hiddens}
 
     def ratio_row(label, over, under):
         return f"| {label} | " + " | ".join(
@@ -129,7 +145,7 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
     error_lines = ["| max abs error vs float64, 200 steps | " + " | ".join(
         f"H={h}" for h in hiddens) + " |", rule]
     error_lines += [f"| {n} | " + " | ".join(f"{errors[h][n]:.1e}" for h in hiddens) + " |"
-                    for n in PEERS]
+                    for n in [*PEERS, INT8]]
     return lines, error_lines
 
 

@@ -257,3 +257,8 @@ def test_a_plain_lstm_steps_as_its_forward(backend, layers):
     torch.testing.assert_close(out, y[:, -1], rtol=1e-5, atol=1e-5)
     for got, expected in zip(parts(s), parts(state)):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    from lstmkit.kernels.cpu import _build
+
+    plan = int8.rnn.__dict__["_fused_step"]  # the int8 single-stream kernel, where it applies
+    fused = backend != "reference" and _build.problem() is None
+    assert (plan.reason is None and plan.packed() is not None) == fused, plan.reason

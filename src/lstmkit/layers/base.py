@@ -187,7 +187,8 @@ class RecurrentLayer(nn.Module):
         or "cpu" and at most a few rows steps through the cpu backend's compiled single-stream
         step (:mod:`lstmkit.layers.fused_step`): one call for the stack on weights packed once,
         equal to ``forward`` to float32 rounding (not bit for bit: backend="native" keeps
-        torch's own kernels for a step too).
+        torch's own kernels for a step too). An int8 plain LSTM (``quantize_dynamic``) takes
+        it too, on its int8 matrices.
         """
         return self.step_with_head(x_t, state)
 

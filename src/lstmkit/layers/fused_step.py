@@ -4,7 +4,9 @@ A step through ``forward`` pays for the whole-sequence machinery at T=1: backend
 (hashing the config), the stack's loop and masks, and torch's own ``torch.lstm``, whose oneDNN
 primitive alone costs over 100 us a call at batch 1. Here a plain float32 LSTM in inference
 goes straight to :func:`lstmkit.kernels.cpu.step.lstm_step`, on weights packed once and
-repacked only when a parameter changes (its storage or version counter moves).
+repacked only when a parameter changes (its storage or version counter moves). An int8 layer
+(:func:`lstmkit.quantize_dynamic`) steps the same way on its int8 matrices and their row
+scales, which it holds as buffers.
 
 What cannot change is decided once per layer (:class:`_Plan`: the config is frozen). What can
 change is checked on every call, in a few attribute reads: the input's type, dtype, device and
@@ -66,9 +68,9 @@ def step(layer, x_t, state, head: nn.Module | None = None):
     packed = plan.packed()
     if packed is None:
         return None
-    op, weights, biases = packed
+    op, weights, biases, scales = packed
     fused = head is not None and _plain_linear(head)
-    y, h, c = op(weights, biases, x_t, h, c, head.weight if fused else None,
+    y, h, c = op(weights, biases, scales, x_t, h, c, head.weight if fused else None,
                  head.bias if fused else None, False)
     if head is not None and not fused:
         y = head(y)
@@ -106,8 +108,11 @@ class _Plan:
 
         config = layer.config
         self.layer = layer
-        self.reason = (f"backend {config.backend!r}" if config.backend not in _BACKENDS
+        self.int8 = hasattr(layer, "quant_backend")  # layers/quantized.py: buffers, no parameters
+        backend = layer.quant_backend if self.int8 else config.backend
+        self.reason = (f"backend {backend!r}" if backend not in _BACKENDS
                        else step.covers(config))
+        self._tensors = layer._buffers if self.int8 else layer._parameters
         self.layers, self.inputs = config.num_layers, config.cell.input_size
         self.hidden = config.cell.hidden_size
         self.dropout = bool(config.dropout) and config.num_layers > 1  # in training only
@@ -121,10 +126,10 @@ class _Plan:
     def packed(self) -> tuple | None:
         """(op, packed weights, biases), or None where the parameters are not float32 CPU
         tensors or the extension cannot be built."""
-        params = self.layer._parameters.values()
+        params = self._tensors.values()
         if self._key_of(params) == self._key:
             return self._packed
-        if not all(p.dtype == _F32 and p.is_cpu for p in params):
+        if not all(p.is_cpu for p in params):
             return None
         from lstmkit.kernels.cpu import _build, step
 
@@ -135,11 +140,19 @@ class _Plan:
             self.reason = str(error)
             return None
         weights = [w for (w,) in self.layer.cell_weights()]
-        if not all(t.dtype == _F32 for w in weights for t in w.values() if t is not None):
-            return None  # what it would pack (an int8 layer's buffers are not parameters)
-        layers = [step.pack(w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
-                  for w in weights]
-        self._packed = (op, [w.packed for w in layers], [w.bias for w in layers])
+        matrices = {"weight_ih", "weight_hh"} if self.int8 else set()
+        if not all(t.dtype == (torch.int8 if name in matrices else _F32)
+                   for w in weights for name, t in w.items() if t is not None):
+            return None
+        if self.int8:
+            layers = [step.pack_int8(w["weight_ih"], w["weight_ih_scale"], w["weight_hh"],
+                                     w["weight_hh_scale"], w.get("bias_ih"), w.get("bias_hh"))
+                      for w in weights]
+        else:
+            layers = [step.pack(w["weight_ih"], w["weight_hh"], w.get("bias_ih"),
+                                w.get("bias_hh")) for w in weights]
+        self._packed = (op, [w.packed for w in layers], [w.bias for w in layers],
+                        [w.scale for w in layers])
         self._versioned = not any(p.is_inference() for p in params)
         self._key = self._key_of(params)
         return self._packed

@@ -171,8 +171,8 @@ class _KernelLayer:
         self.x, self.h = self.xh[:, :width], self.xh[:, width:width + hidden]
         x, h, c = (torch.from_numpy(a) for a in (self.x, self.h, self.c))
         # One layer of the stack op, stepping this layer's buffers in place.
-        self._args = ([weights.packed], [weights.bias], x, h[None], c[None], h[None], c[None],
-                      False)
+        self._args = ([weights.packed], [weights.bias], [weights.scale], x, h[None], c[None],
+                      h[None], c[None], False)
         self._op = _build.ops().lstm_step_
 
     def step(self, x):

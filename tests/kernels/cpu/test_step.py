@@ -1,7 +1,9 @@
 """The compiled single-stream step (lstmkit/kernels/cpu/step.h, step.py) against float64 truth:
 float32 weights within float32 rounding, float16 weights within the bound their rounding
-implies, on the AVX2 product and on the portable loop alike."""
+implies, int8 weights as the float step of their dequantised values, on the AVX2 product and
+on the portable loop alike."""
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 from tolerances import conformance_bound
 
 from lstmkit.kernels.cpu import step
+from lstmkit.layers.quantized import dequantize_weight, quantize_weight
 
 F64 = torch.float64
 SIZES = [(3, 4, 2, 1), (64, 128, 1, 1), (5, 17, 3, 2), (64, 80, 1, 3)]  # (I, H, B, L)
@@ -116,6 +119,34 @@ def test_float16_error_is_within_the_documented_bound(size):
     assert bool(((got_h[0].double() - want_h[0]).abs() <= dh + slack).all())
 
 
+def _int8(stack):
+    """Each layer's matrices quantised as lstmkit.quantize_dynamic does, packed for the step."""
+    return [step.pack_int8(*quantize_weight(w_ih.float()), *quantize_weight(w_hh.float()),
+                           b_ih.float(), b_hh.float()) for w_ih, w_hh, b_ih, b_hh in stack]
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["isa", "portable"])
+@pytest.mark.parametrize("size", SIZES, ids=str)
+def test_int8_weights_compute_the_dequantised_weights_function(size, portable):
+    """int8 changes the weights to scale * q (one scale per row of W_ih and of W_hh), nothing
+    else: the step is float64's step of the dequantised weights to float32 rounding."""
+    inputs_, hidden, batch, layers = size
+    stack = make_stack(inputs_, hidden, layers)
+    dequantised = [tuple(dequantize_weight(*quantize_weight(t.float())).double() if n < 2
+                         else t.float().double() for n, t in enumerate(layer))
+                   for layer in stack]
+    x, h, c = inputs(inputs_, hidden, batch, layers)
+    want_h, want_c, _ = truth(dequantised, x.float().double(), h.float().double(),
+                              c.float().double())
+    weights = _int8(stack)
+    assert all(w.precision == "int8" and w.packed.dtype == torch.int8 for w in weights)
+    y, got_h, got_c = step.lstm_step(weights, x.float(), h.float(), c.float(),
+                                     portable=portable)
+    reduction = (inputs_ + hidden) * layers
+    for got, want in ((got_h, want_h), (got_c, want_c), (y, want_h[-1])):
+        assert float((got.double() - want).abs().max()) <= floor(want, reduction)
+
+
 def test_head_and_unbatched_shapes():
     stack = make_stack(3, 5, 2)
     x, h, c = inputs(3, 5, 1, 2)
@@ -150,10 +181,17 @@ def test_bad_inputs_are_refused():
     x, h, c = (t.float() for t in inputs(3, 4, 2, 1))
     with pytest.raises(RuntimeError, match="expected x \\(B, I\\), h, c \\(L, B, H\\)"):
         step.lstm_step(weights, x, h[:, :1], c)
-    with pytest.raises(RuntimeError, match="expected packed float32 or float16 weights"):
+    with pytest.raises(RuntimeError, match="expected packed float32, float16 or int8 weights"):
         step.lstm_step(weights, torch.zeros(2, 5), h, c)
     with pytest.raises(RuntimeError, match="expected contiguous float32 CPU tensors"):
         step.lstm_step(weights, x.double(), h, c)
+    int8 = _int8(make_stack(3, 4, 1))
+    with pytest.raises(RuntimeError, match="expected float32 row scales \\(2, NP \\* 64\\)"):
+        step.lstm_step([dataclasses.replace(int8[0], scale=torch.ones(2, 3))], x, h, c)
+    with pytest.raises(RuntimeError, match="an empty tensor with float ones"):
+        step.lstm_step([dataclasses.replace(weights[0], scale=int8[0].scale)], x, h, c)
+    with pytest.raises(ValueError, match="expected int8"):
+        step.pack_int8(torch.zeros(16, 3), torch.ones(16), torch.zeros(16, 4), torch.ones(16))
     with pytest.raises(ValueError, match="precision: expected one of"):
         step.pack(torch.zeros(16, 3), torch.zeros(16, 4), precision="bfloat16")
     with pytest.raises(ValueError, match="expected \\|w\\| <= 65504 for float16"):

@@ -182,14 +182,18 @@ std::vector<Tensor> scan_backward(const std::string& family, const Tensor& x,
 
 
 // One step of a stack of L plain LSTM layers for a few rows (step.h): float32 x (B, I) or
-// (I,); h, c (L, B, H) or (L, H); per layer packed float32 or float16 weights (NP, K, 64) and a
-// float32 bias (4H), as lstmkit/kernels/cpu/step.py packs them. Layer k > 0 reads h_out[k-1].
-void step_stack(at::TensorList packed, at::TensorList bias, const Tensor& x, const Tensor& h,
-                const Tensor& c, const Tensor& h_out, const Tensor& c_out, bool portable) {
+// (I,); h, c (L, B, H) or (L, H); per layer packed float32, float16 or int8 weights (NP, K, 64)
+// and a float32 bias (4H), as lstmkit/kernels/cpu/step.py packs them; `scales` holds, per
+// layer, the row scales (2, NP * 64) of int8 weights and an empty tensor for float ones.
+// Layer k > 0 reads h_out[k-1].
+void step_stack(at::TensorList packed, at::TensorList bias, at::TensorList scales,
+                const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& h_out,
+                const Tensor& c_out, bool portable) {
   const int64_t L = static_cast<int64_t>(packed.size()), H = h.size(-1);
   const int64_t B = x.dim() == 2 ? x.size(0) : 1;
-  TORCH_CHECK(L >= 1 && static_cast<int64_t>(bias.size()) == L,
-              "lstmkit_cpu.lstm_step: expected one bias per packed layer");
+  TORCH_CHECK(L >= 1 && static_cast<int64_t>(bias.size()) == L &&
+                  static_cast<int64_t>(scales.size()) == L,
+              "lstmkit_cpu.lstm_step: expected one bias and one scale tensor per packed layer");
   for (const Tensor* t : {&x, &h, &c, &h_out, &c_out})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(),
                 "lstmkit_cpu.lstm_step: expected contiguous float32 CPU tensors");
@@ -203,9 +207,17 @@ void step_stack(at::TensorList packed, at::TensorList bias, const Tensor& x, con
     const Tensor& w = packed[k];
     TORCH_CHECK(w.dim() == 3 && w.size(0) == (4 * H + kStepPanel - 1) / kStepPanel &&
                     w.size(1) == I + H && w.size(2) == kStepPanel && w.is_contiguous() &&
-                    (w.scalar_type() == at::kFloat || w.scalar_type() == at::kHalf),
-                "lstmkit_cpu.lstm_step: expected packed float32 or float16 weights "
+                    (w.scalar_type() == at::kFloat || w.scalar_type() == at::kHalf ||
+                     w.scalar_type() == at::kChar),
+                "lstmkit_cpu.lstm_step: expected packed float32, float16 or int8 weights "
                 "(NP, I + H, 64) for layer ", k);
+    const bool int8 = w.scalar_type() == at::kChar;
+    const Tensor& s = scales[k];
+    TORCH_CHECK(int8 ? (s.scalar_type() == at::kFloat && s.is_contiguous() && s.dim() == 2 &&
+                        s.size(0) == 2 && s.size(1) == w.size(0) * kStepPanel)
+                     : s.numel() == 0,
+                "lstmkit_cpu.lstm_step: expected float32 row scales (2, NP * 64) with int8 "
+                "weights and an empty tensor with float ones, for layer ", k);
     TORCH_CHECK(bias[k].scalar_type() == at::kFloat && bias[k].is_contiguous() &&
                     bias[k].numel() == 4 * H,
                 "lstmkit_cpu.lstm_step: expected a float32 bias (4H) for layer ", k);
@@ -214,11 +226,16 @@ void step_stack(at::TensorList packed, at::TensorList bias, const Tensor& x, con
     const float *hp = h.data_ptr<float>() + at, *cp = c.data_ptr<float>() + at;
     float *ho = h_out.data_ptr<float>() + at, *co = c_out.data_ptr<float>() + at;
     const float* b = bias[k].data_ptr<float>();
-    if (w.scalar_type() == at::kHalf) {
-      lstm_step_rows(reinterpret_cast<const uint16_t*>(w.data_ptr()), b, B, I, H, in, hp, cp,
-                     ho, co, portable);
+    if (int8) {
+      const float* sp = s.data_ptr<float>();
+      const StepScales rows{sp, sp + s.size(1), I};
+      lstm_step_rows(w.data_ptr<int8_t>(), rows, b, B, I, H, in, hp, cp, ho, co, portable);
+    } else if (w.scalar_type() == at::kHalf) {
+      lstm_step_rows(reinterpret_cast<const uint16_t*>(w.data_ptr()), StepScales{}, b, B, I, H,
+                     in, hp, cp, ho, co, portable);
     } else {
-      lstm_step_rows(w.data_ptr<float>(), b, B, I, H, in, hp, cp, ho, co, portable);
+      lstm_step_rows(w.data_ptr<float>(), StepScales{}, b, B, I, H, in, hp, cp, ho, co,
+                     portable);
     }
   }
 }
@@ -226,12 +243,13 @@ void step_stack(at::TensorList packed, at::TensorList bias, const Tensor& x, con
 // The layers' step with fresh outputs: (y, h_out, c_out), y the last layer's h, (B, H) or (H,),
 // or with a head (weight (O, H), bias (O)) head(h) = h W^T + b, (B, O) or (O,).
 std::tuple<Tensor, Tensor, Tensor> lstm_step(at::TensorList packed, at::TensorList bias,
-                                             const Tensor& x, const Tensor& h, const Tensor& c,
+                                             at::TensorList scales, const Tensor& x,
+                                             const Tensor& h, const Tensor& c,
                                              const OptTensor& head_weight,
                                              const OptTensor& head_bias, bool portable) {
   const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = c.contiguous();
   Tensor h_out = at::empty(hc.sizes(), hc.options()), c_out = at::empty(cc.sizes(), cc.options());
-  step_stack(packed, bias, xc, hc, cc, h_out, c_out, portable);
+  step_stack(packed, bias, scales, xc, hc, cc, h_out, c_out, portable);
   const int64_t H = hc.size(-1), rows = hc.numel() / hc.size(0) / H;
   const float* top = h_out.data_ptr<float>() + (h_out.numel() - rows * H);
   if (!head_weight) {
@@ -264,9 +282,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_step(at::TensorList packed, at::TensorLi
 }
 
 // The same in place: h_out and c_out (which may be h and c) are written.
-void lstm_step_(at::TensorList packed, at::TensorList bias, const Tensor& x, const Tensor& h,
-                const Tensor& c, const Tensor& h_out, const Tensor& c_out, bool portable) {
-  step_stack(packed, bias, x, h, c, h_out, c_out, portable);
+void lstm_step_(at::TensorList packed, at::TensorList bias, at::TensorList scales,
+                const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& h_out,
+                const Tensor& c_out, bool portable) {
+  step_stack(packed, bias, scales, x, h, c, h_out, c_out, portable);
 }
 
 std::string lstm_step_isa(bool half) { return step_isa(half); }
@@ -349,11 +368,13 @@ TORCH_LIBRARY(lstmkit_cpu, m) {
   m.def("scan_backward", &lstmkit::backward_any);
   m.def("bf16_dot_active", &lstmkit::bf16_dot_active);
   m.def("use_bf16_dot", &lstmkit::use_bf16_dot);
-  m.def("lstm_step(Tensor[] packed, Tensor[] bias, Tensor x, Tensor h, Tensor c, "
-        "Tensor? head_weight, Tensor? head_bias, bool portable) -> (Tensor, Tensor, Tensor)",
+  m.def("lstm_step(Tensor[] packed, Tensor[] bias, Tensor[] scales, Tensor x, Tensor h, "
+        "Tensor c, Tensor? head_weight, Tensor? head_bias, bool portable) -> "
+        "(Tensor, Tensor, Tensor)",
         &lstmkit::lstm_step);
-  m.def("lstm_step_(Tensor[] packed, Tensor[] bias, Tensor x, Tensor h, Tensor c, "
-        "Tensor(a!) h_out, Tensor(b!) c_out, bool portable) -> ()", &lstmkit::lstm_step_);
+  m.def("lstm_step_(Tensor[] packed, Tensor[] bias, Tensor[] scales, Tensor x, Tensor h, "
+        "Tensor c, Tensor(a!) h_out, Tensor(b!) c_out, bool portable) -> ()",
+        &lstmkit::lstm_step_);
   m.def("lstm_step_isa", &lstmkit::lstm_step_isa);
 }
 

@@ -9,8 +9,12 @@ pre-activation by at most 2^-11 * sum_k |w_k x_k| (plus 2^-25 * sum_k |x_k| for 
 float16's smallest normal, 6.1e-5), tests/kernels/cpu/test_step.py bounds the whole step by
 that against float64, and docs/benchmarks.md states what it measured.
 
-The layers (``layer.step`` in inference) and the runtime's :class:`~lstmkit.runtime.Stepper`
-(``precision="float32"`` or ``"float16"``) call it.
+int8 weights (:func:`pack_int8`, from dynamic quantisation's matrices: int8 rows with one scale
+per output row of W_ih and of W_hh) read a quarter of float32's bytes; the step then computes
+the float step of the dequantised weights, to float32 rounding.
+
+The layers (``layer.step`` in inference, an int8 layer's too) and the runtime's
+:class:`~lstmkit.runtime.Stepper` (``precision="float32"`` or ``"float16"``) call it.
 
 Legend: B rows (streams), I input, H hidden, K = I + H, NP = ceil(4H / 64) panels.
 """
@@ -56,10 +60,13 @@ class StepWeights:
     transposed, zero past 4H."""
     bias: torch.Tensor
     """(4H,) float32: b_ih + b_hh."""
+    scale: torch.Tensor = torch.empty(0)
+    """(2, NP * 64) float32 for int8 weights: the row scales of W_ih, then of W_hh, zero past
+    4H; empty for float weights."""
 
     @property
     def precision(self) -> str:
-        return "float16" if self.packed.dtype == torch.float16 else "float32"
+        return {torch.float16: "float16", torch.int8: "int8"}.get(self.packed.dtype, "float32")
 
 
 def pack(weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor | None = None,
@@ -76,22 +83,49 @@ def pack(weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor
         if precision == "float16" and float(weight.abs().max()) > _HALF_MAX:
             raise ValueError(f"weights: expected |w| <= {_HALF_MAX:g} for float16, got "
                              f"{float(weight.abs().max()):g}")
-        panels = -(-gates // PANEL)
-        padded = weight.new_zeros(panels * PANEL, weight.shape[1])
-        padded[:gates] = weight
-        packed = padded.view(panels, PANEL, -1).transpose(1, 2)  # (NP, K, 64)
-        packed = packed.to(PRECISIONS[precision]).contiguous()
-        bias = torch.zeros(gates, dtype=torch.float64)
-        for b in (bias_ih, bias_hh):
-            if b is not None:
-                bias += b.detach().cpu().double()
-    return StepWeights(packed, bias.float())
+        packed = _panels(weight).to(PRECISIONS[precision]).contiguous()
+    return StepWeights(packed, _bias(gates, bias_ih, bias_hh))
+
+
+def pack_int8(q_ih: torch.Tensor, scale_ih: torch.Tensor, q_hh: torch.Tensor,
+              scale_hh: torch.Tensor, bias_ih: torch.Tensor | None = None,
+              bias_hh: torch.Tensor | None = None) -> StepWeights:
+    """Pack one plain LSTM layer with int8 matrices, W = scale[:, None] * q for each (as
+    :func:`lstmkit.layers.quantized.quantize_weight` makes them).
+
+    Shape: q_ih (4H, I), q_hh (4H, H) int8; scale_ih, scale_hh (4H,); biases (4H,) or None.
+    """
+    if q_ih.dtype != torch.int8 or q_hh.dtype != torch.int8:
+        raise ValueError(f"q_ih, q_hh: expected int8, got {q_ih.dtype} and {q_hh.dtype}")
+    with torch.no_grad():
+        gates = q_hh.shape[0]
+        packed = _panels(torch.cat([q_ih, q_hh], dim=1).detach().cpu()).contiguous()
+        scale = torch.zeros(2, packed.shape[0] * PANEL)
+        scale[0, :gates], scale[1, :gates] = scale_ih.detach().cpu(), scale_hh.detach().cpu()
+    return StepWeights(packed, _bias(gates, bias_ih, bias_hh), scale)
+
+
+def _panels(weight: torch.Tensor) -> torch.Tensor:
+    """(4H, K) -> (NP, K, 64): gate rows in panels of 64, transposed, zero past 4H."""
+    panels = -(-weight.shape[0] // PANEL)
+    padded = weight.new_zeros(panels * PANEL, weight.shape[1])
+    padded[:weight.shape[0]] = weight
+    return padded.view(panels, PANEL, -1).transpose(1, 2)
+
+
+def _bias(gates: int, *biases: torch.Tensor | None) -> torch.Tensor:
+    """The sum of the biases (None: absent), added in float64, as float32 (4H,)."""
+    bias = torch.zeros(gates, dtype=torch.float64)
+    for b in biases:
+        if b is not None:
+            bias += b.detach().cpu().double()
+    return bias.float()
 
 
 def lstm_step(layers: Sequence[StepWeights], x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
               head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
               portable: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of a stack of plain float32 layers: ``(y, h_new, c_new)``, y the last layer's
+    """One step of a stack of packed plain layers: ``(y, h_new, c_new)``, y the last layer's
     h, or ``head = (weight (O, H), bias (O) or None)`` applied to it. ``portable`` runs the
     loop a CPU without AVX2, FMA or F16C runs (for tests).
 
@@ -110,8 +144,8 @@ def lstm_step_(layers: Sequence[StepWeights], x: torch.Tensor, h: torch.Tensor,
     _build.ops().lstm_step_(*_arrays(layers), x, h, c, h_out, c_out, portable)
 
 
-def _arrays(layers: Sequence[StepWeights]) -> tuple[list, list]:
-    return [w.packed for w in layers], [w.bias for w in layers]
+def _arrays(layers: Sequence[StepWeights]) -> tuple[list, list, list]:
+    return [w.packed for w in layers], [w.bias for w in layers], [w.scale for w in layers]
 
 
 def isa(precision: str = "float32") -> str:
