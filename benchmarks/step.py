@@ -40,6 +40,7 @@ PEERS = {  # row name -> runtime Stepper precision
     NUMPY: None,
     "runtime Stepper (compiled, fp32)": "float32",
     "runtime Stepper (compiled, fp16 weights)": "float16",
+    "runtime Stepper (compiled, int8 weights)": "int8",
 }
 LAYER, MODEL, FORWARD = "layer.step (torch)", "SequenceModel.step (torch)", \
     "layer(x) with T=1 (torch, the path step took before)"

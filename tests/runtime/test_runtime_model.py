@@ -167,6 +167,29 @@ def test_compiled_stepper_is_near_the_float64_step(precision, tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=allowed)
 
 
+def test_int8_stepper_steps_the_int8_model(tmp_path):
+    """stepper("int8") rounds the weights as quantize_dynamic does, from a float file or an
+    int8 one alike, and steps as the int8 model's own step does, to float32 rounding."""
+    from lstmkit.kernels.cpu import _build
+    from lstmkit.layers.quantized import quantize_dynamic
+
+    if _build.problem() is not None:
+        pytest.skip(f"the cpu backend {_build.problem()}")
+    model = forecaster()
+    int8 = quantize_dynamic(model)
+    export_runtime(quantize_dynamic(model, "reference"), tmp_path / "q.npz")
+    steppers = [_exported(model, tmp_path).stepper("int8"),
+                lstmkit.runtime.load(tmp_path / "q.npz").stepper("int8")]
+    float_step, moved, state = _exported(model, tmp_path).stepper("float32"), 0.0, None
+    with torch.no_grad():
+        for x in np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32):
+            want, state = int8.step(torch.from_numpy(x)[None], state)
+            for stepper in steppers:
+                np.testing.assert_allclose(stepper(x), want[0].numpy(), rtol=0, atol=1e-5)
+            moved = max(moved, float(np.abs(float_step(x) - want[0].numpy()).max()))
+    assert moved > 1e-5  # the int8 weights are not the float ones
+
+
 def test_stepper_precision_is_checked(tmp_path):
     runtime = _exported(forecaster(), tmp_path)
     with pytest.raises(ValueError, match="precision: expected None or one of"):

@@ -14,10 +14,12 @@ so the gates are packed i, f, o, g (not torch's i, f, g, o) and followed by c in
 [i | f | o | g | c], which makes [i | f] and [g | c] adjacent. The output head is one more product
 with its bias folded in the same way. Other configurations step through :meth:`Model.step`.
 
-With ``precision="float32"`` or ``"float16"`` each plain layer is instead one call into the cpu
-backend's compiled step (:mod:`lstmkit.kernels.cpu.step`: torch and a C++ compiler needed,
-imported only then), with its weights in that precision and its state in float32: at large H
-a step reads its weights once, so float16's half the bytes is nearly half the time.
+With ``precision="float32"``, ``"float16"`` or ``"int8"`` each plain layer is instead one call
+into the cpu backend's compiled step (:mod:`lstmkit.kernels.cpu.step`: torch and a C++ compiler
+needed, imported only then), with its weights in that precision and its state in float32: at
+large H a step reads its weights once, so float16's half the bytes is nearly half the time.
+int8 rounds W_ih and W_hh per output row as :func:`lstmkit.runtime.quant.quantize_weight` does
+(an int8 file's matrices come back as they were stored) and steps the dequantised weights.
 
 Legend: K input width of a layer, H hidden, O outputs.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from lstmkit.runtime.cells import state_shapes
+from lstmkit.runtime.quant import quantize_weight
 
 _PLAIN = {"peephole": False, "coupled": False, "input_gate": True, "forget_gate": True,
           "output_gate": True, "cell_clip": None, "gate_activation": "sigmoid",
@@ -41,7 +44,7 @@ def is_plain_lstm(model) -> bool:
             and model.directions == 1 and not model.zoneout)
 
 
-_PRECISIONS = ("float32", "float16")
+_PRECISIONS = ("float32", "float16", "int8")
 
 
 class Stepper:
@@ -50,9 +53,9 @@ class Stepper:
 
     Args:
         model: the runtime model.
-        precision: None for the NumPy path in the model's dtype; "float32" or "float16" for
-            the compiled step with weights in that precision (a plain LSTM only; the state
-            and the outputs are then float32).
+        precision: None for the NumPy path in the model's dtype; "float32", "float16" or
+            "int8" for the compiled step with weights in that precision (a plain LSTM only; the
+            state and the outputs are then float32).
     """
 
     def __init__(self, model, precision: str | None = None):
@@ -163,8 +166,13 @@ class _KernelLayer:
 
         hidden, width = cfg["hidden_size"], cfg["input_size"]
         tensor = {k: torch.from_numpy(np.asarray(v)) for k, v in w.items()}
-        weights = step.pack(tensor["weight_ih"], tensor["weight_hh"], tensor.get("bias_ih"),
-                            tensor.get("bias_hh"), precision)
+        biases = tensor.get("bias_ih"), tensor.get("bias_hh")
+        if precision == "int8":
+            q = [torch.from_numpy(a) for name in ("weight_ih", "weight_hh")
+                 for a in quantize_weight(w[name])]
+            weights = step.pack_int8(*q, *biases)
+        else:
+            weights = step.pack(tensor["weight_ih"], tensor["weight_hh"], *biases, precision)
         self.xh = np.zeros((1, width + hidden + 1), np.float32)  # [x | h | 1], as _FastLayer's
         self.xh[0, -1] = 1.0
         self.c = np.zeros((1, hidden), np.float32)
