@@ -14,6 +14,17 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
+def constant_result(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without its import of torch._dynamo (and
+    through it of Triton): 1.5 s that a module defining such a function would add to the first
+    ``import`` of a layer, for users who never compile. The public decorator sets this one
+    attribute (torch 2.13, torch/_dynamo/decorators.py), which dynamo reads while tracing;
+    tests/kernels/test_compile.py fails if it ever stops doing so (tracing the backends'
+    declarations breaks the graph)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 def through_ops() -> bool:
     """Whether a backend must call its custom operator: under torch.compile or torch.export
     (an opaque node), or under a torch.func transform (functorch's rules)."""

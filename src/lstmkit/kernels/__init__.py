@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from lstmkit._transforms import constant_result
 from lstmkit.config import LayerConfig
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 
@@ -72,7 +73,7 @@ def resolve(name: str, config: LayerConfig, device: torch.device, dtype: torch.d
     raise RuntimeError("no backend supports this configuration")  # unreachable: reference does
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def resolve_name(name: str, config: LayerConfig, device: torch.device, dtype: torch.dtype,
                  training: bool) -> str:
     """``resolve(...).name``. torch.compile runs it once while tracing and keeps the result as

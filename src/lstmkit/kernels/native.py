@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit._transforms import through_ops, transformable
+from lstmkit._transforms import constant_result, through_ops, transformable
 from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
@@ -104,7 +104,7 @@ def _compiled(family: Family, config: LayerConfig, flat, x, hx, lengths, trainin
     return y, family.make_state(*final)
 
 
-@torch.compiler.assume_constant_result  # a constant of the traced layer, not traced
+@constant_result  # a constant of the traced layer, not traced
 def _text(config: LayerConfig) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 

@@ -30,6 +30,7 @@ import functools
 import torch
 from torch import nn
 
+from lstmkit._transforms import constant_result
 from lstmkit.cells.base import ANY
 from lstmkit.config import LayerConfig
 from lstmkit.kernels import reference
@@ -105,7 +106,7 @@ def resolve(name: str, config: LayerConfig, device: torch.device,
     raise ValueError(f"backend {name!r} cannot run this int8 layer: " + "; ".join(reasons))
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def resolve_name(name: str, config: LayerConfig, device: torch.device, dtype: torch.dtype) -> str:
     """``resolve(...).name``, which torch.compile runs once and keeps as a constant (as
     :func:`lstmkit.kernels.resolve_name`) instead of tracing the declarations."""

@@ -26,7 +26,7 @@ import json
 import torch
 from torch import Tensor
 
-from lstmkit._transforms import transformable
+from lstmkit._transforms import constant_result, transformable
 from lstmkit.config import CellConfig, cell_from_dict
 from lstmkit.kernels.triton import common, gru, lstm, mlstm, slstm
 
@@ -35,7 +35,7 @@ _KERNELS = {"lstm": lstm, "gru": gru}
 _GATES = {"lstm": 4, "gru": 3}
 
 
-@torch.compiler.assume_constant_result  # a constant of the traced layer, not traced
+@constant_result  # a constant of the traced layer, not traced
 def _text(cfg: CellConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
