@@ -262,3 +262,5 @@ def test_a_plain_lstm_steps_as_its_forward(backend, layers):
     plan = int8.rnn.__dict__["_fused_step"]  # the int8 single-stream kernel, where it applies
     fused = backend != "reference" and _build.problem() is None
     assert (plan.reason is None and plan.packed() is not None) == fused, plan.reason
+    with pytest.raises(RuntimeError, match="expected evaluation mode"):  # as forward does
+        int8.train().step(x[:, 0])

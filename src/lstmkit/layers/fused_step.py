@@ -55,7 +55,7 @@ def step(layer, x_t, state, head: nn.Module | None = None):
         leading = (plan.layers,)
     else:
         return None
-    if shape[-1] != plan.inputs or (plan.dropout and layer.training):
+    if shape[-1] != plan.inputs or (layer.training and (plan.dropout or plan.int8)):
         return None
     if state is None:
         h = c = x_t.new_zeros(*leading, plan.hidden)
