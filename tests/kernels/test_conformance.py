@@ -10,9 +10,11 @@ loss (:func:`support.probe_loss`) with respect to the input, the initial state a
 parameter, with variable lengths; then running in chunks and step by step must equal one call.
 A configuration a backend does not declare is skipped with the backend's own reason, never run.
 
-The ONNX graphs also run step by step with their state passed back in, which must equal one
-call. xLSTM block stacks (:data:`STACKS`) are no family but a SequenceModel backbone: they run
-through the export, the runtime (in one call and step by step) and the engine the same way.
+int8 layers (``quantize_dynamic``) run the same cases in evaluation against the float64 reference
+of their dequantised weights. The ONNX graphs also run step by step with their state passed back
+in, which must equal one call. xLSTM block stacks (:data:`STACKS`) are no family but a
+SequenceModel backbone: they run through the export, the runtime (in one call and step by step)
+and the engine the same way.
 The 16-bit rows run the same cases in bfloat16 and float16 on every backend that declares them,
 against the float64 truth on the same 16-bit weights and inputs (tolerances.CONFORMANCE_16).
 
@@ -265,6 +267,65 @@ def test_backend_conforms_in_16_bits(name, key, options, feature, dtype):
     # the float32 layer's weights rounded, as the truth has them (not drawn in 16 bits)
     check(make_layer(config, dtype, like=make_layer(config, DTYPE)), key, options, feature, name,
           dtype)
+
+
+# --- int8 weights (lstmkit.quantize_dynamic) -----------------------------------------------------
+
+INT8_BACKENDS = ("cpu", "reference")
+
+
+def _int8_runs(layer, x, state) -> dict[str, list[torch.Tensor]]:
+    """In evaluation (int8 layers are inference only): with lengths in one call, and without
+    in one call, in two chunks and step by step (unidirectional only)."""
+    family = layer.family.make_state
+    s0 = family(*state) if len(state) > 1 else state[0]
+
+    def flat(y, s):
+        return [y, *state_tensors(s)]
+
+    with torch.no_grad():
+        runs = {"lengths": flat(*layer(x, s0, lengths=LENGTHS)), "one call": flat(*layer(x, s0))}
+        if not layer.config.bidirectional:
+            y1, s1 = layer(x[:2], s0)
+            y2, s2 = layer(x[2:], s1)
+            runs["chunks"] = flat(torch.cat([y1, y2]), s2)
+            s, ys = s0, []
+            for t in range(T):
+                y, s = layer.step(x[t], s)
+                ys.append(y)
+            runs["steps"] = flat(torch.stack(ys), s)
+    return runs
+
+
+@pytest.mark.parametrize("name", INT8_BACKENDS)
+@pytest.mark.parametrize("key, options, feature", CASES)
+def test_int8_conforms(name, key, options, feature):
+    """An int8 layer computes the float layer of its dequantised weights: the float64 reference
+    of those weights is the truth, and the float32 int8 reference backend the cpu kernel's
+    baseline (its fused single-stream step included, in the step-by-step run)."""
+    from lstmkit.kernels.cpu import quant
+    from lstmkit.layers.quantized import QuantizedLayer, dequantize_weight
+
+    config = layer_config(key, options, feature, "reference")
+    if reason := quant.BACKEND.supports(config, CPU, DTYPE, False):
+        pytest.skip(f"no int8 kernel ({reason}): an int8 layer of it is the reference scan of "
+                    f"the dequantised weights, which the float rows check")
+    float_layer = make_layer(config, DTYPE).eval()
+    int8 = QuantizedLayer(float_layer, backend=name)
+    buffers = dict(int8.named_buffers())
+    exact = make_layer(config, torch.float64).eval()
+    exact.load_state_dict({
+        n: (dequantize_weight(buffers[n], buffers[n + "_scale"]) if n + "_scale" in buffers
+            else buffers[n]).double() for n in float_layer.state_dict()})
+    x, state = inputs(config)
+    truth_runs = _int8_runs(exact, x.double(), [s.double() for s in state])
+    baseline = None if name == "reference" else _int8_runs(
+        QuantizedLayer(float_layer, backend="reference"), x, state)
+    n = reduction(config)
+    for how, parts in _int8_runs(int8, x, state).items():
+        for k, (got, ideal) in enumerate(zip(parts, truth_runs[how])):
+            low = None if baseline is None else baseline[how][k]
+            assert_conforms(got, ideal, low, DTYPE, n, f"int8 {name} {how}: part {k}")
 
 
 # --- the table catches a broken kernel -----------------------------------------------------------
