@@ -113,6 +113,7 @@ class _Plan:
         self.reason = (f"backend {backend!r}" if backend not in _BACKENDS
                        else step.covers(config))
         self._tensors = layer._buffers if self.int8 else layer._parameters
+        self._dtypes = (_F32, torch.int8) if self.int8 else (_F32,)
         self.layers, self.inputs = config.num_layers, config.cell.input_size
         self.hidden = config.cell.hidden_size
         self.dropout = bool(config.dropout) and config.num_layers > 1  # in training only
@@ -124,12 +125,13 @@ class _Plan:
         return [p.data_ptr() for p in params]
 
     def packed(self) -> tuple | None:
-        """(op, packed weights, biases), or None where the parameters are not float32 CPU
-        tensors or the extension cannot be built."""
+        """(op, packed weights, biases, int8 scales), or None where the parameters are not
+        float32 CPU tensors (an int8 layer's buffers: int8 matrices, float32 others) or the
+        extension cannot be built."""
         params = self._tensors.values()
         if self._key_of(params) == self._key:
             return self._packed
-        if not all(p.is_cpu for p in params):
+        if not all(p.is_cpu and p.dtype in self._dtypes for p in params):
             return None
         from lstmkit.kernels.cpu import _build, step
 

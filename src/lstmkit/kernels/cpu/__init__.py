@@ -54,10 +54,14 @@ DECLARATION = Declaration(
     available=lambda device: _build.problem())
 
 
-@functools.lru_cache(maxsize=64)
 def _options(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[float]]]:
     """The config's fields as ops.cpp reads them, by name: flags and sizes as ints, activation
-    names (the RNN's nonlinearity too) as generated.h's codes, floats as reals; None absent."""
+    names (the RNN's nonlinearity too) as generated.h's codes, floats as reals; None absent.
+    Cached in eager calls; while compiling it is traced (dynamo skips a cache and warns)."""
+    return _option_lists(cfg) if torch.compiler.is_compiling() else _cached_options(cfg)
+
+
+def _option_lists(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[float]]]:
     ints, reals = {}, {}
     for name, value in cfg.options.items():
         if name in cfg.init_fields or value is None:
@@ -69,6 +73,9 @@ def _options(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[fl
         else:
             reals[name] = float(value)
     return (",".join(ints), list(ints.values())), (",".join(reals), list(reals.values()))
+
+
+_cached_options = functools.lru_cache(maxsize=64)(_option_lists)
 
 
 class _Scan(torch.autograd.Function):
@@ -210,8 +217,7 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     """
-    options = _options.__wrapped__ if torch.compiler.is_compiling() else _options  # dynamo
-    (int_names, ints), (real_names, reals) = options(cfg)  # warns of (and skips) a cache
+    (int_names, ints), (real_names, reals) = _options(cfg)
     state = [t.contiguous() for t in state_tensors(state)]
     names = tuple(name for name, t in w.items() if t is not None)
     weights = [w[name].contiguous() for name in names]

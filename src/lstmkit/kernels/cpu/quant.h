@@ -19,12 +19,9 @@
 // pass, and there is no recurrent-dropout mask (evaluation has none).
 #pragma once
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 #include "lstm.h"
 #include "rnn.h"
+#include "step.h"  // load8: eight int8 weights widened to floats
 
 namespace lstmkit {
 
@@ -42,10 +39,6 @@ struct QuantMatrix {
 // in registers (sign-extend to int32, convert, fused multiply-add): about four times the
 // portable loop's rate; elsewhere the portable loop, which the compiler vectorises as it can.
 #if defined(__AVX2__) && defined(__FMA__)
-LSTMKIT_INLINE __m256 int8x8_to_float(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
 LSTMKIT_INLINE float lane_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -64,10 +57,10 @@ LSTMKIT_INLINE void int8_row_dots(const float* a, const int8_t* q, int64_t K, in
     __m256 v0 = _mm256_setzero_ps(), v1 = v0, v2 = v0, v3 = v0;
     for (; k + 8 <= K; k += 8) {
       const __m256 ak = _mm256_loadu_ps(a + k);
-      v0 = _mm256_fmadd_ps(ak, int8x8_to_float(q0 + k), v0);
-      v1 = _mm256_fmadd_ps(ak, int8x8_to_float(q1 + k), v1);
-      v2 = _mm256_fmadd_ps(ak, int8x8_to_float(q2 + k), v2);
-      v3 = _mm256_fmadd_ps(ak, int8x8_to_float(q3 + k), v3);
+      v0 = _mm256_fmadd_ps(ak, load8(q0 + k), v0);
+      v1 = _mm256_fmadd_ps(ak, load8(q1 + k), v1);
+      v2 = _mm256_fmadd_ps(ak, load8(q2 + k), v2);
+      v3 = _mm256_fmadd_ps(ak, load8(q3 + k), v3);
     }
     s0 = lane_sum(v0), s1 = lane_sum(v1), s2 = lane_sum(v2), s3 = lane_sum(v3);
 #endif

@@ -38,8 +38,7 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
     """
     if masks.hidden is not None:
         raise ValueError("int8 scan: expected no recurrent-dropout mask (inference only), got one")
-    options = _options.__wrapped__ if torch.compiler.is_compiling() else _options
-    (int_names, ints), (real_names, reals) = options(cfg)
+    (int_names, ints), (real_names, reals) = _options(cfg)
     state = [t.contiguous() for t in state_tensors(state)]
     names = tuple(name for name, t in w.items() if t is not None)
     weights = [w[name].contiguous() for name in names]

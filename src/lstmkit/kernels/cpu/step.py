@@ -14,7 +14,7 @@ per output row of W_ih and of W_hh) read a quarter of float32's bytes; the step 
 the float step of the dequantised weights, to float32 rounding.
 
 The layers (``layer.step`` in inference, an int8 layer's too) and the runtime's
-:class:`~lstmkit.runtime.Stepper` (``precision="float32"`` or ``"float16"``) call it.
+:class:`~lstmkit.runtime.Stepper` (``precision="float32"``, ``"float16"`` or ``"int8"``) call it.
 
 Legend: B rows (streams), I input, H hidden, K = I + H, NP = ceil(4H / 64) panels.
 """
