@@ -82,12 +82,12 @@ class _Scan(torch.autograd.Function):
     """One layer and direction; the masks ride along as constants (they need no gradient)."""
 
     @staticmethod
-    def forward(ctx, key: str, options: tuple, masks: tuple, names: tuple, x, *tensors):
-        states = len(tensors) - len(names)
-        state, weights = tensors[:states], dict(zip(names, tensors[states:]))
-        out = _build.ops().scan_forward(key, x, state, weights, *masks, *options, True)
+    def forward(ctx, key: str, options: tuple, masks: tuple, names: str, x, *tensors):
+        states = len(tensors) - names.count(",") - 1
+        state, weights = tensors[:states], tensors[states:]
+        out = _build.ops().scan_forward(key, x, state, names, weights, *masks, *options, True)
         ctx.spec = key, options, masks, names, states
-        ctx.save_for_backward(x, *tensors[states:], *out[1 + states:])
+        ctx.save_for_backward(x, *weights, *out[1 + states:])
         return tuple(out[:1 + states])
 
     @staticmethod
@@ -95,9 +95,9 @@ class _Scan(torch.autograd.Function):
     def backward(ctx, *grads):
         key, options, masks, names, states = ctx.spec
         x, *rest = ctx.saved_tensors
-        weights, saved = dict(zip(names, rest[:len(names)])), rest[len(names):]
-        out = _build.ops().scan_backward(key, x, [g.contiguous() for g in grads], saved,
-                                         weights, *masks, *options, list(names),
+        count = names.count(",") + 1
+        out = _build.ops().scan_backward(key, x, [g.contiguous() for g in grads], rest[count:],
+                                         names, rest[:count], *masks, *options,
                                          ctx.needs_input_grad[4])
         return (None, None, None, None, *out)
 
@@ -105,12 +105,9 @@ class _Scan(torch.autograd.Function):
 # The kernels as torch.library custom operators, so that torch.compile and torch.export see one
 # opaque node per layer and direction, with shapes from the fake kernels below (symbolic in T and
 # B: one graph for every length and batch) instead of tracing into the C++ call. Names cross as
-# comma-joined strings: a custom op's schema has no list of strings. Eager calls keep _Scan
-# above (the same C++ calls, without the custom op's Python dispatch per layer and direction).
-
-
-def _named(names: str, values) -> dict:
-    return dict(zip(names.split(","), values)) if names else {}
+# comma-joined strings beside lists of values, as the C++ ops take them (ops.cpp, forward_op).
+# Eager calls keep _Scan above (the same C++ calls, without the custom op's Python dispatch per
+# layer and direction).
 
 
 @torch.library.custom_op("lstmkit::cpu_scan", mutates_args=())
@@ -120,9 +117,8 @@ def scan_op(family: str, x: Tensor, state: list[Tensor], names: str, weights: li
             save: bool) -> list[Tensor]:
     """One layer and direction: ``[y, *final_state, *saved]`` (saved only with ``save``, what
     :func:`scan_backward_op` reads)."""
-    return _build.ops().scan_forward(family, x, state, _named(names, weights), lengths, hidden,
-                                     zoneout, _named(int_names, ints), _named(real_names, reals),
-                                     save)
+    return _build.ops().scan_forward(family, x, state, names, weights, lengths, hidden, zoneout,
+                                     int_names, ints, real_names, reals, save)
 
 
 @scan_op.register_fake
@@ -130,7 +126,9 @@ def _(family, x, state, names, weights, lengths, hidden, zoneout, int_names, int
       reals, save):
     steps, batch = x.shape[:2]  # x (T, B, I)
     out = [x.new_empty(steps, batch, state[0].shape[1]), *(s.new_empty(s.shape) for s in state)]
-    return out + (_saved_like(family, x, state, _named(names, weights)) if save else [])
+    if not save:
+        return out
+    return out + _saved_like(family, x, state, dict(zip(names.split(","), weights)))
 
 
 def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Tensor]:
@@ -165,9 +163,8 @@ def scan_backward_op(family: str, x: Tensor, grads: list[Tensor], saved: list[Te
                      need_dx: bool) -> list[Tensor]:
     """The gradients ``[dx, *dstate, *dweights]`` given those of ``[y, *final_state]``; dx is
     empty (0,) without ``need_dx``."""
-    out = _build.ops().scan_backward(family, x, grads, saved, _named(names, weights), lengths,
-                                     hidden, zoneout, _named(int_names, ints),
-                                     _named(real_names, reals), names.split(","), need_dx)
+    out = _build.ops().scan_backward(family, x, grads, saved, names, weights, lengths, hidden,
+                                     zoneout, int_names, ints, real_names, reals, need_dx)
     return [x.new_empty(0) if out[0] is None else out[0], *out[1:]]
 
 
@@ -229,14 +226,13 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
                             masks.hidden, zoneout, int_names, ints, real_names, reals, save)
         final = final[:len(state)]
     else:
-        ints, reals = _named(int_names, ints), _named(real_names, reals)
-        constants = (lengths, masks.hidden, zoneout)
+        options, constants = (int_names, ints, real_names, reals), (lengths, masks.hidden, zoneout)
         if save:
-            y, *final = _Scan.apply(family.key, (ints, reals), constants, names, x, *state,
+            y, *final = _Scan.apply(family.key, options, constants, ",".join(names), x, *state,
                                     *weights)
         else:
-            y, *final = _build.ops().scan_forward(family.key, x, state, dict(zip(names, weights)),
-                                                  *constants, ints, reals, False)
+            y, *final = _build.ops().scan_forward(family.key, x, state, ",".join(names), weights,
+                                                  *constants, *options, False)
     return y, family.make_state(*final)
 
 

@@ -21,7 +21,7 @@ from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig
 from lstmkit.kernels.contract import Backend, StepMasks
 from lstmkit.kernels.cpu import DECLARATION as FLOAT_DECLARATION
-from lstmkit.kernels.cpu import _build, _named, _options, _zoneout
+from lstmkit.kernels.cpu import _build, _options, _zoneout
 
 MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 """The tensors stored as int8 (each with ``<name>_scale``); every other one stays float32."""
@@ -52,15 +52,14 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
 # The int8 scan as a torch.library custom operator, as kernels/cpu's float scans are: one opaque
 # node per layer and direction under torch.compile and torch.export, its shapes from the fake
 # kernel (symbolic in T and B). Inference only, so it has no autograd. Eager calls go straight to
-# the C++ op.
+# the C++ op, which takes the same arguments.
 def _forward(family: str, x: torch.Tensor, state: list[torch.Tensor], names: str,
              weights: list[torch.Tensor], lengths: torch.Tensor | None,
              zoneout: list[torch.Tensor], int_names: str, ints: list[int], real_names: str,
              reals: list[float]) -> list[torch.Tensor]:
     """One layer and direction with int8 matrices: ``[y, *final_state]``."""
-    return _build.ops().quant_scan_forward(family, x, state, _named(names, weights), lengths,
-                                           zoneout, _named(int_names, ints),
-                                           _named(real_names, reals))
+    return _build.ops().quant_scan_forward(family, x, state, names, weights, lengths, zoneout,
+                                           int_names, ints, real_names, reals)
 
 
 scan_op = torch.library.custom_op("lstmkit::cpu_quant_scan", mutates_args=())(_forward)

@@ -70,9 +70,20 @@ std::vector<Tensor> quant_scan_forward(const std::string& family, const Tensor& 
                            x, state[0]);
 }
 
+// As Python calls it: names and lists for the dicts (ops.cpp, forward_op, says why).
+std::vector<Tensor> quant_forward_op(const std::string& family, const Tensor& x,
+                                     at::TensorList state, const std::string& names,
+                                     at::TensorList weights, const OptTensor& lengths,
+                                     at::TensorList zoneout, const std::string& int_names,
+                                     c10::ArrayRef<int64_t> ints, const std::string& real_names,
+                                     c10::ArrayRef<double> reals) {
+  return quant_scan_forward(family, x, state, by_name<Tensor>(names, weights), lengths, zoneout,
+                            by_name<int64_t>(int_names, ints), by_name<double>(real_names, reals));
+}
+
 }  // namespace
 }  // namespace lstmkit
 
 TORCH_LIBRARY_FRAGMENT(lstmkit_cpu, m) {
-  m.def("quant_scan_forward", &lstmkit::quant_scan_forward);
+  m.def("quant_scan_forward", &lstmkit::quant_forward_op);
 }
