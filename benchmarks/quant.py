@@ -295,8 +295,9 @@ NOTES = """### Reading the numbers
   an int8 model's panels hold its int8 rows and their two row scales (W_ih's, W_hh's), a
   quarter of float32's bytes, widened eight at a time in registers. It is lstmkit's int8 step,
   and the one to set against ONNX Runtime's int8 model at T=1.
-- `model(x)` at T=1 is the sequence path: the layer's Python (checks, backend dispatch, the
-  stack's loop) costs 200-300 us a call on this machine, more than the products. Its int8
+- `model(x)` at T=1 is the sequence path: the model's and the layer's Python (checks, backend
+  dispatch, the stack's loop) costs a few hundred us a call on this machine, more than the
+  products. Its int8
   kernel dots the int8 rows in place for a call of at most 4 rows (T * B) and packs nothing,
   where the float kernel packs its weights on every call; longer calls dequantise each matrix
   once and run the float products, so they cost about what float does. On AVX2 without VNNI,
