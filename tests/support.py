@@ -3,6 +3,9 @@ gradients by name."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from tolerances import assert_close
 
@@ -37,3 +40,12 @@ def assert_same_gradients(actual: dict, expected: dict, dtype: torch.dtype) -> N
 def parts(state) -> tuple[torch.Tensor, ...]:
     """The tensors of a state: (h, c) for an LSTM, (h,) for a GRU or RNN."""
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def python_output(code: str, timeout: float = 120) -> str:
+    """What ``code`` prints, run in a fresh interpreter on this one's import path; a non-zero
+    exit fails with the interpreter's stderr."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout, env={"PYTHONPATH": ":".join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()

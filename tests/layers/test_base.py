@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import python_output
 from tolerances import assert_close
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence
@@ -203,14 +204,8 @@ def test_impossible_constructor_arguments_say_what_was_expected(call, error, pat
 def test_a_layer_runs_without_importing_the_compiler():
     """Marking the backends' constant functions for torch.compile must not import torch._dynamo
     (and Triton with it): 1.5 s on the first layer for users who never compile."""
-    import subprocess
-    import sys
-
     code = ("import sys, torch, lstmkit\n"
             "for layer in (lstmkit.LSTM(3, 4), lstmkit.GRU(3, 4, backend='reference')):\n"
             "    layer(torch.randn(2, 1, 3))\n"
             "print(sorted(m for m in ('torch._dynamo', 'triton') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env={"PYTHONPATH": ":".join(sys.path)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert python_output(code) == "[]"

@@ -1,9 +1,7 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from support import python_output
 
 import lstmkit.runtime
 from lstmkit import cell_config
@@ -90,10 +88,7 @@ def test_imports_and_runs_without_torch(factory, tmp_path):
             "y, _ = m.forward(np.zeros((2, 4, 3), np.float32), lengths=[4, 2])\n"
             "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
             "print(y.shape)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env={"PYTHONPATH": ":".join(sys.path)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"(2, 4, {model.config.output_size})"
+    assert python_output(code, timeout=60) == f"(2, 4, {model.config.output_size})"
 
 
 def test_bad_files_and_inputs_say_so(tmp_path):
