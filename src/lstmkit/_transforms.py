@@ -31,6 +31,23 @@ def through_ops() -> bool:
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
+def differentiates_a_backward() -> bool:
+    """Whether an active torch.func transform will differentiate through a backward or in
+    forward mode: two or more of grad, vjp and jacrev nested (grad of grad), or any jvp or
+    jacfwd (hessian is jacfwd of jacrev). The backends' operators have once-differentiable
+    registered backwards and no forward-mode rule, and under these transforms a registered
+    backward's result would not depend on the outer level's inputs (a second derivative of zero,
+    silently), so the layers run the reference's plain ops instead, which functorch
+    differentiates to any order (layers/stack.py). Never while compiling (dynamo would break
+    the graph on the query; the compiled graph's backward is differentiated once)."""
+    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._functorch.pyfunctorch import TransformType, retrieve_all_functorch_interpreters
+
+    kinds = [i.key() for i in retrieve_all_functorch_interpreters()]
+    return TransformType.Jvp in kinds or kinds.count(TransformType.Grad) > 1
+
+
 def _select(arg, dim, index: int):
     if dim is None:
         return arg

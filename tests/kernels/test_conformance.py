@@ -269,6 +269,68 @@ def test_backend_conforms_in_16_bits(name, key, options, feature, dtype):
           dtype)
 
 
+# --- second derivatives (grad of grad: lstmkit.kernels.second_order) ------------------------------
+
+
+def second_derivatives(layer, x, state, lengths, training: bool) -> dict[str, torch.Tensor]:
+    """Name -> the gradient, with respect to x, the initial state and every parameter, of a
+    gradient penalty: the squared norm of the gradient of :func:`probe_loss` of the outputs
+    with respect to the same tensors (taken with ``create_graph=True``)."""
+    layer.train(training)
+    x = x.detach().to(layer.weight_ih_l0).requires_grad_()
+    hx = [s.detach().to(x).requires_grad_() for s in state]
+    torch.manual_seed(1)
+    y, final = layer(x, layer.family.make_state(*hx) if len(hx) > 1 else hx[0], lengths=lengths)
+    params = dict(layer.named_parameters())
+    wrt = [x, *hx, *params.values()]
+    first = torch.autograd.grad(probe_loss(y, *state_tensors(final)), wrt, create_graph=True,
+                                allow_unused=True)
+    penalty = sum((g * g).sum() for g in first if g is not None)
+    second = torch.autograd.grad(penalty, wrt, allow_unused=True)
+    names = ["x", *(f"initial {n}" for n in layer.family.state_names(layer.config.cell)),
+             *params]
+    return {n: torch.zeros_like(t) if g is None else g for n, t, g in zip(names, wrt, second)}
+
+
+_SECOND: dict = {}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("key, options, feature", CASES)
+def test_second_derivatives_conform(name, key, options, feature):
+    """Every backend's grad of grad equals the float64 reference's: a fused backward asked for
+    a graph recomputes through the reference's equations instead of returning gradients that
+    depend on nothing (a gradient penalty that silently trains nothing). The reference itself
+    is checked against finite differences (gradgradcheck) in float64."""
+    config = layer_config(key, options, feature, name)
+    training = FEATURES[feature][1]
+    backend_or_skip(name, config, training, torch.float64)
+    x, state = inputs(config)
+    x, state = x.double(), [s.double() for s in state]
+    if name == "reference":
+        layer = make_layer(config, torch.float64).train(training)
+        family = layer.family
+
+        def outputs(x, *hx):
+            torch.manual_seed(1)
+            y, s = layer(x, family.make_state(*hx) if len(hx) > 1 else hx[0], lengths=LENGTHS)
+            return probe_loss(y, *state_tensors(s))
+
+        assert torch.autograd.gradgradcheck(outputs, [t.requires_grad_() for t in [x, *state]],
+                                            fast_mode=True)
+        return
+    if (key, str(options), feature) not in _SECOND:
+        exact = make_layer(layer_config(key, options, feature, "reference"), torch.float64)
+        _SECOND[key, str(options), feature] = second_derivatives(exact, x, state, LENGTHS,
+                                                                 training)
+    truth = _SECOND[key, str(options), feature]
+    got = second_derivatives(make_layer(config, torch.float64), x, state, LENGTHS, training)
+    assert got.keys() == truth.keys()
+    for part in truth:
+        assert_conforms(got[part], truth[part], None, torch.float64, reduction(config),
+                        f"{name}: second derivative, {part}")
+
+
 # --- int8 weights (lstmkit.quantize_dynamic) -----------------------------------------------------
 
 INT8_BACKENDS = ("cpu", "reference")

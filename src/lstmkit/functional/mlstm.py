@@ -35,6 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lstmkit._transforms import differentiates_a_backward
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
 from lstmkit.functional._backends import use_triton
@@ -100,7 +101,7 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h = v.new_zeros(v.shape)
     elif form == "recurrent":
         h, state = _recurrent(q, k, v, i, f, state, eps, forget)
-    elif triton:
+    elif triton and not differentiates_a_backward():  # else torch: functorch's higher order
         from lstmkit.kernels.triton.mlstm import chunkwise
 
         h, state = chunkwise(q, k, v, i, f, state, chunk_size, eps, forget)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit._transforms import through_ops, transformable
+from lstmkit._transforms import differentiates_a_backward, through_ops, transformable
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
 from lstmkit.functional._backends import use_triton
 from lstmkit.functional._precision import check_state_dtype, compute_dtype
+from lstmkit.kernels import second_order
 
 
 def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
@@ -70,7 +71,8 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"state.{name}: expected shape ({B}, {H}), got {got}")
     check_state_dtype("state", sLSTMState(*state), dtype)
-    if use_triton(backend, x, _triton_refuses(DH)):  # on x and r in the compute dtype, above
+    higher = differentiates_a_backward()  # torch.func's grad of grad, jvp: plain ops (_loop)
+    if use_triton(backend, x, _triton_refuses(DH)) and not higher:  # on x, r in compute dtype
         from lstmkit.kernels.triton.slstm import scan
 
         y, final = scan(x.transpose(0, 1), r, sLSTMState(*state), lengths, forget, stabilizer)
@@ -82,7 +84,9 @@ def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor
     if lengths is not None:
         keep = (torch.arange(T)[:, None] < lengths.cpu()[None, :]).to(x.device)[:, None, :, None]
     weight = r.reshape(NH, DH, 4 * DH)
-    if through_ops():
+    if higher:
+        hs, *final = _loop(xs, weight, *heads, keep, forget, stabilizer)
+    elif through_ops():
         hs, *final = _scan_call(xs, weight, *heads, keep, forget, stabilizer)[:5]
     else:
         hs, *final = _Scan.apply(xs, weight, *heads, keep, forget, stabilizer)
@@ -108,14 +112,19 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xs, weight, h, c, n, m, keep, forget, stabilizer):
         hs, *state, pres, H, C, N, M = _forward(xs, weight, h, c, n, m, keep, forget, stabilizer)
-        ctx.save_for_backward(weight, pres, H, C, N, M, keep)
+        ctx.save_for_backward(weight, pres, H, C, N, M, keep, xs, h, c, n, m)
         ctx.options = (forget, stabilizer)
         return hs, *state
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, *d_final):
-        weight, pres, H, C, N, M, keep = ctx.saved_tensors
+        weight, pres, H, C, N, M, keep, *inputs = ctx.saved_tensors
+        if second_order.wants_graph():  # the time loop again, with a graph: grad of grad
+            xs, *heads = inputs
+            return (*second_order.graph_gradients(
+                lambda xs, weight, *heads: _loop(xs, weight, *heads, keep, *ctx.options),
+                [xs, weight, *heads], ctx.needs_input_grad[:6], [d_hs, *d_final]), None, None,
+                None)
         d_final = [torch.zeros_like(H[0]) if d is None else d for d in d_final]
         grads = _backward(weight, pres, H, C, N, M, keep, *ctx.options, d_hs, *d_final)
         return (*grads, None, None, None)
@@ -140,6 +149,20 @@ def _forward(xs, weight, h, c, n, m, keep, forget: str, stabilizer: str):
         state = new
     hs = states[0][1:] if keep is None else torch.where(keep, states[0][1:], 0.0)
     return (hs, *state, pres, *states)
+
+
+def _loop(xs, weight, h, c, n, m, keep, forget: str, stabilizer: str):
+    """:func:`_forward`'s (hs, h, c, n, m) without its buffers written in place, for autograd
+    to differentiate (a second derivative, :mod:`lstmkit.kernels.second_order`)."""
+    state, hs = sLSTMState(h, c, n, m), []
+    for t in range(xs.shape[0]):
+        pre = torch.baddbmm(xs[t], state.h, weight)
+        new = pointwise(*pre.chunk(4, -1), state, forget=forget, stabilizer=stabilizer)
+        if keep is not None:
+            new = sLSTMState(*(torch.where(keep[t], a, b) for a, b in zip(new, state)))
+        hs.append(new.h if keep is None else torch.where(keep[t], new.h, 0.0))
+        state = new
+    return (torch.stack(hs), *state)
 
 
 def _backward(weight, pres, H, C, N, M, keep, forget: str, stabilizer: str, d_hs, *d_final):

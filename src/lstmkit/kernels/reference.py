@@ -31,16 +31,31 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     Past a sequence's length its state stays as it was and its output is zero.
     """
-    if x.dtype in SIXTEEN_BIT:  # float32 arithmetic, 16-bit results (the module docstring)
-        def up(t):
-            return None if t is None else t.float()
+    return _upcast(scan_in_dtype, family, cfg, w, x, state, lengths, masks)
 
-        masks = StepMasks(up(masks.hidden),
-                          None if masks.zoneout is None else tuple(map(up, masks.zoneout)))
-        y, final = scan_in_dtype(family, cfg, {name: up(t) for name, t in w.items()}, up(x),
-                                 map_state(family, up, state), lengths, masks)
-        return y.to(x.dtype), map_state(family, lambda t: t.to(x.dtype), final)
-    return scan_in_dtype(family, cfg, w, x, state, lengths, masks)
+
+def recurrence(family: Family, cfg: CellConfig, w: dict, gx: torch.Tensor, state,
+               lengths: torch.Tensor | None, masks: StepMasks):
+    """:func:`scan` from the input terms ``gx`` (T, B, G*H) on: the time loop alone, for a
+    backend that computes the input term itself (Triton's); ``w`` needs only the recurrent
+    weights."""
+    return _upcast(recurrence_in_dtype, family, cfg, w, gx, state, lengths, masks)
+
+
+def _upcast(run, family, cfg, w, x, state, lengths, masks):
+    """``run(family, cfg, w, x, state, lengths, masks)``, in float32 for 16-bit x (the module
+    docstring) and rounded back to x's dtype."""
+    if x.dtype not in SIXTEEN_BIT:
+        return run(family, cfg, w, x, state, lengths, masks)
+
+    def up(t):
+        return None if t is None else t.float()
+
+    masks = StepMasks(up(masks.hidden),
+                      None if masks.zoneout is None else tuple(map(up, masks.zoneout)))
+    y, final = run(family, cfg, {name: up(t) for name, t in w.items()}, up(x),
+                   map_state(family, up, state), lengths, masks)
+    return y.to(x.dtype), map_state(family, lambda t: t.to(x.dtype), final)
 
 
 def scan_in_dtype(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
@@ -48,10 +63,16 @@ def scan_in_dtype(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, sta
     """:func:`scan` with every operation in x's dtype, 16-bit ones too: plain PyTorch op by op
     (the tests' 16-bit baseline)."""
     gx = family.input(x, w, cfg)  # (T, B, G*H): the input term of every step in one product
+    return recurrence_in_dtype(family, cfg, w, gx, state, lengths, masks)
+
+
+def recurrence_in_dtype(family: Family, cfg: CellConfig, w: dict, gx: torch.Tensor, state,
+                        lengths: torch.Tensor | None, masks: StepMasks):
+    """The time loop of :func:`scan_in_dtype`, from the input terms ``gx`` (T, B, G*H) on."""
     valid = None if lengths is None else (
-        torch.arange(x.shape[0])[:, None] < lengths[None, :]).to(x.device)  # (T, B)
+        torch.arange(gx.shape[0])[:, None] < lengths[None, :]).to(gx.device)  # (T, B)
     outputs = []
-    for t in range(x.shape[0]):
+    for t in range(gx.shape[0]):
         recurrent = state if masks.hidden is None else _drop_hidden(family, state, masks.hidden)
         new = family.step(gx[t], recurrent, w, cfg)
         out, new = new if family.step_output else (None, new)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lstmkit import kernels
+from lstmkit._transforms import differentiates_a_backward
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.kernels.contract import Backend, StepMasks
@@ -69,7 +71,10 @@ def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def run(backend: Backend, family: Family, config: LayerConfig, weights, x, state, lengths,
         training: bool):
     """The stack over x (T, B, I) from state tensors (L*D, B, ...): ``backend.stack`` if it
-    declares one, else its scan layer by layer and direction by direction."""
+    declares one, else its scan layer by layer and direction by direction; the reference's
+    under torch.func's higher-order transforms (:func:`differentiates_a_backward`)."""
+    if differentiates_a_backward():
+        backend = kernels.get("reference")
     if backend.stack is not None:
         return backend.stack(family, config, weights, x, state, lengths, training)
     initial = state_tensors(state)  # each (L*D, B, ...)

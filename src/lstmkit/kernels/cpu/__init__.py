@@ -29,6 +29,7 @@ from lstmkit._transforms import through_ops, transformable
 from lstmkit.activations import CODES
 from lstmkit.cells.base import ANY, Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
+from lstmkit.kernels import reference, second_order
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
 
@@ -79,27 +80,42 @@ _cached_options = functools.lru_cache(maxsize=64)(_option_lists)
 
 
 class _Scan(torch.autograd.Function):
-    """One layer and direction; the masks ride along as constants (they need no gradient)."""
+    """One layer and direction; the masks ride along as constants (they need no gradient).
+    ``spec`` = (family, cfg, lengths, masks): what the reference needs to recompute the scan
+    when a second derivative is asked for (:mod:`lstmkit.kernels.second_order`)."""
 
     @staticmethod
-    def forward(ctx, key: str, options: tuple, masks: tuple, names: str, x, *tensors):
+    def forward(ctx, spec, options: tuple, masks: tuple, names: str, x, *tensors):
         states = len(tensors) - names.count(",") - 1
         state, weights = tensors[:states], tensors[states:]
-        out = _build.ops().scan_forward(key, x, state, names, weights, *masks, *options, True)
-        ctx.spec = key, options, masks, names, states
-        ctx.save_for_backward(x, *weights, *out[1 + states:])
+        out = _build.ops().scan_forward(spec[0].key, x, state, names, weights, *masks, *options,
+                                        True)
+        ctx.spec = spec, options, masks, names, states
+        ctx.save_for_backward(x, *tensors, *out[1 + states:])
         return tuple(out[:1 + states])
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        key, options, masks, names, states = ctx.spec
+        spec, options, masks, names, states = ctx.spec
         x, *rest = ctx.saved_tensors
         count = names.count(",") + 1
-        out = _build.ops().scan_backward(key, x, [g.contiguous() for g in grads], rest[count:],
-                                         names, rest[:count], *masks, *options,
+        inputs, saved = [x, *rest[:states + count]], rest[states + count:]
+        if second_order.wants_graph():  # create_graph=True: grad of grad
+            return (None,) * 4 + tuple(second_order.graph_gradients(
+                functools.partial(_reference_scan, *spec, names.split(","), states), inputs,
+                ctx.needs_input_grad[4:], grads))
+        out = _build.ops().scan_backward(spec[0].key, x, [g.contiguous() for g in grads], saved,
+                                         names, inputs[1 + states:], *masks, *options,
                                          ctx.needs_input_grad[4])
         return (None, None, None, None, *out)
+
+
+def _reference_scan(family: Family, cfg: CellConfig, lengths, masks: StepMasks, names: list,
+                    states: int, x, *tensors):
+    """:class:`_Scan`'s outputs (y, *final state) by the reference, from its inputs."""
+    state, weights = family.make_state(*tensors[:states]), dict(zip(names, tensors[states:]))
+    y, final = reference.scan(family, cfg, weights, x, state, lengths, masks)
+    return (y, *state_tensors(final))
 
 
 # The kernels as torch.library custom operators, so that torch.compile and torch.export see one
@@ -228,8 +244,8 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengt
     else:
         options, constants = (int_names, ints, real_names, reals), (lengths, masks.hidden, zoneout)
         if save:
-            y, *final = _Scan.apply(family.key, options, constants, ",".join(names), x, *state,
-                                    *weights)
+            y, *final = _Scan.apply((family, cfg, lengths, masks), options, constants,
+                                    ",".join(names), x, *state, *weights)
         else:
             y, *final = _build.ops().scan_forward(family.key, x, state, ",".join(names), weights,
                                                   *constants, *options, False)

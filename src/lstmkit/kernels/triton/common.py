@@ -17,6 +17,9 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from lstmkit.activations import CODES
+from lstmkit.cells.base import state_tensors
+from lstmkit.kernels import reference, second_order
+from lstmkit.kernels.contract import StepMasks
 
 ACT_CODES = CODES
 """Activation name -> the constexpr the kernels switch on (the order of ACTIVATIONS)."""
@@ -242,3 +245,24 @@ def launch(kernel, plan_: Plan, grid: tuple[int, int], steps: int, *args, **cons
     spans = [(0, steps)] if plan_.persistent else [(s, s + 1) for s in range(steps)]
     for start, stop in spans:
         kernel[grid](*args, start, stop, **blocks, **constexprs, **options)
+
+
+def reference_gradients(family, cfg, names, drop, zoneout, lengths, gx, state, weights, needs,
+                        grads) -> list:
+    """A scan Function's gradients [d gx, *d state, *d weights (``names`` order, None where
+    absent)] given ``grads`` of (y, *final state), as a differentiable graph for a second
+    derivative (:mod:`lstmkit.kernels.second_order`): the reference's recurrence run again on
+    ``gx`` (recomputed from x, so that its gradient reaches x and the input weights), the same
+    masks and the lengths."""
+    lens = None if lengths is None else lengths.long().cpu()
+    masks = StepMasks(drop, None if zoneout is None else tuple(zoneout))
+    count = len(state)
+
+    def run(gx, *tensors):
+        w = {name: t for name, t in zip(names, tensors[count:]) if t is not None}
+        y, final = reference.recurrence(family, cfg, w, gx, family.make_state(*tensors[:count]),
+                                        lens, masks)
+        return (y, *state_tensors(final))
+
+    return second_order.graph_gradients(run, [gx, *state, *weights], needs, grads)
+

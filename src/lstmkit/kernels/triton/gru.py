@@ -24,8 +24,9 @@ import triton
 import triton.language as tl
 
 from lstmkit._transforms import through_ops
+from lstmkit.cells.gru import FAMILY, gru_input
 from lstmkit.cells.gru import GRUConfig as CellConfig
-from lstmkit.cells.gru import gru_input
+from lstmkit.kernels import second_order
 from lstmkit.kernels.triton import common
 from lstmkit.kernels.triton.common import row, state_ptrs, step_sync, tanh
 
@@ -359,21 +360,26 @@ def backward(cfg: CellConfig, saved, w: dict, drop, zoneout, lengths, grads, nee
 
 class _GRUScan(torch.autograd.Function):
     """One layer, one direction: (gx, h0, w_hh, b_hh) -> (y, h_T) by :func:`forward` and
-    :func:`backward`. ``extra`` holds the config, the step masks and the lengths."""
+    :func:`backward`. ``extra`` holds the config, the step masks, the lengths and the input
+    term's recomputation from x (for a second derivative, as :class:`lstm._LSTMScan`)."""
 
     @staticmethod
     def forward(ctx, extra, gx, h0, w_hh, b_hh):
-        cfg, drop, zoneout, lengths = extra
+        cfg, drop, zoneout, lengths, _ = extra
         y, final, saved = forward(cfg, gx, [h0], {"weight_hh": w_hh, "bias_hh": b_hh}, drop,
                                   zoneout, lengths, save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(*saved, w_hh, b_hh)
+        ctx.save_for_backward(*saved, w_hh, b_hh, h0)
         return y, *final
 
     @staticmethod
     def backward(ctx, dy, dh):
-        cfg, drop, zoneout, lengths = ctx.extra
-        hs, saved, w_hh, b_hh = ctx.saved_tensors
+        cfg, drop, zoneout, lengths, input_term = ctx.extra
+        hs, saved, w_hh, b_hh, h0 = ctx.saved_tensors
+        if second_order.wants_graph():
+            return (None, *common.reference_gradients(
+                FAMILY, cfg, WEIGHTS, drop, zoneout, lengths, input_term(), [h0], [w_hh, b_hh],
+                ctx.needs_input_grad[1:], [dy, dh]))
         grads = backward(cfg, [hs, saved], {"weight_hh": w_hh, "bias_hh": b_hh}, drop, zoneout,
                          lengths, [dy, dh], needs=ctx.needs_input_grad[3:])
         return (None, *grads)
@@ -403,5 +409,6 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
         y, h = ops.scan(cfg, gx, [state.contiguous()], dict(zip(WEIGHTS, weights)), drop,
                         zoneout, lens)
     else:
-        y, h = _GRUScan.apply((cfg, drop, zoneout, lens), gx, state.contiguous(), *weights)
+        y, h = _GRUScan.apply((cfg, drop, zoneout, lens, lambda: gru_input(x, w, cfg)), gx,
+                              state.contiguous(), *weights)
     return y, h

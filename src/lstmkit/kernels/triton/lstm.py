@@ -22,8 +22,9 @@ import triton
 import triton.language as tl
 
 from lstmkit._transforms import through_ops
-from lstmkit.cells.lstm import LN_EPS, LSTMState, lstm_input
+from lstmkit.cells.lstm import FAMILY, LN_EPS, LSTMState, lstm_input
 from lstmkit.cells.lstm import LSTMConfig as CellConfig
+from lstmkit.kernels import second_order
 from lstmkit.kernels.triton import common
 from lstmkit.kernels.triton.common import (
     act,
@@ -523,22 +524,29 @@ def backward(cfg: CellConfig, saved, w: dict, drop, zoneout, lengths, grads, nee
 
 class _LSTMScan(torch.autograd.Function):
     """One layer, one direction: (gx, h0, c0, weights) -> (y, h_T, c_T) by :func:`forward` and
-    :func:`backward`. ``extra`` holds what is not differentiated: the config, the step masks
-    and the lengths."""
+    :func:`backward`. ``extra`` holds what is not differentiated: the config, the step masks,
+    the lengths, and the input term's recomputation from x (for a second derivative, which
+    :func:`common.reference_gradients` takes through the reference: gx is not kept, x is
+    kept by the input product's own backward)."""
 
     @staticmethod
     def forward(ctx, extra, gx, h0, c0, *weights):
-        cfg, drop, zoneout, lengths = extra
+        cfg, drop, zoneout, lengths, _ = extra
         y, final, saved = forward(cfg, gx, [h0, c0], dict(zip(WEIGHTS, weights)), drop,
                                   zoneout, lengths, save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(*saved, *weights)
+        ctx.save_for_backward(*saved, *weights, h0, c0)
         return y, *final
 
     @staticmethod
     def backward(ctx, dy, dh, dc):
-        cfg, drop, zoneout, lengths = ctx.extra
-        saved, weights = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
+        cfg, drop, zoneout, lengths, input_term = ctx.extra
+        saved, weights, state = (ctx.saved_tensors[:7], ctx.saved_tensors[7:-2],
+                                 ctx.saved_tensors[-2:])
+        if second_order.wants_graph():
+            return (None, *common.reference_gradients(
+                FAMILY, cfg, WEIGHTS, drop, zoneout, lengths, input_term(), state, weights,
+                ctx.needs_input_grad[1:], [dy, dh, dc]))
         grads = backward(cfg, saved, dict(zip(WEIGHTS, weights)), drop, zoneout, lengths,
                          [dy, dh, dc], needs=ctx.needs_input_grad[4:])
         return (None, *grads)
@@ -600,5 +608,6 @@ def scan(cfg: CellConfig, w, x, state, lengths, masks):
 
         y, h, c = ops.scan(cfg, gx, state, dict(zip(WEIGHTS, weights)), drop, zoneout, lens)
     else:
-        y, h, c = _LSTMScan.apply((cfg, drop, zoneout, lens), gx, *state, *weights)
+        y, h, c = _LSTMScan.apply((cfg, drop, zoneout, lens, lambda: lstm_input(x, w, cfg)),
+                                  gx, *state, *weights)
     return y, LSTMState(h, c)

@@ -30,6 +30,7 @@ from the saved states S_c and the gradients G_{c+1}.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,6 +41,7 @@ import triton.language as tl
 from lstmkit._transforms import through_ops
 from lstmkit.cells._heads import log_forget
 from lstmkit.cells.mlstm import mLSTMState
+from lstmkit.kernels import second_order
 from lstmkit.kernels.triton import common
 
 _MAX_BLOCK = 64
@@ -325,13 +327,35 @@ class _Chunkwise(torch.autograd.Function):
     def forward(ctx, extra, q, k, v1, u, top, la, a, w, s0):
         out, last, states = forward(q, k, v1, u, top, la, a, w, s0, *extra)
         ctx.extra = extra
-        ctx.save_for_backward(q, k, v1, u, top, la, a, w, states)
+        ctx.save_for_backward(q, k, v1, u, top, la, a, w, states, s0)
         return out, last
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_last):
-        return (None, *backward(*ctx.saved_tensors, d_out, d_last, *ctx.extra))
+        *inputs, states, s0 = ctx.saved_tensors
+        if second_order.wants_graph():  # the two linear maps again, in torch: grad of grad
+            return (None, *second_order.graph_gradients(
+                functools.partial(_torch_forward, *ctx.extra), [*inputs, s0],
+                ctx.needs_input_grad[1:], [d_out, d_last]))
+        return (None, *backward(*inputs, states, d_out, d_last, *ctx.extra))
+
+
+def _torch_forward(chunk: int, scale: float, q, k, v1, u, top, la, a, w, s0):
+    """:func:`forward`'s (out, last state) by torch ops, as the module docstring writes the two
+    maps: for a second derivative (:mod:`lstmkit.kernels.second_order`)."""
+    chunks = a.shape[-1]
+    q, k, v1 = (t.to(s0.dtype).unflatten(1, (chunks, chunk)) for t in (q, k, v1))
+    u, top, la, w = (t.unflatten(1, (chunks, chunk)) for t in (u, top, la, w))  # (BH, NC, L)
+    states = [s0]  # S_c (BH, DK, E)
+    for c in range(chunks):
+        written = (k[:, c] * w[:, c, :, None].exp()).transpose(1, 2) @ v1[:, c]
+        states.append(a[:, c, None, None].exp() * states[-1] + written)
+    entering = torch.stack(states[:-1], 1)  # (BH, NC, DK, E)
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = torch.where(causal, u[..., None, :] - top[..., :, None], -math.inf).exp()
+    intra = (decay * (q @ k.transpose(-1, -2))) @ v1  # (BH, NC, L, E)
+    out = scale * (la.exp()[..., None] * (q @ entering) + intra)
+    return out.flatten(1, 2), states[-1]
 
 
 def _launch(kernel, grid, *args, **constexprs) -> None:

@@ -17,12 +17,15 @@ product over all steps in torch.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from lstmkit._transforms import through_ops
 from lstmkit.cells.slstm import sLSTMState
+from lstmkit.kernels import second_order
 from lstmkit.kernels.triton import common
 
 
@@ -347,15 +350,29 @@ class _Scan(torch.autograd.Function):
         y, final, saved = forward(xs, r, [h0, c0, n0, m0], extra[2], *extra[:2],
                                   save=any(ctx.needs_input_grad))
         ctx.extra = extra
-        ctx.save_for_backward(r, *saved)
+        ctx.save_for_backward(r, *saved, xs, h0, c0, n0, m0)
         return y, *final
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy, *d_final):
         forget, stabilizer, lengths = ctx.extra
         r, *saved = ctx.saved_tensors
+        saved, (xs, *state) = saved[:-5], saved[-5:]
+        if second_order.wants_graph():  # through the torch scan, twice differentiable
+            return (None, *second_order.graph_gradients(
+                functools.partial(_torch_scan, forget, stabilizer, lengths),
+                [xs, r, *state], ctx.needs_input_grad[1:], [dy, *d_final]))
         return (None, *backward(r, saved, lengths, forget, stabilizer, dy, d_final))
+
+
+def _torch_scan(forget: str, stabilizer: str, lengths, xs, r, *state):
+    """:class:`_Scan`'s outputs by :func:`lstmkit.functional.slstm` on torch (a second
+    derivative's recomputation, see :mod:`lstmkit.kernels.second_order`)."""
+    from lstmkit.functional.slstm import slstm
+
+    y, final = slstm(xs.transpose(0, 1), r, state=sLSTMState(*state), lengths=lengths,
+                     return_state=True, forget=forget, stabilizer=stabilizer, backend="torch")
+    return (y.transpose(0, 1), *final)
 
 
 def _flags(forget: str, stabilizer: str, lengths) -> dict:
