@@ -19,6 +19,13 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF else dtype
 
 
+def state_like(like: torch.Tensor) -> torch.Tensor:
+    """A tensor of the dtype and device of the state for inputs like ``like``: ``like`` itself,
+    or an empty float32 one for 16-bit inputs."""
+    dtype = compute_dtype(like.dtype)
+    return like if dtype == like.dtype else like.new_empty(0, dtype=dtype)
+
+
 def check_state_dtype(name: str, state, dtype: torch.dtype) -> None:
     """Every tensor of a state passed in must be in the compute dtype of the inputs."""
     want = compute_dtype(dtype)

@@ -35,6 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lstmkit import _autocast as autocast
 from lstmkit._transforms import differentiates_a_backward
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
@@ -44,6 +45,7 @@ from lstmkit.functional._precision import check_state_dtype, compute_dtype
 FORMS = ("chunkwise", "parallel", "recurrent")
 
 
+@autocast.own_precision
 def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
           *, form: str = "chunkwise", chunk_size: int = 64, state=None,
           lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,

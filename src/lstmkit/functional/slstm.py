@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit import _autocast as autocast
 from lstmkit._transforms import differentiates_a_backward, through_ops, transformable
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.slstm import STABILIZERS, pointwise, sLSTMState
@@ -26,6 +27,7 @@ from lstmkit.functional._precision import check_state_dtype, compute_dtype
 from lstmkit.kernels import second_order
 
 
+@autocast.own_precision
 def slstm(x: torch.Tensor, r: torch.Tensor, *, state=None, lengths: torch.Tensor | None = None,
           return_state: bool = False, forget: str = "sigmoid", stabilizer: str = "nxai",
           backend: str = "auto"):

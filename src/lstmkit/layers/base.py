@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from lstmkit import _autocast as autocast
 from lstmkit import kernels
 from lstmkit._checks import check_batch_size, check_lengths, check_steps, check_tensor
 from lstmkit.cells import family_of
@@ -124,14 +125,26 @@ class RecurrentLayer(nn.Module):
         Returns:
             ``(output, state)``: output (T, B, D*P) (or as the input's layout; a PackedSequence
             for a packed input), zero past each length; state as ``hx``, the state after each
-            sequence's last element.
+            sequence's last element. Under ``torch.autocast`` a float32 layer computes in the
+            autocast dtype and returns it (:mod:`lstmkit._autocast`).
         """
+        low = autocast.dtype(self._like)
+        if low is None:
+            return self._forward(input, hx, lengths, self._like, self.cell_weights())
+        weights = [[{name: None if t is None else t.to(low) for name, t in cell.items()}
+                    for cell in layer] for layer in self.cell_weights()]
+        with autocast.off(self._like):
+            return self._forward(autocast.cast(input, low), autocast.cast(hx, low), lengths,
+                                 self._like.new_empty(0, dtype=low), weights)
+
+    def _forward(self, input, hx, lengths, like: torch.Tensor, weights):
+        """:meth:`forward` with ``like`` (the dtype and device of the computation) and the cells'
+        ``weights`` in that dtype."""
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: expected None with a PackedSequence (it has its own), "
                                  "got a tensor")
-            return self._forward_packed(input, hx)
-        like = self._like
+            return self._forward_packed(input, hx, like, weights)
         check_tensor("input", input, like)
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             raise ValueError(f"input: expected shape (T, B, {self.input_size}), "
@@ -146,29 +159,29 @@ class RecurrentLayer(nn.Module):
             lengths = check_lengths(lengths, batch, steps, x.device)
             if batch == 0:  # no sequence to mask: every backend runs the empty batch as it is
                 lengths = None
-        state = self._initial_state(hx, batch, batched)
-        backend = self.backend()
+        state = self._initial_state(hx, batch, batched, like)
+        backend = self.backend(dtype=like.dtype)
         if lengths is not None and not backend.declaration.declares("lengths"):
             raise ValueError(f"lengths: backend {backend.name!r} does not declare them")
-        y, state = stack.run(backend, self.family, self.config, self.cell_weights(), x, state,
-                             lengths, self.training)
+        y, state = stack.run(backend, self.family, self.config, weights, x, state, lengths,
+                             self.training)
         if not batched:
             final = self.family.make_state(*(s.squeeze(1) for s in state_tensors(state)))
             return y.squeeze(1), final
         return (y.transpose(0, 1) if self.batch_first else y), state
 
-    def _initial_state(self, hx, batch: int, batched: bool):
+    def _initial_state(self, hx, batch: int, batched: bool, like: torch.Tensor):
         leading = (self.num_layers * self.config.num_directions, batch)
         if hx is None:
-            return zero_state(self.family, self.config.cell, leading, self._like)
+            return zero_state(self.family, self.config.cell, leading, like)
         if batched:
-            return check_state(self.family, self.config.cell, hx, leading, self._like, "hx")
-        state = check_state(self.family, self.config.cell, hx, leading[:1], self._like, "hx")
+            return check_state(self.family, self.config.cell, hx, leading, like, "hx")
+        state = check_state(self.family, self.config.cell, hx, leading[:1], like, "hx")
         return self.family.make_state(*(s.unsqueeze(1) for s in state_tensors(state)))
 
-    def _forward_packed(self, packed: PackedSequence, hx):
+    def _forward_packed(self, packed: PackedSequence, hx, like: torch.Tensor, weights):
         padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
-        y, state = self.forward(padded, hx, lengths=lengths)
+        y, state = self._forward(padded, hx, lengths, like, weights)
         if packed.sorted_indices is not None:
             y = y.index_select(0 if self.batch_first else 1, packed.sorted_indices)
             lengths = lengths[packed.sorted_indices]
@@ -195,13 +208,13 @@ class RecurrentLayer(nn.Module):
     def step_with_head(self, x_t: torch.Tensor, state=None, head: nn.Module | None = None):
         """:meth:`step`, then ``head`` on its output: ``(head(y_t), state)``. The fused step
         applies a plain ``nn.Linear`` head in the same call (:meth:`SequenceModel.step`)."""
-        fused = fused_step.step(self, x_t, state, head)
+        fused = None if autocast.dtype(self._like) else fused_step.step(self, x_t, state, head)
         if fused is not None:
             return fused
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence)")
-        check_tensor("x_t", x_t, self._like)
+        check_tensor("x_t", x_t, autocast.accepted(x_t, self._like))
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}) or "
                              f"({self.input_size},), got {tuple(x_t.shape)}")

@@ -30,6 +30,7 @@ import functools
 import torch
 from torch import nn
 
+from lstmkit import _autocast as autocast
 from lstmkit._transforms import constant_result
 from lstmkit.cells.base import ANY
 from lstmkit.config import LayerConfig
@@ -177,6 +178,10 @@ class QuantizedLayer(RecurrentLayer):
         if self.training:
             raise RuntimeError("int8 layer: expected evaluation mode (quantised layers are for "
                                "inference; call .eval()), got training mode")
+        if autocast.dtype(self._like) is not None:  # int8 computes in float32, autocast or not
+            with torch.no_grad(), autocast.off(self._like):
+                return super().forward(autocast.cast(input, torch.float32),
+                                       autocast.cast(hx, torch.float32), lengths)
         with torch.no_grad():
             return super().forward(input, hx, lengths)
 

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lstmkit import _autocast as autocast
 from lstmkit._checks import check_lengths, check_steps, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
+from lstmkit.functional._precision import state_like
 from lstmkit.functional.mlstm import FORMS
 from lstmkit.kernels.xlstm import mlstm_scan, slstm_scan
 
@@ -97,7 +99,7 @@ class _xLSTMLayer(nn.Module):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 0):
             raise ValueError(f"batch_size: expected None or an int >= 0, got {batch_size!r}")
         leading = (self.num_layers,) + (() if batch_size is None else (batch_size,))
-        return self.family.zero_state(self.config.cell, leading, self.weight_ih_l0)
+        return self.family.zero_state(self.config.cell, leading, state_like(self.weight_ih_l0))
 
     def forward(self, input: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
         """Run the whole sequence.
@@ -110,9 +112,23 @@ class _xLSTMLayer(nn.Module):
 
         Returns:
             ``(output, state)``: output (T, B, H) (or batch-first), zero past each length, and
-            the state after each sequence's last element.
+            the state after each sequence's last element. Under ``torch.autocast`` a float32
+            layer computes in the autocast dtype and returns it (:mod:`lstmkit._autocast`).
         """
         like = self.weight_ih_l0
+        low = autocast.dtype(like)
+        if low is None:
+            return self._forward(input, state, lengths, like, self.layer_weights)
+
+        def weights(layer):
+            return {name: t.to(low) for name, t in self.layer_weights(layer).items()}
+
+        with autocast.off(like):  # the state is float32 in 16 bits too (state_like)
+            return self._forward(autocast.cast(input, low), state, lengths,
+                                 like.new_empty(0, dtype=low), weights)
+
+    def _forward(self, input, state, lengths, like: torch.Tensor, layer_weights):
+        """:meth:`forward` computing in ``like``'s dtype on ``layer_weights(layer)``."""
         check_tensor("input", input, like)
         if input.dim() != 3 or input.shape[-1] != self.input_size:
             raise ValueError(f"input: expected shape (T, B, {self.input_size}) or "
@@ -125,11 +141,11 @@ class _xLSTMLayer(nn.Module):
             lengths = check_lengths(lengths, B, T, x.device)
             valid = (torch.arange(T)[None, :] < lengths[:, None]).to(x.device)
             x = torch.where(valid[..., None], x, 0.0)  # NaN in padding reaches nothing
-        state = self._initial_state(state, B)
+        state = self._initial_state(state, B, like)
         finals = []
         for layer in range(self.num_layers):
             s0 = type(state)(*(t[layer] for t in state))
-            x, s = self._scan(self.config.layer_cell(layer), self.layer_weights(layer), x, s0,
+            x, s = self._scan(self.config.layer_cell(layer), layer_weights(layer), x, s0,
                               lengths)
             finals.append(s)
             if self.training and self.config.dropout and layer < self.num_layers - 1:
@@ -137,15 +153,16 @@ class _xLSTMLayer(nn.Module):
         final = type(state)(*(torch.stack(parts) for parts in zip(*finals)))
         return (x if self.batch_first else x.transpose(0, 1)), final
 
-    def _initial_state(self, state, batch: int):
-        zeros = self.init_state(batch)
+    def _initial_state(self, state, batch: int, like: torch.Tensor):
+        like = state_like(like)
+        zeros = self.family.zero_state(self.config.cell, (self.num_layers, batch), like)
         if state is None:
             return zeros
         if not isinstance(state, (tuple, list)) or len(state) != len(zeros):
             raise TypeError(f"state: expected a tuple ({', '.join(zeros._fields)}), "
                             f"got {type(state).__name__}")
         for name, t, z in zip(zeros._fields, state, zeros):
-            check_tensor(f"state.{name}", t, self.weight_ih_l0)
+            check_tensor(f"state.{name}", t, like)
             if t.shape != z.shape:
                 raise ValueError(f"state.{name}: expected shape {tuple(z.shape)}, "
                                  f"got {tuple(t.shape)}")

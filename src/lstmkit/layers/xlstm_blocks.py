@@ -29,11 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lstmkit import _autocast as autocast
 from lstmkit._checks import check_lengths, check_steps, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
+from lstmkit.functional._precision import state_like
 from lstmkit.functional.mlstm import FORMS
 from lstmkit.layers.stack import reverse, reverse_index
 
@@ -269,7 +271,7 @@ class mLSTMBlock(nn.Module):
         U, NH = self.config.mlstm_inner, self.config.mlstm_heads
         conv = like.new_zeros(batch, self.config.conv_kernel - 1, U)
         cfg = mlstm_cell.mLSTMConfig(U, U, num_heads=NH)
-        return BlockState(conv, mlstm_cell.zero_state(cfg, (batch,), like))
+        return BlockState(conv, mlstm_cell.zero_state(cfg, (batch,), state_like(like)))
 
     def forward(self, x, state: BlockState, lengths=None):
         NH, U = self.config.mlstm_heads, self.config.mlstm_inner
@@ -281,11 +283,20 @@ class mLSTMBlock(nn.Module):
         i, f = self.igate(qkv).transpose(1, 2), self.fgate(qkv).transpose(1, 2)  # (B, NH, T)
         heads = [t.unflatten(-1, (NH, -1)).transpose(1, 2) for t in (q, k, v)]  # (B, NH, T, D)
         h, cell = mlstm(*heads, i, f, form=self.config.form, chunk_size=self.config.chunk_size,
-                        state=state.cell, lengths=lengths, return_state=True)
+                        state=_widened(state.cell, q), lengths=lengths, return_state=True)
         h = self.out_norm(h.transpose(1, 2).flatten(2)) + self.skip * conv  # (B, T, U)
         out = self.proj_down(h * F.silu(z))
         out = F.dropout(out, self.config.dropout, self.training)
         return x + out, BlockState(conv_state, cell)
+
+
+def _widened(state, like: torch.Tensor):
+    """A block's recurrent state in the dtype the scans keep it in for inputs like ``like``
+    (float32 for 16-bit ones): a state that went through a 16-bit cast (a model run in 16 bits
+    by apps/precision.py, whose state comes back to it) is widened, exactly."""
+    dtype = state_like(like).dtype
+    return state if all(t.dtype == dtype for t in state) else \
+        type(state)(*(t.to(dtype) for t in state))
 
 
 class sLSTMBlock(nn.Module):
@@ -332,15 +343,15 @@ class sLSTMBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> BlockState:
         E = self.config.embedding_dim
         conv = like.new_zeros(batch, self.config.conv_kernel - 1, E)
-        return BlockState(conv, slstm_cell.sLSTMState(*like.new_zeros(4, batch, E)))
+        return BlockState(conv, slstm_cell.sLSTMState(*state_like(like).new_zeros(4, batch, E)))
 
     def forward(self, x, state: BlockState, lengths=None):
         h = self.norm(x)
         conv, conv_state = self.conv(h, state.conv, lengths)
         conv = F.silu(conv)
         term = torch.cat([self.igate(conv), self.fgate(conv), self.zgate(h), self.ogate(h)], -1)
-        y, cell = slstm(term + self.bias, self.weight_hh, state=state.cell, lengths=lengths,
-                        return_state=True)
+        y, cell = slstm(term + self.bias, self.weight_hh, state=_widened(state.cell, term),
+                        lengths=lengths, return_state=True)
         y = F.dropout(y, self.config.dropout, self.training)
         x = x + self.out_norm(y)
         gate, up = self.ffn_up(self.ffn_norm(x)).chunk(2, -1)
@@ -392,7 +403,7 @@ class xLSTM(nn.Module):
         return own if self.reverse is None else own + self.reverse.init_state(batch_size)
 
     def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
-        check_tensor("input", x, self.post_norm.weight)
+        check_tensor("input", x, autocast.accepted(x, self.post_norm.weight))
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"input: expected shape (B, T, {self.input_size}), "
                              f"got {tuple(x.shape)}")
