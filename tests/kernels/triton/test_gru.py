@@ -72,7 +72,8 @@ def test_every_launch_plan(name, plan, device, monkeypatch, compare):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gradcheck_float64(reset_after, device):
-    """The autograd Function's backward against finite differences."""
+    """The autograd Function's backward against finite differences, and its second
+    derivative (the reference's, lstmkit.kernels.second_order) too."""
     cfg = cell_config("gru", 2, 4, reset_after=reset_after)
     steps, batch = 2, 2
     torch.manual_seed(0)
@@ -90,8 +91,9 @@ def test_gradcheck_float64(reset_after, device):
         return torch.randn(*shape, dtype=torch.float64, device=device, requires_grad=True)
 
     flat = tensor(sum(torch.Size(s).numel() for s in shapes))
-    assert torch.autograd.gradcheck(fn, (tensor(steps, batch, 2), tensor(batch, 4), flat),
-                                    fast_mode=True)
+    inputs = (tensor(steps, batch, 2), tensor(batch, 4), flat)
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
 
 
 def test_chunked_and_stepwise_equal_full(device):

@@ -83,7 +83,8 @@ def test_every_launch_plan(name, plan, device, monkeypatch, compare):
 
 
 def test_gradcheck_float64(device):
-    """The autograd Function's backward against finite differences, every option at once."""
+    """The autograd Function's backward against finite differences, every option at once, and
+    its second derivative (the reference's, lstmkit.kernels.second_order) too."""
     cfg = cell_config("lstm", 2, 4, peephole=True, cell_clip=2.0, layer_norm=True, proj_size=3,
                      output_activation="softsign")
     steps, batch = 2, 2
@@ -108,6 +109,7 @@ def test_gradcheck_float64(device):
     flat = tensor(sum(torch.Size(s).numel() for s in shapes))
     inputs = (tensor(steps, batch, 2), tensor(batch, 3), tensor(batch, 4), flat)
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
 
 
 @pytest.mark.parametrize("name", ["plain", "everything"])

@@ -64,6 +64,22 @@ def test_matches_the_recurrent_form_in_float64(name, device):
         assert_close(a, e, torch.float64, msg=label)
 
 
+def test_second_derivatives_match_the_chunkwise_form_in_torch(device):
+    """Grad of grad (a gradient penalty) through the kernels equals torch's chunkwise form's:
+    their backward recomputes the kernels' two maps in torch when a graph is asked for."""
+    args = _inputs(1, 2, 11, 3, 4, device)
+
+    def second(backend):
+        q, k, v, i, f, C, n, m = args
+        h, state = mlstm(q, k, v, i, f, state=mLSTMState(C, n, m), lengths=torch.tensor([9]),
+                         return_state=True, chunk_size=4, backend=backend)
+        first = torch.autograd.grad(probe_loss(h, *state), args, create_graph=True)
+        return torch.autograd.grad(sum((g * g).sum() for g in first), args)
+
+    for label, a, e in zip(NAMES[4:], second("triton"), second("torch"), strict=True):
+        assert_close(a, e, torch.float64, msg=label)
+
+
 def test_a_zero_state_and_state_carried_between_calls(device):
     args = _inputs(2, 2, 24, 4, 4, device, state=False)
     q, k, v, i, f, C, n, m = (t.detach() for t in args)

@@ -56,6 +56,23 @@ def test_matches_the_torch_scan_in_float64(name, device):
         assert_close(a, e, torch.float64, msg=label)
 
 
+def test_second_derivatives_match_the_torch_scan(device):
+    """Grad of grad (a gradient penalty) through the kernels equals the torch scan's: their
+    backward recomputes through it when a graph is asked for (lstmkit.kernels.second_order)."""
+    args = _inputs(2, 4, 2, 3, device, fresh=False)
+
+    def second(backend):
+        x, r, *state = args
+        h, final = slstm(x, r, state=sLSTMState(*state), lengths=torch.tensor([4, 2]),
+                         return_state=True, backend=backend)
+        first = torch.autograd.grad(probe_loss(h, *final), args, create_graph=True)
+        return torch.autograd.grad(sum((g * g).sum() for g in first), args)
+
+    for label, a, e in zip(["x", "r", "h0", "c0", "n0", "m0"], second("triton"), second("torch"),
+                           strict=True):
+        assert_close(a, e, torch.float64, msg=label)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_inputs_accumulate_in_float32(dtype, device):
     if dtype == torch.bfloat16 and interpreting():
