@@ -165,7 +165,7 @@ def main() -> None:
     text = "\n".join([
         "## Single-stream step (benchmarks/step.py)", "",
         f"Machine: {_report.machine(f'numpy {np.__version__}')}; the compiled step's product: "
-        f"{cpu_step.isa('float16')}. One thread everywhere; each time is the best of 300 "
+        f"{cpu_step.isa()}. One thread everywhere; each time is the best of 300 "
         f"short loops, the peers taking turns, in {clock}; "
         f"{_report.load_note('end of the run')}; the ratios come from one run.", "",
         *lines, "",

@@ -288,7 +288,7 @@ void lstm_step_(at::TensorList packed, at::TensorList bias, at::TensorList scale
   step_stack(packed, bias, scales, x, h, c, h_out, c_out, portable);
 }
 
-std::string lstm_step_isa(bool half) { return step_isa(half); }
+std::string lstm_step_isa() { return step_isa(); }
 
 // --- 16-bit scans (precision.h): the float kernels on exact float copies ---------------------
 

@@ -155,14 +155,15 @@ __attribute__((target("avx2,fma,f16c"))) void step_product_avx2(const W* packed,
 }
 #endif
 
-// Which product this CPU runs: "avx2" (AVX2, FMA and, for float16 weights, F16C) or "portable".
-inline const char* step_isa(bool half) {
+// Which product this CPU runs: "avx2" or "portable". The AVX2 product is compiled for AVX2, FMA
+// and F16C whatever the weights' type (one target attribute), so it needs all three for every
+// type: the compiler may use any instruction the target enables.
+inline const char* step_isa() {
 #ifdef LSTMKIT_STEP_X86
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool f16c = __builtin_cpu_supports("f16c");
-  if (avx2 && (!half || f16c)) return "avx2";
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+  if (avx2) return "avx2";
 #endif
-  (void)half;
   return "portable";
 }
 
@@ -170,7 +171,7 @@ template <typename W>
 void step_product(const W* packed, const float* xh, int64_t K, int64_t panels, float* z,
                   StepScales scales, bool portable) {
 #ifdef LSTMKIT_STEP_X86
-  if (!portable && std::strcmp(step_isa(std::is_same_v<W, uint16_t>), "avx2") == 0)
+  if (!portable && std::strcmp(step_isa(), "avx2") == 0)
     return step_product_avx2(packed, xh, K, panels, z, scales);
 #endif
   step_product_portable(packed, xh, K, panels, z, scales);

@@ -148,6 +148,7 @@ def _arrays(layers: Sequence[StepWeights]) -> tuple[list, list, list]:
     return [w.packed for w in layers], [w.bias for w in layers], [w.scale for w in layers]
 
 
-def isa(precision: str = "float32") -> str:
-    """The product this CPU runs for ``precision``: "avx2" or "portable"."""
-    return _build.ops().lstm_step_isa(precision == "float16")
+def isa() -> str:
+    """The product this CPU runs for every weight type: "avx2" (AVX2, FMA and F16C) or
+    "portable"."""
+    return _build.ops().lstm_step_isa()
