@@ -17,6 +17,8 @@ SequenceModel backbone: they run through the export, the runtime (in one call an
 and the engine the same way.
 The 16-bit rows run the same cases in bfloat16 and float16 on every backend that declares them,
 against the float64 truth on the same 16-bit weights and inputs (tolerances.CONFORMANCE_16).
+The second-derivative rows run them in float64: the gradient of a gradient penalty on every
+backend against the reference's, itself checked by ``gradgradcheck``.
 
 Triton runs under its CPU interpreter where there is no GPU (slow: the sizes are tiny).
 """
