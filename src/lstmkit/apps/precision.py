@@ -19,22 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lstmkit._autocast import cast
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``--precision`` -> the dtype the network runs in."""
-
-
-def cast(value, dtype: torch.dtype):
-    """``value`` with every floating-point tensor in it (nested in tuples, NamedTuples such as
-    LSTMState, lists and dicts) converted to ``dtype``; integer tensors and others as they are."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(cast(v, dtype) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(cast(v, dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: cast(v, dtype) for k, v in value.items()}
-    return value
 
 
 class SixteenBit(nn.Module):
