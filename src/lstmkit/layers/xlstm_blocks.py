@@ -35,7 +35,7 @@ from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
-from lstmkit.functional._precision import state_like
+from lstmkit.functional._precision import HALF, state_like
 from lstmkit.functional.mlstm import FORMS
 from lstmkit.layers.stack import reverse, reverse_index
 
@@ -295,8 +295,9 @@ def _widened(state, like: torch.Tensor):
     (float32 for 16-bit ones): a state that went through a 16-bit cast (a model run in 16 bits
     by apps/precision.py, whose state comes back to it) is widened, exactly."""
     dtype = state_like(like).dtype
-    return state if all(t.dtype == dtype for t in state) else \
-        type(state)(*(t.to(dtype) for t in state))
+    if dtype != torch.float32 or not any(t.dtype in HALF for t in state):
+        return state  # any other mismatch is the scans' to refuse, with its reason
+    return type(state)(*(t.to(dtype) if t.dtype in HALF else t for t in state))
 
 
 class sLSTMBlock(nn.Module):
