@@ -12,8 +12,9 @@ autocast on a GPU.
 
 Without this a float32 layer refused the 16-bit activations that autocast's Linear or Embedding
 hands it ("expected dtype float32"); torch.nn.LSTM itself, under CPU autocast and given a
-float32 input, fails on an AVX2 machine (oneDNN creates no primitive for the mix). Layers of another dtype (float64, or already 16-bit)
-are left alone, as autocast leaves float64; int8 layers compute in float32 and return float32.
+float32 input, fails on an AVX2 machine (oneDNN creates no primitive for the mix). Layers of
+another dtype (float64, or already 16-bit) are left alone, as autocast leaves float64; int8
+layers compute in float32 and return float32.
 """
 
 from __future__ import annotations
