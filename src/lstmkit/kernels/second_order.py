@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from lstmkit.cells.base import state_tensors
+
 
 def wants_graph() -> bool:
     """Whether the backward running now must record its gradients (``create_graph=True``:
@@ -42,3 +44,18 @@ def graph_gradients(forward: Callable, inputs: Sequence[torch.Tensor | None],
                                      [grad for _, grad in pairs], create_graph=True,
                                      allow_unused=True) if pairs and wanted else ())
     return [next(found, None) if need else None for need in needs]
+
+
+def scan_outputs(scan: Callable, family, cfg, names: Sequence[str], states: int, lengths,
+                 masks) -> Callable:
+    """``(first, *state, *weights) -> (y, *final state)``: a scan Function's forward by
+    ``scan`` (the reference's ``scan`` from x, or its ``recurrence`` from the input term), the
+    weights by ``names`` (None entries absent), for :func:`graph_gradients`."""
+
+    def run(first, *tensors):
+        weights = {name: t for name, t in zip(names, tensors[states:]) if t is not None}
+        y, final = scan(family, cfg, weights, first, family.make_state(*tensors[:states]),
+                        lengths, masks)
+        return (y, *state_tensors(final))
+
+    return run

@@ -101,21 +101,15 @@ class _Scan(torch.autograd.Function):
         count = names.count(",") + 1
         inputs, saved = [x, *rest[:states + count]], rest[states + count:]
         if second_order.wants_graph():  # create_graph=True: grad of grad
+            family, cfg, lengths, step_masks = spec
             return (None,) * 4 + tuple(second_order.graph_gradients(
-                functools.partial(_reference_scan, *spec, names.split(","), states), inputs,
-                ctx.needs_input_grad[4:], grads))
+                second_order.scan_outputs(reference.scan, family, cfg, names.split(","), states,
+                                          lengths, step_masks),
+                inputs, ctx.needs_input_grad[4:], grads))
         out = _build.ops().scan_backward(spec[0].key, x, [g.contiguous() for g in grads], saved,
                                          names, inputs[1 + states:], *masks, *options,
                                          ctx.needs_input_grad[4])
         return (None, None, None, None, *out)
-
-
-def _reference_scan(family: Family, cfg: CellConfig, lengths, masks: StepMasks, names: list,
-                    states: int, x, *tensors):
-    """:class:`_Scan`'s outputs (y, *final state) by the reference, from its inputs."""
-    state, weights = family.make_state(*tensors[:states]), dict(zip(names, tensors[states:]))
-    y, final = reference.scan(family, cfg, weights, x, state, lengths, masks)
-    return (y, *state_tensors(final))
 
 
 # The kernels as torch.library custom operators, so that torch.compile and torch.export see one

@@ -17,7 +17,6 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from lstmkit.activations import CODES
-from lstmkit.cells.base import state_tensors
 from lstmkit.kernels import reference, second_order
 from lstmkit.kernels.contract import StepMasks
 
@@ -256,13 +255,7 @@ def reference_gradients(family, cfg, names, drop, zoneout, lengths, gx, state, w
     masks and the lengths."""
     lens = None if lengths is None else lengths.long().cpu()
     masks = StepMasks(drop, None if zoneout is None else tuple(zoneout))
-    count = len(state)
-
-    def run(gx, *tensors):
-        w = {name: t for name, t in zip(names, tensors[count:]) if t is not None}
-        y, final = reference.recurrence(family, cfg, w, gx, family.make_state(*tensors[:count]),
-                                        lens, masks)
-        return (y, *state_tensors(final))
-
+    run = second_order.scan_outputs(reference.recurrence, family, cfg, names, len(state), lens,
+                                    masks)
     return second_order.graph_gradients(run, [gx, *state, *weights], needs, grads)
 
