@@ -58,14 +58,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def save(path: str | Path, model: SequenceModel, **meta) -> None:
     """Save ``model`` and ``meta`` (JSON-ready values) to ``path``; a model quantised by
-    :func:`lstmkit.quantize_dynamic` keeps its int8 weights and its int8 backend."""
+    :func:`lstmkit.quantize_dynamic` keeps its int8 weights, its int8 backend and whether its
+    activations are int8."""
     from lstmkit.layers.quantized import QuantizedLayer
 
-    backends = {m.quant_backend for m in model.modules() if isinstance(m, QuantizedLayer)}
-    if len(backends) > 1:
-        raise ValueError(f"model: expected one int8 backend for its layers, got "
-                         f"{sorted(backends)}")
-    int8 = {"int8": backends.pop()} if backends else {}
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLayer)]
+    backends = {m.quant_backend for m in layers}
+    activations = {m.activations for m in layers}
+    if len(backends) > 1 or len(activations) > 1:
+        raise ValueError(f"model: expected one int8 backend and one activations setting for "
+                         f"its layers, got {sorted(backends)} and {sorted(activations)}")
+    int8 = {}
+    if layers:
+        int8 = {"int8": backends.pop(), "int8_activations": activations.pop()}
     save_tensors(path, model.state_dict(), {"model": model.config.to_dict(), **int8, **meta})
 
 
@@ -87,7 +92,7 @@ def load(path: str | Path, device=None) -> SequenceModel:
     if "int8" in meta:  # rebuilt as quantize_dynamic made it, then given the saved weights
         from lstmkit.layers.quantized import quantize_dynamic
 
-        model = quantize_dynamic(model, meta.pop("int8"))
+        model = quantize_dynamic(model, meta.pop("int8"), meta.pop("int8_activations", "float"))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint: weights in {path} do not match its config "

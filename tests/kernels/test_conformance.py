@@ -11,10 +11,11 @@ parameter, with variable lengths; then running in chunks and step by step must e
 A configuration a backend does not declare is skipped with the backend's own reason, never run.
 
 int8 layers (``quantize_dynamic``) run the same cases in evaluation against the float64 reference
-of their dequantised weights. The ONNX graphs also run step by step with their state passed back
-in, which must equal one call. xLSTM block stacks (:data:`STACKS`) are no family but a
-SequenceModel backbone: they run through the export, the runtime (in one call and step by step)
-and the engine the same way.
+of their dequantised weights, and with int8 activations against the int8 reference of those
+(``round_rows`` on each product's input). The ONNX graphs also run step by step with their
+state passed back in, which must equal one call. xLSTM block stacks (:data:`STACKS`) are no
+family but a SequenceModel backbone: they run through the export, the runtime (in one call and
+step by step) and the engine the same way.
 The 16-bit rows run the same cases in bfloat16 and float16 on every backend that declares them,
 against the float64 truth on the same 16-bit weights and inputs (tolerances.CONFORMANCE_16).
 The second-derivative rows run them in float64: the gradient of a gradient penalty on every
@@ -399,6 +400,35 @@ def test_int8_conforms(name, key, options, feature):
         for k, (got, ideal) in enumerate(zip(parts, truth_runs[how])):
             low = None if baseline is None else baseline[how][k]
             assert_conforms(got, ideal, low, DTYPE, n, f"int8 {name} {how}: part {k}")
+
+
+@pytest.mark.parametrize("key, options, feature", CASES)
+def test_int8_activations_conform(key, options, feature):
+    """With int8 activations (each product's input rounded per row, integer products) the cpu
+    kernel computes the specification, the int8 reference scan with ``round_rows`` on each
+    product's input: over one step, where both round the same inputs, to float32 rounding (over
+    more steps an ulp of difference in h may flip a rounding); and since each row is rounded on
+    its own, one call, two chunks and step by step give the same bits."""
+    from lstmkit.kernels.cpu import quant
+    from lstmkit.layers.quantized import QuantizedLayer
+
+    config = layer_config(key, options, feature, "reference")
+    if reason := quant.INT8_ACTIVATIONS.supports(config, CPU, DTYPE, False):
+        pytest.skip(f"no int8 kernel ({reason}): an int8 layer of it is the reference scan")
+    float_layer = make_layer(config, DTYPE).eval()
+    int8 = QuantizedLayer(float_layer, backend="cpu", activations="int8")
+    spec = QuantizedLayer(float_layer, backend="reference", activations="int8")
+    x, state = inputs(config)
+    s0 = int8.family.make_state(*state) if len(state) > 1 else state[0]
+    with torch.no_grad():
+        got = [*int8(x[:1], s0)[:1], *state_tensors(int8(x[:1], s0)[1])]
+        ideal = [*spec(x[:1], s0)[:1], *state_tensors(spec(x[:1], s0)[1])]
+    for k, (a, e) in enumerate(zip(got, ideal)):
+        assert_conforms(a, e.double(), e, DTYPE, reduction(config), f"int8 activations: part {k}")
+    runs = _int8_runs(int8, x, state)
+    for how in ("chunks", "steps"):
+        for a, b in zip(runs.get(how, ()), runs["one call"]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"int8 activations: {how}")
 
 
 # --- the table catches a broken kernel -----------------------------------------------------------

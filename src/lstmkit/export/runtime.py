@@ -23,6 +23,12 @@ def export_runtime(model: SequenceModel, path: str | Path) -> None:
     if isinstance(model.config.layer, xLSTMConfig) and model.config.layer.bidirectional:
         raise ValueError("model: the NumPy runtime runs unidirectional xLSTM stacks, got "
                          "bidirectional=True")
+    from lstmkit.layers.quantized import QuantizedLayer
+
+    if any(isinstance(m, QuantizedLayer) and m.activations != "float" for m in model.modules()):
+        raise ValueError("model: the NumPy runtime computes int8 weights with float "
+                         "activations, got a model quantised with activations='int8' (export "
+                         "lstmkit.quantize_dynamic(float_model) instead)")
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     header = {"format": FORMAT, "model": model.config.to_dict(),
               "meta": getattr(model, "meta", {})}

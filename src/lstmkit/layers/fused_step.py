@@ -6,7 +6,8 @@ primitive alone costs over 100 us a call at batch 1. Here a plain float32 LSTM i
 goes straight to :func:`lstmkit.kernels.cpu.step.lstm_step`, on weights packed once and
 repacked only when a parameter changes (its storage or version counter moves). An int8 layer
 (:func:`lstmkit.quantize_dynamic`) steps the same way on its int8 matrices and their row
-scales, which it holds as buffers.
+scales, which it holds as buffers; one with int8 activations takes the general path, whose
+integer products the step kernel does not compute.
 
 What cannot change is decided once per layer (:class:`_Plan`: the config is frozen). What can
 change is checked on every call, in a few attribute reads: the input's type, dtype, device and
@@ -112,6 +113,8 @@ class _Plan:
         backend = layer.quant_backend if self.int8 else config.backend
         self.reason = (f"backend {backend!r}" if backend not in _BACKENDS
                        else step.covers(config))
+        if self.int8 and layer.activations != "float":  # the step kernel rounds weights only
+            self.reason = f"activations {layer.activations!r}"
         self._tensors = layer._buffers if self.int8 else layer._parameters
         self._dtypes = (_F32, torch.int8) if self.int8 else (_F32,)
         self.layers, self.inputs = config.num_layers, config.cell.input_size

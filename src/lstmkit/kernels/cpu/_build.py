@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
 _SOURCES = ("ops.cpp", "matmul.h", "precision.h", "common.h", "lstm.h", "lstm_backward.h",
-            "gru.h", "rnn.h", "quant.h", "quant_ops.h", "step.h")
+            "gru.h", "rnn.h", "int8_dot.h", "quant.h", "quant_ops.h", "step.h")
 # -fno-trapping-math and -fno-math-errno (as torch's own build) let floor and sqrt vectorise.
 _FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 

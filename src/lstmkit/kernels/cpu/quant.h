@@ -1,18 +1,24 @@
 // Int8 inference: the forward scans of lstm.h, gru.h and rnn.h with their weight matrices
 // stored as int8, one scale per output row (dynamic quantisation's weights), in float32.
 //
-// What is computed: every product x W^T is x (diag(s) q)^T, the product with the dequantised
-// weight, so a scan here is the float scan of the dequantised model up to float32 rounding.
-// Activations, states, biases, peepholes and layer-norm gains stay float32; inputs are not
-// quantised (no int8 x int8 product: this targets AVX2 machines without VNNI as well, and keeps
-// the error to the weights' rounding alone).
+// What is computed, in one of two modes (Products):
+//   - weights only: every product x W^T is x (diag(s) q)^T, the product
+//     with the dequantised weight, so a scan here is the float scan of the dequantised model up
+//     to float32 rounding. Inputs are not quantised, so the error is the weights' rounding alone.
+//   - int8 activations: every product's left operand (x for the input term, h, r * h, the
+//     projection's input) is rounded to 7-bit integers per row at run time and multiplied in
+//     integers (int8_dot.h says exactly what is computed), as torch.ao's and ONNX Runtime's
+//     dynamic quantisation do; a row's rounding does not depend on the other rows of its call,
+//     so stepping a stream one call at a time computes what one long call does, bit for bit.
+// Activations' nonlinearities, states, biases, peepholes and layer-norm gains stay float32.
 //
-// How: a call whose products with a matrix total at most kStreamRows rows (a step or two of one
-// stream) dots the int8 rows in place, widening each weight to float in registers and applying
-// the row scales at the end: it reads a quarter of the float kernel's bytes and packs nothing.
-// A call with more rows dequantises the matrix once and runs the float kernel's products
-// (RightOperand, matmul.h): on AVX2 the widening costs three instructions per eight weights
-// where a float product takes one, so past a few rows one dequantisation is cheaper.
+// How, weights only: a call whose products with a matrix total at most kStreamRows rows (a
+// step or two of one stream) dots the int8 rows in place, widening each weight to float in
+// registers and applying the row scales at the end: it reads a quarter of the float kernel's
+// bytes and packs nothing. A call with more rows dequantises the matrix once and runs the float
+// kernel's products (RightOperand, matmul.h): on AVX2 the widening costs three instructions per
+// eight weights where a float product takes one, so past a few rows one dequantisation is
+// cheaper. With int8 activations every product is integer, on the int8 rows in place.
 //
 // Shapes (legend in common.h): q (N, K) int8 row-major, scale (N) for a weight W (N, K); the
 // scans' tensors as in lstm.h, gru.h, rnn.h. Inference only: nothing is saved for a backward
@@ -21,6 +27,7 @@
 
 #include "lstm.h"
 #include "rnn.h"
+#include "int8_dot.h"
 #include "step.h"  // load8: eight int8 weights widened to floats
 
 namespace lstmkit {
@@ -31,6 +38,13 @@ struct QuantMatrix {
   const float* scale = nullptr;
 
   QuantMatrix rows_from(int64_t n, int64_t K) const { return {q + n * K, scale + n}; }
+};
+
+// How the products multiply (see the top of this file); `portable` runs the integer products'
+// portable loop on any CPU (the tests compare the two).
+struct Products {
+  bool int8_activations = false;
+  bool portable = false;
 };
 
 // out[n] = a (K) . q[n] (K) for rows n0..n1 of an int8 matrix (N, K) in its own row-major
@@ -89,11 +103,23 @@ LSTMKIT_INLINE void int8_row_dots(const float* a, const int8_t* q, int64_t K, in
 class QuantOperand {
  public:
   static constexpr int64_t kStreamRows = 4;
+  static constexpr int64_t kBlockRows = 64;  // weight rows an integer product keeps in L1
 
   // rows: the rows all of the call's products with it add up to, which picks the path.
-  QuantOperand(QuantMatrix w, int64_t K, int64_t N, int64_t rows, const at::TensorOptions& o)
-      : w_(w), K_(K), N_(N), stream_(rows <= kStreamRows) {
-    if (!w.q || stream_) return;
+  QuantOperand(QuantMatrix w, int64_t K, int64_t N, int64_t rows, const at::TensorOptions& o,
+               Products products = {})
+      : w_(w), K_(K), N_(N), stream_(rows <= kStreamRows), products_(products) {
+    if (!w.q) return;
+    if (products.int8_activations) {
+      TORCH_CHECK(K <= kMaxIntegerTerms, "lstmkit_cpu: int8 activations: expected at most ",
+                  kMaxIntegerTerms, " inputs to a product (an exact int32 sum), got ", K);
+      sums_.resize(N);
+      at::parallel_for(0, N, row_grain(K), [&](int64_t n0, int64_t n1) {
+        row_sums(w.q + n0 * K, n1 - n0, K, sums_.data() + n0);
+      });
+      return;
+    }
+    if (stream_) return;
     Tensor dense = at::empty({N, K}, o);  // dequantised once, then packed by the float path
     float* d = dense.data_ptr<float>();
     at::parallel_for(0, N, row_grain(K), [&](int64_t n0, int64_t n1) {
@@ -105,6 +131,7 @@ class QuantOperand {
 
   // c (M, N) = a (M, K) @ B + beta c, beta 0 or 1; lda and ldc are row strides.
   void times(int64_t M, const float* a, int64_t lda, float beta, float* c, int64_t ldc) const {
+    if (products_.int8_activations) return integer_times(M, a, lda, beta, c, ldc);
     if (!stream_ || M > kStreamRows) {
       TORCH_CHECK(dense_, "lstmkit_cpu: a product of ", M, " rows on an operand made for ",
                   kStreamRows, " or fewer");
@@ -123,9 +150,38 @@ class QuantOperand {
   }
 
  private:
+  // The rows of a rounded to 7 bits (int8_dot.h), then each block of weight rows dotted with
+  // every row of a while it is in cache.
+  void integer_times(int64_t M, const float* a, int64_t lda, float beta, float* c,
+                     int64_t ldc) const {
+    std::vector<uint8_t> aq(M * K_);
+    std::vector<RowQuant> rq(M);
+    at::parallel_for(0, M, row_grain(4 * K_), [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) rq[m] = quantize_row(a + m * lda, K_, aq.data() + m * K_);
+    });
+    const int64_t grain = std::max<int64_t>(kBlockRows, (int64_t(1) << 17) / std::max<int64_t>(1, M * K_));
+    at::parallel_for(0, N_, grain, [&](int64_t n0, int64_t n1) {
+      std::vector<int32_t> dots(N_);
+      for (int64_t b0 = n0; b0 < n1; b0 += kBlockRows) {
+        const int64_t b1 = std::min(n1, b0 + kBlockRows);
+        for (int64_t m = 0; m < M; ++m) {
+          int8_dots(aq.data() + m * K_, w_.q, K_, b0, b1, dots.data(), products_.portable);
+          float* cm = c + m * ldc;
+          for (int64_t n = b0; n < b1; ++n) {
+            const int32_t dot = dots[n] - rq[m].zero * sums_[n];
+            const float product = rq[m].scale * w_.scale[n] * static_cast<float>(dot);
+            cm[n] = beta != 0.0f ? cm[n] + product : product;
+          }
+        }
+      }
+    });
+  }
+
   QuantMatrix w_;
   int64_t K_, N_;
   bool stream_;
+  Products products_;
+  std::vector<int32_t> sums_;  // int8 activations: each weight row's sum (int8_dot.h)
   std::optional<RightOperand<float>> dense_;
 };
 
@@ -138,7 +194,7 @@ struct QuantWeights {
 // the biases, peepholes, layer-norm gains, options and masks, and its gate rows.
 inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const QuantWeights& qw,
                                               const Tensor& x, const Tensor& h0,
-                                              const Tensor& c0) {
+                                              const Tensor& c0, Products products) {
   const int64_t T = cell.steps, B = cell.batch, I = cell.input, H = cell.hidden, P = cell.output;
   const int64_t G = cell.gates();
   const auto& w = cell.w;
@@ -158,8 +214,9 @@ inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const
   float *pnew = ptr(hnew), *pXih = ptr(Xih), *pRih = ptr(Rih);
   std::copy(ptr(h0), ptr(h0) + B * P, pH);
   std::copy(ptr(c0), ptr(c0) + B * H, pC);
-  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o), w_hh(qw.w_hh, P, G, T * B, o);
-  const QuantOperand w_hr(qw.w_hr, H, P, T * B, o);
+  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o, products);
+  const QuantOperand w_hh(qw.w_hh, P, G, T * B, o, products);
+  const QuantOperand w_hr(qw.w_hr, H, P, T * B, o, products);
 
   for (int64_t t = 0; t < T; ++t) {
     const int64_t s = t % 2, s1 = (t + 1) % 2;
@@ -206,7 +263,8 @@ inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const
 inline std::vector<Tensor> quant_gru_forward(int64_t T, int64_t B, int64_t I, int64_t H,
                                              const PlainWeights<float>& w, const QuantWeights& qw,
                                              bool reset_after, const Masks<float>& masks,
-                                             const Tensor& x, const Tensor& h0) {
+                                             const Tensor& x, const Tensor& h0,
+                                             Products products) {
   const int64_t G = 3 * H, chunk = std::min(T, chunk_steps(B * G));
   const auto o = x.options();
   Tensor y = at::empty({T, B, H}, o), A = at::empty({chunk, B, G}, o);
@@ -215,11 +273,11 @@ inline std::vector<Tensor> quant_gru_forward(int64_t T, int64_t B, int64_t I, in
   float *pA = A.data_ptr<float>(), *pH = Hs.data_ptr<float>(), *pgh = gh.data_ptr<float>();
   float *pnew = hnew.data_ptr<float>(), *pg = gates.data_ptr<float>(), *prn = rn.data_ptr<float>();
   std::copy(h0.data_ptr<float>(), h0.data_ptr<float>() + B * H, pH);
-  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o);
+  const QuantOperand w_ih(qw.w_ih, I, G, T * B, o, products);
   // reset-after: all three recurrent terms in one product; reset-before: r and z, then n.
-  const QuantOperand w_hh(qw.w_hh, H, reset_after ? G : 2 * H, T * B, o);
+  const QuantOperand w_hh(qw.w_hh, H, reset_after ? G : 2 * H, T * B, o, products);
   const QuantOperand w_hn(reset_after ? QuantMatrix{} : qw.w_hh.rows_from(2 * H, H), H, H, T * B,
-                          o);
+                          o, products);
   const float* b_hn = w.b_hh + 2 * H;
   for (int64_t t = 0; t < T; ++t) {
     float* a = pA + t % chunk * B * G;
@@ -256,13 +314,15 @@ inline std::vector<Tensor> quant_gru_forward(int64_t T, int64_t B, int64_t I, in
 inline std::vector<Tensor> quant_rnn_forward(int64_t T, int64_t B, int64_t I, int64_t H,
                                              const PlainWeights<float>& w, const QuantWeights& qw,
                                              bool relu, const Masks<float>& masks,
-                                             const Tensor& x, const Tensor& h0) {
+                                             const Tensor& x, const Tensor& h0,
+                                             Products products) {
   const int64_t chunk = std::min(T, chunk_steps(B * H));
   const auto o = x.options();
   Tensor y = at::empty({T, B, H}, o), A = at::empty({chunk, B, H}, o), Hs = at::empty({2, B, H}, o);
   float *pA = A.data_ptr<float>(), *pH = Hs.data_ptr<float>();
   std::copy(h0.data_ptr<float>(), h0.data_ptr<float>() + B * H, pH);
-  const QuantOperand w_ih(qw.w_ih, I, H, T * B, o), w_hh(qw.w_hh, H, H, T * B, o);
+  const QuantOperand w_ih(qw.w_ih, I, H, T * B, o, products);
+  const QuantOperand w_hh(qw.w_hh, H, H, T * B, o, products);
   for (int64_t t = 0; t < T; ++t) {
     float* a = pA + t % chunk * B * H;  // becomes the new h in place
     if (t % chunk == 0) {

@@ -1,18 +1,21 @@
 """The cpu backend's int8 inference scans (``quant.h``): int8 weight matrices with one float32
-scale per output row, float32 activations and state.
+scale per output row; float32 state.
 
-Each layer and direction is one call into ``quant_ops.h``'s op; it computes, up to float32
-rounding, the float scan of the dequantised weights (``scale[:, None] * q``). A call of at
-most 4 rows in all (T * B: a step or two of a stream) dots the int8 rows in place (a quarter of
-the float kernel's bytes, nothing packed); a larger one dequantises each matrix once and runs
-the float kernel's products. Inference only: no gradient,
-no recurrent-dropout mask; zoneout enters as its expectation (evaluation) and lengths as in
-the float scans.
+Each layer and direction is one call into ``quant_ops.h``'s op. :data:`BACKEND` quantises the
+weights only: it computes, up to float32 rounding, the float scan of the dequantised weights
+(``scale[:, None] * q``). A call of at most 4 rows in all (T * B: a step or two of a stream)
+dots the int8 rows in place (a quarter of the float kernel's bytes, nothing packed); a larger
+one dequantises each matrix once and runs the float kernel's products. :data:`INT8_ACTIVATIONS`
+also rounds each product's left operand to int8 per row at run time and multiplies in integers
+(``int8_dot.h``; :func:`lstmkit.layers.quantized.round_rows` is the rounding). Inference only:
+no gradient, no recurrent-dropout mask; zoneout enters as its expectation (evaluation) and
+lengths as in the float scans.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -31,14 +34,20 @@ DECLARATION = dataclasses.replace(FLOAT_DECLARATION, dtypes=(torch.float32,))
 
 
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state, lengths,
-         masks: StepMasks):
+         masks: StepMasks, *, int8_activations: bool = False, portable: bool = False):
     """One layer in one direction with int8 matrices ``w[name]`` and their ``w[name + "_scale"]``.
+
+    ``int8_activations`` rounds every product's left operand to int8 as well (integer
+    products); ``portable`` runs their portable loop instead of AVX2 (the tests compare them).
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     """
     if masks.hidden is not None:
         raise ValueError("int8 scan: expected no recurrent-dropout mask (inference only), got one")
     (int_names, ints), (real_names, reals) = _options(cfg)
+    if int8_activations:
+        int_names = ",".join(filter(None, (int_names, "int8_activations,portable")))
+        ints = [*ints, 1, int(portable)]
     state = [t.contiguous() for t in state_tensors(state)]
     names = tuple(name for name, t in w.items() if t is not None)
     weights = [w[name].contiguous() for name in names]
@@ -71,4 +80,13 @@ def _(family, x, state, names, weights, lengths, zoneout, int_names, ints, real_
     return [x.new_empty(steps, batch, state[0].shape[1]), *(s.new_empty(s.shape) for s in state)]
 
 
+def isa() -> str:
+    """Which integer product this CPU runs: "avx2" or "portable" (``int8_dot.h``)."""
+    return _build.ops().int8_dot_isa()
+
+
 BACKEND = Backend(name="cpu", declaration=DECLARATION, scan=scan, auto_devices=("cpu",))
+INT8_ACTIVATIONS = Backend(name="cpu", declaration=DECLARATION,
+                           scan=functools.partial(scan, int8_activations=True),
+                           auto_devices=("cpu",))
+"""The scans with int8 activations too: every product in integers."""

@@ -56,18 +56,20 @@ std::vector<Tensor> quant_scan_forward(const std::string& family, const Tensor& 
   const QuantWeights qw{q[0], q[1], q[2]};
   const auto masks = make_masks<float>(lengths, OptTensor(), zoneout);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
+  const auto flag = [&](const char* name) { return options.contains(name) && options.at(name) != 0; };
+  const Products products{flag("int8_activations"), flag("portable")};
   if (family == "lstm") {
     const LSTMScan<float> cell{T, B, I, state[1].size(1), P, lstm_weights<float>(w),
                                lstm_options(options, reals), masks, false};
-    return quant_lstm_forward(cell, qw, x, state[0], state[1]);
+    return quant_lstm_forward(cell, qw, x, state[0], state[1], products);
   }
   const auto plain = plain_weights<float>(w);
   if (family == "gru") {
     return quant_gru_forward(T, B, I, P, plain, qw, option(options, "reset_after") != 0, masks, x,
-                             state[0]);
+                             state[0], products);
   }
   return quant_rnn_forward(T, B, I, P, plain, qw, option(options, "nonlinearity") == kRelu, masks,
-                           x, state[0]);
+                           x, state[0], products);
 }
 
 // As Python calls it: names and lists for the dicts (ops.cpp, forward_op, says why).
@@ -86,4 +88,5 @@ std::vector<Tensor> quant_forward_op(const std::string& family, const Tensor& x,
 
 TORCH_LIBRARY_FRAGMENT(lstmkit_cpu, m) {
   m.def("quant_scan_forward", &lstmkit::quant_forward_op);
+  m.def("int8_dot_isa", []() { return std::string(lstmkit::int8_dot_isa()); });
 }
