@@ -94,7 +94,7 @@ def test_avx2_and_portable_sums_return_the_same_bits(name, shape):
     both calls run the portable loop)."""
     steps, batch = shape
     layer = quantize_dynamic(_float(name), backend="cpu", activations="int8")
-    state = layer.family.make_state(*parts(_state(layer, batch)))
+    state = layer.family.make_state(*(t[0] for t in parts(_state(layer, batch))))  # (B, ...)
     x = 3 * torch.randn(steps, batch, IN)
     with torch.no_grad():
         fast, portable = _scan(layer, x, state, False), _scan(layer, x, state, True)
@@ -171,6 +171,21 @@ def test_compiles_with_dynamic_length_and_batch():
         frames.append(counter.frame_count)
     torch._dynamo.reset()
     assert frames[0] == frames[-1], f"recompiled: frames after each shape {frames}"
+
+
+def test_the_op_refuses_shapes_it_would_read_past():
+    """The int8 op reads its matrices and state through raw pointers: a (1, B, P) state, or a
+    matrix of another width, is refused rather than read out of bounds."""
+    layer = quantize_dynamic(_float("lstm projection"), backend="cpu", activations="int8")
+    h, c = torch.zeros(1, 3, 4), torch.zeros(1, 3, H)
+    x = torch.randn(2, 3, IN)
+    with pytest.raises(RuntimeError, match="state tensors with B = 3"):
+        _scan(layer, x, layer.family.make_state(h, c), False)
+    w = dict(layer.cell_weights()[0][0])
+    w["weight_hh"], w["weight_hh_scale"] = w["weight_hh"][:, :3].contiguous(), w["weight_hh_scale"]
+    with pytest.raises(RuntimeError, match="expected weight_ih"):
+        quant.scan(layer.family, layer.config.cell, w, x, layer.family.make_state(h[0], c[0]),
+                   None, StepMasks(), int8_activations=True)
 
 
 def test_isa_names_the_product_this_cpu_runs():

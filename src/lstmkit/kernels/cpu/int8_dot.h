@@ -45,13 +45,13 @@ struct RowQuant {
 
 // a_u (K) = a (K) rounded as above.
 inline RowQuant quantize_row(const float* a, int64_t K, uint8_t* a_u) {
-  float lo = 0.0f, hi = 0.0f;
-  bool finite = true;
+  float lo = 0.0f, hi = 0.0f, poison = 0.0f;  // poison: NaN once a NaN or an infinity is seen
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : poison)
   for (int64_t k = 0; k < K; ++k) {
-    finite = finite && std::isfinite(a[k]);
     lo = std::min(lo, a[k]), hi = std::max(hi, a[k]);
+    poison += a[k] * 0.0f;
   }
-  if (!finite) {
+  if (std::isnan(poison)) {
     std::memset(a_u, 0, K);
     return {std::numeric_limits<float>::quiet_NaN(), 0};
   }
@@ -94,6 +94,14 @@ __attribute__((target("avx2"))) inline int32_t lane_total(__m256i v) {
   return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)));
 }
 
+// The lane totals of four rows' sums, stored as four int32 (three horizontal adds in all).
+__attribute__((target("avx2"))) inline void four_totals(__m256i s0, __m256i s1, __m256i s2,
+                                                        __m256i s3, int32_t* out) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+  const __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), t);
+}
+
 // The same dots, four rows at a time sharing each load of a.
 __attribute__((target("avx2"))) void int8_dots_avx2(const uint8_t* a, const int8_t* q, int64_t K,
                                                     int64_t n0, int64_t n1, int32_t* dots) {
@@ -109,12 +117,11 @@ __attribute__((target("avx2"))) void int8_dots_avx2(const uint8_t* a, const int8
       s2 = _mm256_add_epi32(s2, int8_sums32(ak, r2 + k));
       s3 = _mm256_add_epi32(s3, int8_sums32(ak, r3 + k));
     }
-    int32_t d0 = lane_total(s0), d1 = lane_total(s1), d2 = lane_total(s2), d3 = lane_total(s3);
+    four_totals(s0, s1, s2, s3, dots + n);
     for (int64_t k = K32; k < K; ++k) {
-      d0 += int32_t(a[k]) * r0[k], d1 += int32_t(a[k]) * r1[k];
-      d2 += int32_t(a[k]) * r2[k], d3 += int32_t(a[k]) * r3[k];
+      dots[n] += int32_t(a[k]) * r0[k], dots[n + 1] += int32_t(a[k]) * r1[k];
+      dots[n + 2] += int32_t(a[k]) * r2[k], dots[n + 3] += int32_t(a[k]) * r3[k];
     }
-    dots[n] = d0, dots[n + 1] = d1, dots[n + 2] = d2, dots[n + 3] = d3;
   }
   for (; n < n1; ++n) {
     const int8_t* row = q + n * K;

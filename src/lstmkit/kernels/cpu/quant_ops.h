@@ -47,6 +47,23 @@ std::vector<Tensor> quant_scan_forward(const std::string& family, const Tensor& 
   floats.insert("weight_ih", none);
   floats.insert("weight_hh", none);
   check(x, state, floats);
+  for (const Tensor& s : state) {
+    TORCH_CHECK(s.dim() == 2 && s.size(0) == x.size(1), "lstmkit_cpu: expected (B, ...) state "
+                "tensors with B = ", x.size(1), ", got shape ", s.sizes());
+  }
+  // The int8 matrices are read through raw pointers: their shapes against x's and the state's.
+  const Tensor &w_ih = weights.at("weight_ih"), &w_hh = weights.at("weight_hh");
+  const int64_t width = state[0].size(1);  // P: the recurrent product's input
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_ih.size(1) == x.size(2) &&
+                  w_hh.size(1) == width && w_ih.size(0) == w_hh.size(0),
+              "lstmkit_cpu: expected weight_ih (G, ", x.size(2), ") and weight_hh (G, ", width,
+              "), got ", w_ih.sizes(), " and ", w_hh.sizes());
+  if (q[2].q) {
+    const Tensor& w_hr = weights.at("weight_hr");
+    TORCH_CHECK(state.size() == 2 && w_hr.dim() == 2 && w_hr.size(0) == width &&
+                    w_hr.size(1) == state[1].size(1),
+                "lstmkit_cpu: expected weight_hr (", width, ", H), got ", w_hr.sizes());
+  }
   auto w = ordered(floats, names_of(family));
   const int64_t G = weights.at("weight_hh").size(0);
   for (int k : {2, 3}) {  // ordered() sized absent biases from the empty weight_hh
