@@ -6,13 +6,15 @@ quantised model, and what int8 weights cost the applications' metrics.
 
 ``speed`` times one model (LSTM + a linear head of 16) per size, every peer side by side in one
 loop (each takes its turn, best of several repeats): lstmkit float (backend="cpu") and int8
-(lstmkit.quantize_dynamic, the cpu kernel), torch.nn.LSTM float and torch.ao's
+(lstmkit.quantize_dynamic, the cpu kernel: weights only, and with int8 activations' integer
+products), torch.nn.LSTM float and torch.ao's
 ``quantize_dynamic({nn.LSTM, nn.Linear}, qint8)``, ONNX Runtime float and int8
 (lstmkit.export.quantize). It writes the ``quant`` section of docs/benchmarks.md.
 
 ``apps`` trains each application briefly (``runs/quant/<app>-<dataset>``), then scores the same
-checkpoint as float, lstmkit int8, torch.ao int8 and ONNX Runtime int8 (the ONNX graph run
-through the application's own evaluation), and prints the table for docs/applications.md.
+checkpoint as float, lstmkit int8 (both settings), torch.ao int8 and ONNX Runtime int8 (the
+ONNX graph run through the application's own evaluation), and prints the table for
+docs/applications.md.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
                                      backend="cpu"), OUTPUT)
     model = SequenceModel(config).eval()
     int8 = lstmkit.quantize_dynamic(model)
+    integer = lstmkit.quantize_dynamic(model, activations="int8")
     torch_float = model.rnn.to_torch().eval()
     head = copy.deepcopy(model.head)
     with warnings.catch_warnings():
@@ -147,6 +150,7 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
     peers = {
         "lstmkit float (cpu kernel)": lambda: model(x),
         "lstmkit int8 (cpu kernel)": lambda: int8(x),
+        INTEGER: lambda: integer(x),
         **(_step_peers(model, int8, x[:, 0]) if steps == 1 else {}),
         "torch.nn.LSTM float": torch_call(torch_float, head),
         "torch.ao int8 (quantize_dynamic)": torch_call(ao["rnn"], ao["head"]),
@@ -158,6 +162,7 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
 
 
 STEP_FLOAT, STEP_INT8 = "lstmkit float, SequenceModel.step", "lstmkit int8, SequenceModel.step"
+INTEGER = "lstmkit int8, int8 activations (cpu kernel)"
 
 
 def _step_peers(model, int8, x_t) -> dict:
@@ -202,7 +207,13 @@ def speed() -> str:
                     "lstmkit int8 / ONNX Runtime int8"),
               ratio(STEP_INT8, "ONNX Runtime int8 (quantize_dynamic)",
                     "lstmkit int8 step / ONNX Runtime int8"),
-              ratio(STEP_INT8, STEP_FLOAT, "lstmkit int8 step / lstmkit float step")]
+              ratio(STEP_INT8, STEP_FLOAT, "lstmkit int8 step / lstmkit float step"),
+              ratio(INTEGER, "lstmkit float (cpu kernel)",
+                    "lstmkit int8 activations / lstmkit float"),
+              ratio(INTEGER, "torch.ao int8 (quantize_dynamic)",
+                    "lstmkit int8 activations / torch.ao int8"),
+              ratio(INTEGER, "ONNX Runtime int8 (quantize_dynamic)",
+                    "lstmkit int8 activations / ONNX Runtime int8")]
     return "\n".join(lines)
 
 
@@ -262,8 +273,9 @@ def apps(root: Path, only: tuple[str, ...] = ("forecast", "classify", "charlm"))
     jobs = ([("forecast", n) for n in FORECASTS] + [("classify", n) for n in CLASSIFIES]
             + [("charlm", "kjv")])
     jobs = [(app, name) for app, name in jobs if app in only]
-    lines = ["| application, data | metric | float | lstmkit int8 | torch.ao int8 | "
-             "ONNX Runtime int8 |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| application, data | metric | float | lstmkit int8 | lstmkit int8, int8 "
+             "activations | torch.ao int8 | ONNX Runtime int8 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     label = {"forecast": "MASE (lower is better)", "classify": "test accuracy",
              "charlm": "test bits per character"}
     for app, name in jobs:
@@ -272,6 +284,7 @@ def apps(root: Path, only: tuple[str, ...] = ("forecast", "classify", "charlm"))
         _train(app, name, out)
         model = lstmkit.load(out)
         scores = [_metric(app, model, name), _metric(app, lstmkit.quantize_dynamic(model), name),
+                  _metric(app, lstmkit.quantize_dynamic(model, activations="int8"), name),
                   _metric(app, torch_ao_model(model), name)]
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "q.onnx"
@@ -285,11 +298,14 @@ def apps(root: Path, only: tuple[str, ...] = ("forecast", "classify", "charlm"))
 
 NOTES = """### Reading the numbers
 
-- What each int8 peer computes differs. lstmkit quantises the weights only (int8 per output row,
-  float32 activations: the float model of the dequantised weights) and keeps the head float;
-  torch.ao and ONNX Runtime also round each product's input to uint8 at run time and multiply
-  in integers (fbgemm's and MLAS's u8 x s8 kernels), head included; ONNX Runtime's weights
-  have 7 bits (see lstmkit/export/quantize.py for why).
+- What each int8 peer computes differs. `lstmkit int8` quantises the weights only (int8 per
+  output row, float32 activations: the float model of the dequantised weights) and keeps the
+  head float. `lstmkit int8, int8 activations` (`quantize_dynamic(model, activations="int8")`)
+  also rounds each product's input to 7 bits per row at run time and multiplies in integers
+  (kernels/cpu/int8_dot.h), head float. torch.ao and ONNX Runtime round each product's input
+  to uint8 at run time (torch.ao to 7 bits on x86) and multiply in integers (fbgemm's and
+  MLAS's u8 x s8 kernels), head included; ONNX Runtime's weights have 7 bits (see
+  lstmkit/export/quantize.py for why).
 - `SequenceModel.step` is the path a stream takes (layers/fused_step.py): one call into the cpu
   backend's step kernel (kernels/cpu/step.h) for the stack and the head, on weights packed once;
   an int8 model's panels hold its int8 rows and their two row scales (W_ih's, W_hh's), a
@@ -302,8 +318,13 @@ NOTES = """### Reading the numbers
   where the float kernel packs its weights on every call; longer calls dequantise each matrix
   once and run the float products, so they cost about what float does. On AVX2 without VNNI,
   widening int8 to float costs three instructions per eight weights, which is why weight-only
-  int8 does not beat float products where they are compute-bound; integer products (ONNX
-  Runtime's) do, hence its lead at T=100.
+  int8 does not beat float products where they are compute-bound.
+- Integer products (int8 activations) read a quarter of float's bytes and multiply 32 bytes
+  in two instructions (vpmaddubsw, vpmaddwd). They win most where a sequence's products are
+  matrix-vector ones (one stream, B=1: the recurrent product reads every weight each step).
+  At B=32 the products are compute-bound, and without VNNI the two multiply instructions per
+  32 products run about as fast as MKL's float32 FMA; ONNX Runtime's MLAS kernels are better
+  blocked there.
 - The NumPy runtime computes int8 files in float32 (NumPy has no int8 product), so it is not a
   row here.
 - Under heavy load a row out of order with its neighbours (a smaller size slower than a larger
