@@ -159,7 +159,8 @@ class QuantOperand {
     at::parallel_for(0, M, row_grain(4 * K_), [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) rq[m] = quantize_row(a + m * lda, K_, aq.data() + m * K_);
     });
-    const int64_t grain = std::max<int64_t>(kBlockRows, (int64_t(1) << 17) / std::max<int64_t>(1, M * K_));
+    const int64_t work = std::max<int64_t>(1, M * K_);  // bytes of a per weight row
+    const int64_t grain = std::max<int64_t>(kBlockRows, (int64_t(1) << 17) / work);
     at::parallel_for(0, N_, grain, [&](int64_t n0, int64_t n1) {
       std::vector<int32_t> dots(N_);
       for (int64_t b0 = n0; b0 < n1; b0 += kBlockRows) {

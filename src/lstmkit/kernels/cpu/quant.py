@@ -81,7 +81,8 @@ def _(family, x, state, names, weights, lengths, zoneout, int_names, ints, real_
 
 
 def isa() -> str:
-    """Which integer product this CPU runs: "avx2" or "portable" (``int8_dot.h``)."""
+    """Which integer product this CPU runs: "avx512_vnni", "avx2" or "portable"
+    (``int8_dot.h``)."""
     return _build.ops().int8_dot_isa()
 
 
