@@ -151,7 +151,7 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
         "lstmkit float (cpu kernel)": lambda: model(x),
         "lstmkit int8 (cpu kernel)": lambda: int8(x),
         INTEGER: lambda: integer(x),
-        **(_step_peers(model, int8, x[:, 0]) if steps == 1 else {}),
+        **(_step_peers(model, int8, integer, x[:, 0]) if steps == 1 else {}),
         "torch.nn.LSTM float": torch_call(torch_float, head),
         "torch.ao int8 (quantize_dynamic)": torch_call(ao["rnn"], ao["head"]),
         "ONNX Runtime float": lambda: ort_float.run(None, {"input": xn}),
@@ -163,20 +163,22 @@ def speed_peers(steps: int, batch: int, hidden: int, folder: Path) -> dict:
 
 STEP_FLOAT, STEP_INT8 = "lstmkit float, SequenceModel.step", "lstmkit int8, SequenceModel.step"
 INTEGER = "lstmkit int8, int8 activations (cpu kernel)"
+STEP_INTEGER = "lstmkit int8, int8 activations, SequenceModel.step"
 
 
-def _step_peers(model, int8, x_t) -> dict:
+def _step_peers(model, int8, integer, x_t) -> dict:
     """A step of one stream through ``step`` (the fused single-stream kernel, weights packed
-    once), the path a stream takes, against ``model(x)`` at T=1 above (the sequence path)."""
-    state = [model.init_state(x_t.shape[0]), model.init_state(x_t.shape[0])]
+    once; with int8 activations the int8 scan's own step), the path a stream takes, against
+    ``model(x)`` at T=1 above (the sequence path)."""
+    state = [model.init_state(x_t.shape[0]) for _ in range(3)]
 
-    def float_step():
-        _, state[0] = model.step(x_t, state[0])
+    def stepper(m, k):
+        def run():
+            _, state[k] = m.step(x_t, state[k])
+        return run
 
-    def int8_step():
-        _, state[1] = int8.step(x_t, state[1])
-
-    return {STEP_FLOAT: float_step, STEP_INT8: int8_step}
+    return {STEP_FLOAT: stepper(model, 0), STEP_INT8: stepper(int8, 1),
+            STEP_INTEGER: stepper(integer, 2)}
 
 
 def speed() -> str:
@@ -208,6 +210,8 @@ def speed() -> str:
               ratio(STEP_INT8, "ONNX Runtime int8 (quantize_dynamic)",
                     "lstmkit int8 step / ONNX Runtime int8"),
               ratio(STEP_INT8, STEP_FLOAT, "lstmkit int8 step / lstmkit float step"),
+              ratio(STEP_INTEGER, "ONNX Runtime int8 (quantize_dynamic)",
+                    "lstmkit int8 activations step / ONNX Runtime int8"),
               ratio(INTEGER, "lstmkit float (cpu kernel)",
                     "lstmkit int8 activations / lstmkit float"),
               ratio(INTEGER, "torch.ao int8 (quantize_dynamic)",
@@ -310,7 +314,9 @@ NOTES = """### Reading the numbers
   backend's step kernel (kernels/cpu/step.h) for the stack and the head, on weights packed once;
   an int8 model's panels hold its int8 rows and their two row scales (W_ih's, W_hh's), a
   quarter of float32's bytes, widened eight at a time in registers. It is lstmkit's int8 step,
-  and the one to set against ONNX Runtime's int8 model at T=1.
+  and the one to set against ONNX Runtime's int8 model at T=1. With int8 activations a step
+  is one call into the int8 scan's own step code (quant_ops.h, quant_lstm_step: the same bits
+  as the sequence path), then torch's head.
 - `model(x)` at T=1 is the sequence path: the model's and the layer's Python (checks, backend
   dispatch, the stack's loop) costs a few hundred us a call on this machine, more than the
   products. Its int8

@@ -201,7 +201,8 @@ class RecurrentLayer(nn.Module):
         step (:mod:`lstmkit.layers.fused_step`): one call for the stack on weights packed once,
         equal to ``forward`` to float32 rounding (not bit for bit: backend="native" keeps
         torch's own kernels for a step too). An int8 plain LSTM (``quantize_dynamic``) takes
-        it too, on its int8 matrices.
+        it too, on its int8 matrices; with int8 activations it steps through the int8 scan's
+        own step code instead, equal to ``forward`` bit for bit.
         """
         return self.step_with_head(x_t, state)
 

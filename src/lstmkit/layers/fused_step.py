@@ -6,8 +6,8 @@ primitive alone costs over 100 us a call at batch 1. Here a plain float32 LSTM i
 goes straight to :func:`lstmkit.kernels.cpu.step.lstm_step`, on weights packed once and
 repacked only when a parameter changes (its storage or version counter moves). An int8 layer
 (:func:`lstmkit.quantize_dynamic`) steps the same way on its int8 matrices and their row
-scales, which it holds as buffers; one with int8 activations takes the general path, whose
-integer products the step kernel does not compute.
+scales, which it holds as buffers; one with int8 activations steps through its scan's own
+code at T = 1 (``quant_lstm_step``), equal to the sequence path bit for bit.
 
 What cannot change is decided once per layer (:class:`_Plan`: the config is frozen). What can
 change is checked on every call, in a few attribute reads: the input's type, dtype, device and
@@ -24,6 +24,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.modules import module as _module
 
 from lstmkit.cells.lstm import LSTMState
@@ -70,11 +71,12 @@ def step(layer, x_t, state, head: nn.Module | None = None):
     if packed is None:
         return None
     op, weights, biases, scales = packed
-    fused = head is not None and _plain_linear(head)
+    linear = head is not None and _plain_linear(head)
+    fused = linear and not plan.integer  # int8 activations: the head is torch's, as in forward
     y, h, c = op(weights, biases, scales, x_t, h, c, head.weight if fused else None,
                  head.bias if fused else None, False)
     if head is not None and not fused:
-        y = head(y)
+        y = F.linear(y, head.weight, head.bias) if linear else head(y)  # what its call runs
     return y, LSTMState(h, c)
 
 
@@ -113,8 +115,9 @@ class _Plan:
         backend = layer.quant_backend if self.int8 else config.backend
         self.reason = (f"backend {backend!r}" if backend not in _BACKENDS
                        else step.covers(config))
-        if self.int8 and layer.activations != "float":  # the step kernel rounds weights only
-            self.reason = f"activations {layer.activations!r}"
+        # int8 activations: each layer is the int8 scan's own code at T = 1 (quant_ops.h), so a
+        # step computes what the sequence path does, bit for bit; its head stays torch's.
+        self.integer = self.int8 and layer.activations == "int8"
         self._tensors = layer._buffers if self.int8 else layer._parameters
         self._dtypes = (_F32, torch.int8) if self.int8 else (_F32,)
         self.layers, self.inputs = config.num_layers, config.cell.input_size
@@ -138,8 +141,9 @@ class _Plan:
             return None
         from lstmkit.kernels.cpu import _build, step
 
-        try:
-            op = _build.ops().lstm_step.default  # builds the extension on first use
+        try:  # builds the extension on first use
+            ops = _build.ops()
+            op = ops.quant_lstm_step.default if self.integer else ops.lstm_step.default
         except RuntimeError as error:
             log.warning("the fused step is off: %s", error)
             self.reason = str(error)
@@ -149,15 +153,32 @@ class _Plan:
         if not all(t.dtype == (torch.int8 if name in matrices else _F32)
                    for w in weights for name, t in w.items() if t is not None):
             return None
-        if self.int8:
+        if self.integer:
+            self._packed = (op, *_integer_arrays(weights))
+        elif self.int8:
             layers = [step.pack_int8(w["weight_ih"], w["weight_ih_scale"], w["weight_hh"],
                                      w["weight_hh_scale"], w.get("bias_ih"), w.get("bias_hh"))
                       for w in weights]
         else:
             layers = [step.pack(w["weight_ih"], w["weight_hh"], w.get("bias_ih"),
                                 w.get("bias_hh")) for w in weights]
-        self._packed = (op, [w.packed for w in layers], [w.bias for w in layers],
-                        [w.scale for w in layers])
+        if not self.integer:
+            self._packed = (op, [w.packed for w in layers], [w.bias for w in layers],
+                            [w.scale for w in layers])
         self._versioned = not any(p.is_inference() for p in params)
         self._key = self._key_of(params)
         return self._packed
+
+
+def _integer_arrays(weights: list[dict]) -> tuple[list, list, list]:
+    """What quant_lstm_step reads, per layer: the int8 matrices, the biases (zeros where absent)
+    and the rows' scales and sums (the zero point's term, summed once here)."""
+    matrices, biases, rows = [], [], []
+    for w in weights:
+        q_ih, q_hh = w["weight_ih"], w["weight_hh"]
+        matrices += [q_ih, q_hh]
+        biases += [q_hh.new_zeros(q_hh.shape[0], dtype=_F32) if w.get(name) is None
+                   else w[name].contiguous() for name in ("bias_ih", "bias_hh")]
+        rows += [w["weight_ih_scale"], w["weight_hh_scale"], q_ih.sum(1, dtype=torch.int32),
+                 q_hh.sum(1, dtype=torch.int32)]
+    return matrices, biases, rows

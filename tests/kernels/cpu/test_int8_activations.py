@@ -106,13 +106,16 @@ def test_fast_and_portable_sums_return_the_same_bits(name, shape, hidden):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["lstm", "lstm layer norm", "lstm projection", "gru",
-                                  "gru reset before", "rnn tanh"])
+@pytest.mark.parametrize("name", ["lstm", "lstm no bias", "lstm layer norm", "lstm projection",
+                                  "gru", "gru reset before", "rnn tanh"])
 def test_stepping_computes_one_call_bit_for_bit(name):
     """Each row is rounded on its own, so one call over T steps and T calls of one step compute
     the same bits, two layers deep and under a model's head; a row alone computes what it does
     in its batch (to float32 rounding: the layer-norm rows and the head's float product may sum
-    in another order for another batch size)."""
+    in another order for another batch size). A plain LSTM steps through the fused path
+    (quant_lstm_step), the others through forward."""
+    from lstmkit.layers import fused_step
+
     cls, options = LAYERS[name]
     family = {LSTM: "lstm", GRU: "gru", RNN: "rnn"}[cls]
     config = ModelConfig(LayerConfig(cell_config(family, IN, H, **options), num_layers=2,
@@ -125,10 +128,43 @@ def test_stepping_computes_one_call_bit_for_bit(name):
         for t in range(9):
             out, s = model.step(x[:, t], s)
             torch.testing.assert_close(out, y[:, t], rtol=0, atol=0)
+        fused = fused_step.step(model.rnn, x[:, 0], None, model.head)
+        assert (fused is not None) == (name in ("lstm", "lstm no bias"))
         alone = model(x[2:3])[0]
     for got, expected in zip(parts(s), parts(state)):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     torch.testing.assert_close(alone, y[2:3], rtol=1e-5, atol=1e-6)
+
+
+def test_the_fused_step_takes_unbatched_input_and_a_deep_stack():
+    layer = quantize_dynamic(LSTM(IN, H, num_layers=3, backend="reference").eval(), "cpu",
+                             activations="int8")
+    x = torch.randn(6, IN)
+    with torch.no_grad():
+        y, (h, c) = layer(x)
+        s = None
+        for t in range(6):
+            out, s = layer.step(x[t], s)
+            torch.testing.assert_close(out, y[t], rtol=0, atol=0)
+    torch.testing.assert_close(s.h, h, rtol=0, atol=0)
+    torch.testing.assert_close(s.c, c, rtol=0, atol=0)
+
+
+def test_the_fused_step_repacks_after_new_weights_are_loaded():
+    """The fused step sums each weight row once, when it packs: loading other int8 weights
+    into the layer (in place) must repack them, or the step would use stale sums."""
+    config = ModelConfig(LayerConfig(cell_config("lstm", IN, H), batch_first=True), 2)
+    model = quantize_dynamic(SequenceModel(config), backend="cpu", activations="int8")
+    other = quantize_dynamic(SequenceModel(config), backend="cpu", activations="int8")
+    x = torch.randn(2, 4, IN)
+    with torch.no_grad():
+        model.step(x[:, 0])
+        model.load_state_dict(other.state_dict())
+        y, _ = model(x)
+        s = None
+        for t in range(4):
+            out, s = model.step(x[:, t], s)
+            torch.testing.assert_close(out, y[:, t], rtol=0, atol=0)
 
 
 def test_a_long_sequence_crosses_input_chunks_as_steps_do():
@@ -144,7 +180,6 @@ def test_a_long_sequence_crosses_input_chunks_as_steps_do():
 def test_the_setting_travels_and_is_refused_where_it_is_not_computed(tmp_path):
     from lstmkit import checkpoint
     from lstmkit.export.runtime import export_runtime
-    from lstmkit.layers import fused_step
 
     config = ModelConfig(LayerConfig(cell_config("lstm", IN, H), batch_first=True), 2)
     model = quantize_dynamic(SequenceModel(config), activations="int8")
@@ -156,7 +191,6 @@ def test_the_setting_travels_and_is_refused_where_it_is_not_computed(tmp_path):
     torch.testing.assert_close(back(x)[0], model(x)[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match="activations='int8'"):
         export_runtime(model, tmp_path / "m.npz")
-    assert "activations" in fused_step._Plan(model.rnn).reason  # the step kernel rounds weights
     with pytest.raises(ValueError, match="activations: expected one of"):
         quantize_dynamic(LSTM(IN, H), activations="int4")
 

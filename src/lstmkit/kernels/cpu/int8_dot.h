@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "step.h"  // LSTMKIT_STEP_X86, <immintrin.h>
 
@@ -59,15 +60,6 @@ inline RowQuant quantize_row(const float* a, int64_t K, uint8_t* a_u) {
   for (int64_t k = 0; k < K; ++k)
     a_u[k] = static_cast<uint8_t>(std::min(127.0f, std::max(0.0f, std::nearbyint(a[k] / s) + z)));
   return {s, static_cast<int32_t>(z)};
-}
-
-// sums[n] = sum_k q[n, k]: what the zero point multiplies.
-inline void row_sums(const int8_t* q, int64_t N, int64_t K, int32_t* sums) {
-  for (int64_t n = 0; n < N; ++n) {
-    int32_t sum = 0;
-    for (int64_t k = 0; k < K; ++k) sum += q[n * K + k];
-    sums[n] = sum;
-  }
 }
 
 // dots[n] = sum_k a[k] q[n, k] for rows n0..n1.
@@ -187,6 +179,14 @@ inline void int8_dots(const uint8_t* a, const int8_t* q, int64_t K, int64_t n0, 
   if (std::strcmp(isa, "avx2") == 0) return int8_dots_avx2(a, q, K, n0, n1, dots);
 #endif
   int8_dots_portable(a, q, K, n0, n1, dots);
+}
+
+// sums[n] = sum_k q[n, k] for rows n0..n1, what the zero point multiplies: the dots with ones
+// (the compiler's own loop for this sum ran at a quarter of the dots' speed).
+inline void row_sums(const int8_t* q, int64_t K, int64_t n0, int64_t n1, int32_t* sums,
+                     bool portable) {
+  const std::vector<uint8_t> ones(K, 1);
+  int8_dots(ones.data(), q, K, n0, n1, sums, portable);
 }
 
 }  // namespace lstmkit

@@ -36,8 +36,11 @@ namespace lstmkit {
 struct QuantMatrix {
   const int8_t* q = nullptr;
   const float* scale = nullptr;
+  const int32_t* sums = nullptr;  // each row's sum, if known (int8 activations need it)
 
-  QuantMatrix rows_from(int64_t n, int64_t K) const { return {q + n * K, scale + n}; }
+  QuantMatrix rows_from(int64_t n, int64_t K) const {
+    return {q + n * K, scale + n, sums ? sums + n : nullptr};
+  }
 };
 
 // How the products multiply (see the top of this file); `portable` runs the integer products'
@@ -113,10 +116,12 @@ class QuantOperand {
     if (products.int8_activations) {
       TORCH_CHECK(K <= kMaxIntegerTerms, "lstmkit_cpu: int8 activations: expected at most ",
                   kMaxIntegerTerms, " inputs to a product (an exact int32 sum), got ", K);
-      sums_.resize(N);
+      if (w.sums) return;
+      own_sums_.resize(N);
       at::parallel_for(0, N, row_grain(K), [&](int64_t n0, int64_t n1) {
-        row_sums(w.q + n0 * K, n1 - n0, K, sums_.data() + n0);
+        row_sums(w.q, K, n0, n1, own_sums_.data(), products.portable);
       });
+      w_.sums = own_sums_.data();
       return;
     }
     if (stream_) return;
@@ -169,7 +174,7 @@ class QuantOperand {
           int8_dots(aq.data() + m * K_, w_.q, K_, b0, b1, dots.data(), products_.portable);
           float* cm = c + m * ldc;
           for (int64_t n = b0; n < b1; ++n) {
-            const int32_t dot = dots[n] - rq[m].zero * sums_[n];
+            const int32_t dot = dots[n] - rq[m].zero * w_.sums[n];
             const float product = rq[m].scale * w_.scale[n] * static_cast<float>(dot);
             cm[n] = beta != 0.0f ? cm[n] + product : product;
           }
@@ -182,7 +187,7 @@ class QuantOperand {
   int64_t K_, N_;
   bool stream_;
   Products products_;
-  std::vector<int32_t> sums_;  // int8 activations: each weight row's sum (int8_dot.h)
+  std::vector<int32_t> own_sums_;  // int8 activations: the rows' sums, where not given
   std::optional<RightOperand<float>> dense_;
 };
 
@@ -190,6 +195,54 @@ class QuantOperand {
 struct QuantWeights {
   QuantMatrix w_ih, w_hh, w_hr;
 };
+
+// The gate math of one step for the B rows of `cell` (from lstm.h): pre-activations a (B, G),
+// with layer norm the recurrent term gh (B, G) and its buffers Xhh, Rhh, Sc (null without),
+// c_prev -> c_new (B, H) and h before any projection, hraw (B, H). One function for the scan
+// and the step (quant_lstm_step_layer), so that both compute the same bits.
+inline void quant_cell_rows(const LSTMScan<float>& cell, float* a, float* gh, float* Xhh,
+                            float* Rhh, const float* c_prev, float* c_new, float* Sc,
+                            float* hraw) {
+  const int64_t B = cell.batch, H = cell.hidden, G = cell.gates();
+  const bool ln = cell.w.ln_ih != nullptr, fast = cell.fused();
+  at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
+    std::vector<float> work(fast ? (ln ? (b1 - b0) * (H + 1) : 0) : 5 * H);
+    auto row = [&](int64_t b) {
+      return std::make_tuple(a + b * G, ln ? gh + b * G : nullptr, ln ? Xhh + b * G : nullptr,
+                             ln ? Rhh + b : nullptr, c_prev + b * H, c_new + b * H,
+                             ln ? Sc + b * 2 : nullptr, hraw + b * H);
+    };
+    if (fast) {
+      std::apply([&](auto... rows) { cell.fused_step_rows(b1 - b0, rows..., work.data()); },
+                 row(b0));
+      return;
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      std::apply([&](auto... rows) { cell.cell_row(rows..., work.data()); }, row(b));
+    }
+  });
+}
+
+// One step of a plain LSTM layer (no layer norm, projection or mask) with int8 activations,
+// for `cell`'s B rows: x (B, I), h, c (B, H) -> h_out, c_out (B, H). It does what one step of
+// quant_lstm_forward does, in the same order (the input term and both biases, then the
+// recurrent term added, then quant_cell_rows), without its tensors: the single-stream path.
+inline void quant_lstm_step_layer(const LSTMScan<float>& cell, const QuantWeights& qw,
+                                  const float* x, const float* h, const float* c, float* h_out,
+                                  float* c_out, bool portable) {
+  const int64_t B = cell.batch, I = cell.input, H = cell.hidden, G = cell.gates();
+  TORCH_CHECK(!cell.w.ln_ih && !qw.w_hr.q && cell.output == H,
+              "lstmkit_cpu: the int8 step computes the plain LSTM");
+  const Products products{true, portable};
+  const auto o = at::TensorOptions().dtype(at::kFloat);
+  const QuantOperand w_ih(qw.w_ih, I, G, B, o, products), w_hh(qw.w_hh, H, G, B, o, products);
+  std::vector<float> a(B * G);
+  w_ih.times(B, x, I, 0, a.data(), G);
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t j = 0; j < G; ++j) a[r * G + j] = a[r * G + j] + cell.w.b_ih[j] + cell.w.b_hh[j];
+  w_hh.times(B, h, H, 1, a.data(), G);
+  quant_cell_rows(cell, a.data(), nullptr, nullptr, nullptr, c, c_out, nullptr, h_out);
+}
 
 // LSTM forward with int8 matrices; `cell` (from lstm.h, its matrix pointers unused) supplies
 // the biases, peepholes, layer-norm gains, options and masks, and its gate rows.
@@ -199,7 +252,7 @@ inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const
   const int64_t T = cell.steps, B = cell.batch, I = cell.input, H = cell.hidden, P = cell.output;
   const int64_t G = cell.gates();
   const auto& w = cell.w;
-  const bool ln = w.ln_ih != nullptr, proj = qw.w_hr.q != nullptr, fast = cell.fused();
+  const bool ln = w.ln_ih != nullptr, proj = qw.w_hr.q != nullptr;
   const auto o = x.options();
   const int64_t chunk = std::min(T, chunk_steps(B * G));
   auto empty = [&](std::initializer_list<int64_t> shape, bool needed = true) {
@@ -238,21 +291,7 @@ inline std::vector<Tensor> quant_lstm_forward(const LSTMScan<float>& cell, const
     float* c_new = ptr(Cn);
     if (ln) w_hh.times(B, h_prev, P, 0, pgh, G);
     else w_hh.times(B, h_prev, P, 1, a, G);
-    at::parallel_for(0, B, row_grain(10 * G), [&](int64_t b0, int64_t b1) {
-      std::vector<float> work(fast ? (ln ? (b1 - b0) * (H + 1) : 0) : 5 * H);
-      auto row = [&](int64_t b) {
-        return std::make_tuple(a + b * G, ln ? pgh + b * G : nullptr, ln ? ptr(Xhh) + b * G : nullptr,
-                               ln ? ptr(Rhh) + b : nullptr, c_prev + b * H, c_new + b * H,
-                               ln ? ptr(Sc) + b * 2 : nullptr, praw + b * H);
-      };
-      if (fast) {
-        std::apply([&](auto... rows) { cell.fused_step_rows(b1 - b0, rows..., work.data()); }, row(b0));
-        return;
-      }
-      for (int64_t b = b0; b < b1; ++b) {
-        std::apply([&](auto... rows) { cell.cell_row(rows..., work.data()); }, row(b));
-      }
-    });
+    quant_cell_rows(cell, a, pgh, ptr(Xhh), ptr(Rhh), c_prev, c_new, ptr(Sc), praw);
     if (proj) w_hr.times(B, praw, H, 0, pnew, P);
     carry(cell.masks, 0, t, B, P, h_prev, pnew, pH + s1 * B * P, ptr(y) + t * B * P);
     carry(cell.masks, 1, t, B, H, c_prev, c_new, pC + s1 * B * H, (float*)nullptr);

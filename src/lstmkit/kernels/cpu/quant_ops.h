@@ -100,10 +100,85 @@ std::vector<Tensor> quant_forward_op(const std::string& family, const Tensor& x,
                             by_name<int64_t>(int_names, ints), by_name<double>(real_names, reals));
 }
 
+// One step of a stack of plain LSTM layers with int8 activations: the single-stream path of
+// such a model (layers/fused_step.py). Each layer is quant_lstm_step_layer (quant.h), the
+// scan's step in the scan's order, so a step computes what the scan does, bit for bit; the
+// weight rows' sums come precomputed (packed once, where the scan sums them per call).
+// Per layer k: matrices[2k], matrices[2k + 1] = q_ih (4H, I), q_hh (4H, H) int8; bias[2k],
+// bias[2k + 1] = b_ih, b_hh (4H) float32; rows[4k .. 4k + 3] = the scales of q_ih and q_hh
+// (4H) float32, then their row sums (4H) int32. x (B, I) or (I,); h, c (L, B, H) or (L, H).
+// Returns (y, h_out, c_out), y the last layer's h. head_weight and head_bias must be None (the
+// caller applies its head, as the general path does), kept so the call matches lstm_step's.
+std::tuple<Tensor, Tensor, Tensor> quant_lstm_step(at::TensorList matrices, at::TensorList bias,
+                                                   at::TensorList rows, const Tensor& x,
+                                                   const Tensor& h, const Tensor& c,
+                                                   const OptTensor& head_weight,
+                                                   const OptTensor& head_bias, bool portable) {
+  const int64_t L = static_cast<int64_t>(matrices.size()) / 2, H = h.size(-1);
+  const bool batched = x.dim() == 2;
+  const int64_t B = batched ? x.size(0) : 1;
+  TORCH_CHECK(!head_weight && !head_bias, "lstmkit_cpu.quant_lstm_step: expected no head");
+  TORCH_CHECK(L >= 1 && static_cast<int64_t>(matrices.size()) == 2 * L &&
+                  static_cast<int64_t>(bias.size()) == 2 * L &&
+                  static_cast<int64_t>(rows.size()) == 4 * L,
+              "lstmkit_cpu.quant_lstm_step: expected 2 matrices, 2 biases and 4 row tensors a "
+              "layer");
+  TORCH_CHECK((x.dim() == 1 || x.dim() == 2) && h.dim() == x.dim() + 1 && h.size(0) == L &&
+                  (!batched || h.size(1) == B) && h.sizes() == c.sizes() &&
+                  x.scalar_type() == at::kFloat && h.scalar_type() == at::kFloat &&
+                  c.scalar_type() == at::kFloat,
+              "lstmkit_cpu.quant_lstm_step: expected float32 x (B, I), h, c (L, B, H), or "
+              "unbatched (I,), (L, H)");
+  const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = c.contiguous();
+  Tensor h_out = at::empty(hc.sizes(), hc.options()), c_out = at::empty(cc.sizes(), cc.options());
+  const LSTMOptions plain{kSigmoid, kTanh, kTanh, false, true, true, true, 0.0};
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t I = k == 0 ? x.size(-1) : H;
+    const Tensor &q_ih = matrices[2 * k], &q_hh = matrices[2 * k + 1];
+    TORCH_CHECK(q_ih.scalar_type() == at::kChar && q_hh.scalar_type() == at::kChar &&
+                    q_ih.is_contiguous() && q_hh.is_contiguous() &&
+                    q_ih.sizes() == at::IntArrayRef({4 * H, I}) &&
+                    q_hh.sizes() == at::IntArrayRef({4 * H, H}),
+                "lstmkit_cpu.quant_lstm_step: expected contiguous int8 q_ih (4H, I) and q_hh "
+                "(4H, H) for layer ", k);
+    for (int j = 0; j < 4; ++j) {
+      const Tensor& r = rows[4 * k + j];
+      TORCH_CHECK(r.is_contiguous() && r.numel() == 4 * H &&
+                      r.scalar_type() == (j < 2 ? at::kFloat : at::kInt),
+                  "lstmkit_cpu.quant_lstm_step: expected (4H) float32 scales and int32 sums "
+                  "for layer ", k);
+    }
+    for (int j = 0; j < 2; ++j) {
+      const Tensor& b = bias[2 * k + j];
+      TORCH_CHECK(b.is_contiguous() && b.numel() == 4 * H && b.scalar_type() == at::kFloat,
+                  "lstmkit_cpu.quant_lstm_step: expected float32 biases (4H) for layer ", k);
+    }
+    std::vector<OptTensor> w(kLSTMNames.size());
+    w[2] = bias[2 * k], w[3] = bias[2 * k + 1];
+    const LSTMScan<float> cell{1, B, I, H, H, lstm_weights<float>(w), plain, Masks<float>{},
+                               false};
+    auto quant = [&](const Tensor& q, int j) {
+      return QuantMatrix{q.data_ptr<int8_t>(), rows[4 * k + j].data_ptr<float>(),
+                         rows[4 * k + 2 + j].data_ptr<int32_t>()};
+    };
+    const float* in = k == 0 ? xc.data_ptr<float>() : h_out.data_ptr<float>() + (k - 1) * B * H;
+    const int64_t at = k * B * H;
+    quant_lstm_step_layer(cell, {quant(q_ih, 0), quant(q_hh, 1), QuantMatrix{}}, in,
+                          hc.data_ptr<float>() + at, cc.data_ptr<float>() + at,
+                          h_out.data_ptr<float>() + at, c_out.data_ptr<float>() + at, portable);
+  }
+  Tensor y = h_out[L - 1].clone();
+  return std::make_tuple(y, h_out, c_out);
+}
+
 }  // namespace
 }  // namespace lstmkit
 
 TORCH_LIBRARY_FRAGMENT(lstmkit_cpu, m) {
+  m.def("quant_lstm_step(Tensor[] matrices, Tensor[] bias, Tensor[] rows, Tensor x, Tensor h, "
+        "Tensor c, Tensor? head_weight, Tensor? head_bias, bool portable) -> "
+        "(Tensor, Tensor, Tensor)",
+        &lstmkit::quant_lstm_step);
   m.def("quant_scan_forward", &lstmkit::quant_forward_op);
   m.def("int8_dot_isa", []() { return std::string(lstmkit::int8_dot_isa()); });
 }
