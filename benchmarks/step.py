@@ -6,7 +6,7 @@ best (:func:`_report.best_us`), so load from other processes, which preempts a l
 inflates numbers rather than ratios; by default each loop is timed in the thread's CPU time,
 which preemption does not inflate. Prints the table and writes its
 section of docs/benchmarks.md (``step`` markers) with the machine named; the error that float16
-and int8 weights add is measured against float64 on the same models.
+and int8 weights (and int8 activations) add is measured against float64 on the same models.
 
     PYTHONPATH=src python benchmarks/step.py           # the full run (a few minutes)
     PYTHONPATH=src python benchmarks/step.py --quick   # a smoke run that writes nothing
@@ -45,6 +45,7 @@ PEERS = {  # row name -> runtime Stepper precision
 LAYER, MODEL, FORWARD = "layer.step (torch)", "SequenceModel.step (torch)", \
     "layer(x) with T=1 (torch, the path step took before)"
 INT8 = "SequenceModel.step (torch, int8 weights)"
+INTEGER = "SequenceModel.step (torch, int8 activations)"
 
 
 def peers(model, tmp: Path) -> dict:
@@ -57,8 +58,9 @@ def peers(model, tmp: Path) -> dict:
     for name, precision in PEERS.items():
         out[name] = _call(runtime.stepper(precision), xn)
     layer, carried = model.rnn, [model.init_state(1), model.init_state(1), None,
-                                 model.init_state(1)]
+                                 model.init_state(1), model.init_state(1)]
     int8 = lstmkit.quantize_dynamic(model)
+    integer = lstmkit.quantize_dynamic(model, activations="int8")
 
     def layer_step():
         _, carried[0] = layer.step(x, carried[0])
@@ -72,7 +74,11 @@ def peers(model, tmp: Path) -> dict:
     def int8_step():
         _, carried[3] = int8.step(x, carried[3])
 
-    out.update({LAYER: layer_step, MODEL: model_step, INT8: int8_step, FORWARD: forward})
+    def integer_step():
+        _, carried[4] = integer.step(x, carried[4])
+
+    out.update({LAYER: layer_step, MODEL: model_step, INT8: int8_step, INTEGER: integer_step,
+                FORWARD: forward})
     return out
 
 
@@ -87,21 +93,25 @@ def _call(stepper, x):
 
 def step_errors(model, tmp: Path, steps: int = 200) -> dict[str, float]:
     """Largest |output - float64 truth| over ``steps`` steps of random input, for the NumPy
-    float32 stepper, the compiled one with float32 and float16 weights, and the int8 model's
-    step (the float64 truth is the float model's: the error includes the weights' rounding)."""
+    float32 stepper, the compiled one with float32 and float16 weights, and the int8 models'
+    steps, weights only and with int8 activations (the float64 truth is the float model's:
+    the error includes the weights' rounding, and the activations')."""
     export_runtime(model.double(), tmp / "m64.npz")
     truth = lstmkit.runtime.load(tmp / "m64.npz").stepper()
     model.float()
     export_runtime(model, tmp / "m.npz")
     runtime = lstmkit.runtime.load(tmp / "m.npz")
     steppers = {name: runtime.stepper(precision) for name, precision in PEERS.items()}
-    int8, state = lstmkit.quantize_dynamic(model), [None]
+    def int8_stepper(int8):
+        state = [None]
 
-    def int8_step(x):
-        y, state[0] = int8.step(torch.from_numpy(x)[None], state[0])
-        return y[0].numpy()
+        def run(x):
+            y, state[0] = int8.step(torch.from_numpy(x)[None], state[0])
+            return y[0].numpy()
+        return run
 
-    steppers[INT8] = int8_step
+    steppers[INT8] = int8_stepper(lstmkit.quantize_dynamic(model))
+    steppers[INTEGER] = int8_stepper(lstmkit.quantize_dynamic(model, activations="int8"))
     xs = np.random.default_rng(0).standard_normal((steps, INPUT))
     error = dict.fromkeys(steppers, 0.0)
     for x in xs:
@@ -128,7 +138,7 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
     names = list(next(iter(results.values())))
     lines = [head, rule] + [f"| {n} | " + " | ".join(f"{results[h][n]:.1f}" for h in hiddens)
                             + " |" for n in names]
-    ours = [*PEERS, LAYER, MODEL, INT8]
+    ours = [*PEERS, LAYER, MODEL, INT8, INTEGER]
     fastest = {h: min(ours, key=lambda n: results[h][n]) for h in hiddens}
 
     def ratio_row(label, over, under):
@@ -146,7 +156,7 @@ def table(hiddens, rounds: int, clock) -> tuple[list[str], list[str]]:
     error_lines = ["| max abs error vs float64, 200 steps | " + " | ".join(
         f"H={h}" for h in hiddens) + " |", rule]
     error_lines += [f"| {n} | " + " | ".join(f"{errors[h][n]:.1e}" for h in hiddens) + " |"
-                    for n in [*PEERS, INT8]]
+                    for n in [*PEERS, INT8, INTEGER]]
     return lines, error_lines
 
 
