@@ -54,7 +54,8 @@ MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 """The tensors stored as int8; each has a ``<name>_scale`` (N,) beside it."""
 BACKENDS = ("auto", "cpu", "reference")
 ACTIVATIONS = ("float", "int8")
-"""What a product's left operand is: float32, or rounded to int8 at run time."""
+"""What a product's left operand is: float32, or rounded per row to 7-bit integers at run time
+(:func:`round_rows`)."""
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,9 @@
 // stored as int8, one scale per output row (dynamic quantisation's weights), in float32.
 //
 // What is computed, in one of two modes (Products):
-//   - weights only: every product x W^T is x (diag(s) q)^T, the product
-//     with the dequantised weight, so a scan here is the float scan of the dequantised model up
-//     to float32 rounding. Inputs are not quantised, so the error is the weights' rounding alone.
+//   - weights only: every product x W^T is x (diag(s) q)^T, the product with the dequantised
+//     weight, so a scan here is the float scan of the dequantised model up to float32
+//     rounding. Inputs are not quantised, so the error is the weights' rounding alone.
 //   - int8 activations: every product's left operand (x for the input term, h, r * h, the
 //     projection's input) is rounded to 7-bit integers per row at run time and multiplied in
 //     integers (int8_dot.h says exactly what is computed), as torch.ao's and ONNX Runtime's

@@ -73,7 +73,9 @@ std::vector<Tensor> quant_scan_forward(const std::string& family, const Tensor& 
   const QuantWeights qw{q[0], q[1], q[2]};
   const auto masks = make_masks<float>(lengths, OptTensor(), zoneout);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), P = state[0].size(1);
-  const auto flag = [&](const char* name) { return options.contains(name) && options.at(name) != 0; };
+  const auto flag = [&](const char* name) {
+    return options.contains(name) && options.at(name) != 0;
+  };
   const Products products{flag("int8_activations"), flag("portable")};
   if (family == "lstm") {
     const LSTMScan<float> cell{T, B, I, state[1].size(1), P, lstm_weights<float>(w),
