@@ -73,6 +73,13 @@ inline void int8_dots_portable(const uint8_t* a, const int8_t* q, int64_t K, int
   }
 }
 
+// dots[0..3] += the products of a[k0..K) with four consecutive rows from r0 (K apart): the
+// tail of the vector loops below, past the last whole 32 bytes.
+inline void tail_dots(const uint8_t* a, const int8_t* r0, int64_t K, int64_t k0, int32_t* dots) {
+  for (int j = 0; j < 4; ++j)
+    for (int64_t k = k0; k < K; ++k) dots[j] += int32_t(a[k]) * r0[j * K + k];
+}
+
 #ifdef LSTMKIT_STEP_X86
 __attribute__((target("avx2"))) inline __m256i load32(const void* p) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(p));
@@ -113,10 +120,7 @@ __attribute__((target("avx2"))) void int8_dots_avx2(const uint8_t* a, const int8
       s3 = _mm256_add_epi32(s3, int8_sums32(ak, r3 + k));
     }
     four_totals(s0, s1, s2, s3, dots + n);
-    for (int64_t k = K32; k < K; ++k) {
-      dots[n] += int32_t(a[k]) * r0[k], dots[n + 1] += int32_t(a[k]) * r1[k];
-      dots[n + 2] += int32_t(a[k]) * r2[k], dots[n + 3] += int32_t(a[k]) * r3[k];
-    }
+    tail_dots(a, r0, K, K32, dots + n);
   }
   for (; n < n1; ++n) {
     const int8_t* row = q + n * K;
@@ -147,10 +151,7 @@ __attribute__((target("avx2,avx512vnni,avx512vl"))) void int8_dots_vnni(
       s3 = _mm256_dpbusd_epi32(s3, ak, load32(r3 + k));
     }
     four_totals(s0, s1, s2, s3, dots + n);
-    for (int64_t k = K32; k < K; ++k) {
-      dots[n] += int32_t(a[k]) * r0[k], dots[n + 1] += int32_t(a[k]) * r1[k];
-      dots[n + 2] += int32_t(a[k]) * r2[k], dots[n + 3] += int32_t(a[k]) * r3[k];
-    }
+    tail_dots(a, r0, K, K32, dots + n);
   }
   if (n < n1) int8_dots_avx2(a, q, K, n, n1, dots);
 }
