@@ -2,7 +2,8 @@
 products (kernels/cpu/int8_dot.h) against the specification, the reference scan with each
 product's left operand through ``round_rows`` (layers/quantized.py); its AVX2 and portable sums
 against each other, bit for bit; one call over a sequence against stepping it, bit for bit;
-and the interface around it (the fused step, checkpoints, the runtime export, compile)."""
+and the interface around it (the fused step, checkpoints, the runtime export; compile and
+export are in tests/layers/test_quantized.py)."""
 
 import pytest
 import torch
@@ -193,22 +194,6 @@ def test_the_setting_travels_and_is_refused_where_it_is_not_computed(tmp_path):
         export_runtime(model, tmp_path / "m.npz")
     with pytest.raises(ValueError, match="activations: expected one of"):
         quantize_dynamic(LSTM(IN, H), activations="int4")
-
-
-def test_compiles_with_dynamic_length_and_batch():
-    from torch._dynamo.testing import CompileCounterWithBackend
-
-    int8 = quantize_dynamic(_float("lstm projection"), backend="cpu", activations="int8")
-    torch._dynamo.reset()
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(int8, backend=counter, fullgraph=True, dynamic=True)
-    frames = []
-    for steps, batch in ((5, 3), (9, 4), (7, 2)):
-        x = torch.randn(steps, batch, IN)
-        torch.testing.assert_close(compiled(x)[0], int8(x)[0], rtol=0, atol=0)
-        frames.append(counter.frame_count)
-    torch._dynamo.reset()
-    assert frames[0] == frames[-1], f"recompiled: frames after each shape {frames}"
 
 
 def test_the_op_refuses_shapes_it_would_read_past():
