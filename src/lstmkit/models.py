@@ -124,8 +124,10 @@ class SequenceModel(nn.Module):
         if self.config.pooling in ("mean", "max"):
             raise ValueError(f"step: expected pooling 'none' or 'last', got "
                              f"{self.config.pooling!r} (it needs the whole sequence)")
-        x = self._features(x_t)
-        if isinstance(self.rnn, RecurrentLayer):  # its fused step applies the head in one call
-            return self.rnn.step_with_head(x, state, self.head)
-        y, state = self.rnn.step(x, state)
-        return self.head(y), state
+        x = x_t if self.embedding is None else self._features(x_t)
+        modules = self._modules  # not nn.Module's __getattr__: a microsecond a name, each step
+        rnn, head = modules["rnn"], modules["head"]
+        if isinstance(rnn, RecurrentLayer):  # its fused step applies the head in one call
+            return rnn.step_with_head(x, state, head)
+        y, state = rnn.step(x, state)
+        return head(y), state

@@ -8,6 +8,7 @@ from tolerances import conformance_bound
 
 import lstmkit
 from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config
+from lstmkit.cells.lstm import LSTMState
 from lstmkit.kernels.cpu import _build
 from lstmkit.layers import fused_step
 
@@ -87,15 +88,22 @@ def test_gradients_flow_where_one_is_wanted():
     assert layer.weight_hh_l0.grad is not None
 
 
-def test_bad_inputs_are_refused_as_before():
+@pytest.mark.parametrize("state_type", [lambda h, c: (h, c), LSTMState], ids=["tuple", "LSTMState"])
+def test_bad_inputs_are_refused_as_before(state_type):
+    """A plain tuple takes the general path; a malformed LSTMState reaches the op, whose
+    refusal sends it there too: either way the boundary names the problem."""
     layer = lstmkit.LSTM(IN, H, num_layers=2).eval()
     x = torch.randn(B, IN)
     state = layer.init_state(B)
     with torch.no_grad():
         with pytest.raises(ValueError, match=r"hx.h: expected shape \(2, 2, 5\), got"):
-            layer.step(x, (state.h[:1], state.c))
+            layer.step(x, state_type(state.h[:1], state.c))
+        with pytest.raises(ValueError, match=r"hx.c: expected shape \(2, 2, 5\), got"):
+            layer.step(x, state_type(state.h, state.c[:, :1]))
         with pytest.raises(TypeError, match="hx.c: expected dtype torch.float32"):
-            layer.step(x, (state.h, state.c.double()))
+            layer.step(x, state_type(state.h, state.c.double()))
+        with pytest.raises(ValueError, match=r"hx.h: expected shape \(2, 1, 5\), got"):
+            layer.step(torch.randn(1, IN), state_type(*state))  # one row against a state of two
         with pytest.raises(TypeError, match=r"hx: expected a tuple \(h, c\)"):
             layer.step(x, state.h)
         with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):

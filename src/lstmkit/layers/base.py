@@ -209,7 +209,7 @@ class RecurrentLayer(nn.Module):
     def step_with_head(self, x_t: torch.Tensor, state=None, head: nn.Module | None = None):
         """:meth:`step`, then ``head`` on its output: ``(head(y_t), state)``. The fused step
         applies a plain ``nn.Linear`` head in the same call (:meth:`SequenceModel.step`)."""
-        fused = None if autocast.dtype(self._like) else fused_step.step(self, x_t, state, head)
+        fused = fused_step.step(self, x_t, state, head)
         if fused is not None:
             return fused
         if self.bidirectional:

@@ -181,7 +181,7 @@ class _KernelLayer:
         # One layer of the stack op, stepping this layer's buffers in place.
         self._args = ([weights.packed], [weights.bias], [weights.scale], x, h[None], c[None],
                       h[None], c[None], False)
-        self._op = _build.ops().lstm_step_
+        self._op = _build.ops().lstm_step_.default  # not the packet: it resolves per call
 
     def step(self, x):
         self.x[...] = x

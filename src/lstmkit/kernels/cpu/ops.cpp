@@ -259,9 +259,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_step(at::TensorList packed, at::TensorLi
   }
   const Tensor w = head_weight->contiguous();
   TORCH_CHECK(w.dim() == 2 && w.size(1) == H && w.scalar_type() == at::kFloat &&
+                  w.device().is_cpu() &&
                   (!head_bias || (head_bias->numel() == w.size(0) &&
-                                  head_bias->scalar_type() == at::kFloat)),
-              "lstmkit_cpu.lstm_step: expected a float32 head weight (O, H) and bias (O)");
+                                  head_bias->scalar_type() == at::kFloat &&
+                                  head_bias->device().is_cpu())),
+              "lstmkit_cpu.lstm_step: expected a float32 CPU head weight (O, H) and bias (O)");
   const int64_t O = w.size(0);
   std::vector<int64_t> shape(hc.sizes().begin() + 1, hc.sizes().end());
   shape.back() = O;

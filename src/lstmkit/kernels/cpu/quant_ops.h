@@ -128,8 +128,9 @@ std::tuple<Tensor, Tensor, Tensor> quant_lstm_step(at::TensorList matrices, at::
   TORCH_CHECK((x.dim() == 1 || x.dim() == 2) && h.dim() == x.dim() + 1 && h.size(0) == L &&
                   (!batched || h.size(1) == B) && h.sizes() == c.sizes() &&
                   x.scalar_type() == at::kFloat && h.scalar_type() == at::kFloat &&
-                  c.scalar_type() == at::kFloat,
-              "lstmkit_cpu.quant_lstm_step: expected float32 x (B, I), h, c (L, B, H), or "
+                  c.scalar_type() == at::kFloat && x.device().is_cpu() && h.device().is_cpu() &&
+                  c.device().is_cpu(),
+              "lstmkit_cpu.quant_lstm_step: expected float32 CPU x (B, I), h, c (L, B, H), or "
               "unbatched (I,), (L, H)");
   const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = c.contiguous();
   Tensor h_out = at::empty(hc.sizes(), hc.options()), c_out = at::empty(cc.sizes(), cc.options());
