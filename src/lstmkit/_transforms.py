@@ -10,6 +10,10 @@ stacked parameters), at the cost of one kernel call per index.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import operator
+
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
@@ -133,3 +137,18 @@ def transformable(op, setup_context, backward, backward_op):
         return list(_Differentiable.apply(op, setup_context, backward, tree, *leaves))
 
     return call
+
+
+_AUTOGRAD = functools.reduce(operator.or_, (
+    torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+    for key in ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")))
+
+
+@contextlib.contextmanager
+def recording():
+    """Autograd inside a custom operator's kernel: a backward operator that recomputes its
+    forward (plain torch ops) and differentiates it. An operator's kernel runs below autograd
+    (its dispatch keys excluded); this brings them back, with grad mode on, for the block."""
+    keys = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
+    with torch._C._ForceDispatchKeyGuard(keys[0], keys[1] - _AUTOGRAD), torch.enable_grad():
+        yield

@@ -43,3 +43,29 @@ def test_exported_program_equals_eager_at_new_sizes(family, options, backend):
                 for g, e in zip(lstmkit.cells.base.state_tensors(got[1]),
                                 lstmkit.cells.base.state_tensors(expected[1])):
                     assert_close(g, e, torch.float64)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lstmkit.sLSTM(3, 4, num_heads=2, batch_first=True, dtype=torch.float64),
+    lambda: lstmkit.mLSTM(3, 4, num_heads=2, chunk_size=3, batch_first=True,
+                          dtype=torch.float64),
+    lambda: lstmkit.LSTM(3, 4, bidirectional=True, batch_first=True, dtype=torch.float64),
+    lambda: lstmkit.RNN(3, 4, nonlinearity="relu", batch_first=True, dtype=torch.float64)],
+    ids=["slstm", "mlstm chunks of 3", "lstm bidirectional", "rnn relu"])
+def test_every_family_exports_with_dynamic_batch_and_time(make):
+    """The xLSTM families too: the mLSTM's chunk count, traced as torch ops, held an exported
+    program to its example's (7 steps: 3 chunks), refusing a dynamic T."""
+    torch.manual_seed(0)
+    layer = make().eval()
+    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
+    program = torch.export.export(layer, (torch.randn(5, 7, 3, dtype=torch.float64),),
+                                  dynamic_shapes={"input": dims})
+    for batch, steps in ((6, 9), (2, 3), (3, 2), (4, 12)):  # 1 to 4 chunks, padded or not
+        x = torch.randn(batch, steps, 3, dtype=torch.float64)
+        with torch.no_grad():
+            want_y, want_state = layer(x)
+            got_y, got_state = program.module()(x)
+        assert_close(got_y, want_y, torch.float64)
+        for g, e in zip(lstmkit.cells.base.state_tensors(got_state),
+                        lstmkit.cells.base.state_tensors(want_state)):
+            assert_close(g, e, torch.float64)

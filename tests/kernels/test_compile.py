@@ -40,9 +40,14 @@ CASES = {
     "rnn cpu": (lstmkit.RNN, {"backend": "cpu"}),
     "slstm 2 heads": (lstmkit.sLSTM, {"num_heads": 2}),
     "mlstm 2 heads": (lstmkit.mLSTM, {"num_heads": 2}),
+    "mlstm chunks of 3": (lstmkit.mLSTM, {"num_heads": 2, "chunk_size": 3}),
+    "mlstm chunks of 6": (lstmkit.mLSTM, {"chunk_size": 6}),
+    "mlstm parallel": (lstmkit.mLSTM, {"form": "parallel"}),
 }
 """Plain configurations ("auto" takes native), variants ("auto" takes cpu) and the xLSTM
-families (their scans: the sLSTM's one custom operator, the mLSTM's chunkwise form in torch)."""
+families (their scans: the sLSTM's one custom operator, the mLSTM's chunkwise form as one
+operator too). The mLSTM's short chunks make SHAPES span 1-3 chunks, with and without
+padding: traced as torch ops, the chunk count put a guard on T."""
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +178,20 @@ def test_opcheck_slstm_scan():
         args = (xs.requires_grad_(), weight.requires_grad_(),
                 *(t.clone().requires_grad_() for t in state), mask, "sigmoid", "nxai")
         torch.library.opcheck(slstm.scan_op, args)
+
+
+def test_opcheck_mlstm_chunkwise():
+    mlstm = importlib.import_module("lstmkit.functional.mlstm")  # the module, not the function
+
+    gen = torch.Generator().manual_seed(0)
+    B, NH, T, DK, DV = 2, 2, 7, 3, 4
+    q, k = (torch.randn(B, NH, T, DK, generator=gen, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, NH, T, DV, generator=gen, dtype=torch.float64)
+    i, f = (torch.randn(B, NH, T, generator=gen, dtype=torch.float64) for _ in range(2))
+    state = (torch.randn(B, NH, DK, DV, generator=gen, dtype=torch.float64),
+             torch.randn(B, NH, DK, generator=gen, dtype=torch.float64).abs(),
+             torch.randn(B, NH, generator=gen, dtype=torch.float64))
+    for chunk, forget in ((3, "sigmoid"), (7, "exp"), (4, "sigmoid")):
+        args = (*(t.clone().requires_grad_() for t in (q, k, v, i, f, *state)), chunk, 1e-6,
+                forget)
+        torch.library.opcheck(mlstm.chunkwise_op, args)

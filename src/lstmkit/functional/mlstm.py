@@ -34,9 +34,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from lstmkit import _autocast as autocast
-from lstmkit._transforms import differentiates_a_backward
+from lstmkit._transforms import differentiates_a_backward, recording
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
 from lstmkit.functional._backends import use_triton
@@ -109,7 +110,11 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         h, state = chunkwise(q, k, v, i, f, state, chunk_size, eps, forget)
     else:
         length = q.shape[2] if form == "parallel" else chunk_size
-        h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
+        if torch.compiler.is_compiling():  # one operator, no guard on T: see chunkwise_op
+            h, *final = chunkwise_op(q, k, v, i, f, *state, length, eps, forget)
+            state = mLSTMState(*final)
+        else:
+            h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
     if valid is not None:
         h = torch.where(valid[:, None, :, None], h, 0.0)
     h = h.to(dtype)
@@ -195,6 +200,59 @@ def _chunkwise(q, k, v, i, f, state, L, eps, forget):
     Cn_in, m_in, Cn, m = _chunk_states(k, v1, u, b[..., -1], u_max[..., -1], Cn, state.m)
     h = _chunk_outputs(q, k, v1, u, b, u_max, Cn_in, m_in, eps)  # (B, NH, NC, L, DV)
     return h.flatten(2, 3)[:, :, :T], mLSTMState(Cn[..., :DV], Cn[..., DV], m)
+
+
+# Under torch.compile and torch.export the chunkwise form is one custom operator. Traced as
+# torch ops, its shapes (ceil(T / L) chunks, the padding, the slice back to T) put guards on T:
+# a recompile once T passes a chunk, and an exported program held to its example's chunk
+# count. The operator's shapes are T's own; its backward recomputes the forward in torch ops
+# and differentiates it (once: a compiled graph's backward is not differentiated again).
+
+@torch.library.custom_op("lstmkit::mlstm_chunkwise", mutates_args=())
+def chunkwise_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor, n: Tensor,
+                 m: Tensor, chunk: int, eps: float, forget: str
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(h, C, n, m): :func:`_chunkwise`'s results, contiguous and aliasing nothing."""
+    h, state = _chunkwise(q, k, v, i, f, mLSTMState(C, n, m), chunk, eps, forget)
+    return h.contiguous(), *(t.clone() for t in state)
+
+
+@chunkwise_op.register_fake
+def _(q, k, v, i, f, C, n, m, chunk, eps, forget):
+    return tuple(t.new_empty(t.shape) for t in (v, C, n, m))
+
+
+@torch.library.custom_op("lstmkit::mlstm_chunkwise_backward", mutates_args=())
+def chunkwise_backward_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor,
+                          n: Tensor, m: Tensor, chunk: int, eps: float, forget: str,
+                          grads: list[Tensor]) -> list[Tensor]:
+    """The gradients of (q, k, v, i, f, C, n, m) given those of (h, C, n, m)."""
+    inputs = [t.detach().requires_grad_() for t in (q, k, v, i, f, C, n, m)]
+    with recording():
+        h, state = _chunkwise(*inputs[:5], mLSTMState(*inputs[5:]), chunk, eps, forget)
+        got = torch.autograd.grad([h, *state], inputs, grads, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g.clone() for g, t in zip(got, inputs)]
+
+
+@chunkwise_backward_op.register_fake
+def _(q, k, v, i, f, C, n, m, chunk, eps, forget, grads):
+    return [t.new_empty(t.shape) for t in (q, k, v, i, f, C, n, m)]
+
+
+def _setup_context(ctx, inputs, output):
+    *tensors, chunk, eps, forget = inputs
+    ctx.options = chunk, eps, forget
+    ctx.save_for_backward(*tensors)
+
+
+def _chunkwise_backward(ctx, *grads):
+    tensors = ctx.saved_tensors
+    like = (tensors[2], *tensors[5:])  # h is v's shape; the state's gradients its own
+    grads = [torch.zeros_like(t) if g is None else g.contiguous() for g, t in zip(grads, like)]
+    return (*chunkwise_backward_op(*tensors, *ctx.options, grads), None, None, None)
+
+
+chunkwise_op.register_autograd(_chunkwise_backward, setup_context=_setup_context)
 
 
 def _chunk_states(k, v1, u, g, top, Cn, m):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import operator
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit._transforms import constant_result, through_ops, transformable
+from lstmkit._transforms import constant_result, recording, through_ops, transformable
 from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
@@ -156,20 +155,11 @@ def stack_backward_op(config: str, x: Tensor, hx: list[Tensor], weights: list[Te
     family, layer = _config(config)
     inputs = [t.detach().requires_grad_() for t in (x, *hx, *weights)]
     states = len(hx)
-    # A custom op's kernel runs below autograd (its dispatch keys excluded); the recomputation
-    # needs them back to record a graph.
-    keys = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
-    with torch._C._ForceDispatchKeyGuard(keys[0], keys[1] - _AUTOGRAD), \
-            torch.enable_grad(), _seeded(seed, x.device):
+    with recording(), _seeded(seed, x.device):
         y, state = _stack(family, layer, inputs[1 + states:], inputs[0],
                           tuple(inputs[1:1 + states]), lengths, training)
         got = torch.autograd.grad([y, *state_tensors(state)], inputs, grads, allow_unused=True)
     return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs)]
-
-
-_AUTOGRAD = functools.reduce(operator.or_, (
-    torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
-    for key in ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor")))
 
 
 @stack_backward_op.register_fake
