@@ -69,3 +69,28 @@ def test_every_family_exports_with_dynamic_batch_and_time(make):
         for g, e in zip(lstmkit.cells.base.state_tensors(got_state),
                         lstmkit.cells.base.state_tensors(want_state)):
             assert_close(g, e, torch.float64)
+
+
+def test_an_xlstm_block_stack_exports_and_reloads():
+    """The block stack made its zero state through init_state, whose int check refused the
+    symbolic batch, and its BlockState was not registered for torch.export.save."""
+    torch.manual_seed(0)
+    backbone = lstmkit.xLSTMConfig(16, 2, slstm_at=(1,), input_size=3, mlstm_heads=2,
+                                   slstm_heads=2, chunk_size=4)
+    model = SequenceModel(ModelConfig(backbone, output_size=2), dtype=torch.float64).eval()
+    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
+    program = torch.export.export(model, (torch.randn(3, 7, 3, dtype=torch.float64),),
+                                  dynamic_shapes={"x": dims})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
+    for batch, steps in ((2, 3), (5, 20)):
+        x = torch.randn(batch, steps, 3, dtype=torch.float64)
+        with torch.no_grad():
+            want, want_state = model(x)
+            got, got_state = loaded(x)
+        assert_close(got, want, torch.float64)
+        for g, e in zip(torch.utils._pytree.tree_leaves(got_state),
+                        torch.utils._pytree.tree_leaves(want_state), strict=True):
+            assert_close(g, e, torch.float64)

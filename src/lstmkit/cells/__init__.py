@@ -26,12 +26,13 @@ def register(family: Family) -> Family:
         raise ValueError(f"family: expected its config's family to be {family.key!r}, "
                          f"got {family.config.family!r}")
     FAMILIES[family.key] = family
-    _serializable(family.make_state)
+    serializable(family.make_state)
     return family
 
 
-def _serializable(state_type) -> None:
-    """Let torch.export save a program whose outputs hold a family's NamedTuple state."""
+def serializable(state_type) -> None:
+    """Let torch.export save a program whose outputs hold this NamedTuple state (a family's,
+    or a container of them such as the xLSTM blocks' BlockState)."""
     from torch.utils import _pytree
 
     if (isinstance(state_type, type) and issubclass(state_type, tuple)

@@ -32,6 +32,7 @@ from torch import nn
 from lstmkit import _autocast as autocast
 from lstmkit._checks import check_lengths, check_steps, check_tensor
 from lstmkit.cells import mlstm as mlstm_cell
+from lstmkit.cells import serializable
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
@@ -218,6 +219,9 @@ class BlockState(NamedTuple):
     """An sLSTMState or an mLSTMState over (B, ...)."""
 
 
+serializable(BlockState)
+
+
 def _small_init(weight: torch.Tensor, dim: int) -> None:
     nn.init.normal_(weight, 0.0, math.sqrt(2 / (5 * dim)))
 
@@ -399,9 +403,13 @@ class xLSTM(nn.Module):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
             raise ValueError(f"batch_size: expected an int >= 0 (the stack takes batches only), "
                              f"got {batch_size!r}")
+        return self._zeros(batch_size)
+
+    def _zeros(self, batch) -> tuple[BlockState, ...]:
+        """init_state's zeros for a batch size that may be symbolic (torch.export's)."""
         like = self.post_norm.weight
-        own = tuple(block.init_state(batch_size, like) for block in self.blocks)
-        return own if self.reverse is None else own + self.reverse.init_state(batch_size)
+        own = tuple(block.init_state(batch, like) for block in self.blocks)
+        return own if self.reverse is None else own + self.reverse._zeros(batch)
 
     def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
         check_tensor("input", x, autocast.accepted(x, self.post_norm.weight))
@@ -415,7 +423,7 @@ class xLSTM(nn.Module):
             valid = (torch.arange(T)[None, :] < lengths[:, None]).to(x.device)
             x = torch.where(valid[..., None], x, 0.0)
         if state is None:
-            state = self.init_state(B)
+            state = self._zeros(B)
         blocks = len(self.blocks) * self.config.num_directions
         if not isinstance(state, (tuple, list)) or len(state) != blocks:
             raise TypeError(f"state: expected a tuple of {blocks} block states, "
