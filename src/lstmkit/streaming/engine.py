@@ -494,8 +494,14 @@ class StreamEngine:
         model = self.model
         state = self._layout.to_state(tuple(p.index_select(1, index) for p in self._pool))
         features = x if model.embedding is None else model.embedding(x)
-        y, state = model.rnn(features, state, lengths=None if same else torch.tensor(lengths))
-        out = model.head(y)  # (B, T, O)
+        if same and x.shape[1] == 1 and isinstance(model.rnn, RecurrentLayer):
+            # One step each: the layer's step, which for a few float32 streams is one compiled
+            # call for the stack and the head (layers/fused_step.py), not a sequence's call.
+            out, state = model.rnn.step_with_head(features[:, 0], state, model.head)
+            out = out[:, None]  # (B, 1, O)
+        else:
+            y, state = model.rnn(features, state, lengths=None if same else torch.tensor(lengths))
+            out = model.head(y)  # (B, T, O)
         new = self._layout.from_state(state)  # each (A, B, *shape)
         bad = self._bad_rows(x, out, new)
         if bad:
