@@ -172,6 +172,9 @@ class LayerConfig:
         _require_probability("zoneout", self.zoneout)
         if not isinstance(self.backend, str):
             raise TypeError(f"backend: expected a str, got {type(self.backend).__name__}")
+        # Made once (not a field): a CellConfig's construction and checks cost about 8 us,
+        # and every forward of a deeper stack asks for it twice.
+        object.__setattr__(self, "_deeper_cell", None if self.num_layers == 1 else self._deeper())
 
     @property
     def num_directions(self) -> int:
@@ -179,8 +182,9 @@ class LayerConfig:
 
     def layer_cell(self, layer: int) -> CellConfig:
         """The cell of layer ``layer``: deeper layers read the previous layer's output."""
-        if layer == 0:
-            return self.cell
+        return self.cell if layer == 0 else self._deeper_cell or self._deeper()
+
+    def _deeper(self) -> CellConfig:
         return replace(self.cell, input_size=self.cell.output_size * self.num_directions)
 
     @property

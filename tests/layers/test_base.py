@@ -209,3 +209,18 @@ def test_a_layer_runs_without_importing_the_compiler():
             "    layer(torch.randn(2, 1, 3))\n"
             "print(sorted(m for m in ('torch._dynamo', 'triton') if m in sys.modules))")
     assert python_output(code) == "[]"
+
+
+def test_a_parametrised_weight_is_what_the_layer_computes_with():
+    """torch.nn.utils.parametrizations (weight norm here) replace a parameter by a computed
+    one that is no longer in the module's _parameters: the layer must read the computed one,
+    and follow a change of what it is computed from, as torch.nn's modules do."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(IN, H, dtype=torch.float64)
+    module = layer.to_torch()
+    for m in (layer, module):
+        nn.utils.parametrizations.weight_norm(m, "weight_hh_l0")
+        with torch.no_grad():
+            m.parametrizations.weight_hh_l0.original0.mul_(3.0)
+    x = torch.randn(T, B, IN, dtype=torch.float64)
+    assert_close(layer(x)[0], module(x)[0], torch.float64)

@@ -76,9 +76,14 @@ class RecurrentLayer(nn.Module):
         return self.weight_ih_l0
 
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
-        suffix = _suffix(layer, direction)
-        return {name: getattr(self, name + suffix)
-                for name in self.family.parameters(self.config.layer_cell(layer))}
+        # From _parameters where the name is there: nn.Module's __getattr__ costs about 1 us a
+        # name on every forward. A parametrised weight (torch.nn.utils.parametrize) is not
+        # there, and getattr computes it.
+        suffix, own, out = _suffix(layer, direction), self._parameters, {}
+        for name in self.family.parameters(self.config.layer_cell(layer)):
+            key = name + suffix
+            out[name] = own[key] if key in own else getattr(self, key)
+        return out
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation (same draws, same order), then the gate-bias options."""
@@ -128,14 +133,15 @@ class RecurrentLayer(nn.Module):
             sequence's last element. Under ``torch.autocast`` a float32 layer computes in the
             autocast dtype and returns it (:mod:`lstmkit._autocast`).
         """
-        low = autocast.dtype(self._like)
+        like = self._like
+        low = autocast.dtype(like)
         if low is None:
-            return self._forward(input, hx, lengths, self._like, self.cell_weights())
+            return self._forward(input, hx, lengths, like, self.cell_weights())
         weights = [[{name: None if t is None else t.to(low) for name, t in cell.items()}
                     for cell in layer] for layer in self.cell_weights()]
-        with autocast.off(self._like):
+        with autocast.off(like):
             return self._forward(autocast.cast(input, low), autocast.cast(hx, low), lengths,
-                                 self._like.new_empty(0, dtype=low), weights)
+                                 like.new_empty(0, dtype=low), weights)
 
     def _forward(self, input, hx, lengths, like: torch.Tensor, weights):
         """:meth:`forward` with ``like`` (the dtype and device of the computation) and the cells'

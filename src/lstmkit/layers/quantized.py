@@ -228,12 +228,13 @@ class QuantizedLayer(RecurrentLayer):
         return self.weight_ih_l0_scale
 
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, torch.Tensor]:
-        suffix = _suffix(layer, direction)
+        suffix, own = _suffix(layer, direction), self._buffers  # the weights are buffers here
         out = {}
         for name in self.family.parameters(self.config.layer_cell(layer)):
-            out[name] = getattr(self, name + suffix)
-            if hasattr(self, name + suffix + "_scale"):
-                out[name + "_scale"] = getattr(self, name + suffix + "_scale")
+            key = name + suffix
+            out[name] = own[key] if key in own else getattr(self, key)
+            if key + "_scale" in own:
+                out[name + "_scale"] = own[key + "_scale"]
         return out
 
     def reset_parameters(self) -> None:
