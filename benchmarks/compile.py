@@ -47,6 +47,9 @@ def layers(inputs: int = I, hidden: int = H) -> dict[str, torch.nn.Module]:
         "lstmkit LSTM (backend=cpu)": lstmkit.LSTM(inputs, hidden, backend="cpu"),
         "lstmkit LSTM peephole (auto: cpu)": lstmkit.LSTM(inputs, hidden, peephole=True),
         "lstmkit GRU (auto: native)": lstmkit.GRU(inputs, hidden),
+        "lstmkit sLSTM": lstmkit.sLSTM(inputs, hidden, num_heads=4),
+        # T=50, then 70: one chunk of 64, then two (the chunk count once put a guard on T)
+        "lstmkit mLSTM": lstmkit.mLSTM(inputs, hidden, num_heads=4),
     }
 
 
@@ -132,8 +135,11 @@ def main() -> None:
         "empty frame). torch.nn.LSTM cannot be compiled with fullgraph (dynamo refuses "
         "torch.nn's RNN modules); without it dynamo compiles nothing (0 graphs) and it runs "
         "eagerly. lstmkit's layers are one "
-        "graph around one custom operator per layer (kernels/native.py, kernels/cpu), so the "
-        "compile does not grow with T and a new T or B reuses the graph. The last two "
+        "graph around one custom operator per layer (kernels/native.py, kernels/cpu; the "
+        "sLSTM's scan and the mLSTM's chunkwise form in functional/), so the "
+        "compile does not grow with T and a new T or B reuses the graph (the mLSTM's second "
+        "(T, B) spans two chunks of 64 where the first fits one). The mLSTM's operator "
+        "recomputes its forward in its backward, as native's does. The last two "
         "columns are what a compiled layer costs once compiled. At the small size the calls "
         "dominate: each custom operator is dispatched through torch.library's Python layer, "
         "forward and backward. At the larger size that fades, and what stays is native's: its "

@@ -195,3 +195,13 @@ def test_opcheck_mlstm_chunkwise():
         args = (*(t.clone().requires_grad_() for t in (q, k, v, i, f, *state)), chunk, 1e-6,
                 forget)
         torch.library.opcheck(mlstm.chunkwise_op, args)
+    # As the layer passes them: q, k, v transposed views (B, T, NH, D) -> (B, NH, T, D). The
+    # fake kernels promise contiguous results, and inductor checks the strides it gets.
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    assert not q.is_contiguous()
+    for chunk in (3, 7, 8):  # one chunk: autograd gives k's gradient transposed
+        args = (q, k, v, i, f, *state, chunk, 1e-6, "sigmoid")
+        outputs = mlstm.chunkwise_op(*args)
+        grads = mlstm.chunkwise_backward_op(*args, [torch.randn_like(t) for t in outputs])
+        for t in (*outputs, *grads):
+            assert t.is_contiguous()

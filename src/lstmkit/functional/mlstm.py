@@ -214,7 +214,13 @@ def chunkwise_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tenso
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(h, C, n, m): :func:`_chunkwise`'s results, contiguous and aliasing nothing."""
     h, state = _chunkwise(q, k, v, i, f, mLSTMState(C, n, m), chunk, eps, forget)
-    return h.contiguous(), *(t.clone() for t in state)
+    return tuple(_fresh(t) for t in (h, *state))
+
+
+def _fresh(t: Tensor) -> Tensor:
+    """A contiguous copy: what the fake kernels promise (inductor checks the strides), and an
+    operator's output may alias none of its inputs (a gradient can be one passed in)."""
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 @chunkwise_op.register_fake
@@ -231,7 +237,8 @@ def chunkwise_backward_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor,
     with recording():
         h, state = _chunkwise(*inputs[:5], mLSTMState(*inputs[5:]), chunk, eps, forget)
         got = torch.autograd.grad([h, *state], inputs, grads, allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g.clone() for g, t in zip(got, inputs)]
+    return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
+            else _fresh(g) for g, t in zip(got, inputs)]
 
 
 @chunkwise_backward_op.register_fake
