@@ -136,7 +136,7 @@ def main() -> None:
         "torch.nn's RNN modules); without it dynamo compiles nothing (0 graphs) and it runs "
         "eagerly. lstmkit's layers are one "
         "graph around one custom operator per layer (kernels/native.py, kernels/cpu; the "
-        "sLSTM's scan and the mLSTM's chunkwise form in functional/), so the "
+        "sLSTM's scan and the mLSTM's torch forms in functional/), so the "
         "compile does not grow with T and a new T or B reuses the graph (the mLSTM's second "
         "(T, B) spans two chunks of 64 where the first fits one). The mLSTM's operator "
         "recomputes its forward in its backward, as native's does. The last two "

@@ -43,9 +43,10 @@ CASES = {
     "mlstm chunks of 3": (lstmkit.mLSTM, {"num_heads": 2, "chunk_size": 3}),
     "mlstm chunks of 6": (lstmkit.mLSTM, {"chunk_size": 6}),
     "mlstm parallel": (lstmkit.mLSTM, {"form": "parallel"}),
+    "mlstm recurrent": (lstmkit.mLSTM, {"form": "recurrent"}),
 }
 """Plain configurations ("auto" takes native), variants ("auto" takes cpu) and the xLSTM
-families (their scans: the sLSTM's one custom operator, the mLSTM's chunkwise form as one
+families (their scans: the sLSTM's one custom operator, the mLSTM's torch forms one
 operator too). The mLSTM's short chunks make SHAPES span 1-3 chunks, with and without
 padding: traced as torch ops, the chunk count put a guard on T."""
 
@@ -180,7 +181,7 @@ def test_opcheck_slstm_scan():
         torch.library.opcheck(slstm.scan_op, args)
 
 
-def test_opcheck_mlstm_chunkwise():
+def test_opcheck_mlstm_scan():
     mlstm = importlib.import_module("lstmkit.functional.mlstm")  # the module, not the function
 
     gen = torch.Generator().manual_seed(0)
@@ -191,17 +192,18 @@ def test_opcheck_mlstm_chunkwise():
     state = (torch.randn(B, NH, DK, DV, generator=gen, dtype=torch.float64),
              torch.randn(B, NH, DK, generator=gen, dtype=torch.float64).abs(),
              torch.randn(B, NH, generator=gen, dtype=torch.float64))
-    for chunk, forget in ((3, "sigmoid"), (7, "exp"), (4, "sigmoid")):
-        args = (*(t.clone().requires_grad_() for t in (q, k, v, i, f, *state)), chunk, 1e-6,
-                forget)
-        torch.library.opcheck(mlstm.chunkwise_op, args)
+    for form, chunk, forget in (("chunkwise", 3, "sigmoid"), ("chunkwise", 7, "exp"),
+                                ("parallel", 4, "sigmoid"), ("recurrent", 4, "exp")):
+        args = (*(t.clone().requires_grad_() for t in (q, k, v, i, f, *state)), form, chunk,
+                1e-6, forget)
+        torch.library.opcheck(mlstm.scan_op, args)
     # As the layer passes them: q, k, v transposed views (B, T, NH, D) -> (B, NH, T, D). The
     # fake kernels promise contiguous results, and inductor checks the strides it gets.
     q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
     assert not q.is_contiguous()
     for chunk in (3, 7, 8):  # one chunk: autograd gives k's gradient transposed
-        args = (q, k, v, i, f, *state, chunk, 1e-6, "sigmoid")
-        outputs = mlstm.chunkwise_op(*args)
-        grads = mlstm.chunkwise_backward_op(*args, [torch.randn_like(t) for t in outputs])
+        args = (q, k, v, i, f, *state, "chunkwise", chunk, 1e-6, "sigmoid")
+        outputs = mlstm.scan_op(*args)
+        grads = mlstm.scan_backward_op(*args, [torch.randn_like(t) for t in outputs])
         for t in (*outputs, *grads):
             assert t.is_contiguous()

@@ -102,19 +102,15 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         q, k, v, i, f = _skip_padding(q, k, v, i, f, valid[:, None, :], forget)
     if q.shape[2] == 0:
         h = v.new_zeros(v.shape)
-    elif form == "recurrent":
-        h, state = _recurrent(q, k, v, i, f, state, eps, forget)
     elif triton and not differentiates_a_backward():  # else torch: functorch's higher order
         from lstmkit.kernels.triton.mlstm import chunkwise
 
         h, state = chunkwise(q, k, v, i, f, state, chunk_size, eps, forget)
+    elif torch.compiler.is_compiling():  # one operator, no guard on T: see scan_op
+        h, *final = scan_op(q, k, v, i, f, *state, form, chunk_size, eps, forget)
+        state = mLSTMState(*final)
     else:
-        length = q.shape[2] if form == "parallel" else chunk_size
-        if torch.compiler.is_compiling():  # one operator, no guard on T: see chunkwise_op
-            h, *final = chunkwise_op(q, k, v, i, f, *state, length, eps, forget)
-            state = mLSTMState(*final)
-        else:
-            h, state = _chunkwise(q, k, v, i, f, state, length, eps, forget)
+        h, state = _torch_form(q, k, v, i, f, state, form, chunk_size, eps, forget)
     if valid is not None:
         h = torch.where(valid[:, None, :, None], h, 0.0)
     h = h.to(dtype)
@@ -202,18 +198,28 @@ def _chunkwise(q, k, v, i, f, state, L, eps, forget):
     return h.flatten(2, 3)[:, :, :T], mLSTMState(Cn[..., :DV], Cn[..., DV], m)
 
 
-# Under torch.compile and torch.export the chunkwise form is one custom operator. Traced as
-# torch ops, its shapes (ceil(T / L) chunks, the padding, the slice back to T) put guards on T:
-# a recompile once T passes a chunk, and an exported program held to its example's chunk
-# count. The operator's shapes are T's own; its backward recomputes the forward in torch ops
-# and differentiates it (once: a compiled graph's backward is not differentiated again).
+def _torch_form(q, k, v, i, f, state, form, chunk, eps, forget):
+    """The form ``form`` in torch ops: the step T times, or chunks of ``chunk`` steps (the
+    parallel form is one chunk of all T)."""
+    if form == "recurrent":
+        return _recurrent(q, k, v, i, f, state, eps, forget)
+    length = q.shape[2] if form == "parallel" else chunk
+    return _chunkwise(q, k, v, i, f, state, length, eps, forget)
 
-@torch.library.custom_op("lstmkit::mlstm_chunkwise", mutates_args=())
-def chunkwise_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor, n: Tensor,
-                 m: Tensor, chunk: int, eps: float, forget: str
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(h, C, n, m): :func:`_chunkwise`'s results, contiguous and aliasing nothing."""
-    h, state = _chunkwise(q, k, v, i, f, mLSTMState(C, n, m), chunk, eps, forget)
+
+# Under torch.compile and torch.export the torch forms are one custom operator. Traced as
+# torch ops, their shapes put guards on T: the chunkwise form's ceil(T / L) chunks, padding
+# and slice back to T (a recompile once T passed a chunk, an exported program held to its
+# example's chunk count), the recurrent form's loop (unrolled: a graph per T). The operator's
+# shapes are T's own; its backward recomputes the forward in torch ops and differentiates it
+# (once: a compiled graph's backward is not differentiated again).
+
+@torch.library.custom_op("lstmkit::mlstm_scan", mutates_args=())
+def scan_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor, n: Tensor,
+            m: Tensor, form: str, chunk: int, eps: float, forget: str
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(h, C, n, m): :func:`_torch_form`'s results, contiguous and aliasing nothing."""
+    h, state = _torch_form(q, k, v, i, f, mLSTMState(C, n, m), form, chunk, eps, forget)
     return tuple(_fresh(t) for t in (h, *state))
 
 
@@ -223,43 +229,43 @@ def _fresh(t: Tensor) -> Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-@chunkwise_op.register_fake
-def _(q, k, v, i, f, C, n, m, chunk, eps, forget):
+@scan_op.register_fake
+def _(q, k, v, i, f, C, n, m, form, chunk, eps, forget):
     return tuple(t.new_empty(t.shape) for t in (v, C, n, m))
 
 
-@torch.library.custom_op("lstmkit::mlstm_chunkwise_backward", mutates_args=())
-def chunkwise_backward_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor,
-                          n: Tensor, m: Tensor, chunk: int, eps: float, forget: str,
-                          grads: list[Tensor]) -> list[Tensor]:
+@torch.library.custom_op("lstmkit::mlstm_scan_backward", mutates_args=())
+def scan_backward_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor,
+                     n: Tensor, m: Tensor, form: str, chunk: int, eps: float, forget: str,
+                     grads: list[Tensor]) -> list[Tensor]:
     """The gradients of (q, k, v, i, f, C, n, m) given those of (h, C, n, m)."""
     inputs = [t.detach().requires_grad_() for t in (q, k, v, i, f, C, n, m)]
     with recording():
-        h, state = _chunkwise(*inputs[:5], mLSTMState(*inputs[5:]), chunk, eps, forget)
+        h, state = _torch_form(*inputs[:5], mLSTMState(*inputs[5:]), form, chunk, eps, forget)
         got = torch.autograd.grad([h, *state], inputs, grads, allow_unused=True)
     return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
             else _fresh(g) for g, t in zip(got, inputs)]
 
 
-@chunkwise_backward_op.register_fake
-def _(q, k, v, i, f, C, n, m, chunk, eps, forget, grads):
+@scan_backward_op.register_fake
+def _(q, k, v, i, f, C, n, m, form, chunk, eps, forget, grads):
     return [t.new_empty(t.shape) for t in (q, k, v, i, f, C, n, m)]
 
 
 def _setup_context(ctx, inputs, output):
-    *tensors, chunk, eps, forget = inputs
-    ctx.options = chunk, eps, forget
+    *tensors, form, chunk, eps, forget = inputs
+    ctx.options = form, chunk, eps, forget
     ctx.save_for_backward(*tensors)
 
 
-def _chunkwise_backward(ctx, *grads):
+def _scan_backward(ctx, *grads):
     tensors = ctx.saved_tensors
     like = (tensors[2], *tensors[5:])  # h is v's shape; the state's gradients its own
     grads = [torch.zeros_like(t) if g is None else g.contiguous() for g, t in zip(grads, like)]
-    return (*chunkwise_backward_op(*tensors, *ctx.options, grads), None, None, None)
+    return (*scan_backward_op(*tensors, *ctx.options, grads), None, None, None, None)
 
 
-chunkwise_op.register_autograd(_chunkwise_backward, setup_context=_setup_context)
+scan_op.register_autograd(_scan_backward, setup_context=_setup_context)
 
 
 def _chunk_states(k, v1, u, g, top, Cn, m):
