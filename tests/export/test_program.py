@@ -15,6 +15,17 @@ from lstmkit.kernels.cpu import _build
 from lstmkit.models import ModelConfig, SequenceModel
 
 
+def _exported(module, argument: str, example: torch.Tensor):
+    """``module`` exported with a dynamic batch and time (dims 0 and 1 of ``argument``), and
+    the same program after a torch.export.save/load round trip."""
+    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
+    program = torch.export.export(module, (example,), dynamic_shapes={argument: dims})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    return program, torch.export.load(buffer)
+
+
 @pytest.mark.parametrize(("family", "options", "backend"), [
     ("lstm", {}, "native"), ("gru", {}, "native"), ("lstm", {"peephole": True}, "cpu"),
     ("lstm", {"layer_norm": True, "proj_size": 2}, "cpu"), ("gru", {"reset_after": False}, "cpu")])
@@ -26,13 +37,7 @@ def test_exported_program_equals_eager_at_new_sizes(family, options, backend):
         pytest.fail(f"expected 'auto' to take {backend}, got {chosen}")
     if backend == "cpu" and (reason := _build.problem()):
         pytest.skip(f"the cpu backend {reason}")
-    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
-    program = torch.export.export(model, (torch.randn(5, 7, 3, dtype=torch.float64),),
-                                  dynamic_shapes={"x": dims})
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    buffer.seek(0)
-    loaded = torch.export.load(buffer)
+    program, loaded = _exported(model, "x", torch.randn(5, 7, 3, dtype=torch.float64))
     for batch, steps in ((6, 9), (2, 3), (8, 2)):
         x = torch.randn(batch, steps, 3, dtype=torch.float64)
         with torch.no_grad():
@@ -57,18 +62,17 @@ def test_every_family_exports_with_dynamic_batch_and_time(make):
     program to its example's (7 steps: 3 chunks), refusing a dynamic T."""
     torch.manual_seed(0)
     layer = make().eval()
-    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
-    program = torch.export.export(layer, (torch.randn(5, 7, 3, dtype=torch.float64),),
-                                  dynamic_shapes={"input": dims})
+    program, loaded = _exported(layer, "input", torch.randn(5, 7, 3, dtype=torch.float64))
     for batch, steps in ((6, 9), (2, 3), (3, 2), (4, 12)):  # 1 to 4 chunks, padded or not
         x = torch.randn(batch, steps, 3, dtype=torch.float64)
         with torch.no_grad():
             want_y, want_state = layer(x)
-            got_y, got_state = program.module()(x)
-        assert_close(got_y, want_y, torch.float64)
-        for g, e in zip(lstmkit.cells.base.state_tensors(got_state),
-                        lstmkit.cells.base.state_tensors(want_state)):
-            assert_close(g, e, torch.float64)
+            for run in (program.module(), loaded.module()):
+                got_y, got_state = run(x)
+                assert_close(got_y, want_y, torch.float64)
+                for g, e in zip(lstmkit.cells.base.state_tensors(got_state),
+                                lstmkit.cells.base.state_tensors(want_state)):
+                    assert_close(g, e, torch.float64)
 
 
 def test_an_xlstm_block_stack_exports_and_reloads():
@@ -78,13 +82,8 @@ def test_an_xlstm_block_stack_exports_and_reloads():
     backbone = lstmkit.xLSTMConfig(16, 2, slstm_at=(1,), input_size=3, mlstm_heads=2,
                                    slstm_heads=2, chunk_size=4)
     model = SequenceModel(ModelConfig(backbone, output_size=2), dtype=torch.float64).eval()
-    dims = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("time", min=2)}
-    program = torch.export.export(model, (torch.randn(3, 7, 3, dtype=torch.float64),),
-                                  dynamic_shapes={"x": dims})
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    buffer.seek(0)
-    loaded = torch.export.load(buffer).module()
+    _, reloaded = _exported(model, "x", torch.randn(3, 7, 3, dtype=torch.float64))
+    loaded = reloaded.module()
     for batch, steps in ((2, 3), (5, 20)):
         x = torch.randn(batch, steps, 3, dtype=torch.float64)
         with torch.no_grad():
