@@ -29,6 +29,15 @@ def constant_result(fn):
     return fn
 
 
+@constant_result
+def static(config, name: str):
+    """``getattr(config, name)``, a constant of a traced graph rather than a symbol. Dynamo
+    reads a float field of a layer's config as a symbolic float, and the first branch on it
+    specialises it and restarts the analysis: the whole frame traced twice (and counted as
+    two compiled frames). The configs are frozen, as the layers' other constants are."""
+    return getattr(config, name)
+
+
 def through_ops() -> bool:
     """Whether a backend must call its custom operator: under torch.compile or torch.export
     (an opaque node), or under a torch.func transform (functorch's rules)."""

@@ -89,7 +89,9 @@ def test_one_graph_for_every_length_and_batch(name):
         for got, expected in zip(_run(compiled, x), _run(layer, x)):
             assert_close(got, expected, torch.float64)
         graphs.append(counter.frame_count)
-    assert graphs[0] == graphs[-1], f"recompiled: frames after each shape {graphs}"
+    # One frame, compiled once: a float of the config read as a symbol would make dynamo
+    # restart its analysis (two frames counted), a guard on T or B a recompile.
+    assert graphs == [1] * len(SHAPES), f"frames compiled after each shape: {graphs}"
 
 
 def test_training_with_dropout_between_layers_gives_the_gradient_of_its_own_draw():

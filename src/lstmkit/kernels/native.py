@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit._transforms import constant_result, recording, through_ops, transformable
+from lstmkit._transforms import constant_result, recording, static, through_ops, transformable
 from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
@@ -96,7 +96,7 @@ class _Call:
 
 def _compiled(family: Family, config: LayerConfig, flat, x, hx, lengths, training):
     seed = None
-    if training and config.dropout and config.num_layers > 1:  # the backward redraws the same
+    if training and static(config, "dropout") and config.num_layers > 1:  # the backward redraws
         seed = torch.randint(0, 2**62, (), dtype=torch.int64)
     y, *final = _stack_call(_text(config), x, list(hx), list(flat), lengths,
                          training, seed)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from lstmkit._transforms import static
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import FORGET_GATES
@@ -47,7 +48,7 @@ def mlstm_scan(cfg: mlstm_cell.mLSTMConfig, w: dict, x: torch.Tensor, state,
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, T, NH, D) -> (B, NH, T, D)
     h, state = mlstm(q, k, v, i.transpose(1, 2), f.transpose(1, 2), form=form,
                      chunk_size=chunk_size, state=state, lengths=lengths, return_state=True,
-                     eps=cfg.eps, forget=cfg.forget)
+                     eps=static(cfg, "eps"), forget=cfg.forget)
     return torch.sigmoid(o) * h.transpose(1, 2).flatten(2), state  # (B, T, H)
 
 

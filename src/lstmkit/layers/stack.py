@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit import kernels
-from lstmkit._transforms import differentiates_a_backward
+from lstmkit._transforms import differentiates_a_backward, static
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.kernels.contract import Backend, StepMasks
@@ -21,14 +21,13 @@ from lstmkit.kernels.contract import Backend, StepMasks
 def step_masks(family: Family, config: LayerConfig, cell: CellConfig, steps: int,
                like: torch.Tensor, training: bool) -> StepMasks:
     """Draw the masks of one layer and direction, from torch's global generator."""
-    batch = like.shape[1]
+    batch, rate, p = like.shape[1], static(config, "recurrent_dropout"), static(config, "zoneout")
     hidden = None
-    if training and config.recurrent_dropout:
-        keep = 1.0 - config.recurrent_dropout
+    if training and rate:
+        keep = 1.0 - rate
         hidden = _bernoulli(like, (batch, cell.output_size), keep) / keep
     zoneout = None
-    if config.zoneout:
-        p = config.zoneout
+    if p:
         if training:
             zoneout = tuple(_bernoulli(like, (steps, batch, *shape), p)
                             for shape in family.state_shapes(cell))
@@ -94,6 +93,6 @@ def run(backend: Backend, family: Family, config: LayerConfig, weights, x, state
             for acc, t in zip(finals, state_tensors(s)):
                 acc.append(t)
         layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        if training and config.dropout and layer < config.num_layers - 1:
-            layer_input = F.dropout(layer_input, config.dropout, training=True)
+        if training and (rate := static(config, "dropout")) and layer < config.num_layers - 1:
+            layer_input = F.dropout(layer_input, rate, training=True)
     return layer_input, family.make_state(*(torch.stack(acc) for acc in finals))

@@ -21,6 +21,7 @@ from torch import nn
 
 from lstmkit import _autocast as autocast
 from lstmkit._checks import check_lengths, check_steps, check_tensor
+from lstmkit._transforms import static
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
@@ -148,8 +149,9 @@ class _xLSTMLayer(nn.Module):
             x, s = self._scan(self.config.layer_cell(layer), layer_weights(layer), x, s0,
                               lengths)
             finals.append(s)
-            if self.training and self.config.dropout and layer < self.num_layers - 1:
-                x = F.dropout(x, self.config.dropout, training=True)
+            rate = static(self.config, "dropout")
+            if self.training and rate and layer < self.num_layers - 1:
+                x = F.dropout(x, rate, training=True)
         final = type(state)(*(torch.stack(parts) for parts in zip(*finals)))
         return (x if self.batch_first else x.transpose(0, 1)), final
 

@@ -25,7 +25,7 @@ import functools
 import torch
 from torch import Tensor
 
-from lstmkit._transforms import through_ops, transformable
+from lstmkit._transforms import constant_result, through_ops, transformable
 from lstmkit.activations import CODES
 from lstmkit.cells.base import ANY, Family, state_tensors
 from lstmkit.config import CellConfig, LayerConfig
@@ -58,10 +58,12 @@ DECLARATION = Declaration(
 def _options(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[float]]]:
     """The config's fields as ops.cpp reads them, by name: flags and sizes as ints, activation
     names (the RNN's nonlinearity too) as generated.h's codes, floats as reals; None absent.
-    Cached in eager calls; while compiling it is traced (dynamo skips a cache and warns)."""
+    Cached in eager calls; while compiling, a constant of the graph (dynamo skips a cache and
+    warns, and traced, each float would be a symbol whose first test restarts the analysis)."""
     return _option_lists(cfg) if torch.compiler.is_compiling() else _cached_options(cfg)
 
 
+@constant_result
 def _option_lists(cfg: CellConfig) -> tuple[tuple[str, list[int]], tuple[str, list[float]]]:
     ints, reals = {}, {}
     for name, value in cfg.options.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from lstmkit._transforms import static
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import FORGET_GATES
@@ -48,7 +49,7 @@ def _mlstm(cfg: mlstm_cell.mLSTMConfig, w: dict, x: torch.Tensor, state, lengths
     # lstmkit.functional keeps a 16-bit call's state in float32; a layer's is in its dtype.
     state = type(state)(*(t.to(compute_dtype(x.dtype)) for t in state))
     h, state = mlstm(q, k, v, i.permute(1, 2, 0), f.permute(1, 2, 0), chunk_size=CHUNK,
-                     state=state, lengths=lengths, return_state=True, eps=cfg.eps,
+                     state=state, lengths=lengths, return_state=True, eps=static(cfg, "eps"),
                      forget=cfg.forget, backend="triton")
     state = type(state)(*(t.to(x.dtype) for t in state))
     return torch.sigmoid(o) * h.permute(2, 0, 1, 3).flatten(2), state  # (T, B, H)
