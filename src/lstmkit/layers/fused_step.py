@@ -119,7 +119,7 @@ class _Plan:
         self.integer = self.int8 and layer.activations == "int8"
         self._tensors = layer._buffers if self.int8 else layer._parameters
         self._dtypes = (_F32, torch.int8) if self.int8 else (_F32,)
-        self.layers, self.inputs = config.num_layers, config.cell.input_size
+        self.layers = config.num_layers
         self.hidden = config.cell.hidden_size
         self.dropout = bool(config.dropout) and config.num_layers > 1  # in training only
         self._key, self._packed, self._versioned = None, None, False
