@@ -75,11 +75,14 @@ class RecurrentLayer(nn.Module):
         weights are not of the activations' dtype, lstmkit.layers.quantized's, names another)."""
         return self.weight_ih_l0
 
+    _weights = "_parameters"
+    """The module dict that holds the cells' tensors (a quantised layer's are buffers)."""
+
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, nn.Parameter]:
-        # From _parameters where the name is there: nn.Module's __getattr__ costs about 1 us a
-        # name on every forward. A parametrised weight (torch.nn.utils.parametrize) is not
-        # there, and getattr computes it.
-        suffix, own, out = _suffix(layer, direction), self._parameters, {}
+        # From the module's dict where the name is there: nn.Module's __getattr__ costs about
+        # 1 us a name on every forward. A parametrised weight (torch.nn.utils.parametrize) is
+        # not there, and getattr computes it.
+        suffix, own, out = _suffix(layer, direction), getattr(self, self._weights), {}
         for name in self.family.parameters(self.config.layer_cell(layer)):
             key = name + suffix
             out[name] = own[key] if key in own else getattr(self, key)

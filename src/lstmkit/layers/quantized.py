@@ -227,14 +227,15 @@ class QuantizedLayer(RecurrentLayer):
     def _like(self) -> torch.Tensor:
         return self.weight_ih_l0_scale
 
+    _weights = "_buffers"
+
     def _cell_parameters(self, layer: int, direction: int) -> dict[str, torch.Tensor]:
-        suffix, own = _suffix(layer, direction), self._buffers  # the weights are buffers here
-        out = {}
-        for name in self.family.parameters(self.config.layer_cell(layer)):
-            key = name + suffix
-            out[name] = own[key] if key in own else getattr(self, key)
-            if key + "_scale" in own:
-                out[name + "_scale"] = own[key + "_scale"]
+        """The layer's tensors, each int8 matrix followed by its row scales."""
+        suffix, own, out = _suffix(layer, direction), self._buffers, {}
+        for name, tensor in super()._cell_parameters(layer, direction).items():
+            out[name] = tensor
+            if (key := name + suffix + "_scale") in own:
+                out[name + "_scale"] = own[key]
         return out
 
     def reset_parameters(self) -> None:

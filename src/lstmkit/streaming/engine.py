@@ -493,13 +493,13 @@ class StreamEngine:
         index = torch.frombuffer(slots, dtype=torch.int64).to(self._like.device)  # (B,)
         model = self.model
         state = self._layout.to_state(tuple(p.index_select(1, index) for p in self._pool))
-        features = x if model.embedding is None else model.embedding(x)
         if same and x.shape[1] == 1 and isinstance(model.rnn, RecurrentLayer):
-            # One step each: the layer's step, which for a few float32 streams is one compiled
+            # One step each: the model's step, which for a few float32 streams is one compiled
             # call for the stack and the head (layers/fused_step.py), not a sequence's call.
-            out, state = model.rnn.step_with_head(features[:, 0], state, model.head)
+            out, state = model.step(x[:, 0], state)
             out = out[:, None]  # (B, 1, O)
         else:
+            features = x if model.embedding is None else model.embedding(x)
             y, state = model.rnn(features, state, lengths=None if same else torch.tensor(lengths))
             out = model.head(y)  # (B, T, O)
         new = self._layout.from_state(state)  # each (A, B, *shape)
