@@ -38,8 +38,9 @@ def assert_same_gradients(actual: dict, expected: dict, dtype: torch.dtype) -> N
 
 
 def parts(state) -> tuple[torch.Tensor, ...]:
-    """The tensors of a state: (h, c) for an LSTM, (h,) for a GRU or RNN."""
-    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    """The tensors of a state: (h, c) for an LSTM, (h,) for a GRU or RNN, every block's for an
+    xLSTM block stack."""
+    return tuple(torch.utils._pytree.tree_leaves(state))
 
 
 def python_output(code: str, timeout: float = 120) -> str:

@@ -209,3 +209,24 @@ def test_opcheck_mlstm_scan():
         grads = mlstm.scan_backward_op(*args, [torch.randn_like(t) for t in outputs])
         for t in (*outputs, *grads):
             assert t.is_contiguous()
+
+
+def test_an_xlstm_block_stack_is_one_frame_for_every_length_and_batch():
+    """The NX-AI block stack around both scans: its LayerNorms' eps, its width factors and the
+    mLSTM's default eps are floats that dynamo would read as symbols and restart on (at AOT
+    autograd's pass over the graph's Python scalars)."""
+    from lstmkit.layers.xlstm_blocks import xLSTM, xLSTMConfig
+
+    config = xLSTMConfig.from_pattern(8, "mLSTM:sLSTM 1:1", 2, input_size=3, mlstm_heads=2,
+                                      slstm_heads=2, round_to=8, chunk_size=3, dropout=0.1)
+    model = xLSTM(config).to(torch.float64).eval()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+    graphs = []
+    for steps, batch in SHAPES:  # forward only: the scans' backwards are the tests' above
+        x = torch.randn(batch, steps, 3, dtype=torch.float64)
+        with torch.no_grad():
+            for got, expected in zip(parts(compiled(x)), parts(model(x))):
+                assert_close(got, expected, torch.float64)
+        graphs.append(counter.frame_count)
+    assert graphs == [1] * len(SHAPES), f"frames compiled after each shape: {graphs}"

@@ -49,7 +49,7 @@ FORMS = ("chunkwise", "parallel", "recurrent")
 @autocast.own_precision
 def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
           *, form: str = "chunkwise", chunk_size: int = 64, state=None,
-          lengths: torch.Tensor | None = None, return_state: bool = False, eps: float = 1e-6,
+          lengths: torch.Tensor | None = None, return_state: bool = False, eps: float | None = None,
           forget: str = "sigmoid", backend: str = "auto"):
     """The mLSTM over a sequence, per head.
 
@@ -64,7 +64,7 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         lengths: optional (B,) integer lengths in 1..T: each sequence's state stops at its last
             step, and its outputs past it are zero (padding may hold anything, NaN included).
         return_state: also return the state after the last step.
-        eps: added to the stabilised normaliser (NX-AI's 1e-6; 0 is the paper's form).
+        eps: added to the stabilised normaliser (None: NX-AI's 1e-6; 0 is the paper's form).
         forget: "sigmoid" (log f = log sigmoid(f~)) or "exp" (log f = f~).
         backend: what runs the chunkwise form: "auto" (the Triton kernels of
             :mod:`lstmkit.kernels.triton.mlstm` for CUDA tensors where Triton is installed,
@@ -88,6 +88,8 @@ def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f:
         >>> torch.allclose(torch.cat([h1, h2], 2), h)
         True
     """
+    if eps is None:  # a literal, where a float default would be a symbol to dynamo (a restart)
+        eps = 1e-6
     dtype = q.dtype
     state = _check(q, k, v, i, f, form, chunk_size, state, forget)
     triton = use_triton(backend, q)

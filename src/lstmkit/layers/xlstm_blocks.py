@@ -31,6 +31,7 @@ from torch import nn
 
 from lstmkit import _autocast as autocast
 from lstmkit._checks import check_lengths, check_steps, check_tensor
+from lstmkit._transforms import static
 from lstmkit.cells import mlstm as mlstm_cell
 from lstmkit.cells import serializable
 from lstmkit.cells import slstm as slstm_cell
@@ -162,6 +163,15 @@ class xLSTMConfig:
         return cls(**data)
 
 
+class LayerNorm(nn.LayerNorm):
+    """torch's LayerNorm (same parameters and numbers) whose eps is a constant of a traced graph
+    (``_transforms.static``): dynamo reads the float attribute as a symbol, and its first test
+    restarts the analysis, tracing the whole stack twice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, static(self, "eps"))
+
+
 class HeadwiseLinear(nn.Module):
     """A block-diagonal linear map: (..., NH * D) -> (..., NH * D), one (D, D) block per head."""
 
@@ -238,7 +248,7 @@ class mLSTMBlock(nn.Module):
         self.config = config
         E, U, NH = config.embedding_dim, config.mlstm_inner, config.mlstm_heads
         kw = {"device": device, "dtype": dtype}
-        self.norm = nn.LayerNorm(E, bias=False, **kw)
+        self.norm = LayerNorm(E, bias=False, **kw)
         self.proj_up = nn.Linear(E, 2 * U, bias=config.bias, **kw)
         self.conv = CausalConv(U, config.conv_kernel, **kw)
         blocks = U // config.qkv_blocksize
@@ -272,13 +282,13 @@ class mLSTMBlock(nn.Module):
             self.conv.conv.reset_parameters()
 
     def init_state(self, batch: int, like: torch.Tensor) -> BlockState:
-        U, NH = self.config.mlstm_inner, self.config.mlstm_heads
+        U, NH = static(self.config, "mlstm_inner"), self.config.mlstm_heads
         conv = like.new_zeros(batch, self.config.conv_kernel - 1, U)
         cfg = mlstm_cell.mLSTMConfig(U, U, num_heads=NH)
         return BlockState(conv, mlstm_cell.zero_state(cfg, (batch,), state_like(like)))
 
     def forward(self, x, state: BlockState, lengths=None):
-        NH, U = self.config.mlstm_heads, self.config.mlstm_inner
+        NH, U = self.config.mlstm_heads, static(self.config, "mlstm_inner")
         x_m, z = self.proj_up(self.norm(x)).split(U, dim=-1)  # (B, T, U) each
         conv, conv_state = self.conv(x_m, state.conv, lengths)
         conv = F.silu(conv)
@@ -290,7 +300,7 @@ class mLSTMBlock(nn.Module):
                         state=_widened(state.cell, q), lengths=lengths, return_state=True)
         h = self.out_norm(h.transpose(1, 2).flatten(2)) + self.skip * conv  # (B, T, U)
         out = self.proj_down(h * F.silu(z))
-        out = F.dropout(out, self.config.dropout, self.training)
+        out = F.dropout(out, static(self.config, "dropout"), self.training)
         return x + out, BlockState(conv_state, cell)
 
 
@@ -312,7 +322,7 @@ class sLSTMBlock(nn.Module):
         self.config, self.index = config, index
         E, NH, P = config.embedding_dim, config.slstm_heads, config.ffn_inner
         kw = {"device": device, "dtype": dtype}
-        self.norm = nn.LayerNorm(E, bias=False, **kw)
+        self.norm = LayerNorm(E, bias=False, **kw)
         self.conv = CausalConv(E, config.conv_kernel, **kw)
         self.igate, self.fgate, self.zgate, self.ogate = (HeadwiseLinear(E, NH, False, **kw)
                                                           for _ in slstm_cell.GATES)
@@ -320,7 +330,7 @@ class sLSTMBlock(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(NH, D, 4, D, **kw))
         self.bias = nn.Parameter(torch.empty(4 * E, **kw))
         self.out_norm = HeadNorm(E, NH, **kw)
-        self.ffn_norm = nn.LayerNorm(E, bias=False, **kw)
+        self.ffn_norm = LayerNorm(E, bias=False, **kw)
         self.ffn_up = nn.Linear(E, 2 * P, bias=config.bias, **kw)
         self.ffn_down = nn.Linear(P, E, bias=config.bias, **kw)
         self.reset_parameters()
@@ -357,10 +367,11 @@ class sLSTMBlock(nn.Module):
         term = torch.cat([self.igate(conv), self.fgate(conv), self.zgate(h), self.ogate(h)], -1)
         y, cell = slstm(term + self.bias, self.weight_hh, state=_widened(state.cell, term),
                         lengths=lengths, return_state=True)
-        y = F.dropout(y, self.config.dropout, self.training)
+        y = F.dropout(y, static(self.config, "dropout"), self.training)
         x = x + self.out_norm(y)
         gate, up = self.ffn_up(self.ffn_norm(x)).chunk(2, -1)
-        out = F.dropout(self.ffn_down(F.gelu(gate) * up), self.config.dropout, self.training)
+        out = self.ffn_down(F.gelu(gate) * up)
+        out = F.dropout(out, static(self.config, "dropout"), self.training)
         return x + out, BlockState(conv_state, cell)
 
 
@@ -388,7 +399,7 @@ class xLSTM(nn.Module):
         self.blocks = nn.ModuleList(
             (sLSTMBlock if b in config.slstm_at else mLSTMBlock)(config, b, **kw)
             for b in range(config.num_blocks))
-        self.post_norm = nn.LayerNorm(config.embedding_dim, bias=False, **kw)
+        self.post_norm = LayerNorm(config.embedding_dim, bias=False, **kw)
         self.reverse = None
         if config.bidirectional:
             from dataclasses import replace
