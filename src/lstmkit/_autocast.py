@@ -24,6 +24,8 @@ import functools
 import torch
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+"""The 16-bit dtypes: autocast's, and those the scans and kernels take with float32 state and
+arithmetic (functional/_precision.py, kernels/reference.py, kernels/cpu). Defined once, here."""
 
 
 def dtype(like: torch.Tensor) -> torch.dtype | None:

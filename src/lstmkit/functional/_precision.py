@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-HALF = (torch.bfloat16, torch.float16)
+from lstmkit._autocast import SIXTEEN_BIT
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the scans compute and keep state in for inputs of ``dtype``."""
-    return torch.float32 if dtype in HALF else dtype
+    return torch.float32 if dtype in SIXTEEN_BIT else dtype
 
 
 def state_like(like: torch.Tensor) -> torch.Tensor:
@@ -31,5 +31,5 @@ def check_state_dtype(name: str, state, dtype: torch.dtype) -> None:
     want = compute_dtype(dtype)
     for field, t in zip(state._fields, state):
         if t.dtype != want:
-            extra = f" (the state of {dtype} inputs is float32)" if dtype in HALF else ""
+            extra = f" (the state of {dtype} inputs is float32)" if dtype in SIXTEEN_BIT else ""
             raise TypeError(f"{name}.{field}: expected {want}{extra}, got {t.dtype}")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lstmkit import _autocast as autocast
+from lstmkit._autocast import SIXTEEN_BIT
 from lstmkit._checks import check_lengths, check_steps, check_tensor
 from lstmkit._transforms import static
 from lstmkit.cells import mlstm as mlstm_cell
@@ -37,7 +38,7 @@ from lstmkit.cells import serializable
 from lstmkit.cells import slstm as slstm_cell
 from lstmkit.cells._heads import require_positive_ints
 from lstmkit.functional import mlstm, slstm
-from lstmkit.functional._precision import HALF, state_like
+from lstmkit.functional._precision import state_like
 from lstmkit.functional.mlstm import FORMS
 from lstmkit.layers.stack import reverse, reverse_index
 
@@ -309,9 +310,9 @@ def _widened(state, like: torch.Tensor):
     (float32 for 16-bit ones): a state that went through a 16-bit cast (a model run in 16 bits
     by apps/precision.py, whose state comes back to it) is widened, exactly."""
     dtype = state_like(like).dtype
-    if dtype != torch.float32 or not any(t.dtype in HALF for t in state):
+    if dtype != torch.float32 or not any(t.dtype in SIXTEEN_BIT for t in state):
         return state  # any other mismatch is the scans' to refuse, with its reason
-    return type(state)(*(t.to(dtype) if t.dtype in HALF else t for t in state))
+    return type(state)(*(t.to(dtype) if t.dtype in SIXTEEN_BIT else t for t in state))
 
 
 class sLSTMBlock(nn.Module):

@@ -25,6 +25,7 @@ import functools
 import torch
 from torch import Tensor
 
+from lstmkit._autocast import SIXTEEN_BIT  # run the float32 kernels on 16-bit operands
 from lstmkit._transforms import constant_result, through_ops, transformable
 from lstmkit.activations import CODES
 from lstmkit.cells.base import ANY, Family, state_tensors
@@ -32,9 +33,6 @@ from lstmkit.config import CellConfig, LayerConfig
 from lstmkit.kernels import reference, second_order
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 from lstmkit.kernels.cpu import _build
-
-SIXTEEN_BIT = (torch.bfloat16, torch.float16)
-"""The dtypes whose scans run the float32 kernels on 16-bit operands (precision.h)."""
 
 KERNEL_ACTIVATIONS = ("sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "softplus", "elu",
                 "leaky_relu", "identity")
