@@ -55,11 +55,14 @@ def test_exported_program_equals_eager_at_new_sizes(family, options, backend):
     lambda: lstmkit.mLSTM(3, 4, num_heads=2, chunk_size=3, batch_first=True,
                           dtype=torch.float64),
     lambda: lstmkit.LSTM(3, 4, bidirectional=True, batch_first=True, dtype=torch.float64),
-    lambda: lstmkit.RNN(3, 4, nonlinearity="relu", batch_first=True, dtype=torch.float64)],
-    ids=["slstm", "mlstm chunks of 3", "lstm bidirectional", "rnn relu"])
+    lambda: lstmkit.RNN(3, 4, nonlinearity="relu", batch_first=True, dtype=torch.float64),
+    lambda: lstmkit.LSTM(3, 4, coupled=True, backend="reference", batch_first=True,
+                         dtype=torch.float64)],
+    ids=["slstm", "mlstm chunks of 3", "lstm bidirectional", "rnn relu", "lstm reference"])
 def test_every_family_exports_with_dynamic_batch_and_time(make):
     """The xLSTM families too: the mLSTM's chunk count, traced as torch ops, held an exported
-    program to its example's (7 steps: 3 chunks), refusing a dynamic T."""
+    program to its example's (7 steps: 3 chunks), refusing a dynamic T; so did the reference's
+    loop over time."""
     torch.manual_seed(0)
     layer = make().eval()
     program, loaded = _exported(layer, "input", torch.randn(5, 7, 3, dtype=torch.float64))

@@ -38,6 +38,11 @@ CASES = {
                                                       "zoneout": 0.2}),
     "gru reset before, 2 layers": (lstmkit.GRU, {"reset_after": False, "num_layers": 2}),
     "rnn cpu": (lstmkit.RNN, {"backend": "cpu"}),
+    "lstm reference peephole proj zoneout": (lstmkit.LSTM, {"backend": "reference",
+                                                            "peephole": True, "proj_size": 2,
+                                                            "zoneout": 0.2}),
+    "gru reference bidirectional": (lstmkit.GRU, {"backend": "reference",
+                                                  "bidirectional": True}),
     "slstm 2 heads": (lstmkit.sLSTM, {"num_heads": 2}),
     "mlstm 2 heads": (lstmkit.mLSTM, {"num_heads": 2}),
     "mlstm chunks of 3": (lstmkit.mLSTM, {"num_heads": 2, "chunk_size": 3}),
@@ -45,10 +50,12 @@ CASES = {
     "mlstm parallel": (lstmkit.mLSTM, {"form": "parallel"}),
     "mlstm recurrent": (lstmkit.mLSTM, {"form": "recurrent"}),
 }
-"""Plain configurations ("auto" takes native), variants ("auto" takes cpu) and the xLSTM
-families (their scans: the sLSTM's one custom operator, the mLSTM's torch forms one
-operator too). The mLSTM's short chunks make SHAPES span 1-3 chunks, with and without
-padding: traced as torch ops, the chunk count put a guard on T."""
+"""Plain configurations ("auto" takes native), variants ("auto" takes cpu), the reference
+(what "auto" takes where no fused backend computes a configuration: its Python loop over time
+unrolled into a graph per T) and the xLSTM families (their scans: the sLSTM's one custom
+operator, the mLSTM's torch forms one operator too). The mLSTM's short chunks make SHAPES
+span 1-3 chunks, with and without padding: traced as torch ops, the chunk count put a guard on
+T."""
 
 
 @pytest.fixture(autouse=True)
@@ -230,3 +237,27 @@ def test_an_xlstm_block_stack_is_one_frame_for_every_length_and_batch():
                 assert_close(got, expected, torch.float64)
         graphs.append(counter.frame_count)
     assert graphs == [1] * len(SHAPES), f"frames compiled after each shape: {graphs}"
+
+
+def test_opcheck_reference_scan():
+    """Its fake kernel runs one step on fake tensors for the shapes, for any family; with
+    lengths, a recurrent-dropout mask and zoneout's weights, in 16 bits too."""
+    from lstmkit.cells.base import zero_state
+    from lstmkit.kernels import reference
+
+    gen = torch.Generator().manual_seed(0)
+    for layer, dtype in ((lstmkit.LSTM(3, 4, peephole=True, proj_size=2), torch.float64),
+                         (lstmkit.GRU(3, 4), torch.float64), (lstmkit.RNN(3, 4), torch.bfloat16)):
+        cfg = layer.config.cell
+        weights = [t.detach().to(dtype) for t in layer.cell_weights()[0][0].values()]
+        names = tuple(layer.cell_weights()[0][0])
+        state = [torch.randn(t.shape, generator=gen).to(dtype)
+                 for t in parts(zero_state(layer.family, cfg, (2,), weights[0]))]
+        x = torch.randn(5, 2, 3, generator=gen).to(dtype)
+        hidden = torch.bernoulli(torch.full(state[0].shape, 0.5), generator=gen).to(dtype)
+        zoneout = [torch.full((5, *t.shape), 0.3, dtype=dtype) for t in state]
+        for lengths, mask, zones in ((None, None, []), (torch.tensor([5, 3]), hidden, zoneout)):
+            args = (reference._text(cfg, names), [w.clone().requires_grad_() for w in weights],
+                    x.clone().requires_grad_(), [t.clone().requires_grad_() for t in state],
+                    lengths, mask, zones)
+            torch.library.opcheck(reference.scan_op, args)

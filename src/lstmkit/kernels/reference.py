@@ -10,18 +10,25 @@ That is the most a 16-bit backend can promise ("16-bit storage, float32 arithmet
 the 16-bit rows of the conformance table measure everything else against. Plain PyTorch op by
 op in 16 bits (torch.nn's own bfloat16 LSTM) rounds every intermediate instead, and float16's
 range overflows in the exponential gates of the xLSTM families.
+
+Under torch.compile and torch.export the loop is one custom operator (``scan_op`` below), so
+that a compiled or exported layer on this backend serves every T in one graph.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+
 import torch
+from torch import Tensor
 
+from lstmkit._autocast import SIXTEEN_BIT  # upcast to float32 (see the module docstring)
+from lstmkit._transforms import constant_result, recording
+from lstmkit.cells import family_of
 from lstmkit.cells.base import ANY, Family, hidden, map_state, state_tensors
-from lstmkit.config import CellConfig
+from lstmkit.config import CellConfig, cell_from_dict
 from lstmkit.kernels.contract import Backend, Declaration, StepMasks
-
-SIXTEEN_BIT = (torch.bfloat16, torch.float16)
-"""The dtypes the reference upcasts to float32 (see the module docstring)."""
 
 
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
@@ -31,6 +38,12 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
     Past a sequence's length its state stays as it was and its output is zero.
     """
+    if torch.compiler.is_compiling():  # one operator, no guard on T: see scan_op
+        names = tuple(name for name, t in w.items() if t is not None)
+        y, *final = scan_op(_text(cfg, names), [w[name] for name in names], x,
+                            list(state_tensors(state)), lengths, masks.hidden,
+                            list(masks.zoneout or ()))
+        return y, family.make_state(*final)
     return _upcast(scan_in_dtype, family, cfg, w, x, state, lengths, masks)
 
 
@@ -101,6 +114,89 @@ def _drop_hidden(family, state, mask):
     tensors = list(state_tensors(state))
     tensors[0] = tensors[0] * mask
     return family.make_state(*tensors)
+
+
+# Under torch.compile and torch.export the scan is one custom operator. Traced as torch ops,
+# its Python loop over time unrolls into a graph per T (a recompile at every new length, an
+# exported program held to its example's T). The operator's shapes are T's own, whatever the
+# family: its fake kernel runs one step on fake tensors to learn the output's and state's
+# shapes, so a newly registered family compiles with no code of its own. The backward
+# recomputes the forward in torch ops and differentiates it (once: a compiled graph's backward
+# is not differentiated again).
+
+@constant_result  # a constant of the traced layer, not traced
+def _text(cfg: CellConfig, names: tuple[str, ...]) -> str:
+    return json.dumps({"cell": cfg.to_dict(), "weights": names}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _config(text: str) -> tuple[Family, CellConfig, tuple[str, ...]]:
+    data = json.loads(text)
+    cfg = cell_from_dict(data["cell"])
+    return family_of(cfg), cfg, tuple(data["weights"])
+
+
+def _run(text, weights, x, state, lengths, hidden_mask, zoneout):
+    family, cfg, names = _config(text)
+    masks = StepMasks(hidden_mask, tuple(zoneout) or None)
+    y, final = _upcast(scan_in_dtype, family, cfg, dict(zip(names, weights)), x,
+                       family.make_state(*state), lengths, masks)
+    return y, state_tensors(final)
+
+
+@torch.library.custom_op("lstmkit::reference_scan", mutates_args=())
+def scan_op(config: str, weights: list[Tensor], x: Tensor, state: list[Tensor],
+            lengths: Tensor | None, hidden_mask: Tensor | None, zoneout: list[Tensor]
+            ) -> list[Tensor]:
+    """``[y, *final_state]`` of :func:`scan` for the cell config and weight names ``config``
+    (:func:`_text`'s JSON), contiguous and aliasing nothing."""
+    y, final = _run(config, weights, x, state, lengths, hidden_mask, zoneout)
+    return [t.clone(memory_format=torch.contiguous_format) for t in (y, *final)]
+
+
+@scan_op.register_fake
+def _(config, weights, x, state, lengths, hidden_mask, zoneout):
+    y, _ = _run(config, weights, x[:1], state, None, hidden_mask, [z[:1] for z in zoneout])
+    return [y.new_empty(x.shape[0], *y.shape[1:]), *(t.new_empty(t.shape) for t in state)]
+
+
+@torch.library.custom_op("lstmkit::reference_scan_backward", mutates_args=())
+def scan_backward_op(config: str, weights: list[Tensor], x: Tensor, state: list[Tensor],
+                     lengths: Tensor | None, hidden_mask: Tensor | None, zoneout: list[Tensor],
+                     grads: list[Tensor]) -> list[Tensor]:
+    """``[*dweights, dx, *dstate]`` given the gradients of ``scan_op``'s outputs."""
+    inputs = [t.detach().requires_grad_() for t in (*weights, x, *state)]
+    n = len(weights)
+    with recording():
+        y, final = _run(config, inputs[:n], inputs[n], inputs[n + 1:], lengths, hidden_mask,
+                        zoneout)
+        got = torch.autograd.grad([y, *final], inputs, grads, allow_unused=True)
+    return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
+            else g.clone(memory_format=torch.contiguous_format) for g, t in zip(got, inputs)]
+
+
+@scan_backward_op.register_fake
+def _(config, weights, x, state, lengths, hidden_mask, zoneout, grads):
+    return [t.new_empty(t.shape) for t in (*weights, x, *state)]
+
+
+def _setup_context(ctx, inputs, output):
+    config, weights, x, state, lengths, hidden_mask, zoneout = inputs
+    ctx.spec = config, len(weights), len(state)
+    ctx.save_for_backward(*weights, x, *state, lengths, hidden_mask, *zoneout)
+
+
+def _backward(ctx, grads):
+    config, n, states = ctx.spec
+    saved = ctx.saved_tensors
+    weights, x, state = saved[:n], saved[n], saved[n + 1:n + 1 + states]
+    lengths, hidden_mask, *zoneout = saved[n + 1 + states:]
+    out = scan_backward_op(config, weights, x, state, lengths, hidden_mask, zoneout,
+                           [g.contiguous() for g in grads])
+    return None, out[:n], out[n], out[n + 1:], None, None, [None] * len(zoneout)
+
+
+scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 BACKEND = Backend(name="reference", declaration=Declaration(families=ANY), scan=scan)
