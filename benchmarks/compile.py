@@ -30,6 +30,7 @@ from _report import machine, write_section  # noqa: E402
 from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 
 import lstmkit  # noqa: E402
+from lstmkit.layers.xlstm_blocks import xLSTM, xLSTMConfig  # noqa: E402
 
 T, B, I, H = 50, 8, 32, 64  # noqa: E741 (the shape legend)
 SECOND = (70, 12)
@@ -40,16 +41,34 @@ LARGE = (100, 32, 128, 256)
 """(T, B, I, H) of the second steady-state ratio, where the kernels' work outweighs the calls."""
 
 
+class TimeFirst(torch.nn.Module):
+    """An xLSTM block stack (NX-AI's blocks, batch-first) read as the layers are:
+    (T, B, I) in, (T, B, E) out."""
+
+    def __init__(self, inputs: int, hidden: int):
+        super().__init__()
+        self.stack = xLSTM(xLSTMConfig.from_pattern(hidden, "mLSTM:sLSTM 1:1", 2,
+                                                    input_size=inputs))
+        self.input_size = inputs
+
+    def forward(self, x):
+        y, state = self.stack(x.transpose(0, 1))
+        return y.transpose(0, 1), state
+
+
 def layers(inputs: int = I, hidden: int = H) -> dict[str, torch.nn.Module]:
     return {
         "torch.nn.LSTM": torch.nn.LSTM(inputs, hidden),
         "lstmkit LSTM (auto: native)": lstmkit.LSTM(inputs, hidden),
         "lstmkit LSTM (backend=cpu)": lstmkit.LSTM(inputs, hidden, backend="cpu"),
         "lstmkit LSTM peephole (auto: cpu)": lstmkit.LSTM(inputs, hidden, peephole=True),
+        # what "auto" takes where no fused backend computes a configuration
+        "lstmkit LSTM (backend=reference)": lstmkit.LSTM(inputs, hidden, backend="reference"),
         "lstmkit GRU (auto: native)": lstmkit.GRU(inputs, hidden),
         "lstmkit sLSTM": lstmkit.sLSTM(inputs, hidden, num_heads=4),
         # T=50, then 70: one chunk of 64, then two (the chunk count once put a guard on T)
         "lstmkit mLSTM": lstmkit.mLSTM(inputs, hidden, num_heads=4),
+        "lstmkit xLSTM blocks (mLSTM, sLSTM)": TimeFirst(inputs, hidden),
     }
 
 
@@ -138,10 +157,15 @@ def main() -> None:
         "torch.nn's RNN modules); without it dynamo compiles nothing (0 graphs) and it runs "
         "eagerly. lstmkit's layers are one "
         "graph around one custom operator per layer (kernels/native.py, kernels/cpu; the "
-        "sLSTM's scan and the mLSTM's torch forms in functional/), so the "
+        "sLSTM's scan and the mLSTM's torch forms in functional/, the reference's loop over time "
+        "in kernels/reference.py), so the "
         "compile does not grow with T and a new T or B reuses the graph (the mLSTM's second "
-        "(T, B) spans two chunks of 64 where the first fits one). The mLSTM's operator "
-        "recomputes its forward in its backward, as native's does. The last two "
+        "(T, B) spans two chunks of 64 where the first fits one). The xLSTM blocks row is "
+        "NX-AI's block stack (layers/xlstm_blocks.py: an mLSTM block, then an sLSTM block, "
+        "with their projections, convolutions and norms) in one graph; compiled, its causal "
+        "convolutions are shifted sums, since inductor's lowering of a Conv1d's backward "
+        "pins T. The mLSTM's and the reference's operators recompute their forward in their "
+        "backward, as native's does. The last two "
         "columns are what a compiled layer costs once compiled. At the small size the calls "
         "dominate: each custom operator is dispatched through torch.library's Python layer, "
         "forward and backward. At the larger size that fades, and what stays is native's: its "

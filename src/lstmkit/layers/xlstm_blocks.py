@@ -214,11 +214,25 @@ class CausalConv(nn.Module):
         """x (B, T, F), state (B, K - 1, F) -> (y (B, T, F), state)."""
         K = self.conv.kernel_size[0]
         xx = torch.cat([state, x], 1)  # (B, K - 1 + T, F)
-        y = self.conv(xx.transpose(1, 2)).transpose(1, 2)
+        if torch.compiler.is_compiling():  # inductor's conv backward would pin T (a recompile)
+            y = _shifted_sum(xx, self.conv.weight[:, 0], self.conv.bias, x.shape[1])
+        else:
+            y = self.conv(xx.transpose(1, 2)).transpose(1, 2)
         if lengths is None:
             return y, xx[:, xx.shape[1] - (K - 1):]
         index = lengths.to(x.device)[:, None] + torch.arange(K - 1, device=x.device)  # (B, K-1)
         return y, xx.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def _shifted_sum(xx: torch.Tensor, weight: torch.Tensor, bias, steps: int) -> torch.Tensor:
+    """The depthwise causal convolution as K shifted products: xx (B, K - 1 + T, F), weight
+    (F, K) -> (B, T, F). Equal to the Conv1d up to the order of its K terms; traced, it is
+    elementwise work inductor fuses, where its lowering of the Conv1d's backward specialises
+    the sequence length (a recompile at every new T)."""
+    y = xx[:, :steps] * weight[:, 0]
+    for k in range(1, weight.shape[1]):
+        y = y + xx[:, k:k + steps] * weight[:, k]
+    return y if bias is None else y + bias
 
 
 class BlockState(NamedTuple):
