@@ -240,24 +240,24 @@ def test_an_xlstm_block_stack_is_one_frame_for_every_length_and_batch():
 
 
 def test_opcheck_reference_scan():
-    """Its fake kernel runs one step on fake tensors for the shapes, for any family; with
-    lengths, a recurrent-dropout mask and zoneout's weights, in 16 bits too."""
+    """Its fake kernel runs one step on fake tensors for the shapes, for any family: with
+    lengths, a recurrent-dropout mask and zoneout's weights; with lengths; in 16 bits."""
     from lstmkit.cells.base import zero_state
     from lstmkit.kernels import reference
 
     gen = torch.Generator().manual_seed(0)
-    for layer, dtype in ((lstmkit.LSTM(3, 4, peephole=True, proj_size=2), torch.float64),
-                         (lstmkit.GRU(3, 4), torch.float64), (lstmkit.RNN(3, 4), torch.bfloat16)):
-        cfg = layer.config.cell
-        weights = [t.detach().to(dtype) for t in layer.cell_weights()[0][0].values()]
-        names = tuple(layer.cell_weights()[0][0])
-        state = [torch.randn(t.shape, generator=gen).to(dtype)
-                 for t in parts(zero_state(layer.family, cfg, (2,), weights[0]))]
-        x = torch.randn(5, 2, 3, generator=gen).to(dtype)
+    for layer, dtype, extras in (
+            (lstmkit.LSTM(3, 4, peephole=True, proj_size=2), torch.float64, "all"),
+            (lstmkit.GRU(3, 4), torch.float64, "lengths"), (lstmkit.RNN(3, 4), torch.bfloat16, "")):
+        weights = layer.cell_weights()[0][0]
+        state = [torch.randn(t.shape, generator=gen).to(dtype) for t in
+                 parts(zero_state(layer.family, layer.config.cell, (2,), torch.empty(0)))]
         hidden = torch.bernoulli(torch.full(state[0].shape, 0.5), generator=gen).to(dtype)
         zoneout = [torch.full((5, *t.shape), 0.3, dtype=dtype) for t in state]
-        for lengths, mask, zones in ((None, None, []), (torch.tensor([5, 3]), hidden, zoneout)):
-            args = (reference._text(cfg, names), [w.clone().requires_grad_() for w in weights],
-                    x.clone().requires_grad_(), [t.clone().requires_grad_() for t in state],
-                    lengths, mask, zones)
-            torch.library.opcheck(reference.scan_op, args)
+        args = (reference._text(layer.config.cell, tuple(weights)),
+                [w.detach().to(dtype).requires_grad_() for w in weights.values()],
+                torch.randn(5, 2, 3, generator=gen).to(dtype).requires_grad_(),
+                [t.requires_grad_() for t in state],
+                torch.tensor([5, 3]) if extras else None, hidden if extras == "all" else None,
+                zoneout if extras == "all" else [])
+        torch.library.opcheck(reference.scan_op, args)
