@@ -17,6 +17,7 @@ that a compiled or exported layer on this backend serves every T in one graph.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 
@@ -32,19 +33,32 @@ from lstmkit.kernels.contract import Backend, Declaration, StepMasks
 
 
 def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
-         lengths: torch.Tensor | None, masks: StepMasks):
+         lengths: torch.Tensor | None, masks: StepMasks, rounding: str | None = None,
+         rounded: tuple[str, ...] = ()):
     """One layer in one direction over time.
 
     Shape: x (T, B, I); state tensors (B, ...); lengths (B,) or None -> y (T, B, P), state.
-    Past a sequence's length its state stays as it was and its output is zero.
+    Past a sequence's length its state stays as it was and its output is zero. ``rounding``:
+    a key of :data:`ROUNDINGS`, applied to the products with the weights named ``rounded``.
     """
+    names = tuple(name for name, t in w.items() if t is not None)
     if torch.compiler.is_compiling():  # one operator, no guard on T: see scan_op
-        names = tuple(name for name, t in w.items() if t is not None)
-        y, *final = scan_op(_text(cfg, names), [w[name] for name in names], x,
-                            list(state_tensors(state)), lengths, masks.hidden,
-                            list(masks.zoneout or ()))
+        y, *final = scan_op(_text(cfg, names, rounding, tuple(rounded)),
+                            [w[name] for name in names], x, list(state_tensors(state)),
+                            lengths, masks.hidden, list(masks.zoneout or ()))
         return y, family.make_state(*final)
-    return _upcast(scan_in_dtype, family, cfg, w, x, state, lengths, masks)
+    with _rounding(rounding, [w[name] for name in rounded]):
+        return _upcast(scan_in_dtype, family, cfg, w, x, state, lengths, masks)
+
+
+ROUNDINGS: dict[str, type] = {}
+"""Name -> a ``TorchFunctionMode`` class built from a list of weights, that rounds the operands
+of the products with those weights (layers/quantized.py registers int8 activations' rows):
+the specification of a backend whose products round, on the reference's cells unchanged."""
+
+
+def _rounding(name: str | None, weights: list[torch.Tensor]):
+    return contextlib.nullcontext() if name is None else ROUNDINGS[name](weights)
 
 
 def recurrence(family: Family, cfg: CellConfig, w: dict, gx: torch.Tensor, state,
@@ -125,22 +139,28 @@ def _drop_hidden(family, state, mask):
 # is not differentiated again).
 
 @constant_result  # a constant of the traced layer, not traced
-def _text(cfg: CellConfig, names: tuple[str, ...]) -> str:
-    return json.dumps({"cell": cfg.to_dict(), "weights": names}, sort_keys=True)
+def _text(cfg: CellConfig, names: tuple[str, ...], rounding: str | None = None,
+          rounded: tuple[str, ...] = ()) -> str:
+    return json.dumps({"cell": cfg.to_dict(), "weights": names, "rounding": rounding,
+                       "rounded": rounded}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=64)
-def _config(text: str) -> tuple[Family, CellConfig, tuple[str, ...]]:
+def _config(text: str):
     data = json.loads(text)
     cfg = cell_from_dict(data["cell"])
-    return family_of(cfg), cfg, tuple(data["weights"])
+    return family_of(cfg), cfg, tuple(data["weights"]), data["rounding"], data["rounded"]
 
 
-def _run(text, weights, x, state, lengths, hidden_mask, zoneout):
-    family, cfg, names = _config(text)
+def _run(text, weights, x, state, lengths, hidden_mask, zoneout, fake: bool = False):
+    """The scan ``text`` describes; ``fake``: for shapes alone (fake tensors have no storage
+    for a rounding to find its weights by)."""
+    family, cfg, names, rounding, rounded = _config(text)
     masks = StepMasks(hidden_mask, tuple(zoneout) or None)
-    y, final = _upcast(scan_in_dtype, family, cfg, dict(zip(names, weights)), x,
-                       family.make_state(*state), lengths, masks)
+    w = dict(zip(names, weights))
+    with _rounding(None if fake else rounding, [w[name] for name in rounded]):
+        y, final = _upcast(scan_in_dtype, family, cfg, w, x, family.make_state(*state),
+                           lengths, masks)
     return y, state_tensors(final)
 
 
@@ -156,7 +176,8 @@ def scan_op(config: str, weights: list[Tensor], x: Tensor, state: list[Tensor],
 
 @scan_op.register_fake
 def _(config, weights, x, state, lengths, hidden_mask, zoneout):
-    y, _ = _run(config, weights, x[:1], state, None, hidden_mask, [z[:1] for z in zoneout])
+    y, _ = _run(config, weights, x[:1], state, None, hidden_mask, [z[:1] for z in zoneout],
+                fake=True)
     return [y.new_empty(x.shape[0], *y.shape[1:]), *(t.new_empty(t.shape) for t in state)]
 
 

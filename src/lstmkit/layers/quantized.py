@@ -142,11 +142,12 @@ class _RoundedProducts(torch.overrides.TorchFunctionMode):
 def _rounded_scan(family, cfg, w, x, state, lengths, masks):
     """The specification of int8 activations: the reference scan of the dequantised weights,
     every product's left operand rounded per row."""
-    weights = dequantized(w, x.dtype)
-    with _RoundedProducts([weights[name] for name in MATRICES if name + "_scale" in w]):
-        return reference.scan(family, cfg, weights, x, state, lengths, masks)
+    rounded = tuple(name for name in MATRICES if name + "_scale" in w)
+    return reference.scan(family, cfg, dequantized(w, x.dtype), x, state, lengths, masks,
+                          rounding="int8", rounded=rounded)
 
 
+reference.ROUNDINGS["int8"] = _RoundedProducts
 REFERENCE = Backend(name="reference", declaration=Declaration(families=ANY),
                     scan=_dequantized_scan)
 REFERENCE_INT8 = Backend(name="reference", declaration=Declaration(families=ANY),
