@@ -41,8 +41,8 @@ def scan(family: Family, cfg: CellConfig, w: dict, x: torch.Tensor, state,
     Past a sequence's length its state stays as it was and its output is zero. ``rounding``:
     a key of :data:`ROUNDINGS`, applied to the products with the weights named ``rounded``.
     """
-    names = tuple(name for name, t in w.items() if t is not None)
     if torch.compiler.is_compiling():  # one operator, no guard on T: see scan_op
+        names = tuple(name for name, t in w.items() if t is not None)
         y, *final = scan_op(_text(cfg, names, rounding, tuple(rounded)),
                             [w[name] for name in names], x, list(state_tensors(state)),
                             lengths, masks.hidden, list(masks.zoneout or ()))
