@@ -83,6 +83,24 @@ def cpu_flags() -> str:
     return " ".join(present) + (f" (no {', '.join(absent)})" if absent else "")
 
 
+def cpu_class() -> tuple[str, str]:
+    """The kind of CPU a table came from: its vendor and widest vector instruction set, as a
+    section key and a label, ("amd-avx2", "AMD, AVX2") or ("intel-avx512", "Intel, AVX-512").
+    The kernels' products take different paths on each, so each kind keeps its own tables."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu", "CPU"
+    vendor = next((x.split(":", 1)[1].strip() for x in text.splitlines()
+                   if x.startswith("vendor_id")), "")
+    flags = set(next((x for x in text.splitlines() if x.startswith("flags")), "").split())
+    make = {"GenuineIntel": ("intel", "Intel"), "AuthenticAMD": ("amd", "AMD")}.get(
+        vendor, ("cpu", vendor or "CPU"))
+    isa = (("avx512", "AVX-512") if "avx512f" in flags else ("avx2", "AVX2") if "avx2" in flags
+           else ("sse", "SSE"))
+    return f"{make[0]}-{isa[0]}", f"{make[1]}, {isa[1]}"
+
+
 def write_section(name: str, text: str) -> None:
     """Replace the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of
     docs/benchmarks.md with ``text`` (appending it if absent), atomically."""

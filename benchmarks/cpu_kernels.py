@@ -14,9 +14,11 @@ gradients), in a pass after the timings.
     PYTHONPATH=src python benchmarks/cpu_kernels.py            # full run, a few minutes
     PYTHONPATH=src python benchmarks/cpu_kernels.py --quick    # smoke run, prints only
 
-The full run writes its section of docs/benchmarks.md, one per thread count (``cpu-kernels`` for
-one thread, ``cpu-kernels-2-threads`` for two), naming the CPU and the flags the kernels' speed
-depends on (AVX2, AVX-512, their 16-bit and int8 forms).
+The full run writes its section of docs/benchmarks.md, one per kind of CPU (vendor and widest
+vector ISA: ``amd-avx2``, ``intel-avx512``) and thread count (``cpu-kernels-amd-avx2`` for one
+thread, ``cpu-kernels-amd-avx2-2-threads`` for two), so that one machine's run leaves another's
+tables in place, naming the CPU and the flags the kernels' speed depends on (AVX2, AVX-512,
+their 16-bit and int8 forms).
 Timings are medians of interleaved repeats; other processes on the machine inflate numbers
 more than ratios, but a quiet machine is what the published table should come from.
 """
@@ -286,7 +288,8 @@ def report(results: dict, seconds: float, stat: str = "median") -> str:
     for (label, size), result in results.items():
         by_size.setdefault(size, {})[label] = result
     threads = torch.get_num_threads()
-    parts = [f"## CPU kernels, {threads} thread{'s' * (threads > 1)} (benchmarks/cpu_kernels.py "
+    parts = [f"## CPU kernels, {_report.cpu_class()[1]}, {threads} thread{'s' * (threads > 1)} "
+             f"(benchmarks/cpu_kernels.py "
              f"--threads {threads}{' --clock cpu' if 'CPU-time' in stat else ''})", "",
              f"Machine: {machine()}. Run time {seconds:.0f} s; "
              f"{_report.load_note('end', threads)}; each cell's peers interleaved.", "",
@@ -304,9 +307,10 @@ def report(results: dict, seconds: float, stat: str = "median") -> str:
 
 
 def write_section(text: str, threads: int) -> None:
-    """One section per thread count: ``cpu-kernels`` (one thread), ``cpu-kernels-2-threads``."""
-    _report.write_section("cpu-kernels" if threads == 1 else f"cpu-kernels-{threads}-threads",
-                          text)
+    """One section per kind of CPU and thread count: ``cpu-kernels-amd-avx2`` (one thread),
+    ``cpu-kernels-amd-avx2-2-threads``; an Intel AVX-512 machine's beside them."""
+    name = f"cpu-kernels-{_report.cpu_class()[0]}"
+    _report.write_section(name if threads == 1 else f"{name}-{threads}-threads", text)
 
 
 def main(argv=None) -> int:
