@@ -161,3 +161,22 @@ def recording():
     keys = torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set()
     with torch._C._ForceDispatchKeyGuard(keys[0], keys[1] - _AUTOGRAD), torch.enable_grad():
         yield
+
+
+def fresh(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy: what a fake kernel's ``new_empty`` promises (inductor checks the
+    strides), and an operator's output may alias none of its inputs (a gradient can be one
+    passed in)."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def recomputed_gradients(forward, inputs, grads) -> list[torch.Tensor]:
+    """What a recomputing backward operator returns: the gradients with respect to ``inputs``
+    of ``forward(*inputs)`` (its outputs, a sequence of tensors), given theirs (``grads``),
+    recomputed in plain torch ops under :func:`recording`; fresh tensors, zeros where the
+    outputs do not depend on an input."""
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    with recording():
+        got = torch.autograd.grad(list(forward(*leaves)), leaves, grads, allow_unused=True)
+    return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
+            else fresh(g) for g, t in zip(got, leaves)]

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit import _autocast as autocast
-from lstmkit._transforms import differentiates_a_backward, recording
+from lstmkit._transforms import differentiates_a_backward, fresh, recomputed_gradients
 from lstmkit.cells._heads import FORGET_GATES, log_forget
 from lstmkit.cells.mlstm import mLSTMState, step
 from lstmkit.functional._backends import use_triton
@@ -222,13 +222,7 @@ def scan_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: Tensor, n:
             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(h, C, n, m): :func:`_torch_form`'s results, contiguous and aliasing nothing."""
     h, state = _torch_form(q, k, v, i, f, mLSTMState(C, n, m), form, chunk, eps, forget)
-    return tuple(_fresh(t) for t in (h, *state))
-
-
-def _fresh(t: Tensor) -> Tensor:
-    """A contiguous copy: what the fake kernels promise (inductor checks the strides), and an
-    operator's output may alias none of its inputs (a gradient can be one passed in)."""
-    return t.clone(memory_format=torch.contiguous_format)
+    return tuple(fresh(t) for t in (h, *state))
 
 
 @scan_op.register_fake
@@ -241,12 +235,11 @@ def scan_backward_op(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, C: T
                      n: Tensor, m: Tensor, form: str, chunk: int, eps: float, forget: str,
                      grads: list[Tensor]) -> list[Tensor]:
     """The gradients of (q, k, v, i, f, C, n, m) given those of (h, C, n, m)."""
-    inputs = [t.detach().requires_grad_() for t in (q, k, v, i, f, C, n, m)]
-    with recording():
-        h, state = _torch_form(*inputs[:5], mLSTMState(*inputs[5:]), form, chunk, eps, forget)
-        got = torch.autograd.grad([h, *state], inputs, grads, allow_unused=True)
-    return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
-            else _fresh(g) for g, t in zip(got, inputs)]
+    def forward(q, k, v, i, f, C, n, m):
+        h, state = _torch_form(q, k, v, i, f, mLSTMState(C, n, m), form, chunk, eps, forget)
+        return h, *state
+
+    return recomputed_gradients(forward, (q, k, v, i, f, C, n, m), grads)
 
 
 @scan_backward_op.register_fake

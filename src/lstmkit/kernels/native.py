@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit._transforms import constant_result, recording, static, through_ops, transformable
+from lstmkit._transforms import (
+    constant_result,
+    recomputed_gradients,
+    static,
+    through_ops,
+    transformable,
+)
 from lstmkit.cells import FAMILIES, family_of
 from lstmkit.cells.base import Family, state_tensors
 from lstmkit.config import LayerConfig
@@ -153,13 +159,14 @@ def stack_backward_op(config: str, x: Tensor, hx: list[Tensor], weights: list[Te
                       grads: list[Tensor]) -> list[Tensor]:
     """``[dx, *dhx, *dweights]`` given the gradients of ``stack_op``'s outputs."""
     family, layer = _config(config)
-    inputs = [t.detach().requires_grad_() for t in (x, *hx, *weights)]
     states = len(hx)
-    with recording(), _seeded(seed, x.device):
-        y, state = _stack(family, layer, inputs[1 + states:], inputs[0],
-                          tuple(inputs[1:1 + states]), lengths, training)
-        got = torch.autograd.grad([y, *state_tensors(state)], inputs, grads, allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs)]
+
+    def forward(x, *rest):
+        with _seeded(seed, x.device):  # the forward's inter-layer dropout masks, drawn again
+            y, state = _stack(family, layer, rest[states:], x, rest[:states], lengths, training)
+        return y, *state_tensors(state)
+
+    return recomputed_gradients(forward, (x, *hx, *weights), grads)
 
 
 @stack_backward_op.register_fake

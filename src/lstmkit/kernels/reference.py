@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lstmkit._autocast import SIXTEEN_BIT  # upcast to float32 (see the module docstring)
-from lstmkit._transforms import constant_result, recording
+from lstmkit._transforms import constant_result, fresh, recomputed_gradients
 from lstmkit.cells import family_of
 from lstmkit.cells.base import ANY, Family, hidden, map_state, state_tensors
 from lstmkit.config import CellConfig, cell_from_dict
@@ -171,7 +171,7 @@ def scan_op(config: str, weights: list[Tensor], x: Tensor, state: list[Tensor],
     """``[y, *final_state]`` of :func:`scan` for the cell config and weight names ``config``
     (:func:`_text`'s JSON), contiguous and aliasing nothing."""
     y, final = _run(config, weights, x, state, lengths, hidden_mask, zoneout)
-    return [t.clone(memory_format=torch.contiguous_format) for t in (y, *final)]
+    return [fresh(t) for t in (y, *final)]
 
 
 @scan_op.register_fake
@@ -186,14 +186,14 @@ def scan_backward_op(config: str, weights: list[Tensor], x: Tensor, state: list[
                      lengths: Tensor | None, hidden_mask: Tensor | None, zoneout: list[Tensor],
                      grads: list[Tensor]) -> list[Tensor]:
     """``[*dweights, dx, *dstate]`` given the gradients of ``scan_op``'s outputs."""
-    inputs = [t.detach().requires_grad_() for t in (*weights, x, *state)]
     n = len(weights)
-    with recording():
-        y, final = _run(config, inputs[:n], inputs[n], inputs[n + 1:], lengths, hidden_mask,
+
+    def forward(*tensors):
+        y, final = _run(config, tensors[:n], tensors[n], tensors[n + 1:], lengths, hidden_mask,
                         zoneout)
-        got = torch.autograd.grad([y, *final], inputs, grads, allow_unused=True)
-    return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None
-            else g.clone(memory_format=torch.contiguous_format) for g, t in zip(got, inputs)]
+        return y, *final
+
+    return recomputed_gradients(forward, (*weights, x, *state), grads)
 
 
 @scan_backward_op.register_fake
