@@ -47,18 +47,22 @@ def load_note(when: str, own: float = 1.0) -> str:
             "shared them, so absolute times are inflated, ratios less so")
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` of /proc/cpuinfo ("model name", "flags"): "" where it has none, None
+    where there is no such file to read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith(field) and ":" in line), "")
+
+
 def machine(*extra: str) -> str:
     """The processor's name, the core count and Python's and torch's versions, then ``extra``."""
     import torch
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
     parts = [f"{name}, {os.cpu_count()} cores; Python {platform.python_version()}",
              f"torch {torch.__version__}", *extra]
     return ", ".join(parts)
@@ -72,12 +76,10 @@ int8 dot products)."""
 
 def cpu_flags() -> str:
     """Which of :data:`KERNEL_FLAGS` this CPU has, as "avx2 fma f16c (no avx512f, ...)"."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    line = _cpuinfo("flags")
+    if line is None:
         return "flags unknown"
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
+    have = set(line.split())
     present = [f for f in KERNEL_FLAGS if f in have]
     absent = [f for f in KERNEL_FLAGS if f not in have]
     return " ".join(present) + (f" (no {', '.join(absent)})" if absent else "")
@@ -87,13 +89,10 @@ def cpu_class() -> tuple[str, str]:
     """The kind of CPU a table came from: its vendor and widest vector instruction set, as a
     section key and a label, ("amd-avx2", "AMD, AVX2") or ("intel-avx512", "Intel, AVX-512").
     The kernels' products take different paths on each, so each kind keeps its own tables."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    vendor, flags = _cpuinfo("vendor_id"), _cpuinfo("flags")
+    if vendor is None:
         return "cpu", "CPU"
-    vendor = next((x.split(":", 1)[1].strip() for x in text.splitlines()
-                   if x.startswith("vendor_id")), "")
-    flags = set(next((x for x in text.splitlines() if x.startswith("flags")), "").split())
+    flags = set(flags.split())
     make = {"GenuineIntel": ("intel", "Intel"), "AuthenticAMD": ("amd", "AMD")}.get(
         vendor, ("cpu", vendor or "CPU"))
     isa = (("avx512", "AVX-512") if "avx512f" in flags else ("avx2", "AVX2") if "avx2" in flags
