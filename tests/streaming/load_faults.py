@@ -210,10 +210,13 @@ class Client:
             return None
 
 
-async def _faults(server: Server, figures: Figures, total: int, up: asyncio.Event) -> None:
-    """Kill -9 at a third of the work, SIGTERM at two thirds; restart each time."""
+async def _faults(server: Server, figures: Figures, total: int, up: asyncio.Event,
+                  finished: asyncio.Event) -> None:
+    """Kill -9 at a third of the work, SIGTERM at two thirds; restart each time. Both faults
+    happen: one the clients outrun (a fast machine finishes the last third within the tenth
+    of a second uvicorn takes to act on SIGTERM) comes once they have finished."""
     for fraction, sig in ((1 / 3, signal.SIGKILL), (2 / 3, signal.SIGTERM)):
-        while figures.steps < fraction * total:
+        while figures.steps < fraction * total and not finished.is_set():
             await asyncio.sleep(0.01)
         up.clear()
         await asyncio.to_thread(server.stop, sig)
@@ -242,10 +245,12 @@ async def _run(server: Server, model, clients: int, steps: int, chunk: int, seed
                                  limits=limits) as http:
         runners = [Client(k, x, e, random.Random(rng.random()), figures, up)
                    for k, (x, e) in enumerate(zip(xs, expected))]
-        faults = asyncio.create_task(_faults(server, figures, clients * steps, up))
+        finished = asyncio.Event()
+        faults = asyncio.create_task(_faults(server, figures, clients * steps, up, finished))
         await asyncio.gather(*(c.run(http, chunk) for c in runners))
-        faults.cancel()
-        for c in runners:  # every stream ends where its client thinks
+        finished.set()
+        await faults
+        for c in runners:  # every stream ends where its client thinks, after the last restart
             reply = await http.get(f"/streams/{c.sid}")
             figures.lost_steps += abs(reply.json()["steps"] - c.pos)
     return figures
