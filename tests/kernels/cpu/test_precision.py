@@ -2,6 +2,10 @@
 longer sequence than the conformance table's against the float64 truth, and the AVX-512 BF16
 path against the fallback where the CPU has it."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from support import parts, probe_loss
@@ -125,6 +129,36 @@ def test_16_bits_stay_within_the_tolerance_of_float32(name, dtype):
     for k, (g, e) in enumerate(zip((got[0], *parts(got[1])), (expected[0], *parts(expected[1])))):
         assert g.dtype == dtype
         assert_close(g.float(), e, dtype, f"{name}, part {k}")
+
+
+def test_bf16_dot_runs_wherever_the_cpu_has_avx512_bf16():
+    """The path is on wherever the CPU has AVX-512 BF16 and oneDNN may use it, so that
+    test_bf16_dot_equals_the_fallback cannot skip on a CPU that runs it; off while torch's
+    oneDNN is disabled, where brgemm would refuse bfloat16."""
+    if "ONEDNN_MAX_CPU_ISA" in os.environ or "DNNL_MAX_CPU_ISA" in os.environ:
+        pytest.skip("this run sets oneDNN's instruction set itself")
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert cpu.bf16_dot_active() == ("avx512_bf16" in flags)
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert not cpu.bf16_dot_active()
+        layer = _layer("lstm", "cpu", torch.bfloat16)
+        layer(torch.randn(3, 2, 6).to(torch.bfloat16))  # the fallback, which needs no oneDNN
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
+def test_bf16_dot_is_off_where_onednn_is_held_below_avx512():
+    """With oneDNN held to AVX2, brgemm refuses bfloat16: the start-up probe sees it, and a
+    bfloat16 scan takes the fallback instead of failing."""
+    script = ("import torch, lstmkit; from lstmkit.kernels import cpu; "
+              "y, _ = lstmkit.LSTM(4, 8, backend='cpu').to(torch.bfloat16)("
+              "torch.ones(3, 2, 4, dtype=torch.bfloat16)); "
+              "print(cpu.bf16_dot_active(), bool(y.isfinite().all()))")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[-2:] == ["False", "True"]
 
 
 def test_bf16_dot_equals_the_fallback():

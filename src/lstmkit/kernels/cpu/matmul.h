@@ -259,22 +259,23 @@ class RightOperand {
 
  private:
   // The bfloat16 path: B as bfloat16 panels of kPanel columns (the last one zero-padded) over
-  // an even depth (a zero row where K is odd), each in oneDNN's VNNI layout (pairs of rows
-  // interleaved), which its bfloat16 brgemm reads.
+  // an even depth (a zero row where K is odd), each in the VNNI layout that oneDNN's bfloat16
+  // brgemm reads: (depth16 / 2, kPanel, 2), rows k and k + 1 interleaved column by column.
+  // The layout is written here rather than by torch's cpublas::pack, which packs only on a CPU
+  // with AMX, although brgemm runs bfloat16 on any AVX-512 BF16 CPU (vdpbf16ps).
   void pack16(const at::TensorOptions& o) {
     depth16_ = (K_ + 1) / 2 * 2;
     const int64_t panels = (N_ + kPanel - 1) / kPanel, size = depth16_ * kPanel;
-    packed16_ = at::empty({panels * size}, o.dtype(at::kBFloat16));
+    packed16_ = at::zeros({panels * size}, o.dtype(at::kBFloat16));
     auto* out = packed16_.data_ptr<at::BFloat16>();
     at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-      std::vector<at::BFloat16> plain(size, at::BFloat16(0.0f));  // (depth16, kPanel)
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * kPanel, width = std::min(kPanel, N_ - n0);
+        at::BFloat16* panel = out + p * size;
         for (int64_t k = 0; k < K_; ++k)
           for (int64_t j = 0; j < width; ++j)
-            plain[k * kPanel + j] = at::BFloat16(transpose_ ? w_[(n0 + j) * K_ + k] : w_[k * N_ + n0 + j]);
-        at::native::cpublas::pack(depth16_, kPanel, kPanel, kPanel, at::kBFloat16, at::kBFloat16,
-                                  plain.data(), out + p * size);
+            panel[(k / 2 * kPanel + j) * 2 + k % 2] =
+                at::BFloat16(transpose_ ? w_[(n0 + j) * K_ + k] : w_[k * N_ + n0 + j]);
       }
     });
   }

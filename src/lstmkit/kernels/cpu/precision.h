@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include <ATen/Context.h>
 #include <ATen/native/CPUBlas.h>
 
 namespace lstmkit {
@@ -39,11 +40,29 @@ void round_operand(int64_t operand, const T* src, T* dst, int64_t n) {
   }
 }
 
-// Whether this CPU has AVX-512 BF16 and torch's oneDNN ukernel runs bfloat16 here.
+// Whether the bfloat16 products can take oneDNN's bfloat16 brgemm ukernel (which torch
+// exports): the CPU has AVX-512 BF16 (vdpbf16ps), and a two-row product on B in the VNNI
+// layout that matmul.h's RightOperand packs gives the exact sums. The probe runs once; it
+// fails where oneDNN is held below AVX-512 (ONEDNN_MAX_CPU_ISA), and brgemm then refuses.
 inline bool bf16_dot_supported() {
 #if defined(__x86_64__)
-  static const bool supported = __builtin_cpu_supports("avx512bf16") &&
-                                at::native::cpublas::could_pack(at::kBFloat16);
+  static const bool supported = [] {
+    if (!__builtin_cpu_supports("avx512bf16")) return false;
+    constexpr int64_t N = 16;
+    const at::BFloat16 a[2] = {1.0f, 2.0f};
+    at::BFloat16 b[2 * N];  // (1, N, 2): rows k = 0 and 1 interleaved, b[k][j] = (k + 1) j
+    for (int64_t j = 0; j < N; ++j) b[2 * j] = float(j), b[2 * j + 1] = float(2 * j);
+    float c[N] = {};
+    try {
+      at::native::cpublas::brgemm(1, N, 2, 2, N, N, false, a, b, c);
+      at::native::cpublas::brgemm_release();
+    } catch (const c10::Error&) {
+      return false;
+    }
+    for (int64_t j = 0; j < N; ++j)
+      if (c[j] != 5.0f * j) return false;
+    return true;
+  }();
   return supported;
 #else
   return false;
@@ -57,6 +76,10 @@ inline std::atomic<bool>& bf16_dot_wanted() {
   return wanted;
 }
 
-inline bool bf16_dot() { return bf16_dot_wanted().load() && bf16_dot_supported(); }
+// brgemm runs bfloat16 only while torch's oneDNN is enabled (torch.backends.mkldnn.enabled).
+inline bool bf16_dot() {
+  return bf16_dot_wanted().load() && at::globalContext().userEnabledMkldnn() &&
+         bf16_dot_supported();
+}
 
 }  // namespace lstmkit
