@@ -100,6 +100,13 @@ def cpu_class() -> tuple[str, str]:
     return f"{make[0]}-{isa[0]}", f"{make[1]}, {isa[1]}"
 
 
+def keyed(name: str) -> str:
+    """The section name for a table each kind of CPU keeps its own of ("step" ->
+    "step-amd-avx2"): where the kernels take ISA-dependent paths, a run on one kind of CPU
+    must not replace another's table."""
+    return f"{name}-{cpu_class()[0]}"
+
+
 def write_section(name: str, text: str) -> None:
     """Replace the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of
     docs/benchmarks.md with ``text`` (appending it if absent), atomically."""

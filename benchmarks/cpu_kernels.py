@@ -308,8 +308,8 @@ def report(results: dict, seconds: float, stat: str = "median") -> str:
 
 def write_section(text: str, threads: int) -> None:
     """One section per kind of CPU and thread count: ``cpu-kernels-amd-avx2`` (one thread),
-    ``cpu-kernels-amd-avx2-2-threads``; an Intel AVX-512 machine's beside them."""
-    name = f"cpu-kernels-{_report.cpu_class()[0]}"
+    ``cpu-kernels-amd-avx2-2-threads``; an AVX-512 machine's beside them."""
+    name = _report.keyed("cpu-kernels")
     _report.write_section(name if threads == 1 else f"{name}-{threads}-threads", text)
 
 

@@ -353,12 +353,12 @@ def main(argv=None) -> int:
         print(f"\nMachine: {_report.machine()}; load average {load:.1f} at the start.")
         return 0
     table, proj = speed(), proj_size_row()
-    text = (f"## Int8 inference (benchmarks/quant.py)\n\nMachine: {_report.machine()}. One "
-            f"thread everywhere; best of 7 timed loops, the peers taking turns; "
-            f"{start_note}; the ratios come from one run.\n\n{table}\n\n{proj}.\n\n"
-            f"{NOTES}")
+    text = (f"## Int8 inference, {_report.cpu_class()[1]} (benchmarks/quant.py)\n\n"
+            f"Machine: {_report.machine()}. One thread everywhere; best of 7 timed loops, the "
+            f"peers taking turns; {start_note}; the ratios come from one run.\n\n{table}\n\n"
+            f"{proj}.\n\n{NOTES}")
     print(text)
-    _report.write_section("quant", text)
+    _report.write_section(_report.keyed("quant"), text)
     return 0
 
 

@@ -173,7 +173,7 @@ def main() -> None:
     clock = ("CPU time of the one thread every peer runs on (other jobs preempting it do not "
              "count; their cache traffic does)" if args.clock == "cpu" else "wall-clock time")
     text = "\n".join([
-        "## Single-stream step (benchmarks/step.py)", "",
+        f"## Single-stream step, {_report.cpu_class()[1]} (benchmarks/step.py)", "",
         f"Machine: {_report.machine(f'numpy {np.__version__}')}; the compiled step's product: "
         f"{cpu_step.isa()}. One thread everywhere; each time is the best of 300 "
         f"short loops, the peers taking turns, in {clock}; "
@@ -184,7 +184,7 @@ def main() -> None:
         *error_lines])
     print(text)
     if not args.quick:
-        _report.write_section("step", text)
+        _report.write_section(_report.keyed("step"), text)
 
 
 if __name__ == "__main__":
