@@ -6,7 +6,7 @@ backend and that of the precision can be told apart.
 
     PYTHONPATH=src python benchmarks/precision.py            # all three apps, about 20 minutes
     PYTHONPATH=src python benchmarks/precision.py charlm     # one of them
-    PYTHONPATH=src python benchmarks/precision.py layers     # one LSTM layer, native and cpu
+    PYTHONPATH=src python benchmarks/precision.py layers     # one LSTM layer per backend, dtype
 
 Prints the table of docs/applications.md ("16-bit training") with the CPU's name and the load
 average; seconds are the trainer's (training and validation), the ratio is to the fp32 run of the
@@ -16,30 +16,21 @@ reports them. Raw results stay in runs/precision/<app>-<precision>-<backend>/met
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
-import platform
 import sys
 import time
 
+import _report
 import torch
 
 import lstmkit
 from lstmkit.apps import charlm, classify, forecast
 from lstmkit.apps.model_options import ModelOptions
+from lstmkit.kernels import cpu
 
 RUNS = (("fp32", "auto"), ("fp32", "cpu"), ("bf16", "auto"), ("fp16", "auto"))
 """(precision, model.backend) of each run."""
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _backend(config, backend: str):
@@ -70,22 +61,56 @@ def _charlm(precision: str, backend: str) -> tuple[str, float]:
     return f"{report['test_bits_per_char']:.3f} bits/char", report["training"]["seconds"]
 
 
-def layers() -> None:
-    """One training step (forward and backward) of an LSTM layer at charlm's size (T=100, B=32,
-    I=32, H=256) on the native and cpu backends in each dtype, the mean of 3 after one warm-up."""
-    print("| backend | dtype | seconds per step |\n|---|---|---|")
-    for backend in ("native", "cpu"):
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
-            torch.manual_seed(0)
-            layer = lstmkit.LSTM(32, 256, backend=backend).to(dtype)
-            x = torch.randn(100, 32, 32).to(dtype)
-            times = []
-            for _ in range(4):
-                started = time.perf_counter()
+def _layer_peers() -> dict:
+    """(backend, dtype, bfloat16 path) -> (training step, inference forward) of an LSTM layer
+    at charlm's size (T=100, B=32, I=32, H=256); the cpu backend's bfloat16 twice where the CPU
+    has AVX-512 BF16: its oneDNN product ("dot") and the float32 fallback."""
+    paths = ("dot", "fallback") if cpu.bf16_dot_active() else ("fallback",)
+    runs = [("native", torch.float32, "-"), ("native", torch.bfloat16, "-"),
+            ("native", torch.float16, "-"), ("cpu", torch.float32, "-"),
+            *(("cpu", torch.bfloat16, p) for p in paths), ("cpu", torch.float16, "-")]
+    peers = {}
+    for backend, dtype, path in runs:
+        torch.manual_seed(0)
+        layer = lstmkit.LSTM(32, 256, backend=backend).to(dtype)
+        x = torch.randn(100, 32, 32).to(dtype)
+
+        def train(layer=layer, x=x, path=path):
+            with _bf16_path(path):
                 layer(x)[0].float().sum().backward()
-                times.append(time.perf_counter() - started)
-            print(f"| {backend} | {str(dtype).replace('torch.', '')} | "
-                  f"{sum(times[1:]) / 3:.3f} |", flush=True)
+
+        def infer(layer=layer, x=x, path=path):
+            with _bf16_path(path), torch.no_grad():
+                layer(x)
+
+        peers[backend, str(dtype).replace("torch.", ""), path] = (train, infer)
+    return peers
+
+
+@contextlib.contextmanager
+def _bf16_path(path: str):
+    previous = cpu.use_bf16_dot(path != "fallback")
+    try:
+        yield
+    finally:
+        cpu.use_bf16_dot(previous)
+
+
+def layers() -> None:
+    """The table of `_layer_peers`: CPU time in ms of each, the peers taking turns (best of 3
+    rounds), and each as a ratio to the cpu backend's float32."""
+    peers = _layer_peers()
+    times = [_report.best_us({k: fns[mode] for k, fns in peers.items()}, 3, loop_seconds=0.5,
+                             warmup=1, least=1, clock=time.process_time) for mode in (0, 1)]
+    base = [t["cpu", "float32", "-"] for t in times]
+    print(f"bfloat16 products on the cpu backend: "
+          f"{'AVX-512 BF16 (oneDNN)' if cpu.bf16_dot_active() else 'the float32 fallback'}\n")
+    print("| backend | dtype | bfloat16 path | train ms | infer ms | train vs cpu float32 "
+          "| infer vs cpu float32 |\n|---|---|---|---:|---:|---:|---:|")
+    for key in peers:
+        train, infer = (t[key] for t in times)
+        print(f"| {' | '.join(key)} | {train / 1e3:.1f} | {infer / 1e3:.1f} | "
+              f"{train / base[0]:.2f} | {infer / base[1]:.2f} |", flush=True)
 
 
 APPS = {
@@ -97,8 +122,7 @@ APPS = {
 
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
-    print(f"CPU: {_cpu()}; torch {torch.__version__}; load average at start "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"Machine: {_report.machine()}; {_report.load_note('start')}")
     if names == ["layers"]:
         return layers()
     print("| run | precision | backend | result | seconds | time vs fp32 auto |\n"
@@ -111,7 +135,7 @@ def main(names: list[str]) -> None:
             base = base or seconds
             print(f"| {title} | {precision} | {backend} | {result} | {seconds:.0f} | "
                   f"{seconds / base:.2f} |", flush=True)
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(_report.load_note("end"))
 
 
 if __name__ == "__main__":
