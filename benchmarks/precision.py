@@ -133,7 +133,7 @@ def main(names: list[str]) -> None:
         for precision, backend in RUNS:
             result, seconds = run(precision, backend)
             base = base or seconds
-            print(f"| {title} | {precision} | {backend} | {result} | {seconds:.0f} | "
+            print(f"| {title} | {precision} | {backend} | {result} | {seconds:.1f} | "
                   f"{seconds / base:.2f} |", flush=True)
     print(_report.load_note("end"))
 

@@ -42,6 +42,7 @@ from lstmkit import LayerConfig, ModelConfig, SequenceModel, cell_config  # noqa
 from lstmkit.cells.lstm import LSTMState  # noqa: E402
 from lstmkit.export.onnx import export_onnx  # noqa: E402
 from lstmkit.export.quantize import export_onnx_int8  # noqa: E402
+from lstmkit.kernels.cpu import quant as cpu_quant  # noqa: E402
 
 INPUT, OUTPUT = 64, 16
 SIZES = [  # (T, B, H): a step of one stream, then whole sequences
@@ -319,20 +320,22 @@ NOTES = """### Reading the numbers
   as the sequence path), then torch's head.
 - `model(x)` at T=1 is the sequence path: the model's and the layer's Python (checks, backend
   dispatch, the stack's loop) costs a few hundred us a call on this machine, more than the
-  products. Its int8
-  kernel dots the int8 rows in place for a call of at most 4 rows (T * B) and packs nothing,
-  where the float kernel packs its weights on every call; longer calls dequantise each matrix
-  once and run the float products, so they cost about what float does. On AVX2 without VNNI,
-  widening int8 to float costs three instructions per eight weights, which is why weight-only
-  int8 does not beat float products where they are compute-bound.
+  products. Its int8 kernel dots the int8 rows in place for a call of at most 4 rows (T * B)
+  and packs nothing, where the float kernel packs its weights on every call; longer calls
+  dequantise each matrix once and run the float products, so they cost about what float
+  does. Widening int8 to float costs three instructions per eight weights (the kernels' AVX2
+  code, which AVX-512 CPUs run too), which is why weight-only int8 does not beat float
+  products where they are compute-bound.
 - Integer products (int8 activations) read a quarter of float's bytes and multiply 32 bytes
-  in two instructions (vpmaddubsw, vpmaddwd). They win most where a sequence's products are
-  matrix-vector ones (one stream, B=1: the recurrent product reads every weight each step).
-  At B=32 the products are compute-bound: without VNNI those two multiply instructions per 32
-  products run at about 1.2x the rate of float32's fused multiply-adds (the kernel alone, 70
-  of about 75 GMAC/s measured for the loop on this CPU). What stays between them and ONNX
-  Runtime's int8 model at T=100 is the rest of a call: the gate math of every step (3-4 us at
-  H=128), and the model's and layer's Python (about 200 us a call, as at T=1).
+  in two instructions on AVX2 (vpmaddubsw, vpmaddwd), 64 bytes in one on AVX-512 VNNI
+  (vpdpbusd; the machine line names the path that ran). They win most where a sequence's
+  products are matrix-vector ones (one stream, B=1: the recurrent product reads every weight
+  each step). At B=32 the products are compute-bound: on AVX2 without VNNI those two multiply
+  instructions per 32 products run at about 1.2x the rate of float32's fused multiply-adds
+  (the kernel alone, 70 of about 75 GMAC/s measured for the loop on an AMD Zen 3). What stays
+  between them and ONNX Runtime's int8 model at T=100 is the rest of a call: the gate math of
+  every step (3-4 us at H=128), and the model's and layer's Python (about 200 us a call, as at
+  T=1).
 - The NumPy runtime computes int8 files in float32 (NumPy has no int8 product), so it is not a
   row here.
 - Under heavy load a row out of order with its neighbours (a smaller size slower than a larger
@@ -354,7 +357,8 @@ def main(argv=None) -> int:
         return 0
     table, proj = speed(), proj_size_row()
     text = (f"## Int8 inference, {_report.cpu_class()[1]} (benchmarks/quant.py)\n\n"
-            f"Machine: {_report.machine()}. One thread everywhere; best of 7 timed loops, the "
+            f"Machine: {_report.machine()}; the integer product: {cpu_quant.isa()}. One "
+            f"thread everywhere; best of 7 timed loops, the "
             f"peers taking turns; {start_note}; the ratios come from one run.\n\n{table}\n\n"
             f"{proj}.\n\n{NOTES}")
     print(text)
