@@ -139,13 +139,13 @@ def test_bf16_dot_runs_wherever_the_cpu_has_avx512_bf16():
         pytest.skip("this run sets oneDNN's instruction set itself")
     flags = set(open("/proc/cpuinfo").read().split())
     assert cpu.bf16_dot_active() == ("avx512_bf16" in flags)
-    torch.backends.mkldnn.enabled = False
+    enabled, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
     try:
         assert not cpu.bf16_dot_active()
         layer = _layer("lstm", "cpu", torch.bfloat16)
         layer(torch.randn(3, 2, 6).to(torch.bfloat16))  # the fallback, which needs no oneDNN
     finally:
-        torch.backends.mkldnn.enabled = True
+        torch.backends.mkldnn.enabled = enabled
 
 
 def test_bf16_dot_is_off_where_onednn_is_held_below_avx512():
