@@ -3,9 +3,11 @@ gradients by name."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from tolerances import assert_close
 
@@ -43,10 +45,22 @@ def parts(state) -> tuple[torch.Tensor, ...]:
     return tuple(torch.utils._pytree.tree_leaves(state))
 
 
-def python_output(code: str, timeout: float = 120) -> str:
+def cpu_flags() -> set[str]:
+    """The CPU's flags in /proc/cpuinfo; skips the calling test where there are none to read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            line = next(line for line in info if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags to compare with on this system")
+    return set(line.split(":", 1)[1].split())
+
+
+def python_output(code: str, timeout: float = 120, env: dict | None = None) -> str:
     """What ``code`` prints, run in a fresh interpreter on this one's import path; a non-zero
-    exit fails with the interpreter's stderr."""
+    exit fails with the interpreter's stderr. ``env``: variables to set on top of this
+    process's environment (default: a clean environment, the import path alone)."""
+    base = {} if env is None else {**os.environ, **env}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=timeout, env={"PYTHONPATH": ":".join(sys.path)})
+                         timeout=timeout, env={**base, "PYTHONPATH": ":".join(sys.path)})
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()

@@ -7,7 +7,7 @@ export are in tests/layers/test_quantized.py)."""
 
 import pytest
 import torch
-from support import parts
+from support import cpu_flags, parts
 from tolerances import assert_conforms
 
 from lstmkit import GRU, LSTM, RNN, ModelConfig, SequenceModel
@@ -212,7 +212,7 @@ def test_the_op_refuses_shapes_it_would_read_past():
 
 
 def test_isa_names_the_product_this_cpu_runs():
-    flags = set(open("/proc/cpuinfo").read().split())
+    flags = cpu_flags()
     expected = "portable" if "avx2" not in flags else (
         "avx512_vnni" if {"avx512_vnni", "avx512vl"} <= flags else "avx2")
     assert quant.isa() == expected

@@ -3,12 +3,10 @@ longer sequence than the conformance table's against the float64 truth, and the 
 path against the fallback where the CPU has it."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from support import parts, probe_loss
+from support import cpu_flags, parts, probe_loss, python_output
 from tolerances import assert_close, assert_conforms
 
 import lstmkit
@@ -137,8 +135,7 @@ def test_bf16_dot_runs_wherever_the_cpu_has_avx512_bf16():
     oneDNN is disabled, where brgemm would refuse bfloat16."""
     if "ONEDNN_MAX_CPU_ISA" in os.environ or "DNNL_MAX_CPU_ISA" in os.environ:
         pytest.skip("this run sets oneDNN's instruction set itself")
-    flags = set(open("/proc/cpuinfo").read().split())
-    assert cpu.bf16_dot_active() == ("avx512_bf16" in flags)
+    assert cpu.bf16_dot_active() == ("avx512_bf16" in cpu_flags())
     enabled, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
     try:
         assert not cpu.bf16_dot_active()
@@ -155,9 +152,7 @@ def test_bf16_dot_is_off_where_onednn_is_held_below_avx512():
               "y, _ = lstmkit.LSTM(4, 8, backend='cpu').to(torch.bfloat16)("
               "torch.ones(3, 2, 4, dtype=torch.bfloat16)); "
               "print(cpu.bf16_dot_active(), bool(y.isfinite().all()))")
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = python_output(script, env={"ONEDNN_MAX_CPU_ISA": "AVX2"}).split()
     assert out[-2:] == ["False", "True"]
 
 

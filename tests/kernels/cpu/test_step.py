@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from support import cpu_flags
 from tolerances import conformance_bound
 
 from lstmkit.kernels.cpu import step
@@ -174,11 +175,7 @@ def test_in_place_step_equals_the_functional_one():
 def test_isa_is_avx2_exactly_where_the_cpu_has_avx2_fma_and_f16c():
     """The AVX2 product is compiled for all three (one target attribute) for every weight type,
     so each must be there for any of them (it was checked for F16C with float16 weights only)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = set(next(line for line in info if line.startswith("flags")).split())
-    except (OSError, StopIteration):
-        pytest.skip("no /proc/cpuinfo flags to compare with on this system")
+    flags = cpu_flags()
     assert step.isa() == ("avx2" if {"avx2", "fma", "f16c"} <= flags else "portable")
 
 
