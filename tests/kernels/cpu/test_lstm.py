@@ -140,6 +140,31 @@ def test_long_sequences_and_wide_layers(steps, batch, inputs, hidden, options, c
     compare(make, steps=steps, batch=batch, training=False, grad=False)
 
 
+@pytest.mark.parametrize("steps", [80, 88], ids=["one block", "three blocks"])
+def test_layer_norm_saves_its_terms_in_one_block_up_to_its_bound(steps):
+    """With layer norm the forward saves the pre-activations and both normalised terms in one
+    block while they take at most 32 MiB (lstm.h's kJointBytes), else in three: 3 x T x 64 x
+    256 float64 values are 31.5 MB at T=80 and 34.6 MB at T=88. The fake kernel shapes the
+    saved tensors as the kernel does on both sides, and the outputs and gradients match the
+    reference's (relative to each tensor's largest value, as the batch of 64 sums terms that
+    cancel)."""
+    torch.manual_seed(0)
+    make = _make(dict(layer_norm=True), hidden=64, inputs=2)
+    reference, layer = make("reference").double(), make("cpu").double()
+    layer.load_state_dict(reference.state_dict())
+    x = torch.randn(steps, 64, 2, dtype=torch.float64)
+    weights = layer.cell_weights()[0][0]
+    names = [n for n, t in weights.items() if t is not None]
+    state = [torch.zeros(64, 64, dtype=torch.float64)] * 2
+    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
+    saved = cpu.scan_op("lstm", x, state, ",".join(names), [weights[n].detach() for n in names],
+                        None, None, [], int_names, ints, real_names, reals, True)[3:]
+    fake = cpu._saved_like("lstm", x, state, weights)
+    assert [t.shape for t in saved] == [t.shape for t in fake]
+    assert saved[0].shape[0] == (3 if steps == 80 else 1)
+    assert max(_errors(layer, reference, x)) <= TOLERANCES[torch.float64]["rtol"]
+
+
 def test_gradcheck_float64():
     """The autograd Function's backward against finite differences, with every option that has
     parameters, the masks and lengths."""

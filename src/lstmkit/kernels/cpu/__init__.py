@@ -141,6 +141,9 @@ def _(family, x, state, names, weights, lengths, hidden, zoneout, int_names, int
     return out + _saved_like(family, x, state, dict(zip(names.split(","), weights)))
 
 
+_JOINT_BYTES = 32 << 20  # lstm.h's kJointBytes
+
+
 def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Tensor]:
     """Empty tensors shaped as what the forward kernel saves (lstm.h, gru.h, rnn.h): in float32
     for a 16-bit x (its scans compute in float32, precision.h)."""
@@ -152,11 +155,13 @@ def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Te
 
     if family == "lstm":
         gates, hidden, output = w["weight_ih"].shape[0], state[1].shape[1], state[0].shape[1]
-        saved = [new(steps, batch, gates), new(steps + 1, batch, output),  # A, Hs
-                 new(steps + 1, batch, hidden), new(steps, batch, hidden)]  # Cs, Cn
-        if "weight_ln_ih" in w:  # Xih, Rih, Xhh, Rhh, Sc
-            saved += [new(steps, batch, gates), new(steps, batch), new(steps, batch, gates),
-                      new(steps, batch), new(steps, batch, 2)]
+        ln = "weight_ln_ih" in w  # Gates holds A, with Xih and Xhh while they fit in 32 MiB
+        joint = ln and 3 * steps * batch * gates * dtype.itemsize <= _JOINT_BYTES
+        saved = [new(3 if joint else 1, steps, batch, gates), new(steps + 1, batch, output),
+                 new(steps + 1, batch, hidden), new(steps, batch, hidden)]  # Hs, Cs, Cn
+        if ln:  # Rih, Rhh, Sc, then Xih, Xhh unless Gates holds them
+            saved += [new(steps, batch), new(steps, batch), new(steps, batch, 2)]
+            saved += [] if joint else [new(steps, batch, gates), new(steps, batch, gates)]
         return saved
     hidden = state[0].shape[1]
     if family == "gru":  # Gt, Hs, Rn

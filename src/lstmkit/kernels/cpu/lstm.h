@@ -4,10 +4,11 @@
 // Shapes (legend in common.h): x (T, B, I); state h (B, P), c (B, H); weight_ih (4H, I),
 // weight_hh (4H, P), weight_hr (P, H), peephole (3H), layer-norm gains (4H) and (H).
 // Saved for the backward pass (training only):
-//   A  (T, B, 4H) gate pre-activations, peephole terms included, before the clip;
+//   Gates (1, T, B, 4H): A, the gate pre-activations, peephole terms included, before the clip;
 //   Hs (T+1, B, P), Cs (T+1, B, H) the carried states, Cn (T, B, H) each step's new c;
-//   with layer_norm: Xih, Xhh (T, B, 4H) the normalised input and recurrent terms, their
-//   1/std Rih, Rhh (T, B), and Sc (T, B, 2) the mean and 1/std of each c_t.
+//   with layer_norm: Rih, Rhh (T, B) the 1/std of the normalised input and recurrent terms
+//   Xih, Xhh (T, B, 4H), and Sc (T, B, 2) the mean and 1/std of each c_t. Xih and Xhh follow
+//   A in Gates (3, T, B, 4H) while the three take at most kJointBytes, else they come last.
 #pragma once
 
 #include <tuple>
@@ -22,6 +23,10 @@ struct LSTMOptions {
   bool input_gate, forget_gate, output_gate;  // false: the gate is fixed to 1 (an ablation)
   double clip;  // <= 0: no clip
 };
+
+// The most bytes the saved A, Xih and Xhh take as one block (see forward); _saved_like in
+// kernels/cpu/__init__.py shapes the fake kernel's outputs by the same bound.
+constexpr int64_t kJointBytes = int64_t(32) << 20;
 
 template <typename T>
 struct LSTMWeights {
@@ -234,10 +239,19 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   auto empty = [&](std::initializer_list<int64_t> shape, bool needed = true) {
     return needed ? at::empty(shape, o) : Tensor();
   };
-  Tensor y = empty({steps, B, P}), A = empty({held, B, G});
+  // Saved with layer norm, the pre-activations and both normalised terms (each T x B x 4H) are
+  // one allocation while they fit in kJointBytes. glibc hands its heap's free top back to the
+  // system once it exceeds twice the largest block it has had to map: three blocks of that
+  // size went past it on every call, and each call faulted their pages in again (830 faults,
+  // a third of the time, in training at T, B, I, H = 200, 16, 32, 64); one block of their
+  // joint size stays. glibc maps a block above 32 MiB afresh each time, so a larger joint
+  // block would fault all of itself (9,600 faults at 100, 32, 128, 256).
+  const bool joint = ln && save && 3 * steps * B * G * int64_t(sizeof(T)) <= kJointBytes;
+  Tensor y = empty({steps, B, P}), Gates = empty({joint ? 3 : 1, held, B, G}), A = Gates[0];
   Tensor Hs = empty({save ? steps + 1 : 2, B, P}), Cs = empty({save ? steps + 1 : 2, B, H});
-  Tensor Cn = empty({kept, B, H}), Xih = ln && save ? empty({steps, B, G}) : A;
-  Tensor Xhh = empty({kept, B, G}, ln), Rih = empty({held, B}, ln);
+  Tensor Cn = empty({kept, B, H});
+  Tensor Xih = joint ? Gates[1] : ln && save ? empty({steps, B, G}) : A;
+  Tensor Xhh = joint ? Gates[2] : empty({kept, B, G}, ln), Rih = empty({held, B}, ln);
   Tensor Rhh = empty({kept, B}, ln), Sc = empty({kept, B, 2}, ln), gh = empty({B, G}, ln);
   Tensor hin = empty({B, P}, masks.hidden || masks.rounds()), hraw = empty({B, H});
   Tensor hnew = proj ? empty({B, P}) : hraw;
@@ -286,8 +300,9 @@ std::vector<Tensor> LSTMScan<T>::forward(const Tensor& x, const Tensor& h0,
   const int64_t last = slot(steps);
   std::vector<Tensor> out{y, Hs[last].clone(), Cs[last].clone()};
   if (save) {
-    for (const Tensor& t : {A, Hs, Cs, Cn}) out.push_back(t);
-    if (ln) for (const Tensor& t : {Xih, Rih, Xhh, Rhh, Sc}) out.push_back(t);
+    for (const Tensor& t : {Gates, Hs, Cs, Cn}) out.push_back(t);
+    if (ln) for (const Tensor& t : {Rih, Rhh, Sc}) out.push_back(t);
+    if (ln && !joint) for (const Tensor& t : {Xih, Xhh}) out.push_back(t);
   }
   return out;
 }

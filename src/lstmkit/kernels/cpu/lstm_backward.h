@@ -184,9 +184,12 @@ std::vector<Tensor> LSTMScan<T>::backward(const Tensor& x, const Tensor& dy, con
   T *pdHn = ptr(dHn), *praw = ptr(Hraw), *pchat = ptr(chat), *pdchat = ptr(dchat);
   T *pdhraw = ptr(dhraw), *pdhin = ptr(dhin);
   const T *pa = ptr(saved[0]), *pcs = ptr(saved[2]), *pcn = ptr(saved[3]), *pdy = ptr(dy);
-  const T *psc = ln ? ptr(saved[8]) : nullptr, *pxhh = ln ? ptr(saved[6]) : nullptr;
-  const T *prhh = ln ? ptr(saved[7]) : nullptr, *pxih = ln ? ptr(saved[4]) : nullptr;
-  const T* prih = ln ? ptr(saved[5]) : nullptr;
+  // Xih and Xhh follow A in saved[0] or come last (lstm.h)
+  const bool joint = saved[0].size(0) == 3;
+  const T* pxih = !ln ? nullptr : joint ? pa + steps * B * G : ptr(saved[7]);
+  const T* pxhh = !ln ? nullptr : joint ? pa + 2 * steps * B * G : ptr(saved[8]);
+  const T *prih = ln ? ptr(saved[4]) : nullptr, *prhh = ln ? ptr(saved[5]) : nullptr;
+  const T* psc = ln ? ptr(saved[6]) : nullptr;
   const RightOperand<T> w_ih(w.w_ih, G, I, false, o), w_hh(w.w_hh, G, P, false, o);
   const RightOperand<T> w_hr(w.w_hr, P, H, false, o);
   // Sums over all steps: biases, peepholes and layer-norm gains in double, weights by chunks.
