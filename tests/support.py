@@ -45,6 +45,24 @@ def parts(state) -> tuple[torch.Tensor, ...]:
     return tuple(torch.utils._pytree.tree_leaves(state))
 
 
+def cpu_scan_args(layer, steps: int, batch: int, save: bool = True) -> tuple:
+    """A call of lstmkit::cpu_scan as the cpu backend makes it for ``layer``'s first layer and
+    direction: random x and state in the layer's dtype, and copies of its weights, all leaves
+    that need a gradient."""
+    from lstmkit.kernels import cpu
+
+    dtype = next(layer.parameters()).dtype
+    weights = layer.cell_weights()[0][0]
+    names = [n for n, t in weights.items() if t is not None]
+    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
+    state = [torch.randn(batch, s[-1]).to(dtype).requires_grad_()
+             for s in layer.family.state_shapes(layer.config.cell)]
+    x = torch.randn(steps, batch, layer.input_size).to(dtype).requires_grad_()
+    return (layer.family.key, x, state, ",".join(names),
+            [weights[n].detach().clone().requires_grad_() for n in names], None, None, [],
+            int_names, ints, real_names, reals, save)
+
+
 def cpu_flags() -> set[str]:
     """The CPU's flags in /proc/cpuinfo; skips the calling test where there are none to read."""
     try:

@@ -14,7 +14,7 @@ import importlib
 
 import pytest
 import torch
-from support import parts, probe_loss
+from support import cpu_scan_args, parts, probe_loss
 from tolerances import assert_close
 from torch._dynamo.testing import CompileCounterWithBackend
 
@@ -119,23 +119,6 @@ def test_training_with_dropout_between_layers_gives_the_gradient_of_its_own_draw
     assert abs((up - down).item() / 2e-6 - grad[1, 0, 1].item()) < 1e-6
 
 
-def _cpu_scan_args(family: str, save: bool, **options):
-    """A call of lstmkit::cpu_scan as the cpu backend makes it, on a tiny layer."""
-    from lstmkit.kernels import cpu
-
-    cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[family]
-    layer = cls(3, 4, dtype=torch.float64, backend="cpu", **options)
-    weights = layer.cell_weights()[0][0]
-    names = [n for n, t in weights.items() if t is not None]
-    state = [torch.randn(2, s[-1], dtype=torch.float64)
-             for s in layer.family.state_shapes(layer.config.cell)]
-    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    return (family, x, [s.requires_grad_() for s in state], ",".join(names),
-            [weights[n].detach().clone().requires_grad_() for n in names], None, None, [],
-            int_names, ints, real_names, reals, save)
-
-
 @pytest.mark.parametrize(("family", "options"), [
     ("lstm", {}), ("lstm", {"layer_norm": True, "proj_size": 2, "peephole": True}),
     ("gru", {"reset_after": False}), ("rnn", {"nonlinearity": "relu"})])
@@ -145,7 +128,9 @@ def test_opcheck_cpu_scan(family, options):
     from lstmkit.kernels import cpu
 
     for save in (True, False):
-        torch.library.opcheck(cpu.scan_op, _cpu_scan_args(family, save, **options))
+        cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[family]
+        layer = cls(3, 4, dtype=torch.float64, backend="cpu", **options)
+        torch.library.opcheck(cpu.scan_op, cpu_scan_args(layer, 5, 2, save))
 
 
 @pytest.mark.parametrize(("cls", "options"), [

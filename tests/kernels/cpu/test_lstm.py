@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from support import parts, probe_loss
+from support import cpu_scan_args, parts, probe_loss
 from tolerances import TOLERANCES
 
 from lstmkit import LSTM
@@ -152,16 +152,12 @@ def test_layer_norm_saves_its_terms_in_one_block_up_to_its_bound(steps):
     make = _make(dict(layer_norm=True), hidden=64, inputs=2)
     reference, layer = make("reference").double(), make("cpu").double()
     layer.load_state_dict(reference.state_dict())
-    x = torch.randn(steps, 64, 2, dtype=torch.float64)
-    weights = layer.cell_weights()[0][0]
-    names = [n for n, t in weights.items() if t is not None]
-    state = [torch.zeros(64, 64, dtype=torch.float64)] * 2
-    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
-    saved = cpu.scan_op("lstm", x, state, ",".join(names), [weights[n].detach() for n in names],
-                        None, None, [], int_names, ints, real_names, reals, True)[3:]
-    fake = cpu._saved_like("lstm", x, state, weights)
+    args = cpu_scan_args(layer, steps, 64)
+    saved = cpu.scan_op(*args)[3:]
+    fake = cpu._saved_like("lstm", *args[1:3], dict(zip(args[3].split(","), args[4])))
     assert [t.shape for t in saved] == [t.shape for t in fake]
     assert saved[0].shape[0] == (3 if steps == 80 else 1)
+    x = torch.randn(steps, 64, 2, dtype=torch.float64)
     assert max(_errors(layer, reference, x)) <= TOLERANCES[torch.float64]["rtol"]
 
 

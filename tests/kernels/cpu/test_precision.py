@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from support import cpu_flags, parts, probe_loss, python_output
+from support import cpu_flags, cpu_scan_args, parts, probe_loss, python_output
 from tolerances import assert_close, assert_conforms
 
 import lstmkit
@@ -182,14 +182,6 @@ def test_the_custom_op_in_bf16(name):
     """The fake kernel's shapes and dtypes (saved tensors in float32) and the registered
     autograd, as torch.compile and torch.export see them."""
     layer = _layer(name, "cpu", torch.bfloat16)
-    weights = layer.cell_weights()[0][0]
-    names = [n for n, t in weights.items() if t is not None]
-    (int_names, ints), (real_names, reals) = cpu._options(layer.config.cell)
-    state = [torch.randn(2, *s).to(torch.bfloat16).requires_grad_()
-             for s in layer.family.state_shapes(layer.config.cell)]
-    x = torch.randn(5, 2, 6).to(torch.bfloat16).requires_grad_()
-    args = (layer.family.key, x, state, ",".join(names),
-            [weights[n].detach().clone().requires_grad_() for n in names], None, None, [],
-            int_names, ints, real_names, reals, True)
+    args = cpu_scan_args(layer, 5, 2)
     torch.library.opcheck(cpu.scan_op, args, test_utils=("test_schema", "test_faketensor",
                                                          "test_autograd_registration"))
