@@ -127,9 +127,9 @@ def test_opcheck_cpu_scan(family, options):
         pytest.skip(f"the cpu backend {reason}")
     from lstmkit.kernels import cpu
 
+    cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[family]
+    layer = cls(3, 4, dtype=torch.float64, backend="cpu", **options)
     for save in (True, False):
-        cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[family]
-        layer = cls(3, 4, dtype=torch.float64, backend="cpu", **options)
         torch.library.opcheck(cpu.scan_op, cpu_scan_args(layer, 5, 2, save))
 
 

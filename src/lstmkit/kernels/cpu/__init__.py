@@ -161,7 +161,8 @@ def _saved_like(family: str, x: Tensor, state: list[Tensor], w: dict) -> list[Te
                  new(steps + 1, batch, hidden), new(steps, batch, hidden)]  # Hs, Cs, Cn
         if ln:  # Rih, Rhh, Sc, then Xih, Xhh unless Gates holds them
             saved += [new(steps, batch), new(steps, batch), new(steps, batch, 2)]
-            saved += [] if joint else [new(steps, batch, gates), new(steps, batch, gates)]
+            if not joint:
+                saved += [new(steps, batch, gates), new(steps, batch, gates)]
         return saved
     hidden = state[0].shape[1]
     if family == "gru":  # Gt, Hs, Rn
