@@ -121,6 +121,9 @@ APPS = {
 
 
 def main(names: list[str]) -> None:
+    if names != ["layers"] and not set(names) <= set(APPS):
+        sys.exit(f"precision.py: expected 'layers' or app names from {', '.join(APPS)}, "
+                 f"got {' '.join(names)}")
     torch.set_num_threads(1)
     print(f"Machine: {_report.machine()}; {_report.load_note('start')}")
     if names == ["layers"]:
